@@ -1,0 +1,79 @@
+/*
+ * config.h - the host's settings, read from a libconfig file. Only config.c
+ * includes libconfig. Every setting has a default (config_defaults) and a
+ * range; config_load reports the first error as "file:line: what was expected".
+ */
+#ifndef BGT_CONFIG_H
+#define BGT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+/* One entry of plugins.load. */
+typedef struct plugin_conf {
+    char *name;     /* plugin name; the file is <plugins.dir>/<name>.so unless file is set */
+    char *file;     /* absolute path of the .so (resolved) */
+    cJSON *config;  /* the plugin's own section as JSON (an object, maybe empty); owned */
+} plugin_conf;
+
+typedef struct bgt_config {
+    char *path;               /* the file read, or NULL for defaults only */
+
+    /* redis */
+    char *redis_url;          /* "redis://host:port/db", "unix:///path?db=N" or "/path.sock" */
+    char *redis_password;     /* NULL for none; never logged */
+    char *prefix;             /* key prefix, default "bgtask" */
+
+    /* host */
+    char *host_id;            /* NULL: hostname:pid */
+    int workers;              /* worker threads, 1..1024, default 8 */
+    char *log_level;          /* error|warning|notice|info|debug, default info */
+
+    /* tasks */
+    double lease_s;           /* 1..3600, default 15 */
+    double heartbeat_s;       /* 0.05..lease/2, default 5 */
+    double progress_interval_s; /* 0..60, default 1 */
+    double retention_s;       /* finished tasks kept, 0..31536000, default 86400 */
+    int max_attempts;         /* default per handler, 1..1000, default 3 */
+    double backoff_base_s;    /* first retry delay, 0..3600, default 1 */
+    double backoff_max_s;     /* cap, >= backoff_base, default 300 */
+    double shutdown_grace_s;  /* 0..86400, default 30 */
+    size_t max_args_bytes;    /* 16..67108864, default 1048576 */
+    size_t max_result_bytes;  /* 16..67108864, default 1048576 */
+    int max_subtasks;         /* per task, 1..1000000, default 10000 */
+    int parallelism;          /* default per parallel handler, 1..1024, default 8 */
+    long events_maxlen;       /* approximate cap of P:events, 100..1000000000, default 100000 */
+
+    /* plugins */
+    char *plugins_dir;        /* absolute (relative paths resolve against the config's folder) */
+    bool plugins_autoload;    /* load every .so in plugins_dir too, default false */
+    bool plugins_required;    /* a plugin that fails to load stops the host, default true */
+    plugin_conf *plugins;     /* plugins.load, in order */
+    size_t nplugins;
+
+    /* http (off unless http_listen is set) */
+    char *http_listen;        /* "127.0.0.1:9464"; NULL = off */
+    char *http_token;         /* bearer token; NULL = none; never logged */
+    char *http_token_file;    /* file holding the token (resolved path) */
+    bool http_metrics_auth;   /* /metrics needs the token too, default false */
+    size_t http_max_body;     /* 1024..67108864, default 1048576 */
+    int http_max_connections; /* 1..100000, default 1024 */
+} bgt_config;
+
+/* Fill c with the defaults (plugins_dir = "plugins" under the current folder). */
+void config_defaults(bgt_config *c);
+
+/*
+ * Read path into c (which config_load initialises with the defaults first).
+ * Returns 0, or a negative errno with err holding "path:line: message"
+ * (or "path: message" when there is no line). On failure c holds nothing
+ * that needs freeing. The caller frees a loaded c with config_free.
+ */
+int config_load(const char *path, bgt_config *c, char *err, size_t errlen);
+
+/* Free everything c owns and zero it. */
+void config_free(bgt_config *c);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * plugin.h - the plugin loader. Resolves a plugin file, refuses files or
+ * folders writable by anyone but their owner, dlopen()s it with
+ * RTLD_NOW | RTLD_LOCAL, checks the exported bgt_plugin_entry's ABI version
+ * before running any plugin code, and calls its init with the host's service
+ * table. A failed init undoes every registration the plugin made, then
+ * dlclose()s it.
+ */
+#ifndef BGT_PLUGIN_H
+#define BGT_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bgtask.h"
+#include "registry.h"
+
+/* The host's side of the opaque bgt_plugin a plugin sees. */
+struct bgt_plugin {
+    char *name;                       /* from the entry */
+    char *version;                    /* from the entry */
+    char *path;                       /* the file loaded */
+    void *dl;                         /* dlopen handle */
+    const bgt_plugin_entry_t *entry;  /* inside the plugin's memory */
+    registry *reg;                    /* where its handlers and hooks go */
+    bool in_init;                     /* registration is allowed only during init */
+    int reg_rc;                       /* first registration its init had refused (negative
+                                         errno), or 0: such a load fails even if init
+                                         returns 0 */
+    char reg_err[256];                /* that refusal's message */
+    struct bgt_plugin *next;          /* the loaded list */
+};
+
+/*
+ * Load the plugin at path. config is the plugin's section (borrowed; NULL for
+ * {}), api the host's table. On success *out is the loaded plugin, owned by
+ * the caller (free with plugin_unload). On failure returns a negative errno and
+ * err holds "path: reason" (for dlopen failures, dlerror's text; for an ABI
+ * mismatch, both versions); nothing stays registered and nothing stays loaded.
+ */
+int plugin_load(const char *path, const cJSON *config, registry *reg, const bgt_api *api,
+                struct bgt_plugin **out, char *err, size_t errlen);
+
+/* Call fini, remove the plugin's registrations, dlclose (unless the
+ * environment sets BGT_NO_DLCLOSE, so leak reports can name the plugin's
+ * file), free p. NULL is allowed. */
+void plugin_unload(struct bgt_plugin *p);
+
+/*
+ * List the plugin files of dir: every "*.so" entry whose name does not start
+ * with a dot, as "dir/name", sorted by byte order (so autoload order does not
+ * depend on the file system). On success *paths is a heap array of *n heap
+ * strings owned by the caller (free each, then the array; NULL when *n is 0).
+ * Returns 0, or a negative errno with err = "dir: cannot read: reason".
+ */
+int plugin_scan_dir(const char *dir, char ***paths, size_t *n, char *err, size_t errlen);
+
+/* The bgt_api entries the loader implements (used to build the host table). */
+int plugin_api_register_handler(struct bgt_plugin *p, const bgt_handler_def *def);
+int plugin_api_register_hook(struct bgt_plugin *p, const bgt_hook_def *def);
+void plugin_api_log(struct bgt_plugin *p, int level, const char *fmt, va_list ap);
+
+#endif

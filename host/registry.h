@@ -1,0 +1,80 @@
+/*
+ * registry.h - handler name -> definition and owning plugin, and the list of
+ * plugin hooks in registration order. Entries are added while a plugin
+ * initialises and removed only when that plugin's load is rolled back or it is
+ * unloaded at exit; a handler pointer handed out stays valid until then.
+ * All functions are thread-safe.
+ */
+#ifndef BGT_REGISTRY_H
+#define BGT_REGISTRY_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "bgtask.h"
+
+struct bgt_plugin;
+
+/* One registered handler. Read-only once registered. */
+typedef struct handler {
+    char name[BGT_NAME_MAX + 1];
+    bgt_handler_def def;        /* copy of the plugin's definition; def.name points at name */
+    struct bgt_plugin *plugin;  /* owner, or NULL for handlers the host registers itself */
+    struct handler *next;
+} handler;
+
+/* One registered hook. */
+typedef struct hook {
+    char name[BGT_NAME_MAX + 1];
+    bgt_hook_def def;
+    struct bgt_plugin *plugin;
+    struct hook *next;
+} hook;
+
+typedef struct registry {
+    pthread_mutex_t lock;
+    handler *handlers;   /* in registration order */
+    hook *hooks;         /* in registration order */
+    unsigned generation; /* bumped on every change, so readers know to refresh */
+} registry;
+
+void registry_init(registry *r);
+/* Drop every entry (calling udata_free) and destroy the lock. */
+void registry_destroy(registry *r);
+
+/*
+ * Add a handler owned by plugin p (NULL for the host). def is copied; its
+ * udata passes to the registry whatever this returns (freed here on failure).
+ * Returns 0, -EINVAL (invalid definition; err says why), or -EEXIST (name
+ * taken; err names the plugin that has it).
+ */
+int registry_add_handler(registry *r, struct bgt_plugin *p, const bgt_handler_def *def,
+                         char *err, size_t errlen);
+
+/* Same for hooks: -EINVAL for a bad definition. Hook names need not be unique. */
+int registry_add_hook(registry *r, struct bgt_plugin *p, const bgt_hook_def *def, char *err,
+                      size_t errlen);
+
+/* The handler called name, or NULL. The pointer stays valid until its plugin is removed. */
+const handler *registry_find(registry *r, const char *name);
+
+/* Remove every handler and hook p registered (calling udata_free). */
+void registry_remove_plugin(registry *r, struct bgt_plugin *p);
+
+/*
+ * Copy up to max handler pointers into out, in registration order. Returns the
+ * total number of handlers (which may exceed max).
+ */
+size_t registry_handlers(registry *r, const handler **out, size_t max);
+
+/*
+ * Copy up to max hook pointers into out, in registration order. Returns the
+ * total number of hooks (which may exceed max). A pointer stays valid until
+ * its plugin is removed.
+ */
+size_t registry_hooks(registry *r, const hook **out, size_t max);
+
+/* Number of handlers p registered. */
+size_t registry_count_plugin(registry *r, const struct bgt_plugin *p);
+
+#endif

@@ -1,0 +1,243 @@
+/*
+ * store.h - all Redis I/O of hosts and clients (protocol version 1). Only
+ * store.c includes hiredis and knows key names and Lua scripts; every
+ * multi-key change is one script, loaded once and called by SHA.
+ *
+ * A store is one connection and is not thread-safe: give each thread its own.
+ * Functions return 0 or a negative errno: -EIO when Redis cannot be reached
+ * (the store reconnects on the next call, with backoff), -ENOENT for an unknown
+ * task, -EINVAL for bad input (store_errstr says what), -ESTALE for a write
+ * refused by fencing, -EPROTO for an answer the store cannot read.
+ */
+#ifndef BGT_STORE_H
+#define BGT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#define STORE_PROTOCOL_VERSION 1
+#define STORE_DEFAULT_URL "redis://127.0.0.1:6379/0"
+
+/* Where Redis is. */
+typedef struct redis_addr {
+    char *host;      /* NULL for a unix socket */
+    int port;
+    char *path;      /* unix socket path, or NULL */
+    int db;
+    char *password;  /* NULL for none */
+} redis_addr;
+
+/*
+ * Parse "redis://[:password@]host[:port][/db]", "unix:///path[?db=N]" or a
+ * bare "/path" (a unix socket). Returns 0 or -EINVAL with err saying what is
+ * wrong. Free with redis_addr_free.
+ */
+int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen);
+void redis_addr_free(redis_addr *a);
+/* The address to use: the first of cli (--redis), $BGTASK_REDIS, config, default. */
+const char *redis_url_pick(const char *cli, const char *config);
+
+typedef struct store store;
+
+/* Limits the store enforces on submission (defaults as in config.h). */
+typedef struct store_limits {
+    size_t max_args_bytes;
+    size_t max_result_bytes;
+    int max_subtasks;
+    long events_maxlen;
+    double retention_s;  /* finished records expire after this; 0 = never */
+} store_limits;
+
+/* A new, unconnected store. addr and prefix are copied. */
+store *store_new(const redis_addr *addr, const char *password, const char *prefix);
+void store_free(store *st);
+void store_set_limits(store *st, const store_limits *lim);
+/* Connect now (and AUTH, SELECT); -EIO with store_errstr saying why. */
+int store_connect(store *st);
+/* Text of the last error; valid until the next call on st. */
+const char *store_errstr(const store *st);
+/* The key prefix. */
+const char *store_prefix(const store *st);
+/* PING. */
+int store_ping(store *st);
+/* Copy Redis' maxmemory-policy into policy. */
+int store_maxmemory_policy(store *st, char *policy, size_t n);
+/* Wake a store blocked in another thread (store_wait_wake, store_next_*):
+ * that call returns -EINTR. Safe to call from any thread. */
+void store_interrupt(store *st);
+
+/* ---- submission (clients, plugins, HTTP) ---- */
+
+typedef struct submit_req {
+    const char *id;          /* NULL: a fresh UUIDv4 */
+    const char *handler;     /* required */
+    const char *args;        /* JSON text, NULL for {} */
+    const char *subtasks;    /* JSON array of per-subtask args, or NULL */
+    int max_attempts;        /* 0: the handler's default */
+    double delay_s;          /* 0: claimable now */
+    /* out */
+    char id_out[37];         /* the task id */
+    int rc;                  /* 0, -EINVAL (err says why), -EEXIST (id taken) */
+    char err[200];
+} submit_req;
+
+/*
+ * Submit n tasks in one script call. Each request's rc says how it went; the
+ * function returns 0 if the call reached Redis (even if some requests were
+ * refused), -EIO otherwise. Validates handler names, ids, JSON and sizes before
+ * anything is sent: a refused request changes nothing.
+ */
+int store_submit(store *st, submit_req *reqs, size_t n);
+
+/* ---- reading (clients) ---- */
+
+/* The task record as a JSON object: the record's fields (DESIGN §5) with
+ * numbers as numbers and args/result as JSON values. -ENOENT if unknown. */
+int store_get_task(store *st, const char *id, cJSON **out);
+/* Tasks, newest first: state NULL or "ONGOING"/"SUCCESS"/..., handler NULL or
+ * a name; at most limit. *out is a JSON array of records. */
+int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out);
+/* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms, expires_ms}. */
+int store_list_hosts(store *st, cJSON **out);
+/* Per handler: {handler, queued, due, running}; plus finished counts by state. */
+int store_stats(store *st, cJSON **out);
+
+typedef enum cancel_result {
+    CANCEL_DONE = 0,       /* the task was not running: it is CANCELLED now */
+    CANCEL_REQUESTED = 1,  /* the owning host was asked to stop it */
+    CANCEL_FINAL = 2,      /* already in a terminal state (state_out says which) */
+} cancel_result;
+
+/* Cancel a task. Returns a cancel_result >= 0, or -ENOENT, -EIO. */
+int store_cancel(store *st, const char *id, char *state_out, size_t n);
+
+/* ---- following a task (clients) ---- */
+
+/* Turn st into a subscriber of the task's live events (P:ev:<id>). */
+int store_subscribe_task(store *st, const char *id);
+/*
+ * Wait up to timeout_s for the next event on a subscribed store. Returns 0 with
+ * *name (event name, owned by caller) and *data (payload, owned by caller),
+ * -ETIMEDOUT, -EINTR (store_interrupt), or -EIO.
+ */
+int store_next_event(store *st, double timeout_s, char **name, cJSON **data);
+
+/* ---- the host's side ---- */
+
+/* What the host tells claim about each handler it serves. */
+typedef struct claim_handler {
+    const char *name;
+    int max_attempts;    /* the handler's default */
+    bool not_retriable;  /* an orphaned attempt fails */
+    bool parallel;
+} claim_handler;
+
+/* A claimed attempt. Free its strings with claimed_clear. */
+typedef struct claimed {
+    char id[37];
+    char handler[64];
+    uint32_t attempt;
+    uint32_t released;
+    int max_attempts;        /* effective */
+    char *args;              /* JSON text */
+    double progress_current; /* persisted by earlier attempts */
+    double progress_total;
+    int64_t created_ms;
+    char *corrupt;           /* non-NULL: the record is unreadable; why (fail the task) */
+} claimed;
+
+void claimed_clear(claimed *c);
+
+/*
+ * Claim up to max due tasks of the given handlers for host_id in one script
+ * call (terminal records are dropped from the queues, cancel-requested ones
+ * become CANCELLED, exhausted or non-retriable orphans FAILURE). Fills out[0..*nout).
+ * *next_due_s is the delay until the earliest member of these queues becomes
+ * due (-1 when they are empty), computed by Redis' clock.
+ */
+int store_claim(store *st, const char *host_id, const claim_handler *hs, size_t nh, int max,
+                int64_t lease_ms, claimed *out, int *nout, double *next_due_s);
+
+/* Block up to timeout_s on the handlers' wake lists. 1 woken, 0 timeout,
+ * -EINTR interrupted, -EIO. */
+int store_wait_wake(store *st, const claim_handler *hs, size_t nh, double timeout_s);
+
+/* One attempt in a heartbeat. */
+typedef struct hb_item {
+    const char *id;
+    const char *handler;
+    uint32_t attempt;
+    int status;  /* out: HB_OK, HB_LOST or HB_CANCEL */
+} hb_item;
+enum { HB_OK = 0, HB_LOST = 1, HB_CANCEL = 2 };
+
+/* The host's own entry in P:hosts. */
+typedef struct host_info {
+    const char *id;
+    const char *machine;
+    int pid;
+    const char *version;
+    const char *handlers;  /* comma-separated */
+    int workers;
+    int running;
+    int64_t started_ms;
+} host_info;
+
+/*
+ * Renew the leases of the host's attempts still owned (fenced by owner and
+ * attempt) and the host's own entry, in one script call; fills each item's
+ * status.
+ */
+int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n, int64_t lease_ms);
+/* Remove the host's entry (graceful exit). */
+int store_host_remove(store *st, const char *host_id);
+
+/* What a write does. */
+typedef enum fin_op {
+    FIN_PROGRESS = 0,  /* persist progress + bgtask_updated */
+    FIN_SUCCESS = 1,
+    FIN_FAILURE = 2,
+    FIN_CANCELLED = 3,
+    FIN_RETRY = 4,     /* owner cleared, claimable after backoff_ms; FAILURE at max_attempts */
+    FIN_RELEASE = 5,   /* owner cleared, claimable now, released += 1 */
+} fin_op;
+
+/* One fenced write of the host for one attempt. Strings are borrowed. */
+typedef struct fin_item {
+    fin_op op;
+    const char *id;
+    const char *handler;
+    uint32_t attempt;
+    /* progress to persist first (any op): */
+    bool has_progress;
+    double current, total;
+    const char *progress_message;  /* may be NULL */
+    const char *progress_event;    /* bgtask_updated payload JSON */
+    /* the state change (not FIN_PROGRESS): */
+    const char *message;           /* record's message (error for FAILURE) */
+    const char *result;            /* JSON text for SUCCESS, or NULL */
+    const char *event_name;        /* event for the change */
+    const char *event_payload;     /* its JSON payload */
+    int64_t backoff_ms;            /* FIN_RETRY */
+    int64_t retention_s;           /* terminal ops: TTL of the record; -1 = the store's */
+    /* out */
+    int rc;                        /* 0 applied, -ESTALE fenced out */
+    bool gave_up;                  /* FIN_RETRY turned into FAILURE at max_attempts */
+} fin_item;
+
+/*
+ * Apply n writes of host_id in one script call, in order. Each item's rc says
+ * whether fencing let it through. Returns 0 if the call reached Redis.
+ */
+int store_apply(store *st, const char *host_id, fin_item *items, size_t n);
+
+/* Subscribe st to the host's control channel (P:ctl:<host>). */
+int store_subscribe_control(store *st, const char *host_id);
+/* Next control message: fills id (37 bytes) for "cancel <id>". Returns 0,
+ * -ETIMEDOUT, -EINTR, -EIO. */
+int store_next_control(store *st, double timeout_s, char *id);
+
+#endif

@@ -1,0 +1,305 @@
+/*
+ * store_lua.h - the Lua scripts of Redis protocol version 1. Included by
+ * store.c only. Every script starts with the common prelude; ARGV[1..3] are
+ * always prefix, events maxlen and retention seconds.
+ *
+ * Keys (P = prefix): P:task:<id> hash, P:sub:<id> hash, P:q:<handler> zset
+ * (score = ms from which the task may be claimed), P:wake:<handler> list,
+ * P:events stream, P:ev:<id> channel, P:ctl:<host> channel, P:hosts zset,
+ * P:host:<id> hash, P:done zset.
+ *
+ * Scripts use Redis' clock (TIME) for every score so hosts with skewed clocks
+ * agree on when a lease ends.
+ */
+#ifndef BGT_STORE_LUA_H
+#define BGT_STORE_LUA_H
+
+/* Shared helpers. emit() appends to the stream and publishes on the task's
+ * channel; terminate() is the one way a task reaches a terminal state. */
+#define LUA_PRELUDE                                                                          \
+    "local P = ARGV[1]\n"                                                                    \
+    "local MAXLEN = ARGV[2]\n"                                                               \
+    "local RETENTION = tonumber(ARGV[3])\n"                                                  \
+    "local T = redis.call('TIME')\n"                                                         \
+    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"                \
+    "local function emit(id, name, data)\n"                                                  \
+    "  local sid = redis.call('XADD', P .. ':events', 'MAXLEN', '~', MAXLEN, '*',\n"         \
+    "    'event', name, 'task_id', id, 'data', data)\n"                                      \
+    "  redis.call('PUBLISH', P .. ':ev:' .. id,\n"                                           \
+    "    '{\"event\":\"' .. name .. '\",\"id\":\"' .. sid .. '\",\"data\":' .. data .. '}')\n" \
+    "end\n"                                                                                  \
+    "local function payload(id, h, attempt, msg, extra)\n"                                   \
+    "  return '{\"task_id\":\"' .. id .. '\",\"handler\":' .. cjson.encode(h) ..\n"          \
+    "    ',\"attempt\":' .. attempt .. ',\"ts_ms\":' .. NOW .. ',\"message\":' ..\n"         \
+    "    cjson.encode(msg) .. (extra or '') .. '}'\n"                                        \
+    "end\n"                                                                                  \
+    "local EVNAME = {SUCCESS = 'bgtask_done', FAILURE = 'bgtask_failed',\n"                  \
+    "  CANCELLED = 'bgtask_cancelled'}\n"                                                    \
+    "local function wake(h)\n"                                                               \
+    "  local w = P .. ':wake:' .. h\n"                                                       \
+    "  redis.call('LPUSH', w, 1)\n"                                                          \
+    "  redis.call('LTRIM', w, 0, 63)\n"                                                      \
+    "end\n"                                                                                  \
+    "local function terminate(id, h, attempt, state, msg, result, evname, data, keep)\n"           \
+    "  local key = P .. ':task:' .. id\n"                                                    \
+    "  redis.call('HSET', key, 'state', state, 'message', msg, 'finished_ms', NOW,\n"        \
+    "    'updated_ms', NOW, 'cancel_requested', 0)\n"                                        \
+    "  if state == 'FAILURE' then redis.call('HSET', key, 'error', msg) end\n"               \
+    "  if result then redis.call('HSET', key, 'result', result) end\n"                       \
+    "  redis.call('ZREM', P .. ':q:' .. h, id)\n"                                            \
+    "  redis.call('ZADD', P .. ':done', NOW, id)\n"                                          \
+    "  keep = keep or RETENTION\n"                                                           \
+    "  if keep > 0 then\n"                                                                   \
+    "    redis.call('PEXPIRE', key, math.floor(keep * 1000))\n"                              \
+    "    redis.call('PEXPIRE', P .. ':sub:' .. id, math.floor(keep * 1000))\n"               \
+    "  end\n"                                                                                \
+    "  emit(id, evname or EVNAME[state], data or payload(id, h, attempt, msg))\n"            \
+    "end\n"
+
+/*
+ * submit: ARGV[4] = n, then 6 per task: id, handler, args, max_attempts,
+ * delay_ms, subtasks (JSON array text or ""). Returns per task 1 (created)
+ * or 0 (id exists: nothing changed).
+ */
+static const char LUA_SUBMIT[] = LUA_PRELUDE
+    "local out = {}\n"
+    "local woken = {}\n"
+    "local i = 5\n"
+    "for k = 1, tonumber(ARGV[4]) do\n"
+    "  local id, h, args = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
+    "  local maxa, delay, subs = ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]\n"
+    "  i = i + 6\n"
+    "  local key = P .. ':task:' .. id\n"
+    "  if redis.call('EXISTS', key) == 1 then\n"
+    "    out[k] = 0\n"
+    "  else\n"
+    "    local kind, nsub = 'single', 0\n"
+    "    if subs ~= '' then\n"
+    "      local list = cjson.decode(subs)\n"
+    "      kind, nsub = 'parallel', #list\n"
+    "      local sk = P .. ':sub:' .. id\n"
+    "      for j = 1, nsub do\n"
+    "        redis.call('HSET', sk, (j - 1) .. ':args', cjson.encode(list[j]),\n"
+    "          (j - 1) .. ':state', 'PENDING')\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('HSET', key, 'id', id, 'handler', h, 'kind', kind, 'state', 'ONGOING',\n"
+    "      'args', args, 'attempt', 0, 'released', 0, 'max_attempts', maxa, 'owner', '',\n"
+    "      'created_ms', NOW, 'started_ms', 0, 'updated_ms', NOW, 'finished_ms', 0,\n"
+    "      'progress_current', 0, 'progress_total', 0, 'message', 'Task started',\n"
+    "      'result', '', 'error', '', 'cancel_requested', 0, 'subtasks', nsub,\n"
+    "      'sub_success', 0, 'sub_failure', 0)\n"
+    "    redis.call('ZADD', P .. ':q:' .. h, NOW + delay, id)\n"
+    "    if not woken[h] then wake(h); woken[h] = true end\n"
+    "    emit(id, 'bgtask_updated', payload(id, h, 0, 'Task started',\n"
+    "      ',\"current_progress\":0,\"total_progress\":0'))\n"
+    "    out[k] = 1\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * claim: ARGV[4] = host, [5] = lease_ms, [6] = max, [7] = nh, then 4 per
+ * handler: name, max_attempts, not_retriable (0|1), kind. Returns
+ * {now, next_due_delay_ms (-1 none), then 10 per claimed task: id, handler,
+ * attempt, released, max_attempts, args, progress_current, progress_total,
+ * created_ms, corrupt ("" or why)}.
+ */
+static const char LUA_CLAIM[] = LUA_PRELUDE
+    "local host, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local out = {NOW, -1}\n"
+    "local hs = {}\n"
+    "local i = 8\n"
+    "for k = 1, tonumber(ARGV[7]) do\n"
+    "  hs[k] = {ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', ARGV[i + 3]}\n"
+    "  i = i + 4\n"
+    "end\n"
+    "for _, hd in ipairs(hs) do\n"
+    "  local h = hd[1]\n"
+    "  local q = P .. ':q:' .. h\n"
+    "  while want > 0 do\n"
+    "    local ids = redis.call('ZRANGEBYSCORE', q, '-inf', NOW, 'LIMIT', 0, want)\n"
+    "    if #ids == 0 then break end\n"
+    "    for _, id in ipairs(ids) do\n"
+    "      local key = P .. ':task:' .. id\n"
+    "      local r = redis.call('HMGET', key, 'state', 'attempt', 'released', 'max_attempts',\n"
+    "        'owner', 'cancel_requested', 'args', 'progress_current', 'progress_total',\n"
+    "        'created_ms')\n"
+    "      if not r[1] or r[1] ~= 'ONGOING' then\n"
+    "        redis.call('ZREM', q, id)\n"
+    "      else\n"
+    "        local attempt, released = tonumber(r[2]), tonumber(r[3])\n"
+    "        local maxa = tonumber(r[4])\n"
+    "        local owner = r[5] or ''\n"
+    "        if not attempt or not released or not maxa or not r[7] then\n"
+    "          attempt = tonumber(r[2]) or 0\n"
+    "          redis.call('HSET', key, 'attempt', attempt)\n"
+    "          terminate(id, h, attempt, 'FAILURE', 'corrupted task record: attempt, '\n"
+    "            .. 'released, max_attempts or args is missing or not a number')\n"
+    "        else\n"
+    "          if maxa <= 0 then maxa = hd[2] end\n"
+    "          if r[6] == '1' then\n"
+    "            terminate(id, h, attempt, 'CANCELLED', 'Cancelled')\n"
+    "          elseif owner ~= '' and hd[3] then\n"
+    "            terminate(id, h, attempt, 'FAILURE', 'attempt ' .. attempt ..\n"
+    "              ' was lost with its host ' .. owner .. ' and the handler is not retriable')\n"
+    "          elseif attempt - released >= maxa then\n"
+    "            local why = 'gave up after ' .. attempt .. ' attempts'\n"
+    "            if owner ~= '' then\n"
+    "              why = why .. ': the previous attempts were lost with their host (last: '\n"
+    "                .. owner .. ')'\n"
+    "            end\n"
+    "            terminate(id, h, attempt, 'FAILURE', why)\n"
+    "          else\n"
+    "            attempt = attempt + 1\n"
+    "            redis.call('HSET', key, 'attempt', attempt, 'owner', host, 'started_ms', NOW,\n"
+    "              'updated_ms', NOW, 'max_attempts', maxa, 'kind', hd[4])\n"
+    "            redis.call('ZADD', q, NOW + lease, id)\n"
+    "            local n = #out\n"
+    "            out[n + 1] = id\n"
+    "            out[n + 2] = h\n"
+    "            out[n + 3] = attempt\n"
+    "            out[n + 4] = released\n"
+    "            out[n + 5] = maxa\n"
+    "            out[n + 6] = r[7]\n"
+    "            out[n + 7] = r[8] or '0'\n"
+    "            out[n + 8] = r[9] or '0'\n"
+    "            out[n + 9] = r[10] or '0'\n"
+    "            out[n + 10] = ''\n"
+    "            want = want - 1\n"
+    "          end\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local due = -1\n"
+    "for _, hd in ipairs(hs) do\n"
+    "  local first = redis.call('ZRANGE', P .. ':q:' .. hd[1], 0, 0, 'WITHSCORES')\n"
+    "  if #first > 0 then\n"
+    "    local d = tonumber(first[2]) - NOW\n"
+    "    if d < 0 then d = 0 end\n"
+    "    if due < 0 or d < due then due = d end\n"
+    "  end\n"
+    "end\n"
+    "out[2] = due\n"
+    /* A full batch may have left due work behind: wake another host for it. */
+    "if want == 0 and due == 0 then\n"
+    "  for _, hd in ipairs(hs) do wake(hd[1]) end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * heartbeat: ARGV[4] = host, [5] = lease_ms, [6] = host ttl ms, [7..13] =
+ * machine, pid, version, handlers, workers, running, started_ms, [14] = n,
+ * then 3 per attempt: id, handler, attempt. Returns per attempt 0 (renewed),
+ * 1 (lost), 2 (renewed, cancel requested).
+ */
+static const char LUA_HEARTBEAT[] = LUA_PRELUDE
+    "local host, lease, ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "redis.call('ZADD', P .. ':hosts', NOW + ttl, host)\n"
+    "local hk = P .. ':host:' .. host\n"
+    "redis.call('HSET', hk, 'id', host, 'machine', ARGV[7], 'pid', ARGV[8], 'version', ARGV[9],\n"
+    "  'handlers', ARGV[10], 'workers', ARGV[11], 'running', ARGV[12], 'started_ms', ARGV[13],\n"
+    "  'updated_ms', NOW)\n"
+    "redis.call('PEXPIRE', hk, ttl * 2)\n"
+    "redis.call('ZREMRANGEBYSCORE', P .. ':hosts', '-inf', NOW - ttl)\n"
+    "local out = {}\n"
+    "local i = 15\n"
+    "for k = 1, tonumber(ARGV[14]) do\n"
+    "  local id, h, attempt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
+    "  i = i + 3\n"
+    "  local key = P .. ':task:' .. id\n"
+    "  local r = redis.call('HMGET', key, 'state', 'owner', 'attempt', 'cancel_requested')\n"
+    "  if r[1] == 'ONGOING' and r[2] == host and tonumber(r[3]) == attempt then\n"
+    "    redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW + lease, id)\n"
+    "    if r[4] == '1' then out[k] = 2 else out[k] = 0 end\n"
+    "  else\n"
+    "    out[k] = 1\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * apply: ARGV[4] = host, [5] = n, then 15 per write: op, id, handler,
+ * attempt, has_progress, current, total, progress_message, progress_event,
+ * message, result, event_name, event_payload, backoff_ms, retention_s (-1 for
+ * the store's). op: 0 progress,
+ * 1 success, 2 failure, 3 cancelled, 4 retry, 5 release. Returns per write
+ * 0 (fenced out: nothing changed), 1 (applied), 2 (retry gave up: FAILURE).
+ */
+static const char LUA_APPLY[] = LUA_PRELUDE
+    "local host = ARGV[4]\n"
+    "local STATE = {[1] = 'SUCCESS', [2] = 'FAILURE', [3] = 'CANCELLED'}\n"
+    "local out = {}\n"
+    "local i = 6\n"
+    "local finished = false\n"
+    "for k = 1, tonumber(ARGV[5]) do\n"
+    "  local op, id, h, attempt = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
+    "  local key = P .. ':task:' .. id\n"
+    "  local r = redis.call('HMGET', key, 'state', 'owner', 'attempt', 'released',\n"
+    "    'max_attempts')\n"
+    "  if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then\n"
+    "    out[k] = 0\n"
+    "  else\n"
+    "    out[k] = 1\n"
+    "    if ARGV[i + 4] == '1' then\n"
+    "      redis.call('HSET', key, 'progress_current', ARGV[i + 5], 'progress_total',\n"
+    "        ARGV[i + 6], 'message', ARGV[i + 7], 'updated_ms', NOW)\n"
+    "      emit(id, 'bgtask_updated', ARGV[i + 8])\n"
+    "    end\n"
+    "    local msg, res, evn, evp = ARGV[i + 9], ARGV[i + 10], ARGV[i + 11], ARGV[i + 12]\n"
+    "    if STATE[op] then\n"
+    "      if res == '' then res = nil end\n"
+    "      local keep = tonumber(ARGV[i + 14])\n"
+    "      if keep < 0 then keep = nil end\n"
+    "      terminate(id, h, attempt, STATE[op], msg, res, evn, evp, keep)\n"
+    "      finished = true\n"
+    "    elseif op == 4 then\n"
+    "      local used = tonumber(attempt) - (tonumber(r[4]) or 0)\n"
+    "      local maxa = tonumber(r[5]) or 1\n"
+    "      if used >= maxa then\n"
+    "        terminate(id, h, attempt, 'FAILURE', 'gave up after ' .. used .. ' attempts: '\n"
+    "          .. msg)\n"
+    "        finished = true\n"
+    "        out[k] = 2\n"
+    "      else\n"
+    "        redis.call('HSET', key, 'owner', '', 'error', msg, 'updated_ms', NOW)\n"
+    "        redis.call('ZADD', P .. ':q:' .. h, NOW + tonumber(ARGV[i + 13]), id)\n"
+    "        emit(id, evn, evp)\n"
+    "        wake(h)\n"
+    "      end\n"
+    "    elseif op == 5 then\n"
+    "      redis.call('HSET', key, 'owner', '', 'updated_ms', NOW, 'message', msg)\n"
+    "      redis.call('HINCRBY', key, 'released', 1)\n"
+    "      redis.call('ZADD', P .. ':q:' .. h, NOW, id)\n"
+    "      emit(id, evn, evp)\n"
+    "      wake(h)\n"
+    "    end\n"
+    "  end\n"
+    "  i = i + 15\n"
+    "end\n"
+    "if finished and RETENTION > 0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE', P .. ':done', '-inf', NOW - RETENTION * 1000)\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * cancel: ARGV[4] = id. Returns {-1} unknown, {0} cancelled now,
+ * {1, owner} requested from the owner, {2, state} already terminal.
+ */
+static const char LUA_CANCEL[] = LUA_PRELUDE
+    "local id = ARGV[4]\n"
+    "local key = P .. ':task:' .. id\n"
+    "local r = redis.call('HMGET', key, 'state', 'owner', 'handler', 'attempt')\n"
+    "if not r[1] then return {-1} end\n"
+    "if r[1] ~= 'ONGOING' then return {2, r[1]} end\n"
+    "if (r[2] or '') == '' then\n"
+    "  terminate(id, r[3], tonumber(r[4]) or 0, 'CANCELLED', 'Cancelled before it ran')\n"
+    "  return {0}\n"
+    "end\n"
+    "redis.call('HSET', key, 'cancel_requested', 1, 'updated_ms', NOW)\n"
+    "redis.call('PUBLISH', P .. ':ctl:' .. r[2], 'cancel ' .. id)\n"
+    "return {1, r[2]}\n";
+
+#endif

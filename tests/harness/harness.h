@@ -1,0 +1,124 @@
+/*
+ * harness.h - what integration and store tests share: a private
+ * redis-server on a free loopback port, real bgtaskd processes, bgtaskctl
+ * runs, and polling with a deadline (never a fixed sleep).
+ *
+ * Paths: binaries come from $BUILD (default "build"): $BUILD/bin/bgtaskd,
+ * $BUILD/bin/bgtaskctl, $BUILD/plugins/*.so, $BUILD/tests/plugins/*.so.
+ * Scratch files go under $BUILD/tmp/<test>-<pid>-<n>/ and are removed on stop.
+ */
+#ifndef BGT_HARNESS_H
+#define BGT_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <hiredis/hiredis.h>
+
+/* A private redis-server. */
+typedef struct th_redis {
+    pid_t pid;
+    int port;
+    bool aof;
+    char dir[512];  /* its working folder (dump/AOF live here) */
+    char url[128];  /* "redis://127.0.0.1:<port>/0" */
+} th_redis;
+
+/* Start redis-server on 127.0.0.1, a free port, in a fresh folder; with
+ * appendonly yes (appendfsync always) when aof. Waits until it answers PING.
+ * Returns 0 or -1 (message on stderr). When redis-server is missing: if the
+ * environment has CI set, that is a failure (-1); otherwise -2 (skip). */
+int th_redis_start(th_redis *r, bool aof);
+/* kill -9 the server (it stays stopped until th_redis_restart). */
+void th_redis_kill(th_redis *r);
+/* Start it again on the same port and folder; waits for PING. */
+int th_redis_restart(th_redis *r);
+/* Stop the server (SIGTERM, then SIGKILL after 5 s), reap it, remove its folder. */
+void th_redis_stop(th_redis *r);
+/* A fresh hiredis connection to it (caller frees with redisFree); aborts on failure. */
+redisContext *th_redis_connect(const th_redis *r);
+
+/* Options for a test host; zero fields take the defaults noted. */
+typedef struct th_host_opts {
+    const char *id;          /* host id; default "h<n>" */
+    int workers;             /* default 4 */
+    double lease_s;          /* default 3 */
+    double heartbeat_s;      /* default 0.5 */
+    double progress_interval_s; /* default 0.05 */
+    double shutdown_grace_s; /* default 5 */
+    double backoff_base_s;   /* default 0.05 */
+    double backoff_max_s;    /* default 1 */
+    int max_attempts;        /* default 3 */
+    /* Body of plugins.load, e.g. "{ name = \"demo\"; }" ; default loads demo.
+     * Test plugins: { name = "crash"; file = "<abs path>"; } - use th_test_plugin(). */
+    const char *plugins;
+    const char *extra;       /* more top-level libconfig text, verbatim (e.g. an http section) */
+    const char *prefix;      /* key prefix; default "bgtask" */
+} th_host_opts;
+
+/* A bgtaskd process. */
+typedef struct th_host {
+    pid_t pid;
+    char id[64];
+    char conf[512];  /* config file written for it */
+    char log[512];   /* its stderr */
+} th_host;
+
+/* Write a config for o and start bgtaskd -c <conf> with stderr to h->log.
+ * Does not wait: use th_host_wait_ready. Returns 0 or -1. */
+int th_host_start(th_host *h, const th_redis *r, const th_host_opts *o);
+/* Wait until the host's entry is in <prefix>:hosts (it is serving). */
+bool th_host_wait_ready(th_host *h, const th_redis *r, double timeout_s);
+/* Send a signal to the host (only ever to the pid we started). */
+void th_host_signal(th_host *h, int sig);
+/* Wait for the host to exit; *status gets the waitpid status. false on timeout. */
+bool th_host_wait_exit(th_host *h, double timeout_s, int *status);
+/* kill -9 and reap (no-op if already reaped). */
+void th_host_kill(th_host *h);
+/* Stop gracefully (SIGTERM, wait up to timeout, then kill -9); returns exit status or -1. */
+int th_host_stop(th_host *h, double timeout_s);
+/* True if the host's log contains needle. */
+bool th_log_contains(const th_host *h, const char *needle);
+/* Print the host's log to stderr (for failures). */
+void th_log_dump(const th_host *h);
+
+/* Absolute path of $BUILD/tests/plugins/<name>.so or $BUILD/plugins/<name>.so (static buffer per call site is not used: returns a malloc'd string). */
+char *th_plugin_path(const char *name, bool test_plugin);
+
+/*
+ * Run bgtaskctl --redis <r->url> <args...> (NULL-terminated), capture stdout
+ * (and stderr, into *err if not NULL). Returns the exit code (or -1 if it died
+ * by a signal). *out (if not NULL) gets a malloc'd NUL-terminated copy of stdout.
+ */
+int th_ctl(const th_redis *r, char **out, char **err, const char *arg, ...)
+    __attribute__((sentinel));
+/* Same with a timeout in seconds (kills it and returns -2 past that). */
+int th_ctl_timeout(double timeout_s, const th_redis *r, char **out, char **err, const char *arg, ...)
+    __attribute__((sentinel));
+
+/* HGET <prefix>:task:<id> field into a malloc'd string (NULL if missing). */
+char *th_task_field(redisContext *c, const char *prefix, const char *id, const char *field);
+/* Count entries of <prefix>:events with this task_id and event name (NULL = any). */
+int th_count_events(redisContext *c, const char *prefix, const char *id, const char *event);
+/* True if the task's state is terminal (SUCCESS, FAILURE, CANCELLED). */
+bool th_task_terminal(redisContext *c, const char *prefix, const char *id);
+
+/* Poll cond every few ms until it is true or timeout_s passes; returns its last value. */
+#define TH_WAIT_UNTIL(timeout_s, cond)                                   \
+    ({                                                                   \
+        double th__end = th_now() + (timeout_s);                         \
+        bool th__ok;                                                     \
+        while (!(th__ok = (cond)) && th_now() < th__end)                 \
+            th_sleep(0.005);                                             \
+        th__ok;                                                          \
+    })
+
+double th_now(void);        /* monotonic seconds */
+void th_sleep(double s);    /* only inside polling loops */
+
+/* A fresh scratch folder under $BUILD/tmp (malloc'd path); removed by th_cleanup. */
+char *th_tmpdir(const char *tag);
+/* Remove every scratch folder this process made, stop every server and host it started. */
+void th_cleanup(void);
+
+#endif
