@@ -60,7 +60,7 @@ INTEG_SRC   := $(wildcard tests/integration/test_*.c)
 INTEG_BIN   := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 HARNESS_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/harness/*.c))
 
-BINS := $(BUILD)/bin/bgtaskd $(BUILD)/bin/bgtaskctl $(BUILD)/bin/bench
+BINS := $(BUILD)/bin/bgtaskd $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
 
 .PHONY: all test unit integration asan run bench install uninstall check-abi format clean deps
 all: $(BINS) $(PLUGINS) $(BUILD)/bgtask-sdk.pc

@@ -424,6 +424,7 @@ static int eval_script(store *st, int script, argbuf *a, redisReply **out)
         return rc;
     for (int tries = 0; tries < 2; tries++) {
         a->v[1] = st->sha[script];
+        a->len[1] = strlen(st->sha[script]);
         redisReply *r = redisCommandArgv(st->c, (int)a->n, a->v, a->len);
         if (!r)
             return conn_failed(st, "EVALSHA");

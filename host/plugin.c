@@ -1,0 +1,349 @@
+/*
+ * plugin.c - the plugin loader: checks a plugin file before any of its code
+ * runs (file and folder permissions, the entry's version fields), calls its
+ * init with the host's service table, and undoes everything a failed init
+ * registered before it dlclose()s the file.
+ */
+#include "plugin.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util.h"
+
+/* The smallest entry a plugin may export: ABI 1.0's fields up to fini. */
+#define ENTRY_MIN (offsetof(bgt_plugin_entry_t, fini) + sizeof(void (*)(bgt_plugin *)))
+/* The smallest definitions whose (udata, udata_free) pair can be read. */
+#define HANDLER_DEF_MIN (offsetof(bgt_handler_def, udata_free) + sizeof(void (*)(void *)))
+#define HOOK_DEF_MIN (offsetof(bgt_hook_def, udata_free) + sizeof(void (*)(void *)))
+
+/* dlclose a plugin's handle unless BGT_NO_DLCLOSE is set: keeping the file
+ * mapped lets leak reports name the plugin's file and line. */
+static void close_dl(void *dl, const char *path)
+{
+    const char *keep = getenv("BGT_NO_DLCLOSE");
+    if (!dl || (keep && *keep))
+        return;
+    if (dlclose(dl) != 0) {
+        const char *e = dlerror();
+        log_warn("%s: dlclose failed: %s", path, e ? e : "unknown error");
+    }
+}
+
+static void free_plugin(struct bgt_plugin *p)
+{
+    if (!p)
+        return;
+    free(p->name);
+    free(p->version);
+    free(p->path);
+    free(p);
+}
+
+/*
+ * Check that path names a regular file that neither it nor its folder lets
+ * anyone but the owner write: loading a .so runs its code. On success *real is
+ * the resolved absolute path (heap), the one to dlopen, so the file checked is
+ * the file loaded and no library search path is consulted.
+ */
+static int check_file(const char *path, char **real, char *err, size_t errlen)
+{
+    struct stat st;
+    char *dir = NULL;
+    int rc;
+
+    *real = realpath(path, NULL);
+    if (!*real || stat(*real, &st) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(-rc));
+        goto fail;
+    }
+    rc = -EPERM;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: refusing to load: not a regular file", path);
+        goto fail;
+    }
+    if (st.st_mode & 022) {
+        snprintf(err, errlen, "%s: refusing to load: writable by group or others (mode %04o)",
+                 path, (unsigned)(st.st_mode & 07777));
+        goto fail;
+    }
+    dir = xstrdup(*real);
+    const char *d = dirname(dir);
+    if (stat(d, &st) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: cannot read its folder %s: %s", path, d, strerror(-rc));
+        goto fail;
+    }
+    if (st.st_mode & 022) {
+        snprintf(err, errlen,
+                 "%s: refusing to load: its folder %s is writable by group or others (mode %04o)",
+                 path, d, (unsigned)(st.st_mode & 07777));
+        goto fail;
+    }
+    free(dir);
+    return 0;
+
+fail:
+    free(dir);
+    free(*real);
+    *real = NULL;
+    return rc;
+}
+
+/*
+ * Check the exported entry. The version fields come first and are read before
+ * anything else: only once they match is the rest of the layout known.
+ */
+static int check_entry(const char *path, const bgt_plugin_entry_t *e, char *err, size_t errlen)
+{
+    if (e->abi_major != BGT_ABI_MAJOR) {
+        snprintf(err, errlen, "%s: built for plugin ABI %u.%u, this host speaks %d.%d", path,
+                 e->abi_major, e->abi_minor, BGT_ABI_MAJOR, BGT_ABI_MINOR);
+        return -ENOEXEC;
+    }
+    if (e->abi_minor > BGT_ABI_MINOR) {
+        snprintf(err, errlen,
+                 "%s: built for plugin ABI %u.%u, this host speaks %d.%d: the plugin needs a "
+                 "newer host",
+                 path, e->abi_major, e->abi_minor, BGT_ABI_MAJOR, BGT_ABI_MINOR);
+        return -ENOEXEC;
+    }
+    if (e->size < ENTRY_MIN) {
+        snprintf(err, errlen, "%s: its entry is %u bytes, plugin ABI %d.%d needs at least %zu",
+                 path, e->size, BGT_ABI_MAJOR, BGT_ABI_MINOR, (size_t)ENTRY_MIN);
+        return -ENOEXEC;
+    }
+    if (!e->name || !name_valid(e->name)) {
+        snprintf(err, errlen, "%s: plugin name '%.64s' is invalid: it must match "
+                 "[a-z0-9][a-z0-9._-]{0,62}", path, e->name ? e->name : "");
+        return -ENOEXEC;
+    }
+    if (!e->init) {
+        snprintf(err, errlen, "%s: plugin '%s' has no init function", path, e->name);
+        return -ENOEXEC;
+    }
+    return 0;
+}
+
+int plugin_load(const char *path, const cJSON *config, registry *reg, const bgt_api *api,
+                struct bgt_plugin **out, char *err, size_t errlen)
+{
+    char *real = NULL;
+    void *dl = NULL;
+    struct bgt_plugin *p = NULL;
+    cJSON *empty = NULL;
+    int rc;
+
+    *out = NULL;
+    if (config && !cJSON_IsObject(config)) {
+        snprintf(err, errlen, "%s: the plugin's config must be an object", path);
+        rc = -EINVAL;
+        goto fail;
+    }
+    rc = check_file(path, &real, err, errlen);
+    if (rc < 0)
+        goto fail;
+
+    dlerror();
+    dl = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
+        const char *e = dlerror();
+        snprintf(err, errlen, "%s: dlopen failed: %s", path, e ? e : "unknown error");
+        rc = -ENOEXEC;
+        goto fail;
+    }
+    const bgt_plugin_entry_t *entry = dlsym(dl, BGT_ENTRY_SYMBOL);
+    if (!entry) {
+        snprintf(err, errlen, "%s: not a bgtask plugin: no " BGT_ENTRY_SYMBOL " symbol", path);
+        rc = -ENOEXEC;
+        goto fail;
+    }
+    rc = check_entry(path, entry, err, errlen);
+    if (rc < 0)
+        goto fail;
+
+    if (!config) {
+        empty = cJSON_CreateObject();
+        if (!empty) {
+            snprintf(err, errlen, "%s: out of memory", path);
+            rc = -ENOMEM;
+            goto fail;
+        }
+        config = empty;
+    }
+    p = xcalloc(1, sizeof *p);
+    p->name = xstrdup(entry->name);
+    p->version = xstrdup(entry->version ? entry->version : "");
+    p->path = xstrdup(path);
+    p->dl = dl;
+    p->entry = entry;
+    p->reg = reg;
+
+    p->in_init = true;
+    int irc = entry->init(p, api, config);
+    p->in_init = false;
+    if (irc != 0 || p->reg_rc != 0) {
+        /* A refused registration fails the load even when init ignored it:
+         * the plugin would otherwise run without a handler it meant to have. */
+        if (p->reg_rc != 0 && irc != 0)
+            snprintf(err, errlen, "%s: plugin '%s' not loaded: %s (init returned %d)", path,
+                     p->name, p->reg_err, irc);
+        else if (p->reg_rc != 0)
+            snprintf(err, errlen, "%s: plugin '%s' not loaded: %s", path, p->name, p->reg_err);
+        else
+            snprintf(err, errlen, "%s: init failed (returned %d)", path, irc);
+        rc = p->reg_rc != 0 ? p->reg_rc : -ECANCELED;
+        /* Undo every registration; the udata_free calls run plugin code, so
+         * this comes before dlclose. */
+        registry_remove_plugin(reg, p);
+        goto fail;
+    }
+    cJSON_Delete(empty);
+    free(real);
+    *out = p;
+    return 0;
+
+fail:
+    cJSON_Delete(empty);
+    close_dl(dl, path);
+    free_plugin(p);
+    free(real);
+    return rc;
+}
+
+void plugin_unload(struct bgt_plugin *p)
+{
+    if (!p)
+        return;
+    if (p->entry->fini)
+        p->entry->fini(p);
+    registry_remove_plugin(p->reg, p);
+    close_dl(p->dl, p->path);
+    free_plugin(p);
+}
+
+/* The name a definition carries, for messages, if its size lets us read it. */
+static const char *def_name(const char *name, bool readable)
+{
+    return readable && name ? name : "?";
+}
+
+int plugin_api_register_handler(struct bgt_plugin *p, const bgt_handler_def *def)
+{
+    char err[sizeof p->reg_err];
+    bool readable = def && def->size >= HANDLER_DEF_MIN;
+
+    if (!p || !p->in_init) {
+        /* The (udata, udata_free) pair passed to the host at this call. */
+        log_msg(BGT_LOG_ERR, p ? p->name : NULL,
+                "handler '%.64s': registration is only allowed during init",
+                def_name(readable ? def->name : NULL, readable));
+        if (readable && def->udata_free)
+            def->udata_free(def->udata);
+        return -EPERM;
+    }
+    int rc = registry_add_handler(p->reg, p, def, err, sizeof err);
+    if (rc < 0) {
+        log_msg(BGT_LOG_ERR, p->name, "%s", err);
+        if (p->reg_rc == 0) {
+            p->reg_rc = rc;
+            strlcpy_(p->reg_err, err, sizeof p->reg_err);
+        }
+    }
+    return rc;
+}
+
+int plugin_api_register_hook(struct bgt_plugin *p, const bgt_hook_def *def)
+{
+    char err[sizeof p->reg_err];
+    bool readable = def && def->size >= HOOK_DEF_MIN;
+
+    if (!p || !p->in_init) {
+        log_msg(BGT_LOG_ERR, p ? p->name : NULL,
+                "hook '%.64s': registration is only allowed during init",
+                def_name(readable ? def->name : NULL, readable));
+        if (readable && def->udata_free)
+            def->udata_free(def->udata);
+        return -EPERM;
+    }
+    int rc = registry_add_hook(p->reg, p, def, err, sizeof err);
+    if (rc < 0) {
+        log_msg(BGT_LOG_ERR, p->name, "%s", err);
+        if (p->reg_rc == 0) {
+            p->reg_rc = rc;
+            strlcpy_(p->reg_err, err, sizeof p->reg_err);
+        }
+    }
+    return rc;
+}
+
+void plugin_api_log(struct bgt_plugin *p, int level, const char *fmt, va_list ap)
+{
+    if (level < BGT_LOG_ERR)
+        level = BGT_LOG_ERR;
+    if (level > BGT_LOG_DEBUG)
+        level = BGT_LOG_DEBUG;
+    log_vmsg(level, p ? p->name : NULL, fmt ? fmt : "", ap);
+}
+
+static int cmp_path(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int plugin_scan_dir(const char *dir, char ***paths, size_t *n, char *err, size_t errlen)
+{
+    char **v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = 0;
+
+    *paths = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: cannot read: %s", dir, strerror(-rc));
+        return rc;
+    }
+    size_t dlen = strlen(dir);
+    const char *sep = dlen && dir[dlen - 1] == '/' ? "" : "/";
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            if (errno) {
+                rc = -errno;
+                snprintf(err, errlen, "%s: cannot read: %s", dir, strerror(-rc));
+                goto fail;
+            }
+            break;
+        }
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || len <= 3 || strcmp(de->d_name + len - 3, ".so") != 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 8;
+            v = xrealloc(v, cap * sizeof *v);
+        }
+        v[cnt++] = xasprintf("%s%s%s", dir, sep, de->d_name);
+    }
+    closedir(d);
+    if (cnt)
+        qsort(v, cnt, sizeof *v, cmp_path);
+    *paths = v;
+    *n = cnt;
+    return 0;
+
+fail:
+    closedir(d);
+    for (size_t i = 0; i < cnt; i++)
+        free(v[i]);
+    free(v);
+    return rc;
+}
