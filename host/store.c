@@ -280,7 +280,9 @@ static int connect_now(store *st)
             goto fail;
     }
     if (st->sub_channel) {
-        redisReply *r = redisCommand(st->c, "SUBSCRIBE %s", st->sub_channel);
+        bool pattern = strchr(st->sub_channel, '*') != NULL;
+        redisReply *r = redisCommand(st->c, pattern ? "PSUBSCRIBE %s" : "SUBSCRIBE %s",
+                                     st->sub_channel);
         if (!r)
             return conn_failed(st, "SUBSCRIBE");
         freeReplyObject(r);
@@ -1069,22 +1071,32 @@ static int next_message(store *st, double timeout_s, char **payload)
         rc = wait_reply(st, left, &r);
         if (rc < 0)
             return rc;
-        bool msg = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-                   r->element[0]->type == REDIS_REPLY_STRING &&
-                   strcmp(r->element[0]->str, "message") == 0 &&
-                   r->element[2]->type == REDIS_REPLY_STRING;
+        /* "message" channel payload, or "pmessage" pattern channel payload. */
+        size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        bool msg = (n == 3 || n == 4) && r->element[0]->type == REDIS_REPLY_STRING &&
+                   strcmp(r->element[0]->str, n == 3 ? "message" : "pmessage") == 0 &&
+                   r->element[n - 1]->type == REDIS_REPLY_STRING;
         if (msg)
-            *payload = strndup(r->element[2]->str, (size_t)r->element[2]->len);
+            *payload = strndup(r->element[n - 1]->str, (size_t)r->element[n - 1]->len);
         freeReplyObject(r);
         if (msg)
             return *payload ? 0 : -ENOMEM;
     }
 }
 
+int store_subscribe_all(store *st) { return subscribe(st, xasprintf("%s:ev:*", st->prefix)); }
+
 int store_next_event(store *st, double timeout_s, char **name, cJSON **data)
+{
+    return store_next_event_ex(st, timeout_s, name, data, NULL);
+}
+
+int store_next_event_ex(store *st, double timeout_s, char **name, cJSON **data, char **stream_id)
 {
     *name = NULL;
     *data = NULL;
+    if (stream_id)
+        *stream_id = NULL;
     char *payload;
     int rc = next_message(st, timeout_s, &payload);
     if (rc < 0)
@@ -1101,8 +1113,103 @@ int store_next_event(store *st, double timeout_s, char **name, cJSON **data)
     }
     *name = xstrdup(ev->valuestring);
     *data = d;
+    cJSON *sid = cJSON_GetObjectItem(j, "id");
+    if (stream_id && cJSON_IsString(sid))
+        *stream_id = xstrdup(sid->valuestring);
     cJSON_Delete(j);
     return 0;
+}
+
+/* A stream id is "ms-seq" with both parts decimal. */
+static bool stream_id_valid(const char *s)
+{
+    if (strcmp(s, "0") == 0)
+        return true;
+    const char *dash = strchr(s, '-');
+    if (!dash || dash == s || !dash[1] || strlen(s) > 40)
+        return false;
+    for (const char *c = s; *c; c++)
+        if (c != dash && (*c < '0' || *c > '9'))
+            return false;
+    return true;
+}
+
+int store_events_after(store *st, const char *id, const char *after, int limit, cJSON **out)
+{
+    *out = NULL;
+    if (!id_valid(id) || !stream_id_valid(after)) {
+        snprintf(st->err, sizeof st->err, "invalid task id or event id");
+        return -EINVAL;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    char start[48];
+    snprintf(start, sizeof start, "(%s", after);
+    if (strcmp(after, "0") == 0)
+        strcpy(start, "-");
+    for (;;) {
+        redisReply *r;
+        int rc = cmd(st, &r, "XRANGE %s:events %s + COUNT 1000", st->prefix, start);
+        if (rc < 0) {
+            cJSON_Delete(arr);
+            return rc;
+        }
+        for (size_t i = 0; i < r->elements && cJSON_GetArraySize(arr) < limit; i++) {
+            redisReply *e = r->element[i];
+            if (e->elements != 2)
+                continue;
+            redisReply *kv = e->element[1];
+            const char *ev = NULL, *tid = NULL, *data = NULL;
+            for (size_t k = 0; k + 1 < kv->elements; k += 2) {
+                const char *f = kv->element[k]->str;
+                if (strcmp(f, "event") == 0)
+                    ev = kv->element[k + 1]->str;
+                else if (strcmp(f, "task_id") == 0)
+                    tid = kv->element[k + 1]->str;
+                else if (strcmp(f, "data") == 0)
+                    data = kv->element[k + 1]->str;
+            }
+            if (!ev || !tid || !data || strcmp(tid, id) != 0)
+                continue;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "id", e->element[0]->str);
+            cJSON_AddStringToObject(o, "event", ev);
+            cJSON *d = cJSON_Parse(data);
+            cJSON_AddItemToObject(o, "data", d ? d : cJSON_CreateObject());
+            cJSON_AddItemToArray(arr, o);
+        }
+        size_t n = r->elements;
+        if (n > 0)
+            snprintf(start, sizeof start, "(%s", r->element[n - 1]->element[0]->str);
+        freeReplyObject(r);
+        if (n < 1000 || cJSON_GetArraySize(arr) >= limit)
+            break;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_count_finished(store *st, long long *n)
+{
+    redisReply *r;
+    int rc = cmd(st, &r, "ZCARD %s:done", st->prefix);
+    if (rc == 0) {
+        *n = r->integer;
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+int store_info(store *st, const char *section, char **out)
+{
+    *out = NULL;
+    redisReply *r;
+    int rc = cmd(st, &r, "INFO %s", section);
+    if (rc < 0)
+        return rc;
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        *out = strndup(r->str, (size_t)r->len);
+    freeReplyObject(r);
+    return *out ? 0 : -EPROTO;
 }
 
 int store_next_control(store *st, double timeout_s, char *id)

@@ -125,6 +125,27 @@ int store_subscribe_task(store *st, const char *id);
  */
 int store_next_event(store *st, double timeout_s, char **name, cJSON **data);
 
+/* Turn st into a subscriber of every task's live events (for dashboards and
+ * SSE fan-out); store_next_event_ex then says which task each is for. */
+int store_subscribe_all(store *st);
+/*
+ * Like store_next_event, and also: *stream_id (owned by caller, may be NULL if
+ * not wanted) gets the event's id in P:events, usable as an SSE id and for
+ * store_events_after.
+ */
+int store_next_event_ex(store *st, double timeout_s, char **name, cJSON **data, char **stream_id);
+/*
+ * The events of task id recorded in P:events after stream id `after` ("0"
+ * for all that are kept), oldest first, at most limit: a JSON array of
+ * {"id", "event", "data"}. Scans the capped stream: meant for resuming a
+ * stream (SSE Last-Event-ID), not for bulk reads.
+ */
+int store_events_after(store *st, const char *id, const char *after, int limit, cJSON **out);
+/* How many tasks are in P:done (finished, within retention). */
+int store_count_finished(store *st, long long *n);
+/* Redis' INFO text for a section ("commandstats", "cpu", ...); malloc'd. */
+int store_info(store *st, const char *section, char **out);
+
 /* ---- the host's side ---- */
 
 /* What the host tells claim about each handler it serves. */

@@ -165,14 +165,20 @@ typedef struct bgt_api {
      * run function that received t. */
     const char *(*task_id)(const bgt_task *t);
     const char *(*task_handler)(const bgt_task *t);
-    uint32_t (*task_attempt)(const bgt_task *t);
+    uint32_t (*task_attempt)(const bgt_task *t); /* 1 for the first claim; it also counts
+                                                    claims given back at shutdown, so it
+                                                    is not the count charged against
+                                                    max_attempts */
     int (*task_subtask)(const bgt_task *t); /* index, or -1 */
 
     /* Progress: throttled by the host (latest value wins; the last one is
      * always written before the terminal event). message may be NULL; copied. */
     void (*progress)(bgt_task *t, double current, double total, const char *message);
     /* The progress the previous attempts persisted (0/0 if none): lets a
-     * handler resume where a lost attempt got to. Fills what is not NULL. */
+     * handler resume where a lost attempt got to. Fills what is not NULL.
+     * Progress is written at most once per progress_interval, so this may
+     * trail the lost attempt's last report: a resuming handler may redo a
+     * little work. */
     void (*last_progress)(const bgt_task *t, double *current, double *total);
 
     /* True once the attempt should stop: cancel requested, lease lost,
@@ -181,7 +187,7 @@ typedef struct bgt_api {
 
     /* The result of a successful attempt: serialized at the call (copied);
      * a later call replaces it. Returns 0, or -EINVAL for NULL, -E2BIG over
-     * the configured size limit. */
+     * the host's tasks.max_result_bytes (the host logs the sizes). */
     int (*set_result)(bgt_task *t, const cJSON *result);
     /* The failure message (also used as the retry reason). Copied. */
     void (*set_error)(bgt_task *t, const char *fmt, va_list ap);
@@ -226,8 +232,9 @@ extern __attribute__((visibility("hidden"))) const bgt_api *bgt_host_api;
 
 /*
  * Define the plugin. Use once, in one .c file of the plugin:
- *     BGT_PLUGIN("demo", "1.0", demo_init, NULL)
- * with `int demo_init(bgt_plugin *p, const cJSON *config)`.
+ *     BGT_PLUGIN("demo", "1.0", demo_init, NULL);
+ * with `int demo_init(bgt_plugin *p, const cJSON *config)`. config is never
+ * NULL: a plugin without a config section gets an empty object.
  */
 #define BGT_PLUGIN(NAME, VERSION, INIT, FINI)                                           \
     __attribute__((visibility("hidden"))) const bgt_api *bgt_host_api;                  \

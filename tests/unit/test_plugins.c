@@ -1,0 +1,1152 @@
+/*
+ * test_plugins.c - the shipped plugins (demo, files, bench) against a fake host.
+ *
+ * Each plugin is dlopen()ed from $BUILD/plugins (BUILD defaults to "build") as the host
+ * would load it, and its init gets a bgt_api table written here: register_handler records
+ * the definitions, and the task services work on the struct bgt_task below, which records
+ * every progress report, the result (serialized at set_result, as the host does), the
+ * error text and the task's log, and serves the attempt number, a cancel flag and the
+ * progress of "previous attempts". The tests then call the handlers' run functions.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "bgtask.h"
+
+#define SHA256_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+#define MAX_HANDLERS 16
+#define MAX_PROGRESS 1024
+#define MIB (1024 * 1024)
+
+/* ---- the fake host ---- */
+
+/* A loaded plugin: its dlopen handle, entry and what its init registered. */
+struct bgt_plugin {
+    void *dl;
+    const bgt_plugin_entry_t *entry;
+    bool in_init;
+    int nhandlers;
+    bgt_handler_def handlers[MAX_HANDLERS];
+    char names[MAX_HANDLERS][BGT_NAME_MAX + 1]; /* the copies of handlers[i].name */
+    int nhooks;
+    char log[4096]; /* every plugin_log line */
+};
+
+/* One progress report. */
+struct progress_call {
+    double current, total;
+    char message[64];
+};
+
+/* A running attempt, as the fake host keeps it. */
+struct bgt_task {
+    const char *handler;
+    uint32_t attempt;
+    double prev_current, prev_total; /* what last_progress serves */
+    size_t max_result;               /* 0: no limit; else set_result's -E2BIG limit */
+    atomic_bool cancel;
+    atomic_int cancel_polls;       /* calls of cancelled() */
+    bool cancel_after_progress;    /* set cancel at the first report with current > 0 */
+    atomic_int nprogress;          /* all reports, even past MAX_PROGRESS */
+    struct progress_call progress[MAX_PROGRESS];
+    char *result; /* serialized JSON */
+    char *error;
+    char log[4096]; /* every task_log line */
+};
+
+/* Append one formatted line to a fixed log buffer (silently truncated when full). */
+static void log_append(char *log, size_t size, const char *fmt, va_list ap)
+{
+    size_t len = strlen(log);
+    if (len + 2 >= size)
+        return;
+    vsnprintf(log + len, size - len - 1, fmt, ap);
+    strcat(log, "\n");
+}
+
+static bool name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > BGT_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* Like the host: refuse outside init, check the definition, copy it; udata passes to us. */
+static int fake_register_handler(bgt_plugin *p, const bgt_handler_def *def)
+{
+    int rc = 0;
+    if (!p->in_init)
+        rc = -EPERM;
+    else if (def->size != sizeof(bgt_handler_def) || !name_ok(def->name) || def->run == NULL ||
+             p->nhandlers == MAX_HANDLERS)
+        rc = -EINVAL;
+    for (int i = 0; rc == 0 && i < p->nhandlers; i++)
+        if (strcmp(p->names[i], def->name) == 0)
+            rc = -EEXIST;
+    if (rc < 0) {
+        if (def->udata_free != NULL)
+            def->udata_free(def->udata);
+        return rc;
+    }
+    int i = p->nhandlers++;
+    p->handlers[i] = *def;
+    snprintf(p->names[i], sizeof p->names[i], "%s", def->name);
+    p->handlers[i].name = p->names[i];
+    return 0;
+}
+
+static int fake_register_hook(bgt_plugin *p, const bgt_hook_def *def)
+{
+    /* None of the shipped plugins registers a hook; count them, and drop udata at once. */
+    p->nhooks++;
+    if (def->udata_free != NULL)
+        def->udata_free(def->udata);
+    return 0;
+}
+
+static void fake_plugin_log(bgt_plugin *p, int level, const char *fmt, va_list ap)
+{
+    log_append(p->log, sizeof p->log, fmt, ap);
+}
+
+static const char *fake_task_id(const bgt_task *t)
+{
+    return "00000000-0000-4000-8000-000000000000";
+}
+
+static const char *fake_task_handler(const bgt_task *t) { return t->handler; }
+static uint32_t fake_task_attempt(const bgt_task *t) { return t->attempt; }
+static int fake_task_subtask(const bgt_task *t) { return -1; }
+
+static void fake_progress(bgt_task *t, double current, double total, const char *message)
+{
+    int n = atomic_load(&t->nprogress);
+    if (n < MAX_PROGRESS) {
+        t->progress[n].current = current;
+        t->progress[n].total = total;
+        snprintf(t->progress[n].message, sizeof t->progress[n].message, "%s",
+                 message ? message : "");
+    }
+    atomic_store(&t->nprogress, n + 1);
+    if (t->cancel_after_progress && current > 0)
+        atomic_store(&t->cancel, true);
+}
+
+static void fake_last_progress(const bgt_task *t, double *current, double *total)
+{
+    if (current != NULL)
+        *current = t->prev_current;
+    if (total != NULL)
+        *total = t->prev_total;
+}
+
+static bool fake_cancelled(const bgt_task *t)
+{
+    atomic_fetch_add(&((bgt_task *)t)->cancel_polls, 1);
+    return atomic_load(&t->cancel);
+}
+
+static int fake_set_result(bgt_task *t, const cJSON *result)
+{
+    if (result == NULL)
+        return -EINVAL;
+    char *text = cJSON_PrintUnformatted(result);
+    if (text == NULL)
+        return -ENOMEM;
+    if (t->max_result > 0 && strlen(text) > t->max_result) {
+        free(text);
+        return -E2BIG;
+    }
+    free(t->result);
+    t->result = text;
+    return 0;
+}
+
+static void fake_set_error(bgt_task *t, const char *fmt, va_list ap)
+{
+    free(t->error);
+    if (vasprintf(&t->error, fmt, ap) < 0)
+        t->error = NULL;
+}
+
+static void fake_task_log(bgt_task *t, int level, const char *fmt, va_list ap)
+{
+    log_append(t->log, sizeof t->log, fmt, ap);
+}
+
+static int fake_submit(bgt_task *t, const char *handler, const cJSON *args, char *id_out)
+{
+    return -EIO;
+}
+
+static int fake_add_subtask(bgt_task *t, const cJSON *args) { return -EPERM; }
+
+static const bgt_api fake_api = {
+    .size = sizeof(bgt_api),
+    .abi_major = BGT_ABI_MAJOR,
+    .abi_minor = BGT_ABI_MINOR,
+    .register_handler = fake_register_handler,
+    .register_hook = fake_register_hook,
+    .plugin_log = fake_plugin_log,
+    .task_id = fake_task_id,
+    .task_handler = fake_task_handler,
+    .task_attempt = fake_task_attempt,
+    .task_subtask = fake_task_subtask,
+    .progress = fake_progress,
+    .last_progress = fake_last_progress,
+    .cancelled = fake_cancelled,
+    .set_result = fake_set_result,
+    .set_error = fake_set_error,
+    .task_log = fake_task_log,
+    .submit = fake_submit,
+    .add_subtask = fake_add_subtask,
+};
+
+static const char *build_dir(void)
+{
+    const char *b = getenv("BUILD");
+    return b != NULL && *b != '\0' ? b : "build";
+}
+
+/* Drop what p registered, as the host does after a failed init or at unload. */
+static void drop_handlers(bgt_plugin *p)
+{
+    for (int i = 0; i < p->nhandlers; i++)
+        if (p->handlers[i].udata_free != NULL)
+            p->handlers[i].udata_free(p->handlers[i].udata);
+    p->nhandlers = 0;
+}
+
+/*
+ * dlopen $BUILD/plugins/<name>.so, check its entry and run its init with config (JSON
+ * text). *init_rc gets what init returned; after a failed init nothing stays registered.
+ * Loading the same file again runs its init again into a fresh registry.
+ */
+static bgt_plugin *load_plugin(const char *name, const char *config, int *init_rc)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/plugins/%s.so", build_dir(), name);
+    bgt_plugin *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (p->dl == NULL)
+        fail_msg("%s: dlopen failed: %s", path, dlerror());
+    p->entry = dlsym(p->dl, BGT_ENTRY_SYMBOL);
+    assert_non_null(p->entry);
+    assert_int_equal(p->entry->abi_major, BGT_ABI_MAJOR);
+    assert_true(p->entry->abi_minor <= BGT_ABI_MINOR);
+    assert_int_equal(p->entry->size, sizeof(bgt_plugin_entry_t));
+    assert_string_equal(p->entry->name, name);
+
+    cJSON *cfg = cJSON_Parse(config);
+    assert_non_null(cfg);
+    p->in_init = true;
+    *init_rc = p->entry->init(p, &fake_api, cfg);
+    p->in_init = false;
+    cJSON_Delete(cfg);
+    if (*init_rc != 0)
+        drop_handlers(p);
+    return p;
+}
+
+static void unload_plugin(bgt_plugin *p)
+{
+    if (p == NULL)
+        return;
+    if (p->entry->fini != NULL)
+        p->entry->fini(p);
+    drop_handlers(p);
+    dlclose(p->dl);
+    free(p);
+}
+
+static const bgt_handler_def *find_handler(const bgt_plugin *p, const char *name)
+{
+    for (int i = 0; i < p->nhandlers; i++)
+        if (strcmp(p->handlers[i].name, name) == 0)
+            return &p->handlers[i];
+    fail_msg("plugin %s has no handler %s", p->entry->name, name);
+    return NULL;
+}
+
+static bgt_task *task_new(uint32_t attempt)
+{
+    bgt_task *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    t->attempt = attempt;
+    return t;
+}
+
+static void task_free(bgt_task *t)
+{
+    free(t->result);
+    free(t->error);
+    free(t);
+}
+
+/* Run handler of p on t with args (JSON text), as a worker thread would. */
+static bgt_status run_handler(bgt_plugin *p, const char *handler, bgt_task *t, const char *args)
+{
+    const bgt_handler_def *h = find_handler(p, handler);
+    cJSON *a = cJSON_Parse(args);
+    assert_non_null(a);
+    t->handler = h->name;
+    bgt_status st = h->run(t, a, h->udata);
+    cJSON_Delete(a);
+    return st;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Assert that JSON text got means the same as JSON text want. */
+static void assert_json(const char *got, const char *want)
+{
+    assert_non_null(got);
+    cJSON *g = cJSON_Parse(got), *w = cJSON_Parse(want);
+    assert_non_null(g);
+    assert_non_null(w);
+    bool same = cJSON_Compare(g, w, true);
+    cJSON_Delete(g);
+    cJSON_Delete(w);
+    if (!same)
+        fail_msg("JSON differs:\n got  %s\n want %s", got, want);
+}
+
+/* Run one handler on a fresh task (attempt 1) and check that it fails with message. */
+static void expect_failure(bgt_plugin *p, const char *handler, const char *args,
+                           const char *message)
+{
+    bgt_task *t = task_new(1);
+    assert_int_equal(run_handler(p, handler, t, args), BGT_FAILED);
+    assert_non_null(t->error);
+    if (strcmp(t->error, message) != 0)
+        fail_msg("%s %s: error \"%s\", want \"%s\"", handler, args, t->error, message);
+    assert_null(t->result);
+    task_free(t);
+}
+
+/* ---- fixtures ---- */
+
+static bgt_plugin *demo, *files, *bench;
+static char scratch[PATH_MAX]; /* $BUILD/tmp/test_plugins-XXXXXX */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int group_setup(void **state)
+{
+    int rc;
+    demo = load_plugin("demo", "{}", &rc);
+    assert_int_equal(rc, 0);
+    files = load_plugin("files", "{}", &rc);
+    assert_int_equal(rc, 0);
+    bench = load_plugin("bench", "{}", &rc);
+    assert_int_equal(rc, 0);
+
+    snprintf(scratch, sizeof scratch, "%s/tmp", build_dir());
+    mkdir(scratch, 0755);
+    snprintf(scratch, sizeof scratch, "%s/tmp/test_plugins-XXXXXX", build_dir());
+    assert_non_null(mkdtemp(scratch));
+    chmod(scratch, 0755); /* the unreadable-file case may look at it as another user */
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    unload_plugin(demo);
+    unload_plugin(files);
+    unload_plugin(bench);
+    if (scratch[0] != '\0')
+        nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+/* Write len bytes of data to scratch/rel, making the folders on the way; returns the path. */
+static char *write_file(const char *rel, const void *data, size_t len)
+{
+    char *path;
+    assert_true(asprintf(&path, "%s/%s", scratch, rel) > 0);
+    for (char *s = strchr(path + strlen(scratch) + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        mkdir(path, 0755);
+        *s = '/';
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+static char *scratch_path(const char *rel)
+{
+    char *path;
+    assert_true(asprintf(&path, "%s/%s", scratch, rel) > 0);
+    return path;
+}
+
+/* The SHA-256 of data in hex, computed here with OpenSSL's one-shot call. */
+static void sha256_hex(const void *data, size_t len, char hex[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    assert_int_equal(EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL), 1);
+    assert_int_equal(mdlen, 32);
+    for (unsigned int i = 0; i < mdlen; i++)
+        sprintf(hex + 2 * i, "%02x", md[i]);
+}
+
+/* ---- loading ---- */
+
+static void test_entries(void **state)
+{
+    assert_string_equal(demo->entry->version, "1.0");
+    assert_int_equal(demo->nhandlers, 4);
+    assert_int_equal(demo->nhooks, 0);
+    find_handler(demo, "demo.sleep");
+    find_handler(demo, "demo.echo");
+    find_handler(demo, "demo.fail");
+    assert_int_equal(find_handler(demo, "demo.flaky")->max_attempts, 10);
+    for (int i = 0; i < demo->nhandlers; i++)
+        assert_int_equal(demo->handlers[i].kind, BGT_SINGLE);
+
+    assert_int_equal(files->nhandlers, 1);
+    const bgt_handler_def *ck = find_handler(files, "files.checksum");
+    assert_non_null(ck->udata);
+    assert_non_null(ck->udata_free);
+
+    assert_int_equal(bench->nhandlers, 2);
+    find_handler(bench, "bench.noop");
+    find_handler(bench, "bench.sleep_ms");
+
+    /* The entry is the one symbol each exports: the SDK's table pointer stays hidden. */
+    bgt_plugin *all[] = {demo, files, bench};
+    for (int i = 0; i < 3; i++) {
+        assert_null(dlsym(all[i]->dl, "bgt_host_api"));
+        assert_null(dlsym(all[i]->dl, "demo_init"));
+    }
+}
+
+static void test_config(void **state)
+{
+    int rc;
+    bgt_plugin *p = load_plugin("demo", "{\"max_seconds\": 2}", &rc);
+    assert_int_equal(rc, 0);
+    expect_failure(p, "demo.sleep", "{\"seconds\": 3}", "args.seconds must be a number 0..2");
+    unload_plugin(p);
+
+    p = load_plugin("demo", "{\"max_seconds\": \"x\"}", &rc);
+    assert_int_not_equal(rc, 0);
+    assert_int_equal(p->nhandlers, 0);
+    assert_non_null(strstr(p->log, "max_seconds must be a number 0..86400"));
+    unload_plugin(p);
+
+    p = load_plugin("demo", "{\"colour\": \"blue\"}", &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(p->log, "unknown setting colour"));
+    unload_plugin(p);
+
+    p = load_plugin("files", "{\"max_files\": 0}", &rc);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(p->log, "max_files must be an integer"));
+    unload_plugin(p);
+
+    p = load_plugin("files", "{\"max_files\": 2.5}", &rc);
+    assert_int_not_equal(rc, 0);
+    unload_plugin(p);
+}
+
+/* ---- demo.echo, demo.fail, demo.flaky ---- */
+
+static void test_echo(void **state)
+{
+    const char *args = "{\"a\": 1, \"b\": [true, null, \"x\"], \"c\": {\"d\": \"\\u00e9\"}}";
+    bgt_task *t = task_new(1);
+    assert_int_equal(run_handler(demo, "demo.echo", t, args), BGT_OK);
+    assert_json(t->result, args);
+    assert_null(t->error);
+    task_free(t);
+
+    /* Args that are not an object are echoed too. */
+    t = task_new(1);
+    assert_int_equal(run_handler(demo, "demo.echo", t, "[1, 2]"), BGT_OK);
+    assert_json(t->result, "[1, 2]");
+    task_free(t);
+
+    /* A result over the host's limit ends the task as a failure that says why. */
+    t = task_new(1);
+    t->max_result = 8;
+    assert_int_equal(run_handler(demo, "demo.echo", t, "{\"long\": \"0123456789\"}"),
+                     BGT_FAILED);
+    assert_null(t->result);
+    assert_non_null(t->error);
+    assert_string_equal(t->error,
+                        "the result is larger than the host accepts (tasks.max_result_bytes)");
+    task_free(t);
+}
+
+static void test_fail(void **state)
+{
+    expect_failure(demo, "demo.fail", "{}", "demo.fail was asked to fail");
+    expect_failure(demo, "demo.fail", "{\"message\": \"disk on fire\"}", "disk on fire");
+    /* The message is data, never a format. */
+    expect_failure(demo, "demo.fail", "{\"message\": \"100%s %n\"}", "100%s %n");
+    expect_failure(demo, "demo.fail", "{\"message\": 5}", "args.message must be a string");
+    expect_failure(demo, "demo.fail", "[]", "args must be a JSON object");
+}
+
+static void test_flaky(void **state)
+{
+    /* Default n = 3: attempts 1 and 2 ask for a retry, 3 (and later) succeed. */
+    for (uint32_t a = 1; a <= 4; a++) {
+        bgt_task *t = task_new(a);
+        bgt_status st = run_handler(demo, "demo.flaky", t, "{}");
+        if (a < 3) {
+            char want[64];
+            snprintf(want, sizeof want, "attempt %u of 3: not yet", a);
+            assert_int_equal(st, BGT_RETRY);
+            assert_string_equal(t->error, want);
+            assert_null(t->result);
+        } else {
+            char want[64];
+            snprintf(want, sizeof want, "{\"attempt\": %u}", a);
+            assert_int_equal(st, BGT_OK);
+            assert_json(t->result, want);
+        }
+        task_free(t);
+    }
+
+    bgt_task *t = task_new(9);
+    assert_int_equal(run_handler(demo, "demo.flaky", t, "{\"n\": 10}"), BGT_RETRY);
+    assert_string_equal(t->error, "attempt 9 of 10: not yet");
+    task_free(t);
+    t = task_new(10);
+    assert_int_equal(run_handler(demo, "demo.flaky", t, "{\"n\": 10}"), BGT_OK);
+    assert_json(t->result, "{\"attempt\": 10}");
+    task_free(t);
+
+    expect_failure(demo, "demo.flaky", "{\"n\": 0}", "args.n must be an integer 1..1000");
+    expect_failure(demo, "demo.flaky", "{\"n\": 2.5}", "args.n must be an integer 1..1000");
+    expect_failure(demo, "demo.flaky", "{\"n\": \"3\"}", "args.n must be an integer 1..1000");
+}
+
+/* ---- demo.sleep ---- */
+
+/* Check that t's reports are "step i/steps" for i = first..steps, in order. */
+static void assert_steps(const bgt_task *t, int first, int steps)
+{
+    assert_int_equal(atomic_load(&t->nprogress), steps - first + 1);
+    for (int i = first; i <= steps; i++) {
+        const struct progress_call *c = &t->progress[i - first];
+        char want[48];
+        snprintf(want, sizeof want, "step %d/%d", i, steps);
+        assert_true(c->current == i);
+        assert_true(c->total == steps);
+        assert_string_equal(c->message, want);
+    }
+}
+
+static void test_sleep_progress(void **state)
+{
+    bgt_task *t = task_new(1);
+    double t0 = now_s();
+    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0.05, \"steps\": 5}"),
+                     BGT_OK);
+    double took = now_s() - t0;
+    assert_true(took >= 0.05);
+    assert_true(took < 5);
+    assert_steps(t, 1, 5);
+    assert_json(t->result, "{\"slept\": 0.05, \"steps\": 5, \"resumed_from\": 0}");
+    assert_null(t->error);
+    assert_null(strstr(t->log, "resum"));
+    task_free(t);
+
+    /* Zero seconds still walks every step. */
+    t = task_new(1);
+    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0, \"steps\": 100}"),
+                     BGT_OK);
+    assert_steps(t, 1, 100);
+    task_free(t);
+}
+
+static void test_sleep_resume(void **state)
+{
+    /* A previous attempt got to step 3 of 5: only 4 and 5 are left. */
+    bgt_task *t = task_new(2);
+    t->prev_current = 3;
+    t->prev_total = 5;
+    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0.05, \"steps\": 5}"),
+                     BGT_OK);
+    assert_steps(t, 4, 5);
+    assert_json(t->result, "{\"slept\": 0.05, \"steps\": 5, \"resumed_from\": 3}");
+    assert_non_null(strstr(t->log, "resuming at step 3/5"));
+    task_free(t);
+
+    /* The defaults (1 s in 10 steps), resumed at step 9: one tenth of a second is left. */
+    t = task_new(2);
+    t->prev_current = 9;
+    t->prev_total = 10;
+    double t0 = now_s();
+    assert_int_equal(run_handler(demo, "demo.sleep", t, "{}"), BGT_OK);
+    assert_true(now_s() - t0 < 0.9);
+    assert_steps(t, 10, 10);
+    assert_json(t->result, "{\"slept\": 1, \"steps\": 10, \"resumed_from\": 9}");
+    task_free(t);
+
+    /* Progress that another step count wrote is not this run's: start from 0. */
+    t = task_new(2);
+    t->prev_current = 3;
+    t->prev_total = 7;
+    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0, \"steps\": 5}"),
+                     BGT_OK);
+    assert_steps(t, 1, 5);
+    assert_json(t->result, "{\"slept\": 0, \"steps\": 5, \"resumed_from\": 0}");
+    task_free(t);
+}
+
+static void test_sleep_cancel_before(void **state)
+{
+    bgt_task *t = task_new(1);
+    atomic_store(&t->cancel, true);
+    double t0 = now_s();
+    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 60}"), BGT_CANCELLED);
+    assert_true(now_s() - t0 < 0.5);
+    assert_int_equal(atomic_load(&t->nprogress), 0);
+    assert_null(t->result);
+    task_free(t);
+}
+
+struct runner {
+    bgt_plugin *p;
+    const char *handler;
+    const char *args;
+    bgt_task *t;
+    bgt_status status;
+    double ended; /* now_s() when the run function returned */
+};
+
+static void *runner_main(void *arg)
+{
+    struct runner *r = arg;
+    const bgt_handler_def *h = NULL;
+    for (int i = 0; i < r->p->nhandlers; i++)
+        if (strcmp(r->p->handlers[i].name, r->handler) == 0)
+            h = &r->p->handlers[i];
+    cJSON *a = cJSON_Parse(r->args);
+    r->t->handler = r->handler;
+    r->status = h->run(r->t, a, h->udata);
+    r->ended = now_s();
+    cJSON_Delete(a);
+    return NULL;
+}
+
+/*
+ * Run handler on another thread; once it has polled bgt_cancelled() twice (it is inside its
+ * sleep loop, at the start of a slice), set the cancel flag and return the seconds from then
+ * until the run function returned. The handler's own length bounds the wait.
+ */
+static double cancel_latency(bgt_plugin *p, const char *handler, const char *args,
+                             bgt_status *status)
+{
+    struct runner r = {.p = p, .handler = handler, .args = args, .t = task_new(1)};
+    find_handler(p, handler);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, runner_main, &r), 0);
+    double deadline = now_s() + 10;
+    while (atomic_load(&r.t->cancel_polls) < 2 && now_s() < deadline)
+        sched_yield();
+    double cancelled_at = now_s();
+    atomic_store(&r.t->cancel, true);
+    pthread_join(th, NULL);
+    *status = r.status;
+    assert_null(r.t->result);
+    task_free(r.t);
+    return r.ended - cancelled_at;
+}
+
+static void test_sleep_cancel_running(void **state)
+{
+    /* One 3 s step: unless it sleeps in short slices, the cancel waits for the whole step. */
+    bgt_status st;
+    double latency = cancel_latency(demo, "demo.sleep", "{\"seconds\": 3, \"steps\": 1}", &st);
+    assert_int_equal(st, BGT_CANCELLED);
+    if (latency >= 0.25)
+        fail_msg("demo.sleep took %.3f s to see the cancel (slices are 50 ms)", latency);
+}
+
+static void test_sleep_bad_args(void **state)
+{
+    const char *sec = "args.seconds must be a number 0..86400";
+    const char *steps = "args.steps must be an integer 1..100000";
+    expect_failure(demo, "demo.sleep", "{\"seconds\": \"1\"}", sec);
+    expect_failure(demo, "demo.sleep", "{\"seconds\": -1}", sec);
+    expect_failure(demo, "demo.sleep", "{\"seconds\": 86401}", sec);
+    expect_failure(demo, "demo.sleep", "{\"seconds\": null}", sec);
+    expect_failure(demo, "demo.sleep", "{\"steps\": 0}", steps);
+    expect_failure(demo, "demo.sleep", "{\"steps\": 1.5}", steps);
+    expect_failure(demo, "demo.sleep", "{\"steps\": 100001}", steps);
+    expect_failure(demo, "demo.sleep", "{\"steps\": 1e300}", steps);
+    expect_failure(demo, "demo.sleep", "{\"steps\": [10]}", steps);
+    expect_failure(demo, "demo.sleep", "\"soon\"", "args must be a JSON object");
+}
+
+/* ---- bench ---- */
+
+static void test_bench(void **state)
+{
+    bgt_task *t = task_new(1);
+    assert_int_equal(run_handler(bench, "bench.noop", t, "{}"), BGT_OK);
+    assert_null(t->result);
+    assert_null(t->error);
+    assert_int_equal(atomic_load(&t->nprogress), 0);
+    task_free(t);
+
+    t = task_new(1);
+    double t0 = now_s();
+    assert_int_equal(run_handler(bench, "bench.sleep_ms", t, "{\"ms\": 30}"), BGT_OK);
+    double took = now_s() - t0;
+    assert_true(took >= 0.030);
+    assert_true(took < 5);
+    assert_null(t->result);
+    task_free(t);
+
+    t = task_new(1);
+    atomic_store(&t->cancel, true);
+    t0 = now_s();
+    assert_int_equal(run_handler(bench, "bench.sleep_ms", t, "{\"ms\": 60000}"), BGT_CANCELLED);
+    assert_true(now_s() - t0 < 0.5);
+    task_free(t);
+
+    bgt_status st;
+    double latency = cancel_latency(bench, "bench.sleep_ms", "{\"ms\": 3000}", &st);
+    assert_int_equal(st, BGT_CANCELLED);
+    if (latency >= 0.25)
+        fail_msg("bench.sleep_ms took %.3f s to see the cancel (slices are 50 ms)", latency);
+
+    const char *ms = "args.ms must be an integer 0..3600000";
+    expect_failure(bench, "bench.sleep_ms", "{}", ms);
+    expect_failure(bench, "bench.sleep_ms", "{\"ms\": -1}", ms);
+    expect_failure(bench, "bench.sleep_ms", "{\"ms\": 0.5}", ms);
+    expect_failure(bench, "bench.sleep_ms", "{\"ms\": \"5\"}", ms);
+    expect_failure(bench, "bench.sleep_ms", "{\"ms\": 3600001}", ms);
+}
+
+/* ---- files.checksum ---- */
+
+/* {"path": path} as JSON text (caller frees). */
+static char *path_args(const char *path)
+{
+    cJSON *args = cJSON_CreateObject();
+    cJSON_AddStringToObject(args, "path", path);
+    char *text = cJSON_PrintUnformatted(args);
+    cJSON_Delete(args);
+    return text;
+}
+
+/* Run files.checksum on path with plugin p; returns the task (caller frees). */
+static bgt_task *checksum(bgt_plugin *p, const char *path, bgt_status want)
+{
+    char *text = path_args(path);
+    bgt_task *t = task_new(1);
+    bgt_status st = run_handler(p, "files.checksum", t, text);
+    free(text);
+    if (st != want)
+        fail_msg("files.checksum %s: status %d, want %d (error: %s)", path, st, want,
+                 t->error ? t->error : "none");
+    return t;
+}
+
+/* Check the reports of a finished checksum: bytes, never backwards, ending at all of it. */
+static void assert_byte_progress(const bgt_task *t, double bytes)
+{
+    int n = atomic_load(&t->nprogress);
+    assert_true(n >= 2);
+    assert_true(n <= MAX_PROGRESS);
+    for (int i = 0; i < n; i++) {
+        assert_true(t->progress[i].total == bytes);
+        if (i > 0)
+            assert_true(t->progress[i].current >= t->progress[i - 1].current);
+    }
+    assert_true(t->progress[0].current == 0);
+    assert_true(t->progress[n - 1].current == bytes);
+    /* At most one report per MiB, plus the first and the last. */
+    assert_true(n <= bytes / MIB + 3);
+}
+
+static void test_checksum_file(void **state)
+{
+    char *path = write_file("abc.txt", "abc", 3);
+    bgt_task *t = checksum(files, path, BGT_OK);
+
+    char want[PATH_MAX + 128];
+    snprintf(want, sizeof want, "{\"files\": {\"%s\": \"%s\"}, \"bytes\": 3, \"count\": 1}", path,
+             SHA256_ABC);
+    assert_json(t->result, want);
+    assert_byte_progress(t, 3);
+    assert_null(t->error);
+    task_free(t);
+
+    /* A result over the host's limit fails the task, naming the path and the limit. */
+    char *args = path_args(path);
+    t = task_new(1);
+    t->max_result = 50;
+    assert_int_equal(run_handler(files, "files.checksum", t, args), BGT_FAILED);
+    snprintf(want, sizeof want,
+             "the result for %s is larger than the host accepts (tasks.max_result_bytes)", path);
+    assert_string_equal(t->error, want);
+    assert_null(t->result);
+    task_free(t);
+    free(args);
+
+    /* The digest computed here agrees with the known one. */
+    char hex[65];
+    sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, SHA256_ABC);
+    free(path);
+}
+
+static void test_checksum_tree(void **state)
+{
+    /* tree/a.txt, tree/empty, tree/sub/b.txt, tree/sub/deep/big.bin; plus things to skip:
+     * a link to a file, a dangling link, a FIFO, an empty folder. */
+    size_t big_len = 3 * MIB + 123;
+    unsigned char *big = malloc(big_len);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (unsigned char)(i * 7 + (i >> 11));
+
+    struct {
+        const char *rel;
+        const void *data;
+        size_t len;
+        char *path;
+        char hex[65];
+    } f[] = {
+        {.rel = "tree/a.txt", .data = "abc", .len = 3},
+        {.rel = "tree/empty", .data = "", .len = 0},
+        {.rel = "tree/sub/b.txt", .data = "hello\n", .len = 6},
+        {.rel = "tree/sub/deep/big.bin", .data = big, .len = big_len},
+    };
+    size_t nf = sizeof f / sizeof f[0];
+    double bytes = 0;
+    for (size_t i = 0; i < nf; i++) {
+        f[i].path = write_file(f[i].rel, f[i].data, f[i].len);
+        sha256_hex(f[i].data, f[i].len, f[i].hex);
+        bytes += (double)f[i].len;
+    }
+    free(big);
+    char *link = scratch_path("tree/sub/link"), *dangling = scratch_path("tree/dangling");
+    char *fifo = scratch_path("tree/fifo"), *emptydir = scratch_path("tree/sub/deep/nothing");
+    assert_int_equal(symlink("../a.txt", link), 0);
+    assert_int_equal(symlink("/nonexistent/bgtask", dangling), 0);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    assert_int_equal(mkdir(emptydir, 0755), 0);
+
+    char *root = scratch_path("tree");
+    char *root_slash = scratch_path("tree//");
+    const char *roots[] = {root, root_slash};
+    for (int k = 0; k < 2; k++) {
+        bgt_task *t = checksum(files, roots[k], BGT_OK);
+        cJSON *res = cJSON_Parse(t->result);
+        assert_non_null(res);
+        assert_true(cJSON_GetObjectItem(res, "count")->valuedouble == (double)nf);
+        assert_true(cJSON_GetObjectItem(res, "bytes")->valuedouble == bytes);
+        const cJSON *fo = cJSON_GetObjectItem(res, "files");
+        assert_int_equal(cJSON_GetArraySize(fo), (int)nf);
+        /* The write order above is the sorted order: the keys must come in it. */
+        const cJSON *e = fo->child;
+        for (size_t i = 0; i < nf; i++, e = e->next) {
+            assert_non_null(e);
+            assert_string_equal(e->string, f[i].path);
+            assert_string_equal(e->valuestring, f[i].hex);
+        }
+        cJSON_Delete(res);
+        assert_byte_progress(t, bytes);
+        /* Three MiB and more: the big file was reported along the way, not only at its end. */
+        assert_true(atomic_load(&t->nprogress) >= 4);
+        task_free(t);
+    }
+
+    /* The root itself may be a link (the caller named it): it is followed. */
+    char *root_link = scratch_path("tree-link");
+    assert_int_equal(symlink("tree/sub", root_link), 0);
+    bgt_task *t = checksum(files, root_link, BGT_OK);
+    cJSON *res = cJSON_Parse(t->result);
+    assert_true(cJSON_GetObjectItem(res, "count")->valuedouble == 2);
+    cJSON_Delete(res);
+    task_free(t);
+
+    /* An empty folder: nothing to hash, and that is a success. */
+    t = checksum(files, emptydir, BGT_OK);
+    assert_json(t->result, "{\"files\": {}, \"bytes\": 0, \"count\": 0}");
+    task_free(t);
+
+    for (size_t i = 0; i < nf; i++)
+        free(f[i].path);
+    free(link);
+    free(dangling);
+    free(fifo);
+    free(emptydir);
+    free(root);
+    free(root_slash);
+    free(root_link);
+}
+
+static void test_checksum_missing(void **state)
+{
+    char want[PATH_MAX + 64];
+    char *missing = scratch_path("no/such/file");
+    bgt_task *t = checksum(files, missing, BGT_FAILED);
+    snprintf(want, sizeof want, "cannot open %s: No such file or directory", missing);
+    assert_string_equal(t->error, want);
+    assert_null(t->result);
+    task_free(t);
+
+    /* A file used as a folder. */
+    char *file = write_file("plain.txt", "x", 1);
+    char *under = scratch_path("plain.txt/x");
+    t = checksum(files, under, BGT_FAILED);
+    snprintf(want, sizeof want, "cannot open %s: Not a directory", under);
+    assert_string_equal(t->error, want);
+    task_free(t);
+
+    /* A dangling link named as the root leads nowhere. */
+    char *dangling = scratch_path("dangling-root");
+    assert_int_equal(symlink("/nonexistent/bgtask", dangling), 0);
+    t = checksum(files, dangling, BGT_FAILED);
+    snprintf(want, sizeof want, "cannot open %s: No such file or directory", dangling);
+    assert_string_equal(t->error, want);
+    task_free(t);
+
+    /* A FIFO named as the root is neither a file nor a folder (and is never opened). */
+    char *fifo = scratch_path("fifo-root");
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    t = checksum(files, fifo, BGT_FAILED);
+    snprintf(want, sizeof want, "%s is not a regular file or a directory", fifo);
+    assert_string_equal(t->error, want);
+    task_free(t);
+
+    expect_failure(files, "files.checksum", "{}", "args.path must be a non-empty string");
+    expect_failure(files, "files.checksum", "{\"path\": \"\"}",
+                   "args.path must be a non-empty string");
+    expect_failure(files, "files.checksum", "{\"path\": 5}",
+                   "args.path must be a non-empty string");
+    free(missing);
+    free(file);
+    free(under);
+    free(dangling);
+    free(fifo);
+}
+
+/* What the unreadable cases check: run files.checksum on path, expect the message. */
+struct perm_case {
+    const char *path;  /* what to checksum */
+    const char *named; /* the path the "Permission denied" message must name */
+};
+
+/*
+ * Run the permission cases as the current user. Returns 0 when all hold, 1 (after saying
+ * which on stderr) when one does not, 77 when `readable` cannot be hashed, which means this
+ * user cannot reach the scratch folder at all. The outcome is an exit code, not a cmocka
+ * assert, because this also runs in a child process.
+ */
+static int perm_cases(const char *readable, const struct perm_case *cases, size_t n)
+{
+    const bgt_handler_def *h = &files->handlers[0];
+    for (size_t i = 0; i <= n; i++) {
+        const char *path = i == 0 ? readable : cases[i - 1].path;
+        char *args = path_args(path);
+        cJSON *a = cJSON_Parse(args);
+        bgt_task *t = task_new(1);
+        bgt_status st = h->run(t, a, h->udata);
+        cJSON_Delete(a);
+        free(args);
+        bool ok;
+        char want[PATH_MAX + 64] = "";
+        if (i == 0) {
+            ok = st == BGT_OK;
+        } else {
+            snprintf(want, sizeof want, "cannot open %s: Permission denied", cases[i - 1].named);
+            ok = st == BGT_FAILED && t->error != NULL && strcmp(t->error, want) == 0;
+        }
+        if (!ok)
+            fprintf(stderr, "files.checksum %s: status %d, error \"%s\", want \"%s\"\n", path,
+                    st, t->error ? t->error : "none", want);
+        task_free(t);
+        if (!ok)
+            return i == 0 ? 77 : 1;
+    }
+    return 0;
+}
+
+static void test_checksum_unreadable(void **state)
+{
+    /* perm/one/secret is a mode 000 file (found by the second pass, when it is opened);
+     * perm/two/locked is a mode 000 folder (found by the first pass, when it is listed). */
+    char *readable = write_file("perm/readable", "abc", 3);
+    char *secret = write_file("perm/one/secret", "top secret", 10);
+    free(write_file("perm/one/fine", "fine", 4));
+    free(write_file("perm/two/locked/inner", "x", 1));
+    char *one = scratch_path("perm/one"), *two = scratch_path("perm/two");
+    char *locked = scratch_path("perm/two/locked");
+    assert_int_equal(chmod(secret, 0), 0);
+    assert_int_equal(chmod(locked, 0), 0);
+    const struct perm_case cases[] = {
+        {secret, secret},
+        {one, secret},
+        {locked, locked},
+        {two, locked},
+    };
+    size_t ncases = sizeof cases / sizeof cases[0];
+
+    int rc;
+    if (geteuid() != 0) {
+        rc = perm_cases(readable, cases, ncases);
+    } else {
+        /* Root reads mode 000 files: look as user nobody (65534), from a child process. */
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+                setresuid(65534, 65534, 65534) != 0)
+                _exit(78);
+            _exit(perm_cases(readable, cases, ncases));
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        rc = WEXITSTATUS(status);
+        if (rc == 78 || rc == 77) {
+            /* Only this sub-case is skipped, and the output says so. */
+            fprintf(stderr, "test_checksum_unreadable: running as root, and %s: the "
+                            "permission cases are skipped\n",
+                    rc == 78 ? "cannot switch to uid 65534"
+                             : "uid 65534 cannot reach the scratch folder");
+            rc = 0;
+        }
+    }
+    chmod(locked, 0755);
+    chmod(secret, 0644);
+    assert_int_equal(rc, 0);
+    free(readable);
+    free(secret);
+    free(one);
+    free(two);
+    free(locked);
+}
+
+static void test_checksum_max_files(void **state)
+{
+    int rc;
+    bgt_plugin *p = load_plugin("files", "{\"max_files\": 2}", &rc);
+    assert_int_equal(rc, 0);
+    free(write_file("three/1", "1", 1));
+    free(write_file("three/2", "2", 1));
+    char *root = scratch_path("three");
+    bgt_task *t = checksum(p, root, BGT_OK);
+    task_free(t);
+
+    free(write_file("three/sub/3", "3", 1));
+    t = checksum(p, root, BGT_FAILED);
+    char want[PATH_MAX + 128];
+    snprintf(want, sizeof want, "%s holds more than 2 regular files (the files plugin's max_files)",
+             root);
+    assert_string_equal(t->error, want);
+    task_free(t);
+
+    /* The default limit is far away. */
+    t = checksum(files, root, BGT_OK);
+    task_free(t);
+    unload_plugin(p);
+    free(root);
+}
+
+static void test_checksum_cancel(void **state)
+{
+    size_t len = 3 * MIB;
+    char *data = calloc(1, len);
+    assert_non_null(data);
+    char *path = write_file("cancel/big", data, len);
+    free(data);
+
+    /* Cancelled before it starts: it stops during the listing. */
+    bgt_task *t = task_new(1);
+    atomic_store(&t->cancel, true);
+    char *args = path_args(path);
+    assert_int_equal(run_handler(files, "files.checksum", t, args), BGT_CANCELLED);
+    assert_null(t->result);
+    task_free(t);
+
+    /* Cancelled at the first report past 0 (1 MiB in): it stops before the end of the file. */
+    t = task_new(1);
+    t->cancel_after_progress = true;
+    assert_int_equal(run_handler(files, "files.checksum", t, args), BGT_CANCELLED);
+    int n = atomic_load(&t->nprogress);
+    assert_true(n >= 2);
+    assert_true(t->progress[n - 1].current < (double)len);
+    assert_null(t->result);
+    task_free(t);
+    free(args);
+    free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_entries),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_echo),
+        cmocka_unit_test(test_fail),
+        cmocka_unit_test(test_flaky),
+        cmocka_unit_test(test_sleep_progress),
+        cmocka_unit_test(test_sleep_resume),
+        cmocka_unit_test(test_sleep_cancel_before),
+        cmocka_unit_test(test_sleep_cancel_running),
+        cmocka_unit_test(test_sleep_bad_args),
+        cmocka_unit_test(test_bench),
+        cmocka_unit_test(test_checksum_file),
+        cmocka_unit_test(test_checksum_tree),
+        cmocka_unit_test(test_checksum_missing),
+        cmocka_unit_test(test_checksum_unreadable),
+        cmocka_unit_test(test_checksum_max_files),
+        cmocka_unit_test(test_checksum_cancel),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
