@@ -83,6 +83,7 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(HOST_LIB)
 
 # A plugin is every .c in its folder, linked into one .so that needs nothing
 # from the host: -fvisibility=hidden and --no-undefined.
+.SECONDARY:
 .SECONDEXPANSION:
 $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/bgtask.h
 	@mkdir -p $(@D)

@@ -445,6 +445,7 @@ static void *dispatcher_main(void *arg)
         if (got < want) {
             /* Nothing more is due: sleep until woken, or until the next one falls due. */
             double wait = due < 0 ? MAX_BLOCK_S : fmin(due, MAX_BLOCK_S);
+            log_debug("claimed %d of %d; waiting up to %.3fs for work", got, want, wait);
             if (wait > 0.0005) {
                 rc = store_wait_wake(m->st_claim, hs, nhs, wait);
                 if (rc < 0 && rc != -EINTR) {
@@ -674,8 +675,12 @@ static int heartbeat(manager *m)
             tasks[i++] = t;
         }
     char *handlers = xstrdup(m->handler_list ? m->handler_list : "");
+    /* The host's entry lives two heartbeats and a second: a host that stops
+     * beating for that long is taken for dead and its attempts are claimable
+     * then, before their leases run out. */
+    double ttl = fmin(m->cfg->lease_s, 2 * m->cfg->heartbeat_s + 1.0);
     host_info hi = {m->host_id, m->machine, (int)getpid(), BGT_VERSION, handlers,
-                    m->cfg->workers, m->nexecuting, m->started_ms};
+                    m->cfg->workers, m->nexecuting, m->started_ms, (int64_t)(ttl * 1000)};
     pthread_mutex_unlock(&m->lock);
 
     double sent = mono_s();

@@ -48,7 +48,29 @@ struct store {
 
 /* ---- addresses ---- */
 
+static int redis_addr_parse_(const char *url, const char *shown, redis_addr *out, char *err,
+                             size_t errlen);
+
+/* url with any password replaced by "***", for messages (malloc'd). */
+static char *mask_url(const char *url)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
+    if (!at)
+        return xstrdup(url);
+    return xasprintf("%.*s***%s", (int)(scheme + 3 - url), url, at);
+}
+
 int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen)
+{
+    char *shown = url ? mask_url(url) : NULL;
+    int rc = redis_addr_parse_(url, shown, out, err, errlen);
+    free(shown);
+    return rc;
+}
+
+static int redis_addr_parse_(const char *url, const char *shown, redis_addr *out, char *err,
+                             size_t errlen)
 {
     memset(out, 0, sizeof *out);
     out->port = 6379;
@@ -65,21 +87,21 @@ int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen)
         const char *q = strchr(p, '?');
         out->path = q ? strndup(p, (size_t)(q - p)) : xstrdup(p);
         if (!out->path || out->path[0] != '/') {
-            snprintf(err, errlen, "%s: a unix socket path must be absolute", url);
+            snprintf(err, errlen, "%s: a unix socket path must be absolute", shown);
             goto fail;
         }
         if (q) {
             char *end;
             if (strncmp(q, "?db=", 4) != 0 || (out->db = (int)strtol(q + 4, &end, 10), *end) ||
                 out->db < 0) {
-                snprintf(err, errlen, "%s: expected ?db=N after the socket path", url);
+                snprintf(err, errlen, "%s: expected ?db=N after the socket path", shown);
                 goto fail;
             }
         }
         return 0;
     }
     if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "%s: expected redis://host:port/db, unix:///path or /path", url);
+        snprintf(err, errlen, "%s: expected redis://host:port/db, unix:///path or /path", shown);
         return -EINVAL;
     }
     const char *p = url + 8;
@@ -96,7 +118,7 @@ int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen)
     if (p[0] == '[') { /* [::1]:port */
         const char *rb = memchr(p, ']', (size_t)(hostend - p));
         if (!rb) {
-            snprintf(err, errlen, "%s: unterminated [address]", url);
+            snprintf(err, errlen, "%s: unterminated [address]", shown);
             goto fail;
         }
         out->host = strndup(p + 1, (size_t)(rb - p - 1));
@@ -105,14 +127,14 @@ int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen)
         out->host = strndup(p, (size_t)((colon ? colon : hostend) - p));
     }
     if (!out->host || !*out->host) {
-        snprintf(err, errlen, "%s: missing host", url);
+        snprintf(err, errlen, "%s: missing host", shown);
         goto fail;
     }
     if (colon) {
         char *end;
         long port = strtol(colon + 1, &end, 10);
         if (end != hostend || port < 1 || port > 65535) {
-            snprintf(err, errlen, "%s: port must be 1..65535", url);
+            snprintf(err, errlen, "%s: port must be 1..65535", shown);
             goto fail;
         }
         out->port = (int)port;
@@ -121,7 +143,7 @@ int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen)
         char *end;
         long db = strtol(slash + 1, &end, 10);
         if (*end || db < 0 || db > 1000000) {
-            snprintf(err, errlen, "%s: database must be a number", url);
+            snprintf(err, errlen, "%s: database must be a number", shown);
             goto fail;
         }
         out->db = (int)db;
@@ -1351,7 +1373,7 @@ int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n, in
     args_script(st, &a, SC_HEARTBEAT);
     args_push(&a, hi->id);
     args_pushf(&a, "%lld", (long long)lease_ms);
-    args_pushf(&a, "%lld", (long long)lease_ms);
+    args_pushf(&a, "%lld", (long long)(hi->ttl_ms > 0 ? hi->ttl_ms : lease_ms));
     args_push(&a, hi->machine);
     args_pushf(&a, "%d", hi->pid);
     args_push(&a, hi->version);

@@ -80,7 +80,7 @@ typedef struct submit_req {
     double delay_s;          /* 0: claimable now */
     /* out */
     char id_out[37];         /* the task id */
-    int rc;                  /* 0, -EINVAL (err says why), -EEXIST (id taken) */
+    int rc;                  /* 0, -EINVAL or -E2BIG (err says why), -EEXIST (id taken) */
     char err[200];
 } submit_req;
 
@@ -102,7 +102,7 @@ int store_get_task(store *st, const char *id, cJSON **out);
 int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out);
 /* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms, expires_ms}. */
 int store_list_hosts(store *st, cJSON **out);
-/* Per handler: {handler, queued, due, running}; plus finished counts by state. */
+/* {"handlers": [{handler, queued, due}], "finished": N (in P:done), "hosts": N (live)}. */
 int store_stats(store *st, cJSON **out);
 
 typedef enum cancel_result {
@@ -111,7 +111,8 @@ typedef enum cancel_result {
     CANCEL_FINAL = 2,      /* already in a terminal state (state_out says which) */
 } cancel_result;
 
-/* Cancel a task. Returns a cancel_result >= 0, or -ENOENT, -EIO. */
+/* Cancel a task. Returns a cancel_result >= 0, or -ENOENT, -EIO. state_out gets
+ * the terminal state for CANCEL_FINAL and the owning host's id for CANCEL_REQUESTED. */
 int store_cancel(store *st, const char *id, char *state_out, size_t n);
 
 /* ---- following a task (clients) ---- */
@@ -205,6 +206,7 @@ typedef struct host_info {
     int workers;
     int running;
     int64_t started_ms;
+    int64_t ttl_ms;        /* the entry expires after this without a heartbeat (0 = the lease) */
 } host_info;
 
 /*

@@ -6,7 +6,8 @@
  * Keys (P = prefix): P:task:<id> hash, P:sub:<id> hash, P:q:<handler> zset
  * (score = ms from which the task may be claimed), P:wake:<handler> list,
  * P:events stream, P:ev:<id> channel, P:ctl:<host> channel, P:hosts zset,
- * P:host:<id> hash, P:done zset.
+ * P:host:<id> hash, P:held:<host> string (the attempts a host holds, one
+ * "id handler attempt" line each, rewritten by each heartbeat), P:done zset.
  *
  * Scripts use Redis' clock (TIME) for every score so hosts with skewed clocks
  * agree on when a lease ends.
@@ -40,6 +41,25 @@
     "  redis.call('LPUSH', w, 1)\n"                                                          \
     "  redis.call('LTRIM', w, 0, 63)\n"                                                      \
     "end\n"                                                                                  \
+    /* Hosts whose entry expired: the attempts each last held (P:held:<host>)   \
+     * become claimable now instead of when each lease runs out. */             \
+    "local function bury(self)\n"                                                           \
+    "  local dead = redis.call('ZRANGEBYSCORE', P .. ':hosts', '-inf', NOW)\n"              \
+    "  for _, d in ipairs(dead) do\n"                                                       \
+    "    if d ~= self then\n"                                                               \
+    "      local list = redis.call('GET', P .. ':held:' .. d)\n"                            \
+    "      for id, h, a in string.gmatch(list or '', '(%S+) (%S+) (%S+)\\n') do\n"         \
+    "        local r = redis.call('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n" \
+    "        if r[1] == 'ONGOING' and r[2] == d and r[3] == a then\n"                       \
+    "          redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW, id)\n"                        \
+    "          wake(h)\n"                                                                   \
+    "        end\n"                                                                         \
+    "      end\n"                                                                           \
+    "      redis.call('DEL', P .. ':host:' .. d, P .. ':held:' .. d)\n"                     \
+    "      redis.call('ZREM', P .. ':hosts', d)\n"                                          \
+    "    end\n"                                                                             \
+    "  end\n"                                                                               \
+    "end\n"                                                                                 \
     "local function terminate(id, h, attempt, state, msg, result, evname, data, keep)\n"           \
     "  local key = P .. ':task:' .. id\n"                                                    \
     "  redis.call('HSET', key, 'state', state, 'message', msg, 'finished_ms', NOW,\n"        \
@@ -108,7 +128,8 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
 static const char LUA_CLAIM[] = LUA_PRELUDE
     "local host, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local out = {NOW, -1}\n"
-    "local hs = {}\n"
+    "local hs, held = {}, {}\n"
+    "bury(host)\n"
     "local i = 8\n"
     "for k = 1, tonumber(ARGV[7]) do\n"
     "  hs[k] = {ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', ARGV[i + 3]}\n"
@@ -166,6 +187,7 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "            out[n + 8] = r[9] or '0'\n"
     "            out[n + 9] = r[10] or '0'\n"
     "            out[n + 10] = ''\n"
+    "            held[#held + 1] = id .. ' ' .. h .. ' ' .. attempt .. '\\n'\n"
     "            want = want - 1\n"
     "          end\n"
     "        end\n"
@@ -182,6 +204,18 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "    if due < 0 or d < due then due = d end\n"
     "  end\n"
     "end\n"
+    /* Wake up when a host's entry runs out too, to bury it on time. */
+    "local hfirst = redis.call('ZRANGE', P .. ':hosts', 0, 1, 'WITHSCORES')\n"
+    "for j = 1, #hfirst, 2 do\n"
+    "  if hfirst[j] ~= host then\n"
+    "    local d = math.max(tonumber(hfirst[j + 1]) - NOW, 0)\n"
+    "    if due < 0 or d < due then due = d end\n"
+    "    break\n"
+    "  end\n"
+    "end\n"
+    "if #held > 0 then\n"
+    "  redis.call('APPEND', P .. ':held:' .. host, table.concat(held))\n"
+    "end\n"
     "out[2] = due\n"
     /* A full batch may have left due work behind: wake another host for it. */
     "if want == 0 and due == 0 then\n"
@@ -194,30 +228,47 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
  * machine, pid, version, handlers, workers, running, started_ms, [14] = n,
  * then 3 per attempt: id, handler, attempt. Returns per attempt 0 (renewed),
  * 1 (lost), 2 (renewed, cancel requested).
+ *
+ * It also buries hosts whose entry expired (see bury) and rewrites the list of
+ * attempts this host holds (P:held:<host>).
  */
 static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "local host, lease, ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "bury(host)\n"
     "redis.call('ZADD', P .. ':hosts', NOW + ttl, host)\n"
-    "local hk = P .. ':host:' .. host\n"
-    "redis.call('HSET', hk, 'id', host, 'machine', ARGV[7], 'pid', ARGV[8], 'version', ARGV[9],\n"
-    "  'handlers', ARGV[10], 'workers', ARGV[11], 'running', ARGV[12], 'started_ms', ARGV[13],\n"
-    "  'updated_ms', NOW)\n"
-    "redis.call('PEXPIRE', hk, ttl * 2)\n"
-    "redis.call('ZREMRANGEBYSCORE', P .. ':hosts', '-inf', NOW - ttl)\n"
-    "local out = {}\n"
+    "local out, held, seen = {}, {}, {}\n"
     "local i = 15\n"
     "for k = 1, tonumber(ARGV[14]) do\n"
-    "  local id, h, attempt = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
+    "  local id, h, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
     "  i = i + 3\n"
     "  local key = P .. ':task:' .. id\n"
     "  local r = redis.call('HMGET', key, 'state', 'owner', 'attempt', 'cancel_requested')\n"
-    "  if r[1] == 'ONGOING' and r[2] == host and tonumber(r[3]) == attempt then\n"
+    "  if r[1] == 'ONGOING' and r[2] == host and r[3] == attempt then\n"
     "    redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW + lease, id)\n"
+    "    held[#held + 1] = id .. ' ' .. h .. ' ' .. attempt .. '\\n'\n"
+    "    seen[id] = true\n"
     "    if r[4] == '1' then out[k] = 2 else out[k] = 0 end\n"
     "  else\n"
     "    out[k] = 1\n"
     "  end\n"
     "end\n"
+    /* Keep what a claim appended after the host listed its attempts for this call. */
+    "local hkey = P .. ':held:' .. host\n"
+    "for id, h, a in string.gmatch(redis.call('GET', hkey) or '', '(%S+) (%S+) (%S+)\\n') do\n"
+    "  if not seen[id] then\n"
+    "    local r = redis.call('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n"
+    "    if r[1] == 'ONGOING' and r[2] == host and r[3] == a then\n"
+    "      held[#held + 1] = id .. ' ' .. h .. ' ' .. a .. '\\n'\n"
+    "      seen[id] = true\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local hk = P .. ':host:' .. host\n"
+    "redis.call('HSET', hk, 'id', host, 'machine', ARGV[7], 'pid', ARGV[8], 'version', ARGV[9],\n"
+    "  'handlers', ARGV[10], 'workers', ARGV[11], 'running', ARGV[12], 'started_ms', ARGV[13],\n"
+    "  'updated_ms', NOW)\n"
+    "redis.call('PEXPIRE', hk, math.max(ttl * 2, lease * 2))\n"
+    "redis.call('SET', hkey, table.concat(held), 'PX', math.max(ttl * 2, lease * 2))\n"
     "return out\n";
 
 /*

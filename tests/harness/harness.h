@@ -4,8 +4,13 @@
  * runs, and polling with a deadline (never a fixed sleep).
  *
  * Paths: binaries come from $BUILD (default "build"): $BUILD/bin/bgtaskd,
- * $BUILD/bin/bgtaskctl, $BUILD/plugins/*.so, $BUILD/tests/plugins/*.so.
+ * $BUILD/bin/bgtaskctl, $BUILD/plugins/<name>.so, $BUILD/tests/plugins/<name>.so.
  * Scratch files go under $BUILD/tmp/<test>-<pid>-<n>/ and are removed on stop.
+ *
+ * Include it from tests/unit and tests/integration as "../harness/harness.h":
+ * the Makefile compiles tests with -Isdk -Ihost only.
+ * Every process the harness starts is killed and every folder it made is
+ * removed at exit (BGT_TEST_KEEP=1 in the environment keeps the folders).
  */
 #ifndef BGT_HARNESS_H
 #define BGT_HARNESS_H
@@ -92,9 +97,15 @@ char *th_plugin_path(const char *name, bool test_plugin);
  */
 int th_ctl(const th_redis *r, char **out, char **err, const char *arg, ...)
     __attribute__((sentinel));
-/* Same with a timeout in seconds (kills it and returns -2 past that). */
+/* Same with a timeout in seconds (kills it and returns -2 past that).
+ * th_ctl itself bounds a run at 120 s the same way. */
 int th_ctl_timeout(double timeout_s, const th_redis *r, char **out, char **err, const char *arg, ...)
     __attribute__((sentinel));
+/* Run argv (argv[0] a path) as th_ctl does: stdin from /dev/null, stdout into
+ * *out and stderr into *err (malloc'd; stderr is inherited when err is NULL).
+ * Returns the exit code, -1 if it died by a signal, -2 if killed after
+ * timeout_s (<= 0: no limit). */
+int th_run(double timeout_s, char *const argv[], char **out, char **err);
 
 /* HGET <prefix>:task:<id> field into a malloc'd string (NULL if missing). */
 char *th_task_field(redisContext *c, const char *prefix, const char *id, const char *field);

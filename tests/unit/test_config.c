@@ -218,7 +218,7 @@ static void test_shipped_dev(void **state)
     assert_true(cJSON_IsObject(c.plugins[0].config));
     assert_null(c.plugins[0].config->child);
     assert_string_equal(c.plugins[1].name, "files");
-    const cJSON *mfb = cJSON_GetObjectItemCaseSensitive(c.plugins[1].config, "max_file_bytes");
+    const cJSON *mfb = cJSON_GetObjectItemCaseSensitive(c.plugins[1].config, "max_files");
     assert_true(cJSON_IsNumber(mfb));
     assert_true(mfb->valuedouble > 0);
 

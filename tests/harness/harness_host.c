@@ -1,0 +1,315 @@
+/*
+ * harness_host.c - real bgtaskd processes with a config written for each
+ * (th_host_*), their logs, and bgtaskctl runs (th_ctl).
+ */
+#include "harness_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The bound th_ctl puts on a bgtaskctl run, so a hung client cannot hang a test. */
+#define CTL_DEFAULT_TIMEOUT_S 120.0
+
+static int host_seq;
+
+/* Append the escaped form of s to a libconfig string literal being written. */
+static void put_conf_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static bool write_host_conf(const char *path, const char *id, const th_redis *r,
+                            const th_host_opts *o, const char *prefix)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "harness: %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    char *build = th__build_dir();
+    char *plugdir = th__asprintf("%s/plugins", build);
+    free(build);
+
+    fprintf(f, "# Written by the test harness for host %s.\n", id);
+    fputs("redis: {\n    url = ", f);
+    put_conf_string(f, r->url);
+    fputs(";\n    prefix = ", f);
+    put_conf_string(f, prefix);
+    fputs(";\n};\nhost: {\n    id = ", f);
+    put_conf_string(f, id);
+    fprintf(f, ";\n    workers = %d;\n    log_level = \"debug\";\n    shutdown_grace = %f;\n};\n",
+            o->workers > 0 ? o->workers : 4, o->shutdown_grace_s > 0 ? o->shutdown_grace_s : 5.0);
+    fprintf(f,
+            "tasks: {\n    lease = %f;\n    heartbeat = %f;\n    progress_interval = %f;\n"
+            "    backoff_base = %f;\n    backoff_max = %f;\n    max_attempts = %d;\n};\n",
+            o->lease_s > 0 ? o->lease_s : 3.0, o->heartbeat_s > 0 ? o->heartbeat_s : 0.5,
+            o->progress_interval_s > 0 ? o->progress_interval_s : 0.05,
+            o->backoff_base_s > 0 ? o->backoff_base_s : 0.05,
+            o->backoff_max_s > 0 ? o->backoff_max_s : 1.0,
+            o->max_attempts > 0 ? o->max_attempts : 3);
+    fputs("plugins: {\n    dir = ", f);
+    put_conf_string(f, plugdir);
+    fprintf(f, ";\n    load = ( %s );\n};\n", o->plugins ? o->plugins : "{ name = \"demo\"; }");
+    if (o->extra)
+        fprintf(f, "%s\n", o->extra);
+    free(plugdir);
+    bool ok = !ferror(f);
+    if (fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        fprintf(stderr, "harness: cannot write %s\n", path);
+    return ok;
+}
+
+int th_host_start(th_host *h, const th_redis *r, const th_host_opts *o)
+{
+    static const th_host_opts defaults;
+    if (!o)
+        o = &defaults;
+    memset(h, 0, sizeof *h);
+    if (o->id)
+        snprintf(h->id, sizeof h->id, "%s", o->id);
+    else
+        snprintf(h->id, sizeof h->id, "h%d", ++host_seq);
+    const char *prefix = o->prefix ? o->prefix : "bgtask";
+
+    char *tag = th__asprintf("host-%s", h->id);
+    char *dir = th_tmpdir(tag);
+    free(tag);
+    snprintf(h->conf, sizeof h->conf, "%s/bgtaskd.conf", dir);
+    snprintf(h->log, sizeof h->log, "%s/bgtaskd.log", dir);
+    free(dir);
+
+    char *build = th__build_dir();
+    char *bin = th__asprintf("%s/bin/bgtaskd", build);
+    free(build);
+    int rc = -1;
+    int log = -1;
+    if (access(bin, X_OK) != 0) {
+        fprintf(stderr, "harness: %s: %s (run make first)\n", bin, strerror(errno));
+        goto fail;
+    }
+    if (!write_host_conf(h->conf, h->id, r, o, prefix))
+        goto fail;
+    log = open(h->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (log < 0) {
+        fprintf(stderr, "harness: %s: %s\n", h->log, strerror(errno));
+        goto fail;
+    }
+    char *argv[] = {bin, "-c", h->conf, NULL};
+    pid_t pid = th__spawn(argv, log, log);
+    if (pid < 0)
+        goto fail;
+    th__child_add(pid, CHILD_HOST, prefix);
+    h->pid = pid;
+    rc = 0;
+fail:
+    if (log >= 0)
+        close(log);
+    free(bin);
+    return rc;
+}
+
+/*
+ * Whether host h is in the hosts zset (key) and, when its hash (hkey) names a
+ * pid, that pid is h's: an entry left by an earlier process with the same id
+ * (killed, its lease not yet expired) must not pass for this one. Sets *ready;
+ * false when the connection failed.
+ */
+static bool host_registered(redisContext *c, const char *key, const char *hkey, const th_host *h,
+                            bool *ready)
+{
+    *ready = false;
+    redisReply *rep = redisCommand(c, "ZSCORE %s %s", key, h->id);
+    if (!rep)
+        return false;
+    bool listed = rep->type == REDIS_REPLY_STRING;
+    freeReplyObject(rep);
+    if (!listed)
+        return true;
+    rep = redisCommand(c, "HGET %s pid", hkey);
+    if (!rep)
+        return false;
+    *ready = rep->type != REDIS_REPLY_STRING || atoi(rep->str) == (int)h->pid;
+    freeReplyObject(rep);
+    return true;
+}
+
+bool th_host_wait_ready(th_host *h, const th_redis *r, double timeout_s)
+{
+    struct child *ch = th__child_find(h->pid);
+    if (!ch) {
+        fprintf(stderr, "harness: host %s was not started by the harness\n", h->id);
+        return false;
+    }
+    char *key = th__asprintf("%s:hosts", ch->prefix);
+    char *hkey = th__asprintf("%s:host:%s", ch->prefix, h->id);
+    double end = th_now() + timeout_s;
+    redisContext *c = NULL;
+    bool ready = false;
+    for (;;) {
+        if (th__child_reap(ch, false)) {
+            char why[64];
+            fprintf(stderr, "harness: host %s %s before it was ready\n", h->id,
+                    th__status_text(ch->status, why, sizeof why));
+            break;
+        }
+        if (!c) {
+            struct timeval tv = {0, 500000};
+            c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
+            if (c && c->err) {
+                redisFree(c);
+                c = NULL;
+            }
+            if (c)
+                redisSetTimeout(c, tv);
+        }
+        if (c && !host_registered(c, key, hkey, h, &ready)) {
+            redisFree(c);
+            c = NULL;
+        }
+        if (ready)
+            break;
+        if (th_now() >= end) {
+            fprintf(stderr, "harness: host %s not in %s after %.1f s\n", h->id, key, timeout_s);
+            break;
+        }
+        th_sleep(0.01);
+    }
+    if (c)
+        redisFree(c);
+    free(key);
+    free(hkey);
+    return ready;
+}
+
+void th_host_signal(th_host *h, int sig)
+{
+    if (th__child_live(h->pid))
+        kill(h->pid, sig);
+}
+
+bool th_host_wait_exit(th_host *h, double timeout_s, int *status)
+{
+    struct child *c = th__child_find(h->pid);
+    if (!c)
+        return false;
+    if (!th__child_wait(c, timeout_s))
+        return false;
+    if (status)
+        *status = c->status;
+    return true;
+}
+
+void th_host_kill(th_host *h) { th__child_kill9(th__child_find(h->pid)); }
+
+int th_host_stop(th_host *h, double timeout_s)
+{
+    struct child *c = th__child_find(h->pid);
+    if (!c)
+        return -1;
+    if (!c->reaped) {
+        kill(c->pid, SIGTERM);
+        if (!th__child_wait(c, timeout_s)) {
+            fprintf(stderr, "harness: host %s did not stop within %.1f s: kill -9\n", h->id,
+                    timeout_s);
+            th__child_kill9(c);
+            return -1;
+        }
+    }
+    return WIFEXITED(c->status) ? WEXITSTATUS(c->status) : -1;
+}
+
+bool th_log_contains(const th_host *h, const char *needle)
+{
+    size_t len;
+    char *s = th__read_file(h->log, &len);
+    if (!s)
+        return false;
+    bool found = memmem(s, len, needle, strlen(needle)) != NULL;
+    free(s);
+    return found;
+}
+
+void th_log_dump(const th_host *h)
+{
+    char *title = th__asprintf("log of host %s", h->id);
+    th__dump_tail(title, h->log, (size_t)1 << 20);
+    free(title);
+}
+
+char *th_plugin_path(const char *name, bool test_plugin)
+{
+    char *build = th__build_dir();
+    char *p = th__asprintf("%s/%s/%s.so", build, test_plugin ? "tests/plugins" : "plugins", name);
+    free(build);
+    return p;
+}
+static int ctl_v(double timeout_s, const th_redis *r, char **out, char **err, const char *arg,
+                 va_list ap)
+{
+    va_list count;
+    va_copy(count, ap);
+    size_t n = 0;
+    for (const char *a = arg; a; a = va_arg(count, const char *))
+        n++;
+    va_end(count);
+
+    char *build = th__build_dir();
+    char *bin = th__asprintf("%s/bin/bgtaskctl", build);
+    free(build);
+    char **argv = th__xrealloc(NULL, (n + 4) * sizeof *argv);
+    size_t k = 0;
+    argv[k++] = bin;
+    argv[k++] = "--redis";
+    argv[k++] = (char *)r->url;
+    for (const char *a = arg; a; a = va_arg(ap, const char *))
+        argv[k++] = (char *)a;
+    argv[k] = NULL;
+    int rc;
+    if (access(bin, X_OK) != 0) {
+        fprintf(stderr, "harness: %s: %s (run make first)\n", bin, strerror(errno));
+        if (out)
+            *out = NULL;
+        if (err)
+            *err = NULL;
+        rc = -1;
+    } else {
+        rc = th_run(timeout_s, argv, out, err);
+    }
+    free(argv);
+    free(bin);
+    return rc;
+}
+
+int th_ctl(const th_redis *r, char **out, char **err, const char *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    int rc = ctl_v(CTL_DEFAULT_TIMEOUT_S, r, out, err, arg, ap);
+    va_end(ap);
+    return rc;
+}
+
+int th_ctl_timeout(double timeout_s, const th_redis *r, char **out, char **err, const char *arg,
+                   ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    int rc = ctl_v(timeout_s, r, out, err, arg, ap);
+    va_end(ap);
+    return rc;
+}

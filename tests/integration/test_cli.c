@@ -1,0 +1,608 @@
+/*
+ * test_cli.c - bgtaskctl against a private redis-server, with no bgtaskd:
+ * submission and its validation (nothing written on bad input), status,
+ * cancel of an unclaimed task, watch and submit --wait ending on the cancel,
+ * list filters, hosts on an empty system, --help, exit codes and the ways of
+ * naming the Redis server.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "../harness/harness.h"
+
+#define PREFIX "bgtask"
+
+typedef struct fixture {
+    th_redis r;
+    redisContext *c;
+    bool up;
+} fixture;
+
+static fixture fx;
+
+static int group_setup(void **state)
+{
+    int rc = th_redis_start(&fx.r, false);
+    if (rc == -1)
+        return -1;
+    fx.up = rc == 0;
+    if (fx.up)
+        fx.c = th_redis_connect(&fx.r);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    if (fx.c)
+        redisFree(fx.c);
+    if (fx.up)
+        th_redis_stop(&fx.r);
+    th_cleanup();
+    return 0;
+}
+
+/* Each test starts from an empty database (or is skipped without redis-server). */
+static int test_setup(void **state)
+{
+    if (!fx.up)
+        return 0;
+    redisReply *rep = redisCommand(fx.c, "FLUSHALL");
+    if (!rep)
+        return -1;
+    freeReplyObject(rep);
+    return 0;
+}
+
+static void need_redis(void)
+{
+    if (!fx.up)
+        skip();
+}
+
+static long long dbsize(void)
+{
+    redisReply *rep = redisCommand(fx.c, "DBSIZE");
+    assert_non_null(rep);
+    long long n = rep->integer;
+    freeReplyObject(rep);
+    return n;
+}
+
+/* A UUIDv4 in dashed lower-case form followed by one newline. */
+static bool is_uuid_line(const char *s)
+{
+    if (strlen(s) != 37 || s[36] != '\n' || s[14] != '4')
+        return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !strchr("0123456789abcdef", s[i]))
+            return false;
+    }
+    return true;
+}
+
+/* Submit a task with the given handler (and args, or NULL); returns its id (malloc'd). */
+static char *submit(const char *handler, const char *args)
+{
+    char *out = NULL;
+    int rc = args ? th_ctl(&fx.r, &out, NULL, "submit", handler, "--args", args, NULL)
+                  : th_ctl(&fx.r, &out, NULL, "submit", handler, NULL);
+    assert_int_equal(rc, 0);
+    assert_true(is_uuid_line(out));
+    out[36] = '\0';
+    return out;
+}
+
+static char *field(const char *id, const char *name)
+{
+    return th_task_field(fx.c, PREFIX, id, name);
+}
+
+static bool has_task(const char *id)
+{
+    char *v = field(id, "state");
+    free(v);
+    return v != NULL;
+}
+
+static void assert_field(const char *id, const char *name, const char *want)
+{
+    char *v = field(id, name);
+    assert_non_null(v);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+/* The path of the bgtaskctl under test. */
+static char *ctl_path(void)
+{
+    const char *b = getenv("BUILD");
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/bin/bgtaskctl", b && *b ? b : "build") > 0);
+    return p;
+}
+
+static void test_submit_creates_record(void **state)
+{
+    need_redis();
+    char *id = submit("demo", "{\"n\": 3}");
+    assert_field(id, "state", "ONGOING");
+    assert_field(id, "attempt", "0");
+    assert_field(id, "handler", "demo");
+    assert_field(id, "message", "Task started");
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), 1);
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_updated"), 1);
+    redisReply *rep = redisCommand(fx.c, "XRANGE %s:events - +", PREFIX);
+    assert_non_null(rep);
+    assert_int_equal(rep->elements, 1);
+    bool started = false;
+    redisReply *kv = rep->element[0]->element[1];
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        started |= strcmp(kv->element[i]->str, "data") == 0 &&
+                   strstr(kv->element[i + 1]->str, "\"Task started\"") != NULL;
+    freeReplyObject(rep);
+    assert_true(started);
+
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "submit", "demo", NULL), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    cJSON *tid = cJSON_GetObjectItem(j, "task_id");
+    assert_true(cJSON_IsString(tid));
+    assert_int_equal(strlen(tid->valuestring), 36);
+    assert_true(has_task(tid->valuestring));
+    cJSON_Delete(j);
+    free(out);
+    free(id);
+}
+
+static void test_submit_id_twice(void **state)
+{
+    need_redis();
+    const char *id = "3b241101-e2bb-4255-8caf-4136c566a962";
+    char *out = NULL, *err = NULL;
+    assert_int_equal(
+        th_ctl(&fx.r, &out, NULL, "submit", "demo", "--id", id, "--args", "{\"v\": 1}", NULL), 0);
+    assert_string_equal(out, "3b241101-e2bb-4255-8caf-4136c566a962\n");
+    free(out);
+    long long keys = dbsize();
+    int rc = th_ctl(&fx.r, &out, &err, "submit", "other", "--id", id, "--args", "{\"v\": 2}", NULL);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(err, "exists"));
+    assert_string_equal(out, "");
+    assert_field(id, "handler", "demo");
+    assert_field(id, "args", "{\"v\":1}");
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), 1);
+    assert_int_equal(dbsize(), keys);
+    free(out);
+    free(err);
+}
+
+static void test_submit_invalid_json(void **state)
+{
+    need_redis();
+    char *err = NULL;
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "demo", "--args", "{\"a\": tru}", NULL),
+                     2);
+    /* The message says where: offset 6 is the "tru". */
+    assert_non_null(strstr(err, "invalid JSON"));
+    assert_non_null(strstr(err, "offset 6"));
+    assert_non_null(strstr(err, "column 7"));
+    free(err);
+    assert_int_equal(dbsize(), 0);
+
+    char *dir = th_tmpdir("cli-json");
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/args.json", dir) > 0);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\n  \"a\": 1,\n  \"b\": [1, 2,, 3]\n}\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "demo", "--args-file", path, NULL), 2);
+    assert_non_null(strstr(err, "line 3"));
+    assert_non_null(strstr(err, path));
+    free(err);
+
+    /* Valid JSON that is not an object. */
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "demo", "--args", "[1, 2]", NULL), 2);
+    assert_non_null(strstr(err, "object"));
+    free(err);
+    assert_int_equal(
+        th_ctl(&fx.r, NULL, &err, "submit", "demo", "--args-file", "/nonexistent/args.json", NULL),
+        2);
+    free(err);
+    assert_int_equal(dbsize(), 0);
+    free(path);
+    free(dir);
+}
+
+static void test_submit_args_over_limit(void **state)
+{
+    need_redis();
+    char *dir = th_tmpdir("cli-limit");
+    char *conf = NULL;
+    assert_true(asprintf(&conf, "%s/small.conf", dir) > 0);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fputs("tasks: { max_args_bytes = 64; };\n", f);
+    assert_int_equal(fclose(f), 0);
+
+    char big[200];
+    snprintf(big, sizeof big, "{\"data\": \"%0100d\"}", 0);
+    char *err = NULL;
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "-c", conf, "submit", "demo", "--args", big, NULL),
+                     2);
+    assert_non_null(strstr(err, "limit"));
+    free(err);
+    assert_int_equal(dbsize(), 0);
+    /* The same size passes with the default limit, and small args pass with the config. */
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "demo", "--args", big, NULL), 0);
+    assert_int_equal(
+        th_ctl(&fx.r, NULL, NULL, "-c", conf, "submit", "demo", "--args", "{\"a\": 1}", NULL), 0);
+    free(conf);
+    free(dir);
+}
+
+static void test_submit_bad_input(void **state)
+{
+    need_redis();
+    static const char *const bad_handlers[] = {"Bad", "-x", "a b", "", "x/y", NULL};
+    char *err = NULL;
+    for (int i = 0; bad_handlers[i]; i++) {
+        assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", bad_handlers[i], NULL), 2);
+        assert_true(strlen(err) > 0);
+        free(err);
+    }
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "demo", "--id", "not-a-uuid", NULL), 2);
+    assert_non_null(strstr(err, "not-a-uuid"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "demo", "--delay", "soon", NULL), 2);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "demo", "--max-attempts", "0", NULL), 2);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "demo", "--args", "{}", "--args-file",
+                            "/dev/null", NULL),
+                     2);
+    assert_int_equal(dbsize(), 0);
+}
+
+static void test_status(void **state)
+{
+    need_redis();
+    char *id = submit("demo", "{\"n\": 3, \"s\": \"x\"}");
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, "--json", NULL), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "id")->valuestring, id);
+    assert_string_equal(cJSON_GetObjectItem(j, "handler")->valuestring, "demo");
+    assert_string_equal(cJSON_GetObjectItem(j, "state")->valuestring, "ONGOING");
+    static const char *const numbers[] = {"attempt",    "max_attempts",     "created_ms",
+                                          "updated_ms", "progress_current", "progress_total",
+                                          NULL};
+    for (int i = 0; numbers[i]; i++)
+        assert_true(cJSON_IsNumber(cJSON_GetObjectItem(j, numbers[i])));
+    assert_int_equal(cJSON_GetObjectItem(j, "attempt")->valueint, 0);
+    assert_true(cJSON_GetObjectItem(j, "created_ms")->valuedouble > 1e12);
+    cJSON *args = cJSON_GetObjectItem(j, "args");
+    assert_true(cJSON_IsObject(args));
+    assert_int_equal(cJSON_GetObjectItem(args, "n")->valueint, 3);
+    assert_string_equal(cJSON_GetObjectItem(args, "s")->valuestring, "x");
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(j, "message")));
+    cJSON_Delete(j);
+    free(out);
+
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, NULL), 0);
+    assert_non_null(strstr(out, id));
+    assert_non_null(strstr(out, "ONGOING"));
+    assert_non_null(strstr(out, "Task started"));
+    free(out);
+    free(id);
+}
+
+static void test_status_unknown(void **state)
+{
+    need_redis();
+    char *err = NULL;
+    const char *id = "9c5b94b1-35ad-49bb-b118-8e8fc24abf80";
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "status", id, NULL), 5);
+    assert_non_null(strstr(err, "not found"));
+    assert_non_null(strstr(err, id));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "watch", id, NULL), 5);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 5);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "status", "nope", NULL), 5);
+}
+
+static void test_cancel_unclaimed(void **state)
+{
+    need_redis();
+    char *id = submit("demo", NULL);
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "cancel", id, NULL), 0);
+    assert_string_equal(out, "cancelled\n");
+    free(out);
+    assert_field(id, "state", "CANCELLED");
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_cancelled"), 1);
+
+    /* A second cancel changes nothing and says so. */
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "cancel", id, NULL), 0);
+    assert_string_equal(out, "already CANCELLED\n");
+    free(out);
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_cancelled"), 1);
+
+    /* watch on a finished task shows the end and exits at once. */
+    double t0 = th_now();
+    assert_int_equal(th_ctl_timeout(10, &fx.r, &out, NULL, "watch", id, NULL), 3);
+    assert_true(th_now() - t0 < 1.5);
+    assert_non_null(strstr(out, "bgtask_cancelled"));
+    free(out);
+    assert_int_equal(th_ctl_timeout(10, &fx.r, &out, NULL, "--json", "watch", id, NULL), 3);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "event")->valuestring, "bgtask_cancelled");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "data"), "task_id")->valuestring,
+                        id);
+    cJSON_Delete(j);
+    free(out);
+    free(id);
+}
+
+/* A watch that is already waiting sees the live cancel and ends with exit code 3. */
+static void test_submit_wait_cancelled(void **state)
+{
+    need_redis();
+    const char *id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    char *bin = ctl_path();
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *devnull = freopen("/dev/null", "w", stdout);
+        (void)devnull;
+        execl(bin, bin, "--redis", fx.r.url, "submit", "demo", "--id", id, "--wait", (char *)NULL);
+        _exit(127);
+    }
+    int status = -1;
+    /* Whether the cancel comes before or after the watcher subscribes, it must end
+     * with 3: it reads the record after subscribing and again when events stop. */
+    bool exists = TH_WAIT_UNTIL(10, has_task(id));
+    bool exited = false;
+    if (exists) {
+        assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
+        exited = TH_WAIT_UNTIL(10, waitpid(pid, &status, WNOHANG) == pid);
+    }
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    free(bin);
+    assert_true(exists);
+    assert_true(exited);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 3);
+}
+
+static int json_count(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+    assert_true(cJSON_IsArray(j));
+    int n = cJSON_GetArraySize(j);
+    cJSON_Delete(j);
+    return n;
+}
+
+static void test_list_filters(void **state)
+{
+    need_redis();
+    char *a1 = submit("alpha", NULL), *a2 = submit("alpha", NULL), *b1 = submit("beta", NULL);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", a1, NULL), 0);
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--json", NULL), 0);
+    assert_int_equal(json_count(out), 3);
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--handler", "alpha", "--json", NULL), 0);
+    assert_int_equal(json_count(out), 2);
+    assert_null(strstr(out, b1));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--state", "CANCELLED", "--json", NULL), 0);
+    assert_int_equal(json_count(out), 1);
+    assert_non_null(strstr(out, a1));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--state", "ongoing", "--handler", "alpha",
+                            "--json", NULL),
+                     0);
+    assert_int_equal(json_count(out), 1);
+    assert_non_null(strstr(out, a2));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--limit", "1", "--json", NULL), 0);
+    assert_int_equal(json_count(out), 1);
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--state", "SUCCESS", "--json", NULL), 0);
+    assert_int_equal(json_count(out), 0);
+    free(out);
+
+    /* The table: a header and one line per task. */
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "list", "--handler", "beta", NULL), 0);
+    assert_non_null(strstr(out, "HANDLER"));
+    assert_non_null(strstr(out, b1));
+    assert_null(strstr(out, a1));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "list", "--state", "DONE", NULL), 2);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "list", "--limit", "x", NULL), 2);
+    free(a1);
+    free(a2);
+    free(b1);
+}
+
+static void test_hosts_and_stats(void **state)
+{
+    need_redis();
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "hosts", NULL), 0);
+    assert_string_equal(out, "");
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "hosts", "--json", NULL), 0);
+    assert_int_equal(json_count(out), 0);
+    free(out);
+
+    char *id = submit("gamma", NULL);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "stats", "--json", NULL), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_true(cJSON_IsObject(j));
+    free(out);
+    cJSON_Delete(j);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "stats", NULL), 0);
+    assert_non_null(strstr(out, "gamma"));
+    free(out);
+    free(id);
+}
+
+static void test_help_and_usage(void **state)
+{
+    need_redis();
+    char *out = NULL, *err = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "--help", NULL), 0);
+    assert_non_null(strstr(out, "Exit codes"));
+    static const char *const codes[] = {"0  ", "1  ", "2  ", "3  ", "4  ", "5  ", NULL};
+    for (int i = 0; codes[i]; i++)
+        assert_non_null(strstr(strstr(out, "Exit codes"), codes[i]));
+    assert_non_null(strstr(out, "not found"));
+    assert_non_null(strstr(out, "cancelled"));
+    assert_non_null(strstr(out, "partial success"));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "--version", NULL), 0);
+    assert_non_null(strstr(out, "bgtaskctl"));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "frobnicate", NULL), 2);
+    assert_non_null(strstr(err, "frobnicate"));
+    assert_non_null(strstr(err, "usage"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "list", "--bogus", NULL), 2);
+    assert_non_null(strstr(err, "--bogus"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "status", NULL), 2);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "--json", NULL), 2);
+}
+
+static void test_connection_error(void **state)
+{
+    need_redis();
+    char *err = NULL;
+    /* A later --redis wins over the one th_ctl passes; port 1 is never ours. */
+    assert_int_equal(
+        th_ctl(&fx.r, NULL, &err, "--redis", "redis://:hunter2@127.0.0.1:1/0", "list", NULL), 2);
+    assert_non_null(strstr(err, "cannot connect to redis at"));
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "--redis", "redis://:hunter2@[::1", "list", NULL),
+                     2);
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+}
+
+/* Undo test_config_password's requirepass (this connection stays authenticated). */
+static int reset_password(void **state)
+{
+    if (fx.up)
+        freeReplyObject(redisCommand(fx.c, "CONFIG SET requirepass %s", ""));
+    return 0;
+}
+
+/* The password and prefix come from the -c config (or the URL); neither is ever printed. */
+static void test_config_password(void **state)
+{
+    need_redis();
+    char *dir = th_tmpdir("cli-pass");
+    char *conf = NULL, *url = NULL, *out = NULL, *err = NULL;
+    assert_true(asprintf(&conf, "%s/pass.conf", dir) > 0);
+    assert_true(asprintf(&url, "redis://:pw-secret@127.0.0.1:%d/0", fx.r.port) > 0);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fputs("redis: { password = \"pw-secret\"; prefix = \"cfgp\"; };\n", f);
+    assert_int_equal(fclose(f), 0);
+    redisReply *rep = redisCommand(fx.c, "CONFIG SET requirepass %s", "pw-secret");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "-c", conf, "submit", "demo", NULL), 0);
+    assert_true(is_uuid_line(out));
+    out[36] = '\0';
+    char *state_field = th_task_field(fx.c, "cfgp", out, "state");
+    assert_non_null(state_field);
+    assert_string_equal(state_field, "ONGOING");
+    free(state_field);
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "--redis", url, "list", NULL), 0);
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "list", NULL), 2);
+    assert_non_null(strstr(err, "cannot connect to redis at"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "--redis", url, "-c", conf, "--prefix", "x",
+                            "status", "nope", NULL),
+                     5);
+    assert_null(strstr(err, "pw-secret"));
+    free(err);
+    free(url);
+    free(conf);
+    free(dir);
+}
+
+/* BGTASK_REDIS names the server when --redis does not; --redis wins over it. */
+static void test_env_redis(void **state)
+{
+    need_redis();
+    char *bin = ctl_path();
+    char *out = NULL;
+    setenv("BGTASK_REDIS", fx.r.url, 1);
+    char *argv1[] = {bin, "submit", "envtask", NULL};
+    int rc1 = th_run(30, argv1, &out, NULL);
+    setenv("BGTASK_REDIS", "redis://127.0.0.1:1/0", 1);
+    char *argv2[] = {bin, "list", NULL};
+    int rc2 = th_run(30, argv2, NULL, NULL);
+    char *argv3[] = {bin, "--redis", fx.r.url, "list", "--json", NULL};
+    char *out3 = NULL;
+    int rc3 = th_run(30, argv3, &out3, NULL);
+    unsetenv("BGTASK_REDIS");
+    assert_int_equal(rc1, 0);
+    assert_true(is_uuid_line(out));
+    out[36] = '\0';
+    assert_field(out, "handler", "envtask");
+    assert_int_equal(rc2, 2);
+    assert_int_equal(rc3, 0);
+    assert_non_null(strstr(out3, out));
+    free(out);
+    free(out3);
+    free(bin);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_submit_creates_record, test_setup),
+        cmocka_unit_test_setup(test_submit_id_twice, test_setup),
+        cmocka_unit_test_setup(test_submit_invalid_json, test_setup),
+        cmocka_unit_test_setup(test_submit_args_over_limit, test_setup),
+        cmocka_unit_test_setup(test_submit_bad_input, test_setup),
+        cmocka_unit_test_setup(test_status, test_setup),
+        cmocka_unit_test_setup(test_status_unknown, test_setup),
+        cmocka_unit_test_setup(test_cancel_unclaimed, test_setup),
+        cmocka_unit_test_setup(test_submit_wait_cancelled, test_setup),
+        cmocka_unit_test_setup(test_list_filters, test_setup),
+        cmocka_unit_test_setup(test_hosts_and_stats, test_setup),
+        cmocka_unit_test_setup(test_help_and_usage, test_setup),
+        cmocka_unit_test_setup(test_connection_error, test_setup),
+        cmocka_unit_test_setup(test_env_redis, test_setup),
+        cmocka_unit_test_setup_teardown(test_config_password, test_setup, reset_password),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
