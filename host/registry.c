@@ -128,6 +128,15 @@ static int check_handler(const bgt_handler_def *d, char *err, size_t errlen)
         snprintf(err, errlen, "handler '%s': a split function is only for parallel handlers", n);
         return -EINVAL;
     }
+    if (d->merge && d->kind != BGT_PARALLEL) {
+        snprintf(err, errlen, "handler '%s': a merge function is only for parallel handlers", n);
+        return -EINVAL;
+    }
+    if (d->on_failure != BGT_CONTINUE && d->on_failure != BGT_FAIL_FAST) {
+        snprintf(err, errlen, "handler '%s': on_failure must be BGT_CONTINUE or BGT_FAIL_FAST",
+                 n);
+        return -EINVAL;
+    }
     if (d->max_attempts < 0 || d->max_attempts > 1000) {
         snprintf(err, errlen, "handler '%s': max_attempts must be 0..1000, got %d", n,
                  d->max_attempts);

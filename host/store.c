@@ -20,11 +20,12 @@
 #include "store_lua.h"
 #include "util.h"
 
-enum { SC_SUBMIT, SC_CLAIM, SC_HEARTBEAT, SC_APPLY, SC_CANCEL, SC_COUNT };
+enum { SC_SUBMIT, SC_CLAIM, SC_HEARTBEAT, SC_APPLY, SC_CANCEL, SC_SPLIT, SC_RETRY, SC_COUNT };
 
 static const char *const script_src[SC_COUNT] = {
     [SC_SUBMIT] = LUA_SUBMIT,       [SC_CLAIM] = LUA_CLAIM, [SC_HEARTBEAT] = LUA_HEARTBEAT,
-    [SC_APPLY] = LUA_APPLY,         [SC_CANCEL] = LUA_CANCEL,
+    [SC_APPLY] = LUA_APPLY,         [SC_CANCEL] = LUA_CANCEL, [SC_SPLIT] = LUA_SPLIT,
+    [SC_RETRY] = LUA_RETRY,
 };
 
 #define CMD_TIMEOUT_S 5.0
@@ -612,6 +613,16 @@ static int validate_submit(store *st, submit_req *q, char **args_norm, char **su
         *subs_norm = cJSON_PrintUnformatted(s);
         cJSON_Delete(s);
     }
+    if (q->parallelism < 0 || q->parallelism > 1024) {
+        snprintf(q->err, sizeof q->err, "parallelism must be 1..1024, got %d", q->parallelism);
+        goto fail;
+    }
+    if (q->on_failure && *q->on_failure && strcmp(q->on_failure, "continue") != 0 &&
+        strcmp(q->on_failure, "fail_fast") != 0) {
+        snprintf(q->err, sizeof q->err, "on_failure must be continue or fail_fast, got '%.32s'",
+                 q->on_failure);
+        goto fail;
+    }
     if (q->max_attempts < 0 || q->max_attempts > 1000) {
         snprintf(q->err, sizeof q->err, "max_attempts must be 1..1000, got %d", q->max_attempts);
         goto fail;
@@ -656,6 +667,8 @@ int store_submit(store *st, submit_req *reqs, size_t n)
         args_pushf(&a, "%d", q->max_attempts);
         args_pushf(&a, "%lld", (long long)llround(q->delay_s * 1000));
         args_push(&a, norm[2 * i + 1] ? norm[2 * i + 1] : "");
+        args_pushf(&a, "%d", q->parallelism);
+        args_push(&a, q->on_failure ? q->on_failure : "");
         idx[m++] = i;
     }
     int rc = 0;
@@ -1296,7 +1309,7 @@ int store_claim(store *st, const char *host_id, const claim_handler *hs, size_t 
     args_free(&a);
     if (rc < 0)
         return rc;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 10) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 13) {
         freeReplyObject(r);
         snprintf(st->err, sizeof st->err, "claim: unexpected reply");
         return -EPROTO;
@@ -1304,7 +1317,7 @@ int store_claim(store *st, const char *host_id, const claim_handler *hs, size_t 
     long long due = int_el(r, 1);
     *next_due_s = due < 0 ? -1 : (double)due / 1000.0;
     int n = 0;
-    for (size_t i = 2; i + 9 < r->elements && n < max; i += 10) {
+    for (size_t i = 2; i + 12 < r->elements && n < max; i += 13) {
         claimed *c = &out[n++];
         memset(c, 0, sizeof *c);
         strlcpy_(c->id, str_el(r, i), sizeof c->id);
@@ -1318,6 +1331,10 @@ int store_claim(store *st, const char *host_id, const claim_handler *hs, size_t 
         c->created_ms = int_el(r, i + 8);
         const char *bad = str_el(r, i + 9);
         c->corrupt = *bad ? xstrdup(bad) : NULL;
+        c->subtasks = (int)int_el(r, i + 10);
+        c->parallelism = (int)int_el(r, i + 11);
+        const char *onf = str_el(r, i + 12);
+        c->fail_fast = strcmp(onf, "fail_fast") == 0 ? 1 : strcmp(onf, "continue") == 0 ? 0 : -1;
     }
     *nout = n;
     freeReplyObject(r);
@@ -1437,6 +1454,15 @@ int store_apply(store *st, const char *host_id, fin_item *items, size_t n)
         args_push(&a, f->event_payload);
         args_pushf(&a, "%lld", (long long)f->backoff_ms);
         args_pushf(&a, "%lld", (long long)f->retention_s);
+        if (f->op == FIN_SUBTASK) {
+            args_pushf(&a, "%d", f->sub_index);
+            args_push(&a, f->sub_state);
+            args_pushf(&a, "%u", f->sub_attempt);
+        } else {
+            args_push(&a, "");
+            args_push(&a, "");
+            args_push(&a, "");
+        }
     }
     redisReply *r;
     int rc = eval_script(st, SC_APPLY, &a, &r);
@@ -1454,4 +1480,109 @@ int store_apply(store *st, const char *host_id, fin_item *items, size_t n)
     }
     freeReplyObject(r);
     return rc;
+}
+
+/* ---- parallel tasks ---- */
+
+void sub_rec_free(sub_rec *subs, int n)
+{
+    if (!subs)
+        return;
+    for (int i = 0; i < n; i++) {
+        free(subs[i].args);
+        free(subs[i].message);
+        free(subs[i].result);
+    }
+    free(subs);
+}
+
+int store_load_subtasks(store *st, const char *id, int n, sub_rec **out)
+{
+    *out = NULL;
+    redisReply *r;
+    int rc = cmd(st, &r, "HGETALL %s:sub:%s", st->prefix, id);
+    if (rc < 0)
+        return rc;
+    sub_rec *subs = xcalloc((size_t)n + 1, sizeof *subs);
+    for (int i = 0; i < n; i++)
+        strcpy(subs[i].state, "PENDING");
+    for (size_t k = 0; k + 1 < r->elements; k += 2) {
+        const char *f = r->element[k]->str, *v = r->element[k + 1]->str;
+        char *colon;
+        long i = strtol(f, &colon, 10);
+        if (*colon != ':' || i < 0 || i >= n)
+            continue; /* not a subtask field, or past the count: ignore */
+        const char *name = colon + 1;
+        if (strcmp(name, "args") == 0)
+            subs[i].args = xstrdup(v);
+        else if (strcmp(name, "state") == 0)
+            strlcpy_(subs[i].state, v, sizeof subs[i].state);
+        else if (strcmp(name, "attempt") == 0)
+            subs[i].attempt = (uint32_t)atol(v);
+        else if (strcmp(name, "message") == 0)
+            subs[i].message = xstrdup(v);
+        else if (strcmp(name, "result") == 0)
+            subs[i].result = xstrdup(v);
+    }
+    freeReplyObject(r);
+    *out = subs;
+    return 0;
+}
+
+int store_split(store *st, const char *host_id, const char *id, uint32_t attempt,
+                char *const *subs, int n)
+{
+    argbuf a = {0};
+    args_script(st, &a, SC_SPLIT);
+    args_push(&a, host_id);
+    args_push(&a, id);
+    args_pushf(&a, "%u", attempt);
+    for (int i = 0; i < n; i++)
+        args_push(&a, subs[i]);
+    redisReply *r;
+    int rc = eval_script(st, SC_SPLIT, &a, &r);
+    args_free(&a);
+    if (rc < 0)
+        return rc;
+    rc = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? 0 : -ESTALE;
+    freeReplyObject(r);
+    return rc;
+}
+
+int store_retry(store *st, const char *id, int *reset)
+{
+    *reset = 0;
+    if (!id_valid(id)) {
+        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
+        return -EINVAL;
+    }
+    argbuf a = {0};
+    args_script(st, &a, SC_RETRY);
+    args_push(&a, id);
+    redisReply *r;
+    int rc = eval_script(st, SC_RETRY, &a, &r);
+    args_free(&a);
+    if (rc < 0)
+        return rc;
+    long long v = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0]->integer : -5;
+    freeReplyObject(r);
+    switch (v) {
+    case -1:
+        snprintf(st->err, sizeof st->err, "task %s not found", id);
+        return -ENOENT;
+    case -2:
+        snprintf(st->err, sizeof st->err, "task %s is not a parallel task", id);
+        return -EINVAL;
+    case -3:
+        snprintf(st->err, sizeof st->err, "task %s is still running", id);
+        return -EBUSY;
+    case -4:
+        snprintf(st->err, sizeof st->err, "task %s has no failed subtasks", id);
+        return -EALREADY;
+    default:
+        if (v < 0)
+            return -EPROTO;
+        *reset = (int)v;
+        return 0;
+    }
 }

@@ -78,6 +78,8 @@ typedef struct submit_req {
     const char *subtasks;    /* JSON array of per-subtask args, or NULL */
     int max_attempts;        /* 0: the handler's default */
     double delay_s;          /* 0: claimable now */
+    int parallelism;         /* parallel tasks: 0 = the handler's */
+    const char *on_failure;  /* parallel tasks: NULL = the handler's, "continue", "fail_fast" */
     /* out */
     char id_out[37];         /* the task id */
     int rc;                  /* 0, -EINVAL or -E2BIG (err says why), -EEXIST (id taken) */
@@ -169,6 +171,9 @@ typedef struct claimed {
     double progress_total;
     int64_t created_ms;
     char *corrupt;           /* non-NULL: the record is unreadable; why (fail the task) */
+    int subtasks;            /* parallel: how many are persisted (0 = not split yet) */
+    int parallelism;         /* parallel: the task's own, 0 = the handler's */
+    int fail_fast;           /* parallel: the task's own on_failure: 1, 0, or -1 = the handler's */
 } claimed;
 
 void claimed_clear(claimed *c);
@@ -226,6 +231,7 @@ typedef enum fin_op {
     FIN_CANCELLED = 3,
     FIN_RETRY = 4,     /* owner cleared, claimable after backoff_ms; FAILURE at max_attempts */
     FIN_RELEASE = 5,   /* owner cleared, claimable now, released += 1 */
+    FIN_SUBTASK = 6,   /* a subtask's outcome (sub_* fields); counted once */
 } fin_op;
 
 /* One fenced write of the host for one attempt. Strings are borrowed. */
@@ -246,6 +252,9 @@ typedef struct fin_item {
     const char *event_payload;     /* its JSON payload */
     int64_t backoff_ms;            /* FIN_RETRY */
     int64_t retention_s;           /* terminal ops: TTL of the record; -1 = the store's */
+    int sub_index;                 /* FIN_SUBTASK */
+    const char *sub_state;         /* FIN_SUBTASK: SUCCESS, FAILURE, CANCELLED or RETRY */
+    uint32_t sub_attempt;          /* FIN_SUBTASK */
     /* out */
     int rc;                        /* 0 applied, -ESTALE fenced out */
     bool gave_up;                  /* FIN_RETRY turned into FAILURE at max_attempts */
@@ -262,5 +271,28 @@ int store_subscribe_control(store *st, const char *host_id);
 /* Next control message: fills id (37 bytes) for "cancel <id>". Returns 0,
  * -ETIMEDOUT, -EINTR, -EIO. */
 int store_next_control(store *st, double timeout_s, char *id);
+
+/* ---- parallel tasks ---- */
+
+/* One subtask as persisted in P:sub:<id>. */
+typedef struct sub_rec {
+    char *args;        /* JSON text */
+    char state[12];    /* PENDING, SUCCESS, FAILURE, CANCELLED */
+    uint32_t attempt;  /* runs so far */
+    char *message;
+    char *result;      /* JSON text or NULL */
+} sub_rec;
+
+/* Read the n subtasks of task id; *out is an array of n (free with sub_rec_free). */
+int store_load_subtasks(store *st, const char *id, int n, sub_rec **out);
+void sub_rec_free(sub_rec *subs, int n);
+/* Persist the split of task id (fenced by host and attempt): subs are n JSON
+ * texts. -ESTALE when fenced out. */
+int store_split(store *st, const char *host_id, const char *id, uint32_t attempt,
+                char *const *subs, int n);
+/* Re-run the failed and cancelled subtasks of a finished parallel task as a
+ * new attempt; *reset says how many. -ENOENT, -EINVAL (not parallel), -EBUSY
+ * (still running), -EALREADY (nothing failed). */
+int store_retry(store *st, const char *id, int *reset);
 
 #endif

@@ -77,9 +77,10 @@
     "end\n"
 
 /*
- * submit: ARGV[4] = n, then 6 per task: id, handler, args, max_attempts,
- * delay_ms, subtasks (JSON array text or ""). Returns per task 1 (created)
- * or 0 (id exists: nothing changed).
+ * submit: ARGV[4] = n, then 8 per task: id, handler, args, max_attempts,
+ * delay_ms, subtasks (JSON array text or ""), parallelism (0 = the
+ * handler's), on_failure ("" = the handler's, "continue", "fail_fast").
+ * Returns per task 1 (created) or 0 (id exists: nothing changed).
  */
 static const char LUA_SUBMIT[] = LUA_PRELUDE
     "local out = {}\n"
@@ -88,7 +89,8 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
     "for k = 1, tonumber(ARGV[4]) do\n"
     "  local id, h, args = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
     "  local maxa, delay, subs = ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]\n"
-    "  i = i + 6\n"
+    "  local par, onf = ARGV[i + 6], ARGV[i + 7]\n"
+    "  i = i + 8\n"
     "  local key = P .. ':task:' .. id\n"
     "  if redis.call('EXISTS', key) == 1 then\n"
     "    out[k] = 0\n"
@@ -108,7 +110,7 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
     "      'created_ms', NOW, 'started_ms', 0, 'updated_ms', NOW, 'finished_ms', 0,\n"
     "      'progress_current', 0, 'progress_total', 0, 'message', 'Task started',\n"
     "      'result', '', 'error', '', 'cancel_requested', 0, 'subtasks', nsub,\n"
-    "      'sub_success', 0, 'sub_failure', 0)\n"
+    "      'sub_success', 0, 'sub_failure', 0, 'parallelism', par, 'on_failure', onf)\n"
     "    redis.call('ZADD', P .. ':q:' .. h, NOW + delay, id)\n"
     "    if not woken[h] then wake(h); woken[h] = true end\n"
     "    emit(id, 'bgtask_updated', payload(id, h, 0, 'Task started',\n"
@@ -121,9 +123,9 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
 /*
  * claim: ARGV[4] = host, [5] = lease_ms, [6] = max, [7] = nh, then 4 per
  * handler: name, max_attempts, not_retriable (0|1), kind. Returns
- * {now, next_due_delay_ms (-1 none), then 10 per claimed task: id, handler,
+ * {now, next_due_delay_ms (-1 none), then 13 per claimed task: id, handler,
  * attempt, released, max_attempts, args, progress_current, progress_total,
- * created_ms, corrupt ("" or why)}.
+ * created_ms, corrupt ("" or why), subtasks, parallelism, on_failure}.
  */
 static const char LUA_CLAIM[] = LUA_PRELUDE
     "local host, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
@@ -145,7 +147,7 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "      local key = P .. ':task:' .. id\n"
     "      local r = redis.call('HMGET', key, 'state', 'attempt', 'released', 'max_attempts',\n"
     "        'owner', 'cancel_requested', 'args', 'progress_current', 'progress_total',\n"
-    "        'created_ms')\n"
+    "        'created_ms', 'subtasks', 'parallelism', 'on_failure')\n"
     "      if not r[1] or r[1] ~= 'ONGOING' then\n"
     "        redis.call('ZREM', q, id)\n"
     "      else\n"
@@ -187,6 +189,9 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "            out[n + 8] = r[9] or '0'\n"
     "            out[n + 9] = r[10] or '0'\n"
     "            out[n + 10] = ''\n"
+    "            out[n + 11] = r[11] or '0'\n"
+    "            out[n + 12] = r[12] or '0'\n"
+    "            out[n + 13] = r[13] or ''\n"
     "            held[#held + 1] = id .. ' ' .. h .. ' ' .. attempt .. '\\n'\n"
     "            want = want - 1\n"
     "          end\n"
@@ -275,9 +280,11 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
  * apply: ARGV[4] = host, [5] = n, then 15 per write: op, id, handler,
  * attempt, has_progress, current, total, progress_message, progress_event,
  * message, result, event_name, event_payload, backoff_ms, retention_s (-1 for
- * the store's). op: 0 progress,
- * 1 success, 2 failure, 3 cancelled, 4 retry, 5 release. Returns per write
- * 0 (fenced out: nothing changed), 1 (applied), 2 (retry gave up: FAILURE).
+ * the store's), subtask index, subtask state, subtask attempt. op: 0 progress,
+ * 1 success, 2 failure, 3 cancelled, 4 retry, 5 release, 6 subtask (its state
+ * SUCCESS, FAILURE or CANCELLED is counted once however often it is reported;
+ * RETRY records the attempt and message only). Returns per write 0 (fenced
+ * out: nothing changed), 1 (applied), 2 (retry gave up: FAILURE).
  */
 static const char LUA_APPLY[] = LUA_PRELUDE
     "local host = ARGV[4]\n"
@@ -326,14 +333,83 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "      redis.call('ZADD', P .. ':q:' .. h, NOW, id)\n"
     "      emit(id, evn, evp)\n"
     "      wake(h)\n"
+    "    elseif op == 6 then\n"
+    "      local sk, idx = P .. ':sub:' .. id, ARGV[i + 15]\n"
+    "      local sst, satt = ARGV[i + 16], ARGV[i + 17]\n"
+    "      local old = redis.call('HGET', sk, idx .. ':state')\n"
+    "      if sst == 'RETRY' then\n"
+    "        redis.call('HSET', sk, idx .. ':attempt', satt, idx .. ':message', msg)\n"
+    "      elseif old ~= 'SUCCESS' and old ~= 'FAILURE' then\n"
+    "        redis.call('HSET', sk, idx .. ':state', sst, idx .. ':attempt', satt,\n"
+    "          idx .. ':message', msg)\n"
+    "        if res ~= '' then redis.call('HSET', sk, idx .. ':result', res) end\n"
+    "        if sst == 'SUCCESS' then redis.call('HINCRBY', key, 'sub_success', 1)\n"
+    "        elseif sst == 'FAILURE' then redis.call('HINCRBY', key, 'sub_failure', 1) end\n"
+    "      end\n"
     "    end\n"
     "  end\n"
-    "  i = i + 15\n"
+    "  i = i + 18\n"
     "end\n"
     "if finished and RETENTION > 0 then\n"
     "  redis.call('ZREMRANGEBYSCORE', P .. ':done', '-inf', NOW - RETENTION * 1000)\n"
     "end\n"
     "return out\n";
+
+/*
+ * split: ARGV[4] = host, [5] = id, [6] = attempt, then one subtask's args
+ * (JSON text) per argument. Fenced: persists the subtasks of a parallel task
+ * once, so recovery never splits again. Returns 1, or 0 when fenced out.
+ */
+static const char LUA_SPLIT[] = LUA_PRELUDE
+    "local host, id, attempt = ARGV[4], ARGV[5], ARGV[6]\n"
+    "local key = P .. ':task:' .. id\n"
+    "local r = redis.call('HMGET', key, 'state', 'owner', 'attempt')\n"
+    "if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then return 0 end\n"
+    "local sk = P .. ':sub:' .. id\n"
+    "redis.call('DEL', sk)\n"
+    "for j = 7, #ARGV do\n"
+    "  redis.call('HSET', sk, (j - 7) .. ':args', ARGV[j], (j - 7) .. ':state', 'PENDING')\n"
+    "end\n"
+    "redis.call('HSET', key, 'subtasks', #ARGV - 6, 'kind', 'parallel', 'updated_ms', NOW)\n"
+    "return 1\n";
+
+/*
+ * retry: ARGV[4] = id. Re-runs the failed and cancelled subtasks of a
+ * finished parallel task as a new attempt of the same task. Returns {n}
+ * (subtasks reset), {-1} unknown, {-2} not parallel, {-3} still ONGOING,
+ * {-4} nothing to retry.
+ */
+static const char LUA_RETRY[] = LUA_PRELUDE
+    "local id = ARGV[4]\n"
+    "local key = P .. ':task:' .. id\n"
+    "local r = redis.call('HMGET', key, 'state', 'kind', 'handler', 'subtasks', 'attempt',\n"
+    "  'released', 'max_attempts')\n"
+    "if not r[1] then return {-1} end\n"
+    "if r[2] ~= 'parallel' then return {-2} end\n"
+    "if r[1] == 'ONGOING' then return {-3} end\n"
+    "local sk = P .. ':sub:' .. id\n"
+    "local reset = 0\n"
+    "for j = 0, (tonumber(r[4]) or 0) - 1 do\n"
+    "  local st = redis.call('HGET', sk, j .. ':state')\n"
+    "  if st == 'FAILURE' or st == 'CANCELLED' then\n"
+    "    redis.call('HSET', sk, j .. ':state', 'PENDING')\n"
+    "    reset = reset + 1\n"
+    "  end\n"
+    "end\n"
+    "if reset == 0 then return {-4} end\n"
+    "local msg = 'Retrying ' .. reset .. ' failed subtask(s)'\n"
+    "redis.call('HSET', key, 'state', 'ONGOING', 'owner', '', 'finished_ms', 0, 'error', '',\n"
+    "  'message', msg, 'sub_failure', 0, 'cancel_requested', 0, 'updated_ms', NOW,\n"
+    "  'result', '')\n"
+    "local used = (tonumber(r[5]) or 0) - (tonumber(r[6]) or 0)\n"
+    "if used >= (tonumber(r[7]) or 1) then redis.call('HSET', key, 'max_attempts', used + 1) end\n"
+    "redis.call('PERSIST', key)\n"
+    "redis.call('PERSIST', sk)\n"
+    "redis.call('ZREM', P .. ':done', id)\n"
+    "redis.call('ZADD', P .. ':q:' .. r[3], NOW, id)\n"
+    "wake(r[3])\n"
+    "emit(id, 'bgtask_updated', payload(id, r[3], tonumber(r[5]) or 0, msg))\n"
+    "return {reset}\n";
 
 /*
  * cancel: ARGV[4] = id. Returns {-1} unknown, {0} cancelled now,

@@ -93,6 +93,23 @@ typedef bgt_status (*bgt_run_fn)(bgt_task *t, const cJSON *args, void *udata);
 typedef bgt_status (*bgt_split_fn)(bgt_task *t, const cJSON *args, void *udata);
 
 /*
+ * The merge function of a parallel handler, optional: called once, after
+ * every subtask ended and at least one succeeded, on a worker thread, with
+ * `results` (borrowed) an array with one entry per subtask: its result, or
+ * null for a subtask that failed or set none. It sets the task's result with
+ * bgt_set_result (e.g. totals). Without one the task's result is
+ * {"succeeded": S, "failed": F}. Its status is the task's outcome when it is
+ * not BGT_OK.
+ */
+typedef bgt_status (*bgt_merge_fn)(bgt_task *t, const cJSON *results, void *udata);
+
+/* What a parallel task does when a subtask fails. */
+typedef enum bgt_on_failure {
+    BGT_CONTINUE = 0,  /* run the others; the task ends with a partial success */
+    BGT_FAIL_FAST = 1, /* cancel the running siblings, start no more, end FAILURE */
+} bgt_on_failure;
+
+/*
  * A handler definition, passed to bgt_register_handler (which copies it).
  * Use designated initializers; zero means "the host's default" for every
  * numeric field.
@@ -109,9 +126,13 @@ typedef struct bgt_handler_def {
     int parallelism;        /* parallel only: subtasks of one task at once; 0 = host default */
     double timeout_s;       /* per attempt; 0 = none. On expiry bgt_cancelled() turns true
                                and the attempt ends FAILURE "timed out" */
-    int batch_size;         /* parallel only: items per subtask; 0 or 1 = one item each */
+    int batch_size;         /* parallel only: items per subtask; 0 or 1 = one item each.
+                               Above 1, a subtask's args are {"items": [...], "first": k}:
+                               the items k, k+1, ... of the split */
     void *udata;            /* passed to run and split; owned by the host from the call on */
     void (*udata_free)(void *udata); /* called once when the handler is dropped; may be NULL */
+    bgt_merge_fn merge;     /* parallel only, optional */
+    bgt_on_failure on_failure; /* parallel only; a task may override it */
 } bgt_handler_def;
 
 /* What a hook callback learns about the attempt it runs around. Borrowed. */
@@ -169,7 +190,7 @@ typedef struct bgt_api {
                                                     claims given back at shutdown, so it
                                                     is not the count charged against
                                                     max_attempts */
-    int (*task_subtask)(const bgt_task *t); /* index, or -1 */
+    int (*task_subtask)(const bgt_task *t); /* index, or -1 (the task itself, or a split) */
 
     /* Progress: throttled by the host (latest value wins; the last one is
      * always written before the terminal event). message may be NULL; copied. */
@@ -201,8 +222,9 @@ typedef struct bgt_api {
      * -EIO (Redis unreachable). */
     int (*submit)(bgt_task *t, const char *handler, const cJSON *args, char *id_out);
 
-    /* Split functions only: append one subtask with these args (copied).
-     * Returns 0, -E2BIG past the host's subtask limit, -EPERM outside split. */
+    /* Split functions only: append one subtask (or, with batch_size > 1, one
+     * item) with these args (copied). Returns 0, -E2BIG past the host's
+     * tasks.max_subtasks, -EPERM outside a split function. */
     int (*add_subtask)(bgt_task *t, const cJSON *args);
 } bgt_api;
 
