@@ -46,9 +46,18 @@ static char *print_and_free(cJSON *o)
 char *event_progress_payload(const bgt_hook_info *info, double current, double total,
                              const char *message)
 {
+    return event_progress_payload_ex(info, current, total, message, NULL);
+}
+
+char *event_progress_payload_ex(const bgt_hook_info *info, double current, double total,
+                                const char *message, const cJSON *extra)
+{
     cJSON *o = event_base(info, message);
     cJSON_AddNumberToObject(o, "current_progress", current);
     cJSON_AddNumberToObject(o, "total_progress", total);
+    if (extra)
+        for (const cJSON *f = extra->child; f; f = f->next)
+            cJSON_AddItemToObject(o, f->string, cJSON_Duplicate(f, true));
     return print_and_free(o);
 }
 
@@ -77,8 +86,13 @@ static void events_after(hooks *hk, attempt_end *e)
     cJSON *o;
     switch (e->kind) {
     case END_SUCCESS:
-        e->event_name = "bgtask_done";
+        /* Some subtasks of a parallel task failed: Backend.AI's partial success. */
+        e->event_name = e->errors_json ? "bgtask_partial_success" : "bgtask_done";
         o = event_base(e->info, e->message);
+        if (e->errors_json) {
+            cJSON *errs = cJSON_Parse(e->errors_json);
+            cJSON_AddItemToObject(o, "errors", errs ? errs : cJSON_CreateArray());
+        }
         if (e->result) {
             cJSON *r = cJSON_Parse(e->result);
             if (r)

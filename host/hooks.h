@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "bgtask.h"
 #include "metrics.h"
 #include "registry.h"
@@ -37,6 +39,7 @@ typedef struct attempt_end {
     const char *result;      /* JSON text of the result, or NULL */
     int64_t backoff_ms;      /* END_RETRY */
     const char *host_id;     /* for messages */
+    const char *errors_json; /* parallel: JSON array of "subtask i: message" strings, or NULL */
     /* filled by the events hook: */
     const char *event_name;  /* NULL: no event */
     char *event_payload;     /* malloc'd JSON, freed by attempt_end_clear */
@@ -59,6 +62,9 @@ void attempt_end_clear(attempt_end *e);
 /* The bgtask_updated payload for a progress report (malloc'd JSON). */
 char *event_progress_payload(const bgt_hook_info *info, double current, double total,
                              const char *message);
+/* The same with the fields of extra (an object, borrowed; may be NULL) added. */
+char *event_progress_payload_ex(const bgt_hook_info *info, double current, double total,
+                                const char *message, const cJSON *extra);
 
 /* The name of the metrics status for an end kind ("success", ...). */
 const char *end_kind_status(end_kind k);

@@ -1,0 +1,141 @@
+/*
+ * task_api.c - the task side of the host table (struct bgt_api): what a
+ * handler calls on the bgt_task it was given. A subtask's progress counts
+ * towards its task's; its cancellation follows its task's.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "manager_int.h"
+#include "util.h"
+
+const char *task_api_id(const bgt_task *t) { return t->id; }
+const char *task_api_handler(const bgt_task *t) { return t->handler; }
+uint32_t task_api_attempt(const bgt_task *t) { return t->attempt; }
+int task_api_subtask(const bgt_task *t) { return t->subtask; }
+
+/* A subtask's progress: its share of its task's (lock held). */
+static void subtask_progress(bgt_task *st, double current, double total)
+{
+    bgt_task *pt = st->parent;
+    par *p = pt->par;
+    par_sub *s = &p->subs[st->subtask];
+    double frac = total > 0 ? fmin(fmax(current / total, 0.0), 1.0) : 0.0;
+    if (s->state == SUB_RUNNING) {
+        p->frac_sum += frac - s->frac;
+        s->frac = frac;
+    }
+    int done = p->nsuccess + p->nfailure + p->ncancelled;
+    if (pt->p_dirty)
+        metrics_inc(pt->m->met, MC_PROGRESS_COALESCED, 1);
+    pt->p_current = done + p->frac_sum;
+    pt->p_total = p->n;
+    if (!pt->p_dirty && mono_s() - pt->p_written_at >= pt->m->cfg->progress_interval_s)
+        pthread_cond_signal(&pt->m->write_cond);
+    pt->p_dirty = true;
+}
+
+void task_api_progress(bgt_task *t, double current, double total, const char *message)
+{
+    manager *m = t->m;
+    if (!isfinite(current) || !isfinite(total))
+        return;
+    if (t->parent) {
+        pthread_mutex_lock(&m->lock);
+        subtask_progress(t, current, total);
+        pthread_mutex_unlock(&m->lock);
+        hooks_progress(&m->hk, &t->info, current, total, message);
+        return;
+    }
+    char *copy = message ? strndup(message, 1024) : NULL;
+    pthread_mutex_lock(&m->lock);
+    if (t->p_dirty)
+        metrics_inc(m->met, MC_PROGRESS_COALESCED, 1);
+    t->p_current = current;
+    t->p_total = total;
+    free(t->p_message);
+    t->p_message = copy;
+    bool first = !t->p_dirty;
+    t->p_dirty = true;
+    if (first && mono_s() - t->p_written_at >= m->cfg->progress_interval_s)
+        pthread_cond_signal(&m->write_cond);
+    pthread_mutex_unlock(&m->lock);
+    hooks_progress(&m->hk, &t->info, current, total, message);
+}
+
+void task_api_last_progress(const bgt_task *t, double *current, double *total)
+{
+    if (current)
+        *current = t->last_current;
+    if (total)
+        *total = t->last_total;
+}
+
+bool task_api_cancelled(const bgt_task *t)
+{
+    bgt_task *self = (bgt_task *)t;
+    if (atomic_load_explicit(&self->stop, memory_order_relaxed) != STOP_NONE)
+        return true;
+    if (!self->parent)
+        return false;
+    /* A subtask stops with its task, and when fail_fast halted the others. */
+    bgt_task *pt = self->parent;
+    if (atomic_load_explicit(&pt->stop, memory_order_relaxed) != STOP_NONE)
+        return true;
+    return __atomic_load_n(&pt->par->halt, __ATOMIC_RELAXED);
+}
+
+int task_api_set_result(bgt_task *t, const cJSON *result)
+{
+    if (!result)
+        return -EINVAL;
+    char *s = cJSON_PrintUnformatted(result);
+    if (!s)
+        return -ENOMEM;
+    if (strlen(s) > t->m->cfg->max_result_bytes) {
+        log_msg(BGT_LOG_WARNING, t->id, "result of %zu bytes is over the limit of %zu",
+                strlen(s), t->m->cfg->max_result_bytes);
+        free(s);
+        return -E2BIG;
+    }
+    free(t->result);
+    t->result = s;
+    return 0;
+}
+
+void task_api_set_error(bgt_task *t, const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        return;
+    if (strlen(s) > 4096)
+        s[4096] = '\0';
+    free(t->error);
+    t->error = s;
+}
+
+void task_api_log(bgt_task *t, int level, const char *fmt, va_list ap)
+{
+    log_vmsg(level, t->id, fmt, ap);
+}
+
+int task_api_add_subtask(bgt_task *t, const cJSON *args)
+{
+    if (!t->in_split)
+        return -EPERM;
+    if (!args)
+        return -EINVAL;
+    if (t->nsplit >= t->m->cfg->max_subtasks)
+        return -E2BIG;
+    char *s = cJSON_PrintUnformatted(args);
+    if (!s)
+        return -ENOMEM;
+    if (t->nsplit == t->split_cap) {
+        t->split_cap = t->split_cap ? t->split_cap * 2 : 64;
+        t->split_items = xrealloc(t->split_items, (size_t)t->split_cap * sizeof *t->split_items);
+    }
+    t->split_items[t->nsplit++] = s;
+    return 0;
+}

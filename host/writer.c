@@ -1,0 +1,463 @@
+/*
+ * writer.c - the manager's writer thread: every Redis write a host makes for
+ * its attempts goes through here, batched: outcomes (in the order they were
+ * queued, each with its last progress), throttled progress, one heartbeat per
+ * interval for all attempts, and the checks made by the host's own clock
+ * (lease ran out, timeouts, the end of the shutdown grace).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "manager_int.h"
+#include "util.h"
+
+/* Fill a write for t's pending progress (if any). Called with the lock held. */
+static void take_progress(manager *m, bgt_task *t, fin_item *f, char **event)
+{
+    if (!t->p_dirty)
+        return;
+    f->has_progress = true;
+    f->current = t->p_current;
+    f->total = t->p_total;
+    f->progress_message = t->p_message ? t->p_message : "";
+    cJSON *extra = t->par ? mgr__parallel_progress_extra(t) : NULL;
+    *event = event_progress_payload_ex(&t->info, t->p_current, t->p_total,
+                                       f->progress_message, extra);
+    cJSON_Delete(extra);
+    f->progress_event = *event;
+    t->p_dirty = false;
+    t->p_written_at = mono_s();
+}
+
+typedef struct wbatch {
+    fin_item *items;
+    bgt_task **tasks;
+    char **events;   /* progress payloads to free */
+    char **msgs;     /* progress messages copied out of the tasks */
+    size_t n, cap;
+} wbatch;
+
+static void wbatch_add(wbatch *b, bgt_task *t)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->items = xrealloc(b->items, b->cap * sizeof *b->items);
+        b->tasks = xrealloc(b->tasks, b->cap * sizeof *b->tasks);
+        b->events = xrealloc(b->events, b->cap * sizeof *b->events);
+        b->msgs = xrealloc(b->msgs, b->cap * sizeof *b->msgs);
+    }
+    memset(&b->items[b->n], 0, sizeof b->items[b->n]);
+    b->tasks[b->n] = t;
+    b->events[b->n] = NULL;
+    b->msgs[b->n] = NULL;
+    b->n++;
+}
+
+static void wbatch_reset(wbatch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->events[i]);
+        free(b->msgs[i]);
+    }
+    b->n = 0;
+}
+
+/*
+ * Collect what to write now: every queued outcome (with its last progress)
+ * and the progress of running attempts whose interval has passed. Called with
+ * the lock held.
+ */
+static void collect_writes(manager *m, wbatch *b, double now)
+{
+    while (m->writeq_head) {
+        bgt_task *t = m->writeq_head;
+        m->writeq_head = t->qnext;
+        if (!m->writeq_head)
+            m->writeq_tail = NULL;
+        wbatch_add(b, t);
+        fin_item *f = &b->items[b->n - 1];
+        take_progress(m, t, f, &b->events[b->n - 1]);
+        if (f->has_progress) {
+            b->msgs[b->n - 1] = xstrdup(f->progress_message);
+            f->progress_message = b->msgs[b->n - 1];
+        }
+        f->op = t->op;
+        f->id = t->id;
+        f->handler = t->handler;
+        f->attempt = t->attempt;
+        f->message = t->end.message;
+        f->result = t->end.result;
+        f->event_name = t->end.event_name;
+        f->event_payload = t->end.event_payload;
+        f->backoff_ms = t->end.backoff_ms;
+        f->retention_s = t->end.retention_s;
+        if (t->op == FIN_SUBTASK) {
+            /* Fenced by the task's claim; the subtask's own run count goes along. */
+            bgt_task *pt = t->parent;
+            f->id = pt->id;
+            f->attempt = pt->attempt;
+            f->message = t->end_message ? t->end_message : "";
+            f->result = t->result;
+            f->sub_index = t->subtask;
+            f->sub_state = t->sub_state_name;
+            f->sub_attempt = t->attempt;
+        }
+    }
+    for (bgt_task *t = m->owned; t; t = t->next) {
+        if (!t->p_dirty || t->finishing || t->lost || t->released_stuck)
+            continue;
+        if (now - t->p_written_at < m->cfg->progress_interval_s)
+            continue;
+        wbatch_add(b, t);
+        fin_item *f = &b->items[b->n - 1];
+        take_progress(m, t, f, &b->events[b->n - 1]);
+        b->msgs[b->n - 1] = xstrdup(f->progress_message);
+        f->progress_message = b->msgs[b->n - 1];
+        f->op = FIN_PROGRESS;
+        f->id = t->id;
+        f->handler = t->handler;
+        f->attempt = t->attempt;
+    }
+}
+
+/* Handle the answers to a batch of writes; frees finished attempts. */
+static void writes_done(manager *m, wbatch *b)
+{
+    long progress = 0, fenced = 0;
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < b->n; i++) {
+        fin_item *f = &b->items[i];
+        bgt_task *t = b->tasks[i];
+        if (f->has_progress)
+            progress++;
+        if (f->rc == -ESTALE) {
+            fenced++;
+            if (f->op == FIN_SUBTASK)
+                log_msg(BGT_LOG_WARNING, t->parent->id,
+                        "subtask %d: the task's lease was lost; its outcome was refused",
+                        t->subtask);
+            else if (f->op != FIN_PROGRESS)
+                log_msg(BGT_LOG_WARNING, t->id,
+                        "attempt %u lost its lease before its outcome was written; "
+                        "the write was refused",
+                        t->attempt);
+            else if (!t->lost) {
+                t->lost = true;
+                atomic_store(&t->stop, STOP_LOST);
+                log_msg(BGT_LOG_WARNING, t->id, "attempt %u lost its lease", t->attempt);
+            }
+        } else if (f->gave_up) {
+            log_msg(BGT_LOG_NOTICE, t->id, "attempt %u asked to retry; gave up at max attempts",
+                    t->attempt);
+        } else if (f->op == FIN_SUBTASK) {
+            log_msg(BGT_LOG_DEBUG, t->parent->id, "subtask %d: %s", t->subtask,
+                    t->sub_state_name);
+        } else if (f->op != FIN_PROGRESS) {
+            log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt,
+                    end_kind_status(t->end.kind));
+        }
+        if (f->op == FIN_SUBTASK) {
+            mgr__task_free(t);
+            b->tasks[i] = NULL;
+        } else if (f->op != FIN_PROGRESS && !t->released_stuck) {
+            mgr__disown(m, t);
+            mgr__task_free(t);
+            b->tasks[i] = NULL;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (progress)
+        metrics_inc(m->met, MC_PROGRESS_WRITES, progress);
+    if (fenced)
+        metrics_inc(m->met, MC_FENCED, fenced);
+}
+
+/* Put a batch that could not be written back at the head of the queues. */
+static void writes_requeue(manager *m, wbatch *b)
+{
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = b->n; i-- > 0;) {
+        bgt_task *t = b->tasks[i];
+        fin_item *f = &b->items[i];
+        if (f->has_progress && !t->p_dirty) {
+            t->p_dirty = true; /* write it again next time (latest value wins) */
+            t->p_written_at = 0;
+        }
+        if (f->op != FIN_PROGRESS) {
+            t->qnext = m->writeq_head;
+            m->writeq_head = t;
+            if (!m->writeq_tail)
+                m->writeq_tail = t;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* One heartbeat for every attempt still held. */
+static int heartbeat(manager *m)
+{
+    pthread_mutex_lock(&m->lock);
+    size_t n = 0;
+    for (bgt_task *t = m->owned; t; t = t->next)
+        if (!t->lost && !t->released_stuck)
+            n++;
+    hb_item *items = xcalloc(n + 1, sizeof *items);
+    bgt_task **tasks = xcalloc(n + 1, sizeof *tasks);
+    size_t i = 0;
+    for (bgt_task *t = m->owned; t; t = t->next)
+        if (!t->lost && !t->released_stuck) {
+            items[i] = (hb_item){t->id, t->handler, t->attempt, 0};
+            tasks[i++] = t;
+        }
+    char *handlers = xstrdup(m->handler_list ? m->handler_list : "");
+    /* The host's entry lives two heartbeats and a second: a host that stops
+     * beating for that long is taken for dead and its attempts are claimable
+     * then, before their leases run out. */
+    double ttl = fmin(m->cfg->lease_s, 2 * m->cfg->heartbeat_s + 1.0);
+    host_info hi = {m->host_id, m->machine, (int)getpid(), BGT_VERSION, handlers,
+                    m->cfg->workers, m->nexecuting, m->started_ms, (int64_t)(ttl * 1000)};
+    pthread_mutex_unlock(&m->lock);
+
+    double sent = mono_s();
+    int rc = store_heartbeat(m->st_write, &hi, items, n, (int64_t)(m->cfg->lease_s * 1000));
+    if (rc == 0) {
+        pthread_mutex_lock(&m->lock);
+        for (i = 0; i < n; i++) {
+            bgt_task *t = tasks[i];
+            if (items[i].status == HB_LOST) {
+                if (!t->lost && !t->finishing) {
+                    t->lost = true;
+                    atomic_store(&t->stop, STOP_LOST);
+                    log_msg(BGT_LOG_WARNING, t->id,
+                            "attempt %u lost its lease (another host may run it now)",
+                            t->attempt);
+                }
+            } else {
+                t->lease_until = sent + m->cfg->lease_s;
+                if (items[i].status == HB_CANCEL) {
+                    int none = STOP_NONE;
+                    if (atomic_compare_exchange_strong(&t->stop, &none, STOP_CANCEL))
+                        log_msg(BGT_LOG_INFO, t->id, "cancel requested");
+                }
+            }
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    free(handlers);
+    free(items);
+    free(tasks);
+    return rc;
+}
+
+/*
+ * Checks by the host's own clock: leases that ran out without renewal,
+ * timeouts, the end of the shutdown grace. Called with the lock held.
+ */
+static void check_clocks(manager *m, double now)
+{
+    for (bgt_task *t = m->owned; t; t = t->next) {
+        if (t->lost || t->finishing || t->released_stuck)
+            continue;
+        if (now > t->lease_until) {
+            t->lost = true;
+            atomic_store(&t->stop, STOP_LOST);
+            log_msg(BGT_LOG_WARNING, t->id,
+                    "attempt %u: lease ran out before it could be renewed; stopping it",
+                    t->attempt);
+            continue;
+        }
+        if ((t->executing || t->par) && t->deadline > 0 && now > t->deadline) {
+            int none = STOP_NONE;
+            if (atomic_compare_exchange_strong(&t->stop, &none, STOP_TIMEOUT))
+                log_msg(BGT_LOG_NOTICE, t->id, "attempt %u timed out; stopping it", t->attempt);
+        }
+    }
+    if (m->stopping && !m->force_stop && now >= m->grace_deadline) {
+        m->force_stop = true;
+        if (m->nexecuting)
+            log_notice("shutdown grace over: asking %d running attempt(s) to stop",
+                       m->nexecuting);
+        for (bgt_task *t = m->owned; t; t = t->next)
+            if (t->executing || t->par) {
+                int none = STOP_NONE;
+                atomic_compare_exchange_strong(&t->stop, &none, STOP_SHUTDOWN);
+            }
+    }
+    if (m->force_stop && now >= m->grace_deadline + STUCK_GRACE_S) {
+        /* Handlers that ignore the request: give their attempts back anyway. */
+        for (bgt_task *t = m->owned; t; t = t->next)
+            if ((t->executing || (t->par && t->par->inflight > 0)) && !t->released_stuck &&
+                !t->lost && !t->finishing) {
+                t->released_stuck = true;
+                log_msg(BGT_LOG_WARNING, t->id,
+                        "attempt %u did not stop within %.0fs; releasing it", t->attempt,
+                        STUCK_GRACE_S);
+                bgt_task *r = xcalloc(1, sizeof *r);
+                memcpy(r->id, t->id, sizeof r->id);
+                memcpy(r->handler, t->handler, sizeof r->handler);
+                r->attempt = t->attempt;
+                r->info = (bgt_hook_info){r->id, r->handler, r->attempt, -1};
+                r->op = FIN_RELEASE;
+                r->end_message = xasprintf("released by host %s at shutdown; attempt refunded",
+                                           m->host_id);
+                r->end = (attempt_end){.info = &r->info, .kind = END_RELEASE,
+                                       .message = r->end_message, .retention_s = -1};
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "task_id", r->id);
+                cJSON_AddStringToObject(o, "handler", r->handler);
+                cJSON_AddNumberToObject(o, "attempt", r->attempt);
+                cJSON_AddNumberToObject(o, "ts_ms", (double)now_ms());
+                cJSON_AddStringToObject(o, "message", r->end_message);
+                r->end.event_name = "bgtask_updated";
+                r->end.event_payload = cJSON_PrintUnformatted(o);
+                cJSON_Delete(o);
+                mgr__own(m, r);
+                mgr__writeq_push(m, r);
+            }
+    }
+}
+
+/* Release attempts claimed but not started (shutdown). Called with the lock held. */
+static void release_queued(manager *m)
+{
+    while (m->runq_head) {
+        bgt_task *t = m->runq_head;
+        m->runq_head = t->qnext;
+        m->nqueued--;
+        if (t->parent) {
+            mgr__subtask_drop(m, t); /* its task is released when its running ones end */
+            continue;
+        }
+        t->end_message = xasprintf("released by host %s at shutdown before it started",
+                                   m->host_id);
+        t->op = FIN_RELEASE;
+        t->end = (attempt_end){.info = &t->info, .kind = END_RELEASE,
+                               .message = t->end_message, .retention_s = -1};
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "task_id", t->id);
+        cJSON_AddStringToObject(o, "handler", t->handler);
+        cJSON_AddNumberToObject(o, "attempt", t->attempt);
+        cJSON_AddNumberToObject(o, "ts_ms", (double)now_ms());
+        cJSON_AddStringToObject(o, "message", t->end_message);
+        t->end.event_name = "bgtask_updated";
+        t->end.event_payload = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        mgr__writeq_push(m, t);
+    }
+    m->runq_tail = NULL;
+}
+
+void *mgr__writer_main(void *arg)
+{
+    manager *m = arg;
+    wbatch b = {0};
+    double next_hb = 0, backoff = 0.05, last_ok = mono_s();
+    bool was_down = false;
+    pthread_mutex_lock(&m->lock);
+    bgt_task **ready = NULL;
+    size_t nready = 0, ready_cap = 0;
+    for (;;) {
+        double now = mono_s();
+        check_clocks(m, now);
+        if (m->stopping)
+            release_queued(m);
+        /* Parallel tasks: start subtasks whose retry is due, conclude those that are done. */
+        nready = 0;
+        for (bgt_task *t = m->owned; t; t = t->next)
+            if (t->par && mgr__parallel_tick(m, t, now)) {
+                if (nready == ready_cap) {
+                    ready_cap = ready_cap ? ready_cap * 2 : 8;
+                    ready = xrealloc(ready, ready_cap * sizeof *ready);
+                }
+                ready[nready++] = t;
+            }
+        if (nready) {
+            pthread_mutex_unlock(&m->lock);
+            for (size_t i = 0; i < nready; i++)
+                mgr__parallel_conclude(m, ready[i]);
+            pthread_mutex_lock(&m->lock);
+            continue;
+        }
+        bool drained = m->stopping && m->nowned == 0 && !m->writeq_head;
+        if (drained)
+            break;
+        collect_writes(m, &b, now);
+        bool hb_due = now >= next_hb;
+        if (b.n == 0 && !hb_due) {
+            /* Sleep until the next heartbeat, or sooner when attempts need watching. */
+            double wait = next_hb - now;
+            if (m->nowned > 0)
+                wait = fmin(wait, fmax(0.005, fmin(m->cfg->progress_interval_s, 0.25)));
+            if (m->stopping)
+                wait = fmin(wait, 0.05);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + wait;
+            ts.tv_sec = (time_t)at;
+            ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+            pthread_cond_timedwait(&m->write_cond, &m->lock, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&m->lock);
+
+        int rc = 0;
+        if (b.n) {
+            rc = store_apply(m->st_write, m->host_id, b.items, b.n);
+            if (rc == 0) {
+                writes_done(m, &b);
+            } else {
+                metrics_inc(m->met, MC_REDIS_ERRORS, 1);
+                writes_requeue(m, &b);
+            }
+            wbatch_reset(&b);
+        }
+        if (rc == 0 && hb_due) {
+            rc = heartbeat(m);
+            if (rc == 0)
+                next_hb = mono_s() + m->cfg->heartbeat_s;
+            else
+                metrics_inc(m->met, MC_REDIS_ERRORS, 1);
+        }
+        if (rc < 0) {
+            if (!was_down)
+                log_err("writing to redis failed: %s; retrying", store_errstr(m->st_write));
+            was_down = true;
+            /* Give up on an outage that outlasts the lease at shutdown: others own it now. */
+            if (m->stopping && mono_s() - last_ok > m->cfg->lease_s + m->cfg->shutdown_grace_s) {
+                log_err("redis unreachable for longer than the lease at shutdown; "
+                        "leaving %d attempt(s) to be claimed again",
+                        m->nowned);
+                pthread_mutex_lock(&m->lock);
+                break;
+            }
+            sleep_s(backoff);
+            backoff = fmin(backoff * 2, 2.0);
+        } else {
+            if (was_down)
+                log_notice("redis is back: writes resumed");
+            was_down = false;
+            backoff = 0.05;
+            last_ok = mono_s();
+        }
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (store_host_remove(m->st_write, m->host_id) < 0)
+        log_warn("could not remove this host from the host list: %s", store_errstr(m->st_write));
+    free(ready);
+    free(b.items);
+    free(b.tasks);
+    free(b.events);
+    free(b.msgs);
+    pthread_mutex_lock(&m->lock);
+    m->done = true;
+    m->threads_exit = true;
+    pthread_cond_broadcast(&m->work_cond);
+    pthread_mutex_unlock(&m->lock);
+    store_interrupt(m->st_ctl);
+    return NULL;
+}
+
