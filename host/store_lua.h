@@ -11,6 +11,11 @@
  *
  * Scripts use Redis' clock (TIME) for every score so hosts with skewed clocks
  * agree on when a lease ends.
+ *
+ * Task records are read with redis.pcall('HMGET', ...): a P:task:<id> key that
+ * is not a hash (overwritten by hand) reads as no record, instead of failing
+ * the whole script, which would stall every task that a claim, heartbeat or
+ * write serves along with it.
  */
 #ifndef BGT_STORE_LUA_H
 #define BGT_STORE_LUA_H
@@ -49,7 +54,7 @@
     "    if d ~= self then\n"                                                               \
     "      local list = redis.call('GET', P .. ':held:' .. d)\n"                            \
     "      for id, h, a in string.gmatch(list or '', '(%S+) (%S+) (%S+)\\n') do\n"         \
-    "        local r = redis.call('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n" \
+    "        local r = redis.pcall('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n" \
     "        if r[1] == 'ONGOING' and r[2] == d and r[3] == a then\n"                       \
     "          redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW, id)\n"                        \
     "          wake(h)\n"                                                                   \
@@ -131,6 +136,12 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "local host, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local out = {NOW, -1}\n"
     "local hs, held = {}, {}\n"
+    /* A counter of the record: a whole number 0..2^31, else nil (corrupted). tonumber()
+     * alone lets nan, -5 or 1.5 through: claimed forever with a token that never fences. */
+    "local function count(v)\n"
+    "  local n = tonumber(v)\n"
+    "  if n and n >= 0 and n < 2147483648 and n == math.floor(n) then return n end\n"
+    "end\n"
     "bury(host)\n"
     "local i = 8\n"
     "for k = 1, tonumber(ARGV[7]) do\n"
@@ -145,20 +156,20 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "    if #ids == 0 then break end\n"
     "    for _, id in ipairs(ids) do\n"
     "      local key = P .. ':task:' .. id\n"
-    "      local r = redis.call('HMGET', key, 'state', 'attempt', 'released', 'max_attempts',\n"
+    "      local r = redis.pcall('HMGET', key, 'state', 'attempt', 'released', 'max_attempts',\n"
     "        'owner', 'cancel_requested', 'args', 'progress_current', 'progress_total',\n"
     "        'created_ms', 'subtasks', 'parallelism', 'on_failure')\n"
     "      if not r[1] or r[1] ~= 'ONGOING' then\n"
     "        redis.call('ZREM', q, id)\n"
     "      else\n"
-    "        local attempt, released = tonumber(r[2]), tonumber(r[3])\n"
-    "        local maxa = tonumber(r[4])\n"
+    "        local attempt, released = count(r[2]), count(r[3])\n"
+    "        local maxa = count(r[4])\n"
     "        local owner = r[5] or ''\n"
     "        if not attempt or not released or not maxa or not r[7] then\n"
-    "          attempt = tonumber(r[2]) or 0\n"
+    "          attempt = count(r[2]) or 0\n"
     "          redis.call('HSET', key, 'attempt', attempt)\n"
     "          terminate(id, h, attempt, 'FAILURE', 'corrupted task record: attempt, '\n"
-    "            .. 'released, max_attempts or args is missing or not a number')\n"
+    "            .. 'released, max_attempts or args is missing or not a whole number')\n"
     "        else\n"
     "          if maxa <= 0 then maxa = hd[2] end\n"
     "          if r[6] == '1' then\n"
@@ -247,7 +258,7 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "  local id, h, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
     "  i = i + 3\n"
     "  local key = P .. ':task:' .. id\n"
-    "  local r = redis.call('HMGET', key, 'state', 'owner', 'attempt', 'cancel_requested')\n"
+    "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'cancel_requested')\n"
     "  if r[1] == 'ONGOING' and r[2] == host and r[3] == attempt then\n"
     "    redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW + lease, id)\n"
     "    held[#held + 1] = id .. ' ' .. h .. ' ' .. attempt .. '\\n'\n"
@@ -261,7 +272,7 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "local hkey = P .. ':held:' .. host\n"
     "for id, h, a in string.gmatch(redis.call('GET', hkey) or '', '(%S+) (%S+) (%S+)\\n') do\n"
     "  if not seen[id] then\n"
-    "    local r = redis.call('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n"
+    "    local r = redis.pcall('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n"
     "    if r[1] == 'ONGOING' and r[2] == host and r[3] == a then\n"
     "      held[#held + 1] = id .. ' ' .. h .. ' ' .. a .. '\\n'\n"
     "      seen[id] = true\n"
@@ -295,7 +306,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "for k = 1, tonumber(ARGV[5]) do\n"
     "  local op, id, h, attempt = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
     "  local key = P .. ':task:' .. id\n"
-    "  local r = redis.call('HMGET', key, 'state', 'owner', 'attempt', 'released',\n"
+    "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'released',\n"
     "    'max_attempts')\n"
     "  if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then\n"
     "    out[k] = 0\n"
@@ -363,7 +374,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
 static const char LUA_SPLIT[] = LUA_PRELUDE
     "local host, id, attempt = ARGV[4], ARGV[5], ARGV[6]\n"
     "local key = P .. ':task:' .. id\n"
-    "local r = redis.call('HMGET', key, 'state', 'owner', 'attempt')\n"
+    "local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt')\n"
     "if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then return 0 end\n"
     "local sk = P .. ':sub:' .. id\n"
     "redis.call('DEL', sk)\n"
@@ -382,7 +393,7 @@ static const char LUA_SPLIT[] = LUA_PRELUDE
 static const char LUA_RETRY[] = LUA_PRELUDE
     "local id = ARGV[4]\n"
     "local key = P .. ':task:' .. id\n"
-    "local r = redis.call('HMGET', key, 'state', 'kind', 'handler', 'subtasks', 'attempt',\n"
+    "local r = redis.pcall('HMGET', key, 'state', 'kind', 'handler', 'subtasks', 'attempt',\n"
     "  'released', 'max_attempts')\n"
     "if not r[1] then return {-1} end\n"
     "if r[2] ~= 'parallel' then return {-2} end\n"
@@ -418,7 +429,7 @@ static const char LUA_RETRY[] = LUA_PRELUDE
 static const char LUA_CANCEL[] = LUA_PRELUDE
     "local id = ARGV[4]\n"
     "local key = P .. ':task:' .. id\n"
-    "local r = redis.call('HMGET', key, 'state', 'owner', 'handler', 'attempt')\n"
+    "local r = redis.pcall('HMGET', key, 'state', 'owner', 'handler', 'attempt')\n"
     "if not r[1] then return {-1} end\n"
     "if r[1] ~= 'ONGOING' then return {2, r[1]} end\n"
     "if (r[2] or '') == '' then\n"

@@ -350,6 +350,19 @@ static void release_queued(manager *m)
     m->runq_tail = NULL;
 }
 
+/*
+ * Whether every attempt still owned was released while its handler went on
+ * ignoring the stop request: those are written off and must not keep a
+ * stopping host from exiting. Called with the lock held.
+ */
+static bool only_released_left(const manager *m)
+{
+    for (const bgt_task *t = m->owned; t; t = t->next)
+        if (!t->released_stuck)
+            return false;
+    return true;
+}
+
 void *mgr__writer_main(void *arg)
 {
     manager *m = arg;
@@ -381,7 +394,7 @@ void *mgr__writer_main(void *arg)
             pthread_mutex_lock(&m->lock);
             continue;
         }
-        bool drained = m->stopping && m->nowned == 0 && !m->writeq_head;
+        bool drained = m->stopping && !m->writeq_head && only_released_left(m);
         if (drained)
             break;
         collect_writes(m, &b, now);
@@ -433,8 +446,10 @@ void *mgr__writer_main(void *arg)
                 pthread_mutex_lock(&m->lock);
                 break;
             }
+            /* Short naps: the store paces reconnects itself, and the checks by the host's
+             * own clock (a lease running out during the outage) must not wait for long. */
             sleep_s(backoff);
-            backoff = fmin(backoff * 2, 2.0);
+            backoff = fmin(backoff * 2, 0.25);
         } else {
             if (was_down)
                 log_notice("redis is back: writes resumed");
