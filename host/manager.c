@@ -114,10 +114,10 @@ void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status,
     t->op = ops[kind];
     pthread_mutex_lock(&m->lock);
     if (kind == END_LOST) {
-        mgr__disown(m, t);
-        pthread_mutex_unlock(&m->lock);
-        mgr__task_free(t);
-        return;
+        /* Nothing to write, but only the writer frees an owned attempt: a heartbeat it
+         * has in flight may still point at this one. */
+        t->lost = true;
+        t->drop = true;
     }
     mgr__writeq_push(m, t);
     pthread_mutex_unlock(&m->lock);
@@ -183,7 +183,7 @@ static void run_single(manager *m, bgt_task *t)
     bgt_status status = t->h->def.run(t, t->args, t->h->def.udata);
     int stop = atomic_load(&t->stop);
 
-    if (!mgr__end_executing(m, t)) {
+    if (!mgr__end_executing(m, t) && stop != STOP_LOST) {
         mgr__conclude_status(m, t, status, stop);
         return;
     }
@@ -323,10 +323,25 @@ static void *dispatcher_main(void *arg)
         memcpy(hs, m->hs, m->nhs * sizeof *hs);
         nhs = m->nhs;
         int want = max - m->nqueued - m->nexecuting;
+        /* Heartbeats have failed for so long that other hosts may bury this one: a claim now
+         * would hand out attempts it cannot hold. Wait for the writer's next heartbeat. */
+        if (m->entry_until > 0 && mono_s() > m->entry_until - LEASE_MARGIN_S(m->cfg)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&m->slot_cond, &m->lock, &ts);
+            pthread_mutex_unlock(&m->lock);
+            continue;
+        }
         pthread_mutex_unlock(&m->lock);
 
         int got = 0;
         double due = -1;
+        double claim_sent = mono_s();
         int rc = store_claim(m->st_claim, m->host_id, hs, nhs, want,
                              (int64_t)(m->cfg->lease_s * 1000), batch, &got, &due);
         if (rc < 0) {
@@ -359,6 +374,12 @@ static void *dispatcher_main(void *arg)
             claimed_clear(&batch[i]);
             log_debug("[%s] claimed %s, attempt %u", t->id, t->handler, t->attempt);
             pthread_mutex_lock(&m->lock);
+            /* The claim does not renew this host's entry: once the entry runs out, other
+             * hosts may bury this one and take the attempt, lease or not. */
+            double until = claim_sent + m->cfg->lease_s - LEASE_MARGIN_S(m->cfg);
+            if (m->entry_until > 0)
+                until = fmin(until, m->entry_until - LEASE_MARGIN_S(m->cfg));
+            __atomic_store(&t->lease_until, &until, __ATOMIC_RELAXED);
             mgr__own(m, t);
             pthread_mutex_unlock(&m->lock);
             if (bad) {

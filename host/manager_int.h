@@ -21,6 +21,10 @@ enum { STOP_NONE = 0, STOP_CANCEL, STOP_LOST, STOP_TIMEOUT, STOP_SHUTDOWN };
 
 /* Extra time after the grace for handlers told to stop before they are released anyway. */
 #define STUCK_GRACE_S 2.0
+/* How much sooner than its lease or its host entry (by its own clock) a host gives up an
+ * attempt: room for the handler to see bgt_cancelled() turn true before another host buries
+ * this one and claims the attempt. */
+#define LEASE_MARGIN_S(cfg) fmin(0.5, (cfg)->heartbeat_s / 2)
 /* Longest the dispatcher blocks on the wake lists before looking again. */
 #define MAX_BLOCK_S 5.0
 
@@ -93,8 +97,10 @@ struct bgt_task {
     bool executing;        /* its handler is running */
     bool lost;             /* lease lost: its outcome is discarded */
     bool finishing;        /* outcome queued for the writer */
+    bool drop;             /* queued for the writer only to be freed (lost: nothing to write) */
     bool released_stuck;   /* released while its handler still ran (shutdown) */
-    double lease_until;    /* mono time until which the lease surely holds */
+    double lease_until;    /* mono time until which the lease surely holds; written under
+                              m->lock with __atomic_store, read by bgt_cancelled() without */
     double deadline;       /* mono time of its timeout, 0 = none */
     struct bgt_task *prev, *next; /* m->owned */
     struct bgt_task *qnext;       /* m->runq or m->writeq */
@@ -145,6 +151,8 @@ struct manager {
     bool stopping;              /* no more claims */
     bool force_stop;            /* grace over: tell handlers to stop */
     double grace_deadline;
+    double entry_until;         /* mono time until which this host's entry in P:hosts surely
+                                   lives (last heartbeat sent + its ttl); 0 before the first */
     bool done;                  /* drained, left P:hosts */
     bool threads_exit;
 

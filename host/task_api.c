@@ -78,6 +78,16 @@ bool task_api_cancelled(const bgt_task *t)
     bgt_task *self = (bgt_task *)t;
     if (atomic_load_explicit(&self->stop, memory_order_relaxed) != STOP_NONE)
         return true;
+    /* The lease by this host's own clock: checked here, not only by the writer, which may
+     * be stuck in a Redis call when the lease runs out. */
+    bgt_task *own = self->parent ? self->parent : self;
+    double until;
+    __atomic_load(&own->lease_until, &until, __ATOMIC_RELAXED);
+    if (until > 0 && mono_s() > until) {
+        int none = STOP_NONE;
+        atomic_compare_exchange_strong(&own->stop, &none, STOP_LOST);
+        return true;
+    }
     if (!self->parent)
         return false;
     /* A subtask stops with its task, and when fail_fast halted the others. */

@@ -74,9 +74,18 @@ static void collect_writes(manager *m, wbatch *b, double now)
 {
     while (m->writeq_head) {
         bgt_task *t = m->writeq_head;
+        /* A dropped attempt is freed here, but not while writes of its subtasks that
+         * point at it are in this batch: then it waits for the next round. */
+        if (t->drop && t->par && b->n > 0)
+            break;
         m->writeq_head = t->qnext;
         if (!m->writeq_head)
             m->writeq_tail = NULL;
+        if (t->drop) {
+            mgr__disown(m, t);
+            mgr__task_free(t);
+            continue;
+        }
         wbatch_add(b, t);
         fin_item *f = &b->items[b->n - 1];
         take_progress(m, t, f, &b->events[b->n - 1]);
@@ -95,10 +104,11 @@ static void collect_writes(manager *m, wbatch *b, double now)
         f->backoff_ms = t->end.backoff_ms;
         f->retention_s = t->end.retention_s;
         if (t->op == FIN_SUBTASK) {
-            /* Fenced by the task's claim; the subtask's own run count goes along. */
-            bgt_task *pt = t->parent;
-            f->id = pt->id;
-            f->attempt = pt->attempt;
+            /* Fenced by the task's claim; the subtask's own run count goes along. The
+             * subtask's copies of the task's id and attempt (info.attempt), not the
+             * task's: a task that lost its lease is freed while these still wait. */
+            f->id = t->id;
+            f->attempt = t->info.attempt;
             f->message = t->end_message ? t->end_message : "";
             f->result = t->result;
             f->sub_index = t->subtask;
@@ -136,7 +146,7 @@ static void writes_done(manager *m, wbatch *b)
         if (f->rc == -ESTALE) {
             fenced++;
             if (f->op == FIN_SUBTASK)
-                log_msg(BGT_LOG_WARNING, t->parent->id,
+                log_msg(BGT_LOG_WARNING, t->id,
                         "subtask %d: the task's lease was lost; its outcome was refused",
                         t->subtask);
             else if (f->op != FIN_PROGRESS)
@@ -153,7 +163,7 @@ static void writes_done(manager *m, wbatch *b)
             log_msg(BGT_LOG_NOTICE, t->id, "attempt %u asked to retry; gave up at max attempts",
                     t->attempt);
         } else if (f->op == FIN_SUBTASK) {
-            log_msg(BGT_LOG_DEBUG, t->parent->id, "subtask %d: %s", t->subtask,
+            log_msg(BGT_LOG_DEBUG, t->id, "subtask %d: %s", t->subtask,
                     t->sub_state_name);
         } else if (f->op != FIN_PROGRESS) {
             log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt,
@@ -225,6 +235,7 @@ static int heartbeat(manager *m)
     int rc = store_heartbeat(m->st_write, &hi, items, n, (int64_t)(m->cfg->lease_s * 1000));
     if (rc == 0) {
         pthread_mutex_lock(&m->lock);
+        m->entry_until = sent + ttl;
         for (i = 0; i < n; i++) {
             bgt_task *t = tasks[i];
             if (items[i].status == HB_LOST) {
@@ -236,7 +247,10 @@ static int heartbeat(manager *m)
                             t->attempt);
                 }
             } else {
-                t->lease_until = sent + m->cfg->lease_s;
+                /* Not the lease: other hosts may bury this one and claim the attempt
+                 * once its entry (ttl) runs out, which can come first. */
+                double until = sent + ttl - LEASE_MARGIN_S(m->cfg);
+                __atomic_store(&t->lease_until, &until, __ATOMIC_RELAXED);
                 if (items[i].status == HB_CANCEL) {
                     int none = STOP_NONE;
                     if (atomic_compare_exchange_strong(&t->stop, &none, STOP_CANCEL))
