@@ -669,6 +669,7 @@ int store_submit(store *st, submit_req *reqs, size_t n)
         args_push(&a, norm[2 * i + 1] ? norm[2 * i + 1] : "");
         args_pushf(&a, "%d", q->parallelism);
         args_push(&a, q->on_failure ? q->on_failure : "");
+        args_push(&a, q->id ? "0" : "1"); /* a fresh UUIDv4 cannot exist yet */
         idx[m++] = i;
     }
     int rc = 0;

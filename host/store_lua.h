@@ -6,8 +6,9 @@
  * Keys (P = prefix): P:task:<id> hash, P:sub:<id> hash, P:q:<handler> zset
  * (score = ms from which the task may be claimed), P:wake:<handler> list,
  * P:events stream, P:ev:<id> channel, P:ctl:<host> channel, P:hosts zset,
- * P:host:<id> hash, P:held:<host> string (the attempts a host holds, one
- * "id handler attempt" line each, rewritten by each heartbeat), P:done zset.
+ * P:host:<id> hash, P:held:<host> hash (the attempts a host holds: id ->
+ * "handler attempt", set by claim, removed by the write that ends the attempt
+ * or by the heartbeat that finds it lost), P:done zset.
  *
  * Scripts use Redis' clock (TIME) for every score so hosts with skewed clocks
  * agree on when a lease ends.
@@ -28,6 +29,9 @@
     "local RETENTION = tonumber(ARGV[3])\n"                                                  \
     "local T = redis.call('TIME')\n"                                                         \
     "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"                \
+    /* NOW as a string, made once: a number passed to redis.call is formatted with     \
+     * printf("%.17g") at every call. */                                                \
+    "local NOWS = tostring(NOW)\n"                                                            \
     "local function emit(id, name, data)\n"                                                  \
     "  local sid = redis.call('XADD', P .. ':events', 'MAXLEN', '~', MAXLEN, '*',\n"         \
     "    'event', name, 'task_id', id, 'data', data)\n"                                      \
@@ -36,11 +40,17 @@
     "end\n"                                                                                  \
     "local function payload(id, h, attempt, msg, extra)\n"                                   \
     "  return '{\"task_id\":\"' .. id .. '\",\"handler\":' .. cjson.encode(h) ..\n"          \
-    "    ',\"attempt\":' .. attempt .. ',\"ts_ms\":' .. NOW .. ',\"message\":' ..\n"         \
+    "    ',\"attempt\":' .. attempt .. ',\"ts_ms\":' .. NOWS .. ',\"message\":' ..\n"         \
     "    cjson.encode(msg) .. (extra or '') .. '}'\n"                                        \
     "end\n"                                                                                  \
     "local EVNAME = {SUCCESS = 'bgtask_done', FAILURE = 'bgtask_failed',\n"                  \
     "  CANCELLED = 'bgtask_cancelled'}\n"                                                    \
+    /* cmd key list[1..n], in calls of at most 1000 (unpack() is bounded by Lua's stack). */  \
+    "local function batched(cmd, key, list)\n"                                             \
+    "  for j = 1, #list, 1000 do\n"                                                        \
+    "    redis.call(cmd, key, unpack(list, j, math.min(j + 999, #list)))\n"                \
+    "  end\n"                                                                              \
+    "end\n"                                                                                \
     "local function wake(h)\n"                                                               \
     "  local w = P .. ':wake:' .. h\n"                                                       \
     "  redis.call('LPUSH', w, 1)\n"                                                          \
@@ -52,8 +62,10 @@
     "  local dead = redis.call('ZRANGEBYSCORE', P .. ':hosts', '-inf', NOW)\n"              \
     "  for _, d in ipairs(dead) do\n"                                                       \
     "    if d ~= self then\n"                                                               \
-    "      local list = redis.call('GET', P .. ':held:' .. d)\n"                            \
-    "      for id, h, a in string.gmatch(list or '', '(%S+) (%S+) (%S+)\\n') do\n"         \
+    "      local list = redis.call('HGETALL', P .. ':held:' .. d)\n"                        \
+    "      for j = 1, #list, 2 do\n"                                                         \
+    "        local id = list[j]\n"                                                            \
+    "        local h, a = string.match(list[j + 1], '(%S+) (%S+)')\n"                        \
     "        local r = redis.pcall('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n" \
     "        if r[1] == 'ONGOING' and r[2] == d and r[3] == a then\n"                       \
     "          redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW, id)\n"                        \
@@ -65,26 +77,28 @@
     "    end\n"                                                                             \
     "  end\n"                                                                               \
     "end\n"                                                                                 \
-    "local function terminate(id, h, attempt, state, msg, result, evname, data, keep)\n"           \
+    "local function terminate(id, h, attempt, state, msg, result, evname, data, keep, single)\n"           \
     "  local key = P .. ':task:' .. id\n"                                                    \
-    "  redis.call('HSET', key, 'state', state, 'message', msg, 'finished_ms', NOW,\n"        \
-    "    'updated_ms', NOW, 'cancel_requested', 0)\n"                                        \
+    "  redis.call('HSET', key, 'state', state, 'message', msg, 'finished_ms', NOWS,\n"       \
+    "    'updated_ms', NOWS, 'cancel_requested', '0')\n"                                        \
     "  if state == 'FAILURE' then redis.call('HSET', key, 'error', msg) end\n"               \
     "  if result then redis.call('HSET', key, 'result', result) end\n"                       \
     "  redis.call('ZREM', P .. ':q:' .. h, id)\n"                                            \
-    "  redis.call('ZADD', P .. ':done', NOW, id)\n"                                          \
+    "  redis.call('ZADD', P .. ':done', NOWS, id)\n"                                          \
     "  keep = keep or RETENTION\n"                                                           \
     "  if keep > 0 then\n"                                                                   \
-    "    redis.call('PEXPIRE', key, math.floor(keep * 1000))\n"                              \
-    "    redis.call('PEXPIRE', P .. ':sub:' .. id, math.floor(keep * 1000))\n"               \
+    "    local ms = tostring(math.floor(keep * 1000))\n"                                     \
+    "    redis.call('PEXPIRE', key, ms)\n"                                                   \
+    "    if not single then redis.call('PEXPIRE', P .. ':sub:' .. id, ms) end\n"               \
     "  end\n"                                                                                \
     "  emit(id, evname or EVNAME[state], data or payload(id, h, attempt, msg))\n"            \
     "end\n"
 
 /*
- * submit: ARGV[4] = n, then 8 per task: id, handler, args, max_attempts,
+ * submit: ARGV[4] = n, then 9 per task: id, handler, args, max_attempts,
  * delay_ms, subtasks (JSON array text or ""), parallelism (0 = the
- * handler's), on_failure ("" = the handler's, "continue", "fail_fast").
+ * handler's), on_failure ("" = the handler's, "continue", "fail_fast"), fresh
+ * ("1": the store made the id up, so it cannot exist and is not looked up).
  * Returns per task 1 (created) or 0 (id exists: nothing changed).
  */
 static const char LUA_SUBMIT[] = LUA_PRELUDE
@@ -94,29 +108,29 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
     "for k = 1, tonumber(ARGV[4]) do\n"
     "  local id, h, args = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
     "  local maxa, delay, subs = ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]\n"
-    "  local par, onf = ARGV[i + 6], ARGV[i + 7]\n"
-    "  i = i + 8\n"
+    "  local par, onf, fresh = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8] == '1'\n"
+    "  i = i + 9\n"
     "  local key = P .. ':task:' .. id\n"
-    "  if redis.call('EXISTS', key) == 1 then\n"
+    "  if not fresh and redis.call('EXISTS', key) == 1 then\n"
     "    out[k] = 0\n"
     "  else\n"
-    "    local kind, nsub = 'single', 0\n"
+    "    local kind, nsub = 'single', '0'\n"
     "    if subs ~= '' then\n"
     "      local list = cjson.decode(subs)\n"
-    "      kind, nsub = 'parallel', #list\n"
+    "      kind, nsub = 'parallel', tostring(#list)\n"
     "      local sk = P .. ':sub:' .. id\n"
-    "      for j = 1, nsub do\n"
+    "      for j = 1, #list do\n"
     "        redis.call('HSET', sk, (j - 1) .. ':args', cjson.encode(list[j]),\n"
     "          (j - 1) .. ':state', 'PENDING')\n"
     "      end\n"
     "    end\n"
     "    redis.call('HSET', key, 'id', id, 'handler', h, 'kind', kind, 'state', 'ONGOING',\n"
-    "      'args', args, 'attempt', 0, 'released', 0, 'max_attempts', maxa, 'owner', '',\n"
-    "      'created_ms', NOW, 'started_ms', 0, 'updated_ms', NOW, 'finished_ms', 0,\n"
-    "      'progress_current', 0, 'progress_total', 0, 'message', 'Task started',\n"
-    "      'result', '', 'error', '', 'cancel_requested', 0, 'subtasks', nsub,\n"
-    "      'sub_success', 0, 'sub_failure', 0, 'parallelism', par, 'on_failure', onf)\n"
-    "    redis.call('ZADD', P .. ':q:' .. h, NOW + delay, id)\n"
+    "      'args', args, 'attempt', '0', 'released', '0', 'max_attempts', maxa, 'owner', '',\n"
+    "      'created_ms', NOWS, 'started_ms', '0', 'updated_ms', NOWS, 'finished_ms', '0',\n"
+    "      'progress_current', '0', 'progress_total', '0', 'message', 'Task started',\n"
+    "      'result', '', 'error', '', 'cancel_requested', '0', 'subtasks', nsub,\n"
+    "      'sub_success', '0', 'sub_failure', '0', 'parallelism', par, 'on_failure', onf)\n"
+    "    redis.call('ZADD', P .. ':q:' .. h, delay == 0 and NOWS or tostring(NOW + delay), id)\n"
     "    if not woken[h] then wake(h); woken[h] = true end\n"
     "    emit(id, 'bgtask_updated', payload(id, h, 0, 'Task started',\n"
     "      ',\"current_progress\":0,\"total_progress\":0'))\n"
@@ -134,6 +148,7 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
  */
 static const char LUA_CLAIM[] = LUA_PRELUDE
     "local host, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local LEASE_UNTIL = tostring(NOW + lease)\n"
     "local out = {NOW, -1}\n"
     "local hs, held = {}, {}\n"
     /* A counter of the record: a whole number 0..2^31, else nil (corrupted). tonumber()
@@ -158,7 +173,7 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "      local key = P .. ':task:' .. id\n"
     "      local r = redis.pcall('HMGET', key, 'state', 'attempt', 'released', 'max_attempts',\n"
     "        'owner', 'cancel_requested', 'args', 'progress_current', 'progress_total',\n"
-    "        'created_ms', 'subtasks', 'parallelism', 'on_failure')\n"
+    "        'created_ms', 'subtasks', 'parallelism', 'on_failure', 'kind')\n"
     "      if not r[1] or r[1] ~= 'ONGOING' then\n"
     "        redis.call('ZREM', q, id)\n"
     "      else\n"
@@ -186,9 +201,15 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "            terminate(id, h, attempt, 'FAILURE', why)\n"
     "          else\n"
     "            attempt = attempt + 1\n"
-    "            redis.call('HSET', key, 'attempt', attempt, 'owner', host, 'started_ms', NOW,\n"
-    "              'updated_ms', NOW, 'max_attempts', maxa, 'kind', hd[4])\n"
-    "            redis.call('ZADD', q, NOW + lease, id)\n"
+    "            if r[4] == tostring(maxa) and r[14] == hd[4] then\n"
+    "              redis.call('HSET', key, 'attempt', tostring(attempt), 'owner', host,\n"
+    "                'started_ms', NOWS, 'updated_ms', NOWS)\n"
+    "            else\n"
+    "              redis.call('HSET', key, 'attempt', tostring(attempt), 'owner', host,\n"
+    "                'started_ms', NOWS, 'updated_ms', NOWS, 'max_attempts', tostring(maxa),\n"
+    "                'kind', hd[4])\n"
+    "            end\n"
+    "            redis.call('ZADD', q, LEASE_UNTIL, id)\n"
     "            local n = #out\n"
     "            out[n + 1] = id\n"
     "            out[n + 2] = h\n"
@@ -203,7 +224,8 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "            out[n + 11] = r[11] or '0'\n"
     "            out[n + 12] = r[12] or '0'\n"
     "            out[n + 13] = r[13] or ''\n"
-    "            held[#held + 1] = id .. ' ' .. h .. ' ' .. attempt .. '\\n'\n"
+    "            held[#held + 1] = id\n"
+    "            held[#held + 1] = h .. ' ' .. attempt\n"
     "            want = want - 1\n"
     "          end\n"
     "        end\n"
@@ -230,7 +252,7 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "  end\n"
     "end\n"
     "if #held > 0 then\n"
-    "  redis.call('APPEND', P .. ':held:' .. host, table.concat(held))\n"
+    "  batched('HSET', P .. ':held:' .. host, held)\n"
     "end\n"
     "out[2] = due\n"
     /* A full batch may have left due work behind: wake another host for it. */
@@ -245,14 +267,14 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
  * then 3 per attempt: id, handler, attempt. Returns per attempt 0 (renewed),
  * 1 (lost), 2 (renewed, cancel requested).
  *
- * It also buries hosts whose entry expired (see bury) and rewrites the list of
- * attempts this host holds (P:held:<host>).
+ * It also buries hosts whose entry expired (see bury), drops the lost attempts
+ * from the host's P:held:<host> and keeps that key alive.
  */
 static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "local host, lease, ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "bury(host)\n"
     "redis.call('ZADD', P .. ':hosts', NOW + ttl, host)\n"
-    "local out, held, seen = {}, {}, {}\n"
+    "local out, lost = {}, {}\n"
     "local i = 15\n"
     "for k = 1, tonumber(ARGV[14]) do\n"
     "  local id, h, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
@@ -261,30 +283,20 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'cancel_requested')\n"
     "  if r[1] == 'ONGOING' and r[2] == host and r[3] == attempt then\n"
     "    redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW + lease, id)\n"
-    "    held[#held + 1] = id .. ' ' .. h .. ' ' .. attempt .. '\\n'\n"
-    "    seen[id] = true\n"
     "    if r[4] == '1' then out[k] = 2 else out[k] = 0 end\n"
     "  else\n"
     "    out[k] = 1\n"
+    "    lost[#lost + 1] = id\n"
     "  end\n"
     "end\n"
-    /* Keep what a claim appended after the host listed its attempts for this call. */
     "local hkey = P .. ':held:' .. host\n"
-    "for id, h, a in string.gmatch(redis.call('GET', hkey) or '', '(%S+) (%S+) (%S+)\\n') do\n"
-    "  if not seen[id] then\n"
-    "    local r = redis.pcall('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n"
-    "    if r[1] == 'ONGOING' and r[2] == host and r[3] == a then\n"
-    "      held[#held + 1] = id .. ' ' .. h .. ' ' .. a .. '\\n'\n"
-    "      seen[id] = true\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
+    "if #lost > 0 then batched('HDEL', hkey, lost) end\n"
     "local hk = P .. ':host:' .. host\n"
     "redis.call('HSET', hk, 'id', host, 'machine', ARGV[7], 'pid', ARGV[8], 'version', ARGV[9],\n"
     "  'handlers', ARGV[10], 'workers', ARGV[11], 'running', ARGV[12], 'started_ms', ARGV[13],\n"
     "  'updated_ms', NOW)\n"
     "redis.call('PEXPIRE', hk, math.max(ttl * 2, lease * 2))\n"
-    "redis.call('SET', hkey, table.concat(held), 'PX', math.max(ttl * 2, lease * 2))\n"
+    "redis.call('PEXPIRE', hkey, math.max(ttl * 2, lease * 2))\n"
     "return out\n";
 
 /*
@@ -303,11 +315,13 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "local out = {}\n"
     "local i = 6\n"
     "local finished = false\n"
+    "local ended = {}\n"
     "for k = 1, tonumber(ARGV[5]) do\n"
     "  local op, id, h, attempt = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
+    "  if op ~= 0 and op ~= 6 then ended[#ended + 1] = id end\n"
     "  local key = P .. ':task:' .. id\n"
     "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'released',\n"
-    "    'max_attempts')\n"
+    "    'max_attempts', 'kind')\n"
     "  if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then\n"
     "    out[k] = 0\n"
     "  else\n"
@@ -322,7 +336,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "      if res == '' then res = nil end\n"
     "      local keep = tonumber(ARGV[i + 14])\n"
     "      if keep < 0 then keep = nil end\n"
-    "      terminate(id, h, attempt, STATE[op], msg, res, evn, evp, keep)\n"
+    "      terminate(id, h, attempt, STATE[op], msg, res, evn, evp, keep, r[6] == 'single')\n"
     "      finished = true\n"
     "    elseif op == 4 then\n"
     "      local used = tonumber(attempt) - (tonumber(r[4]) or 0)\n"
@@ -361,6 +375,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "  end\n"
     "  i = i + 18\n"
     "end\n"
+    "if #ended > 0 then batched('HDEL', P .. ':held:' .. host, ended) end\n"
     "if finished and RETENTION > 0 then\n"
     "  redis.call('ZREMRANGEBYSCORE', P .. ':done', '-inf', NOW - RETENTION * 1000)\n"
     "end\n"

@@ -1,5 +1,5 @@
 /*
- * demo.c - the demo plugin: four small handlers that show the whole SDK at work.
+ * demo.c - the demo plugin: five small handlers that show the whole SDK at work.
  *
  *   demo.sleep  {"seconds": F=1, "steps": N=10}  sleeps in N steps, reports progress, honours
  *               cancellation and resumes where a lost attempt got to. Result:
@@ -10,9 +10,16 @@
  *                                   to fail")
  *   demo.flaky  {"n": N=3}          asks to be retried until attempt N, then succeeds with
  *                                   {"attempt": N}; registered with max_attempts = 10
+ *   demo.parallel {"items": N, "ms": M=100, "fail": [i, ...]}
+ *               a parallel task of N subtasks (1..100000; the host's tasks.max_subtasks caps
+ *               it too). Subtask i sleeps M ms in slices, reporting its own progress, then
+ *               fails with "subtask i was asked to fail" if i is listed in "fail", else
+ *               succeeds with {"index": i}. The task's result: {"succeeded": S, "items": N}.
+ *               Subtask args, as the split writes them: {"index": i, "ms": M, "fail": bool}.
  *
  * Plugin config (all optional):
- *   max_seconds = 600.0;   the longest demo.sleep accepts (default and ceiling: 86400)
+ *   max_seconds = 600.0;   the longest demo.sleep accepts, and the longest "ms" of
+ *                          demo.parallel (default and ceiling: 86400)
  *
  * Read this file as a template: argument checks that name the field and what was expected,
  * a cancel check at least every 50 ms, per-handler state passed as udata (never a global
@@ -32,6 +39,12 @@
 #define DEMO_MAX_STEPS 100000
 /* The longest demo.sleep sleeps without looking at bgt_cancelled(). */
 #define DEMO_SLICE_S 0.05
+/* The upper bound of demo.parallel's "items". */
+#define DEMO_MAX_ITEMS 100000
+/* demo.parallel's "ms" when the args do not say. */
+#define DEMO_DEFAULT_MS 100
+/* The length of one of demo.parallel's progress slices, in ms (DEMO_SLICE_S). */
+#define DEMO_SLICE_MS 50
 
 /* What demo.sleep needs from the plugin config: one per load, handed to the host as udata. */
 struct demo_config {
@@ -82,8 +95,9 @@ static bool arg_number(bgt_task *t, const cJSON *args, const char *field, double
         *out = v->valuedouble;
         return true;
     }
-    bgt_set_error(t, "args.%s must be %s %g..%g", field, integer ? "an integer" : "a number", lo,
-                  hi);
+    /* %.15g: whole bounds print in full (86400000, not 8.64e+07). */
+    bgt_set_error(t, "args.%s must be %s %.15g..%.15g", field,
+                  integer ? "an integer" : "a number", lo, hi);
     return false;
 }
 
@@ -221,6 +235,151 @@ static bgt_status demo_flaky(bgt_task *t, const cJSON *args, void *udata)
 }
 
 /*
+ * demo.parallel, split: check the task's args and add one subtask per item,
+ * {"index": i, "ms": M, "fail": bool}. The checks happen here, once, so that a bad request
+ * fails the task before any subtask runs.
+ */
+static bgt_status demo_parallel_split(bgt_task *t, const cJSON *args, void *udata)
+{
+    const struct demo_config *cfg = udata;
+    double items_d = 0, ms = DEMO_DEFAULT_MS;
+
+    if (!args_object(t, args))
+        return BGT_FAILED;
+    if (cJSON_GetObjectItemCaseSensitive(args, "items") == NULL) {
+        bgt_set_error(t, "args.items is required: the number of subtasks, 1..%d",
+                      DEMO_MAX_ITEMS);
+        return BGT_FAILED;
+    }
+    if (!arg_number(t, args, "items", 1, DEMO_MAX_ITEMS, true, &items_d) ||
+        !arg_number(t, args, "ms", 0, cfg->max_seconds * 1000, true, &ms))
+        return BGT_FAILED;
+    int n = (int)items_d;
+
+    /* Which items fail: a flag per item, so that the loop below does not search the list. */
+    bool *fails = calloc((size_t)n, sizeof *fails);
+    if (fails == NULL) {
+        bgt_set_error(t, "out of memory");
+        return BGT_FAILED;
+    }
+    bgt_status st = BGT_FAILED;
+    const cJSON *fail = cJSON_GetObjectItemCaseSensitive(args, "fail");
+    if (fail != NULL && !cJSON_IsArray(fail)) {
+        bgt_set_error(t, "args.fail must be an array of subtask indices 0..%d", n - 1);
+        goto out;
+    }
+    const cJSON *f;
+    cJSON_ArrayForEach(f, fail) {
+        if (!cJSON_IsNumber(f) || f->valuedouble < 0 || f->valuedouble > n - 1 ||
+            f->valuedouble != (double)(int)f->valuedouble) {
+            bgt_set_error(t, "args.fail must be an array of subtask indices 0..%d", n - 1);
+            goto out;
+        }
+        fails[(int)f->valuedouble] = true;
+    }
+
+    for (int i = 0; i < n; i++) {
+        cJSON *item = cJSON_CreateObject();
+        if (item == NULL || !cJSON_AddNumberToObject(item, "index", i) ||
+            !cJSON_AddNumberToObject(item, "ms", ms) ||
+            !cJSON_AddBoolToObject(item, "fail", fails[i])) {
+            cJSON_Delete(item);
+            bgt_set_error(t, "out of memory");
+            goto out;
+        }
+        int rc = bgt_add_subtask(t, item);
+        cJSON_Delete(item);
+        if (rc == -E2BIG) {
+            bgt_set_error(t, "args.items = %d is more subtasks than the host accepts "
+                             "(tasks.max_subtasks)", n);
+            goto out;
+        }
+        if (rc < 0) {
+            bgt_set_error(t, "the host refused subtask %d: %s", i, strerror(-rc));
+            goto out;
+        }
+    }
+    st = BGT_OK;
+out:
+    free(fails);
+    return st;
+}
+
+/*
+ * demo.parallel, run (one call per subtask): sleep args.ms in slices of DEMO_SLICE_MS,
+ * reporting "slice k/n" after each, then fail or succeed as args.fail says. Args that did not
+ * come from the split (a submitter may give the subtasks itself) are checked the same way;
+ * a missing index is the subtask's own.
+ */
+static bgt_status demo_parallel_run(bgt_task *t, const cJSON *args, void *udata)
+{
+    const struct demo_config *cfg = udata;
+    double index_d = bgt_subtask(t), ms = DEMO_DEFAULT_MS;
+
+    if (!args_object(t, args) ||
+        !arg_number(t, args, "index", 0, DEMO_MAX_ITEMS - 1, true, &index_d) ||
+        !arg_number(t, args, "ms", 0, cfg->max_seconds * 1000, true, &ms))
+        return BGT_FAILED;
+    const cJSON *fail = cJSON_GetObjectItemCaseSensitive(args, "fail");
+    if (fail != NULL && !cJSON_IsBool(fail)) {
+        bgt_set_error(t, "args.fail must be true or false");
+        return BGT_FAILED;
+    }
+    int index = (int)index_d;
+
+    /* At least one slice, so that even a 0 ms subtask reports that it got to its end. */
+    long long slices = ((long long)ms + DEMO_SLICE_MS - 1) / DEMO_SLICE_MS;
+    if (slices < 1)
+        slices = 1;
+    double slice_s = ms / 1000.0 / (double)slices;
+    double t0 = mono_now();
+    for (long long k = 1; k <= slices; k++) {
+        if (!sleep_until(t, t0 + (double)k * slice_s))
+            return BGT_CANCELLED;
+        char msg[64];
+        snprintf(msg, sizeof msg, "subtask %d: slice %lld/%lld", index, k, slices);
+        bgt_progress(t, (double)k, (double)slices, msg);
+    }
+
+    if (cJSON_IsTrue(fail)) {
+        bgt_set_error(t, "subtask %d was asked to fail", index);
+        return BGT_FAILED;
+    }
+    cJSON *result = cJSON_CreateObject();
+    if (result != NULL && !cJSON_AddNumberToObject(result, "index", index)) {
+        cJSON_Delete(result);
+        result = NULL;
+    }
+    return finish_with(t, result);
+}
+
+/*
+ * demo.parallel, merge: `results` holds one entry per subtask, null for those that failed.
+ * The task's result is {"succeeded": S, "items": N}.
+ */
+static bgt_status demo_parallel_merge(bgt_task *t, const cJSON *results, void *udata)
+{
+    if (!cJSON_IsArray(results)) {
+        bgt_set_error(t, "the host passed subtask results that are not an array");
+        return BGT_FAILED;
+    }
+    int n = 0, succeeded = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, results) {
+        n++;
+        if (!cJSON_IsNull(r))
+            succeeded++;
+    }
+    cJSON *result = cJSON_CreateObject();
+    if (result != NULL && (!cJSON_AddNumberToObject(result, "succeeded", succeeded) ||
+                           !cJSON_AddNumberToObject(result, "items", n))) {
+        cJSON_Delete(result);
+        result = NULL;
+    }
+    return finish_with(t, result);
+}
+
+/*
  * Read the plugin config into a fresh struct demo_config. Unknown settings are logged, not
  * fatal, so a config written for a newer version of the plugin still loads.
  */
@@ -266,6 +425,8 @@ static int demo_init(bgt_plugin *p, const cJSON *config)
     int rc = demo_config_read(p, config, &cfg);
     if (rc < 0)
         return rc;
+    /* Kept for demo.parallel: cfg is the host's once it is handed over below. */
+    double max_seconds = cfg->max_seconds;
 
     /* cfg passes to the host here, whatever the call returns: the host frees it with free(). */
     rc = bgt_register_handler(p, (bgt_handler_def){
@@ -286,11 +447,29 @@ static int demo_init(bgt_plugin *p, const cJSON *config)
     if (rc < 0)
         return rc;
     /* Ten claims, so that {"n": 10} succeeds without touching the host's max_attempts. */
+    rc = bgt_register_handler(p, (bgt_handler_def){
+                                     .name = "demo.flaky",
+                                     .kind = BGT_SINGLE,
+                                     .run = demo_flaky,
+                                     .max_attempts = 10,
+                                 });
+    if (rc < 0)
+        return rc;
+
+    /* demo.parallel reads the same settings; the host frees each handler's udata once, so
+     * it gets a struct of its own. */
+    struct demo_config *pcfg = malloc(sizeof *pcfg);
+    if (pcfg == NULL)
+        return -ENOMEM;
+    pcfg->max_seconds = max_seconds;
     return bgt_register_handler(p, (bgt_handler_def){
-                                       .name = "demo.flaky",
-                                       .kind = BGT_SINGLE,
-                                       .run = demo_flaky,
-                                       .max_attempts = 10,
+                                       .name = "demo.parallel",
+                                       .kind = BGT_PARALLEL,
+                                       .run = demo_parallel_run,
+                                       .split = demo_parallel_split,
+                                       .merge = demo_parallel_merge,
+                                       .udata = pcfg,
+                                       .udata_free = free,
                                    });
 }
 

@@ -1,5 +1,6 @@
 /*
- * files.c - the files plugin: SHA-256 checksums of a file or of a directory tree.
+ * files.c - the files plugin: SHA-256 checksums of a file or of a directory tree, and the
+ * cleanup of old files in a tree, as a parallel task.
  *
  *   files.checksum  {"path": P}
  *       P a regular file: its digest. P a directory: the digest of every regular file under
@@ -16,8 +17,14 @@
  * hashes them and reports about every MiB (the host throttles reports anyway). Cancellation
  * is checked between chunks, so a huge file does not delay it.
  *
+ *   files.cleanup  {"path": P, "older_than_days": D, "batch_size": B, "dry_run": false}
+ *       deletes the regular files under P older than D days, as a parallel task of batches:
+ *       see cleanup.c.
+ *
  * Plugin config (all optional):
- *   max_files = 100000;   a tree with more regular files than this fails the task
+ *   max_files = 100000;         files.checksum: a tree with more regular files than this fails
+ *                               the task; files.cleanup: the most files one task deletes
+ *   cleanup_batch_size = 100;   files.cleanup's batch_size when the args do not give one
  *
  * A missing or unreadable path fails the task with a message that names it and the reason,
  * "cannot open /x/y: Permission denied"; running out of memory or file descriptors is this
@@ -37,17 +44,14 @@
 
 #include <bgtask.h>
 
+#include "files.h"
+
 #define FILES_DEFAULT_MAX_FILES 100000
 #define FILES_MAX_MAX_FILES 100000000
 /* Bytes read and hashed between two cancel checks. */
 #define FILES_CHUNK (128 * 1024)
 /* Bytes hashed between two progress reports. */
 #define FILES_REPORT_EVERY (1024 * 1024)
-
-/* What files.checksum needs from the plugin config: one per load, handed to the host. */
-struct files_config {
-    long max_files;
-};
 
 /* One regular file found by the first pass. */
 struct file_entry {
@@ -372,9 +376,23 @@ static int files_config_read(bgt_plugin *p, const cJSON *config, struct files_co
     if (cfg == NULL)
         return -ENOMEM;
     cfg->max_files = FILES_DEFAULT_MAX_FILES;
+    cfg->cleanup_batch_size = CLEANUP_DEFAULT_BATCH;
 
     const cJSON *item;
     cJSON_ArrayForEach(item, config) {
+        if (strcmp(item->string, "cleanup_batch_size") == 0) {
+            if (!cJSON_IsNumber(item) || item->valuedouble < 1 ||
+                item->valuedouble > CLEANUP_MAX_BATCH ||
+                item->valuedouble != (double)(int)item->valuedouble) {
+                bgt_plugin_log(p, BGT_LOG_ERR,
+                               "config: cleanup_batch_size must be an integer 1..%d",
+                               CLEANUP_MAX_BATCH);
+                free(cfg);
+                return -EINVAL;
+            }
+            cfg->cleanup_batch_size = (int)item->valuedouble;
+            continue;
+        }
         if (strcmp(item->string, "max_files") != 0) {
             bgt_plugin_log(p, BGT_LOG_WARNING, "config: unknown setting %s ignored",
                            item->string);
@@ -394,19 +412,43 @@ static int files_config_read(bgt_plugin *p, const cJSON *config, struct files_co
     return 0;
 }
 
-/* Called once at load: read the config, register files.checksum. */
+/* Called once at load: read the config, register files.checksum and files.cleanup. */
 static int files_init(bgt_plugin *p, const cJSON *config)
 {
     struct files_config *cfg;
     int rc = files_config_read(p, config, &cfg);
     if (rc < 0)
         return rc;
+    /* The host frees each handler's udata once: files.cleanup gets a copy of its own, made
+     * now, because cfg is the host's from the first registration on. */
+    struct files_config *ccfg = malloc(sizeof *ccfg);
+    if (ccfg == NULL) {
+        free(cfg);
+        return -ENOMEM;
+    }
+    *ccfg = *cfg;
     /* cfg passes to the host here, whatever the call returns: the host frees it with free(). */
+    rc = bgt_register_handler(p, (bgt_handler_def){
+                                     .name = "files.checksum",
+                                     .kind = BGT_SINGLE,
+                                     .run = files_checksum,
+                                     .udata = cfg,
+                                     .udata_free = free,
+                                 });
+    if (rc < 0) {
+        free(ccfg);
+        return rc;
+    }
+    /* The batches are made by the split, not by the host (batch_size stays 0), because the
+     * size is the task's own args.batch_size, which the host's per-handler setting cannot
+     * follow. */
     return bgt_register_handler(p, (bgt_handler_def){
-                                       .name = "files.checksum",
-                                       .kind = BGT_SINGLE,
-                                       .run = files_checksum,
-                                       .udata = cfg,
+                                       .name = "files.cleanup",
+                                       .kind = BGT_PARALLEL,
+                                       .run = cleanup_run,
+                                       .split = cleanup_split,
+                                       .merge = cleanup_merge,
+                                       .udata = ccfg,
                                        .udata_free = free,
                                    });
 }
