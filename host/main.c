@@ -11,8 +11,10 @@
 
 #include "api.h"
 #include "config.h"
+#include "http.h"
 #include "manager.h"
 #include "metrics.h"
+#include "notify.h"
 #include "plugin.h"
 #include "registry.h"
 #include "store.h"
@@ -29,6 +31,7 @@ static void usage(FILE *f)
             "      --check-config  validate the config and the plugins, then exit\n"
             "      --redis URL     Redis address (overrides $BGTASK_REDIS and the config)\n"
             "      --host-id ID    this host's id (default: config, else hostname:pid)\n"
+            "      --http ADDR     serve the HTTP API on ADDR, host:port (overrides http.listen)\n"
             "  -v, --verbose       log at debug level\n"
             "  -h, --help          this text\n"
             "      --version       print the version\n"
@@ -81,7 +84,8 @@ static void unload_all(loaded *l)
 
 /*
  * Load the plugins cfg names that are not loaded yet (and with autoload, every
- * .so of the plugins dir). Returns 0, or -1 when a required plugin failed.
+ * .so of the plugins dir). Returns how many failed to load, or -1 when some
+ * did and plugins.required is set.
  */
 static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
 {
@@ -133,7 +137,7 @@ static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
         log_err("%d plugin(s) failed to load and plugins.required is set", failed);
         return -1;
     }
-    return 0;
+    return failed;
 }
 
 static char *default_host_id(void)
@@ -169,11 +173,13 @@ static void reload(const char *path, registry *reg, loaded *l, manager *m)
     }
     unsigned before = reg->generation;
     next.plugins_required = false; /* a reload never stops a running host */
-    load_plugins(&next, reg, l);
+    int failed = load_plugins(&next, reg, l);
     config_free(&next);
     if (reg->generation != before) {
         manager_handlers_changed(m);
-        log_notice("SIGHUP: handlers reloaded");
+        log_notice("SIGHUP: handlers reloaded%s", failed ? "; some plugins failed (see above)" : "");
+    } else if (failed) {
+        log_warn("SIGHUP: no new handlers: the plugins that failed to load are named above");
     } else {
         log_notice("SIGHUP: no new plugins (settings other than plugins need a restart)");
     }
@@ -181,14 +187,15 @@ static void reload(const char *path, registry *reg, loaded *l, manager *m)
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = NULL, *redis_cli = NULL, *host_cli = NULL;
+    const char *conf_path = NULL, *redis_cli = NULL, *host_cli = NULL, *http_cli = NULL;
     bool check = false, verbose = false;
-    enum { OPT_CHECK = 256, OPT_REDIS, OPT_HOST, OPT_VERSION };
+    enum { OPT_CHECK = 256, OPT_REDIS, OPT_HOST, OPT_VERSION, OPT_HTTP };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, OPT_CHECK},
         {"redis", required_argument, NULL, OPT_REDIS}, {"host-id", required_argument, NULL, OPT_HOST},
         {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION}, {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, OPT_VERSION}, {"http", required_argument, NULL, OPT_HTTP},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
@@ -197,6 +204,7 @@ int main(int argc, char **argv)
         case OPT_CHECK: check = true; break;
         case OPT_REDIS: redis_cli = optarg; break;
         case OPT_HOST: host_cli = optarg; break;
+        case OPT_HTTP: http_cli = optarg; break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return 0;
         case OPT_VERSION: printf("bgtaskd %s (plugin ABI %d.%d, protocol %d)\n", BGT_VERSION,
@@ -226,7 +234,13 @@ int main(int argc, char **argv)
     const char *url = redis_url_pick(redis_cli, cfg.redis_url);
     redis_addr addr;
     if (redis_addr_parse(url, &addr, err, sizeof err) < 0) {
-        fprintf(stderr, "bgtaskd: %s\n", err);
+        /* Say where the address came from: the command line, the environment or the file. */
+        if (url == redis_cli)
+            fprintf(stderr, "bgtaskd: --redis: %s\n", err);
+        else if (cfg.redis_url && url == cfg.redis_url)
+            fprintf(stderr, "bgtaskd: %s: redis.url: %s\n", cfg.path ? cfg.path : "config", err);
+        else
+            fprintf(stderr, "bgtaskd: $BGTASK_REDIS: %s\n", err);
         config_free(&cfg);
         return 1;
     }
@@ -246,6 +260,7 @@ int main(int argc, char **argv)
     int status = 1;
     metrics *met = NULL;
     manager *m = NULL;
+    http_server *http = NULL;
     store *submit_st = NULL;
     char *host_id = NULL;
 
@@ -294,21 +309,48 @@ int main(int argc, char **argv)
     }
     log_notice("bgtaskd %s: host %s serving %zu handler(s) with %d worker(s), prefix '%s'",
                BGT_VERSION, host_id, nhandlers, cfg.workers, cfg.prefix);
+    const char *http_at = http_cli && *http_cli ? http_cli : cfg.http_listen;
+    if (http_at && *http_at) {
+        http = http_start(&cfg, http_at, &addr, met, &reg, err, sizeof err);
+        if (!http) {
+            log_err("%s", err);
+            manager_stop(m, true);
+            goto out;
+        }
+        log_notice("http: serving on http://%s/%s", http_address(http),
+                   cfg.http_token ? " (bearer token required)" : "");
+    }
 
+    notify_ready();
+    double wd_every = notify_watchdog_interval(), wd_next = 0;
     int stops = 0;
     while (!manager_done(m)) {
+        if (wd_every > 0 && mono_s() >= wd_next) {
+            notify_watchdog();
+            wd_next = mono_s() + wd_every;
+        }
         struct timespec tick = {0, 100 * 1000000L};
         int sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT) {
+            if (stops == 0)
+                notify_stopping();
             manager_stop(m, stops++ > 0);
         } else if (sig == SIGHUP) {
+            notify_reloading();
             reload(conf_path, &reg, &plugins, m);
+            notify_ready();
         }
     }
     status = 0;
     log_notice("stopped");
 out:
-    manager_free(m);
+    http_stop(http);
+    if (manager_free(m)) {
+        /* Handlers that ignored the stop request still run plugin code; their attempts
+         * were released. Unloading the plugins under them would crash the exit. */
+        log_warn("exiting with handler(s) still running; their attempts were released");
+        _exit(status);
+    }
     host_api_set_submit_store(NULL);
     store_free(submit_st);
     unload_all(&plugins);

@@ -536,10 +536,10 @@ bool manager_done(manager *m)
     return done;
 }
 
-void manager_free(manager *m)
+bool manager_free(manager *m)
 {
     if (!m)
-        return;
+        return false;
     if (m->started) {
         pthread_join(m->dispatcher, NULL);
         pthread_join(m->writer, NULL);
@@ -555,7 +555,7 @@ void manager_free(manager *m)
             else
                 pthread_join(m->workers[i], NULL);
         if (stuck)
-            return; /* attempts still reference m */
+            return true; /* their threads still reference m */
     }
     while (m->owned) {
         bgt_task *t = m->owned;
@@ -574,5 +574,6 @@ void manager_free(manager *m)
     pthread_cond_destroy(&m->slot_cond);
     pthread_cond_destroy(&m->write_cond);
     free(m);
+    return false;
 }
 

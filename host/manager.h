@@ -40,8 +40,13 @@ void manager_handlers_changed(manager *m);
 void manager_stop(manager *m, bool now);
 /* True once the manager has drained and left P:hosts. */
 bool manager_done(manager *m);
-/* Wait for the threads and free everything. */
-void manager_free(manager *m);
+/*
+ * Wait for the threads and free everything. Returns true when it had to leave
+ * worker threads behind, still inside handlers that ignored the stop request
+ * (their attempts were released): the caller must then exit without unloading
+ * the plugins those threads are running.
+ */
+bool manager_free(manager *m);
 
 /* The bgt_api entries for running tasks (used to build the host table). */
 const char *task_api_id(const bgt_task *t);

@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ typedef struct hmetrics {
 struct metrics {
     pthread_mutex_t lock;
     long counters[MC_COUNT];
+    long gauges[MG_COUNT];
     hmetrics *handlers;
 };
 
@@ -45,6 +47,15 @@ static const struct {
     [MC_PROGRESS_COALESCED] = {"bgtask_progress_coalesced_total",
                                "Progress updates replaced by a later one before being written."},
     [MC_FENCED] = {"bgtask_fenced_writes_total", "Writes refused because the lease was lost."},
+    [MC_SSE_EVENTS] = {"bgtask_sse_events_sent_total",
+                       "Events queued to SSE streams, counted once per stream."},
+};
+
+static const struct {
+    const char *name;
+    const char *help;
+} gauge_info[MG_COUNT] = {
+    [MG_SSE_CLIENTS] = {"bgtask_sse_clients", "Open SSE event streams."},
 };
 
 metrics *metrics_new(void)
@@ -73,6 +84,13 @@ void metrics_inc(metrics *m, metric_counter c, long n)
     pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_set(metrics *m, metric_gauge g, long v)
+{
+    pthread_mutex_lock(&m->lock);
+    m->gauges[g] = v;
+    pthread_mutex_unlock(&m->lock);
+}
+
 /* The entry of a handler, created on first use. Called with the lock held. */
 static hmetrics *handler_entry(metrics *m, const char *handler)
 {
@@ -83,6 +101,13 @@ static hmetrics *handler_entry(metrics *m, const char *handler)
     *pp = xcalloc(1, sizeof **pp);
     strlcpy_((*pp)->handler, handler, sizeof (*pp)->handler);
     return *pp;
+}
+
+void metrics_declare(metrics *m, const char *handler)
+{
+    pthread_mutex_lock(&m->lock);
+    handler_entry(m, handler);
+    pthread_mutex_unlock(&m->lock);
 }
 
 void metrics_started(metrics *m, const char *handler)
@@ -132,7 +157,98 @@ __attribute__((format(printf, 2, 3))) static void put(text *t, const char *fmt, 
     }
 }
 
-char *metrics_render(metrics *m)
+/* A label value with \, " and line feeds escaped, as the text format wants. */
+static void put_label(text *t, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            put(t, "\\%c", *v);
+        else if (*v == '\n')
+            put(t, "\\n");
+        else
+            put(t, "%c", *v);
+    }
+}
+
+static double stat_num(const cJSON *o, const char *f, bool *found)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f);
+    if (found)
+        *found = cJSON_IsNumber(v);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* The entry of handler in store_stats' "handlers" array, or NULL. */
+static const cJSON *stats_handler(const cJSON *handlers, const char *name)
+{
+    const cJSON *h;
+    cJSON_ArrayForEach(h, handlers) {
+        const cJSON *hn = cJSON_GetObjectItemCaseSensitive(h, "handler");
+        if (cJSON_IsString(hn) && strcmp(hn->valuestring, name) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+/*
+ * One per-handler gauge family from the "handlers" array of store_stats: its
+ * entries that carry field, and, with zero_known, a 0 for each handler this
+ * host knows that has no entry (its queue is empty, so Redis has no key).
+ */
+static void put_queue_gauge(text *t, const metrics *m, const cJSON *handlers, const char *name,
+                            const char *help, const char *field, double scale, bool zero_known)
+{
+    put(t, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    const cJSON *h;
+    cJSON_ArrayForEach(h, handlers) {
+        bool found;
+        double v = stat_num(h, field, &found);
+        const cJSON *hn = cJSON_GetObjectItemCaseSensitive(h, "handler");
+        if (!found || !cJSON_IsString(hn))
+            continue;
+        put(t, "%s{handler=\"", name);
+        put_label(t, hn->valuestring);
+        put(t, "\"} %.15g\n", v * scale);
+    }
+    if (!zero_known)
+        return;
+    for (const hmetrics *hm = m->handlers; hm; hm = hm->next)
+        if (!stats_handler(handlers, hm->handler))
+            put(t, "%s{handler=\"%s\"} 0\n", name, hm->handler);
+}
+
+/* What a scrape read from Redis (stats may be NULL: Redis did not answer).
+ * Called with the lock held. */
+static void render_redis(text *t, const metrics *m, const cJSON *stats)
+{
+    put(t, "# HELP bgtask_redis_up Whether Redis answered this scrape.\n"
+           "# TYPE bgtask_redis_up gauge\nbgtask_redis_up %d\n",
+        stats ? 1 : 0);
+    if (!stats)
+        return;
+    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(stats, "handlers");
+    put_queue_gauge(t, m, hs, "bgtask_queue_depth",
+                    "Unfinished tasks in the queue, per handler (waiting, delayed and running).",
+                    "queued", 1, true);
+    put_queue_gauge(t, m, hs, "bgtask_queue_due", "Tasks due now and not claimed, per handler.",
+                    "due", 1, true);
+    put_queue_gauge(t, m, hs, "bgtask_queue_oldest_due_age_seconds",
+                    "How long the oldest due task has waited to be claimed, per handler.",
+                    "oldest_due_age_ms", 0.001, false);
+    bool found;
+    double v = stat_num(stats, "finished", &found);
+    if (found)
+        put(t, "# HELP bgtask_tasks_finished Finished tasks still kept (within retention).\n"
+               "# TYPE bgtask_tasks_finished gauge\nbgtask_tasks_finished %.15g\n",
+            v);
+    v = stat_num(stats, "hosts", &found);
+    if (found)
+        put(t, "# HELP bgtask_hosts Live hosts sharing this Redis.\n"
+               "# TYPE bgtask_hosts gauge\nbgtask_hosts %.15g\n",
+            v);
+}
+
+static char *render(metrics *m, bool scrape, const cJSON *stats)
 {
     text t = {xmalloc(4096), 0, 4096};
     t.s[0] = '\0';
@@ -164,6 +280,15 @@ char *metrics_render(metrics *m)
     for (int c = 0; c < MC_COUNT; c++)
         put(&t, "# HELP %s %s\n# TYPE %s counter\n%s %ld\n", counter_info[c].name,
             counter_info[c].help, counter_info[c].name, counter_info[c].name, m->counters[c]);
+    for (int g = 0; g < MG_COUNT; g++)
+        put(&t, "# HELP %s %s\n# TYPE %s gauge\n%s %ld\n", gauge_info[g].name,
+            gauge_info[g].help, gauge_info[g].name, gauge_info[g].name, m->gauges[g]);
+    if (scrape)
+        render_redis(&t, m, stats);
     pthread_mutex_unlock(&m->lock);
     return t.s;
 }
+
+char *metrics_render(metrics *m) { return render(m, false, NULL); }
+
+char *metrics_render_scrape(metrics *m, const cJSON *stats) { return render(m, true, stats); }

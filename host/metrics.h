@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 #include "bgtask.h"
 
 typedef struct metrics metrics;
@@ -22,13 +24,25 @@ typedef enum metric_counter {
     MC_PROGRESS_WRITES,    /* progress updates written */
     MC_PROGRESS_COALESCED, /* progress updates replaced by a later one before being written */
     MC_FENCED,             /* writes refused by fencing */
+    MC_SSE_EVENTS,         /* events queued to SSE streams (one per stream it went to) */
     MC_COUNT
 } metric_counter;
+
+/* Gauges that are not per handler. */
+typedef enum metric_gauge {
+    MG_SSE_CLIENTS,        /* open SSE streams */
+    MG_COUNT
+} metric_gauge;
 
 metrics *metrics_new(void);
 void metrics_free(metrics *m);
 
 void metrics_inc(metrics *m, metric_counter c, long n);
+/* Set a gauge. */
+void metrics_set(metrics *m, metric_gauge g, long v);
+/* Make handler's series exist (at zero) before its first attempt, so a
+ * dashboard sees every handler the host serves. */
+void metrics_declare(metrics *m, const char *handler);
 /* An attempt of handler started (running gauge +1). */
 void metrics_started(metrics *m, const char *handler);
 /* An attempt ended with status ("success", "failure", "cancelled", "retry",
@@ -37,5 +51,13 @@ void metrics_ended(metrics *m, const char *handler, const char *status, double d
 
 /* Render everything in the Prometheus text format into a malloc'd string. */
 char *metrics_render(metrics *m);
+/*
+ * The same, plus what a scrape reads from Redis: stats is store_stats' answer
+ * (borrowed), or NULL when Redis did not answer. Adds bgtask_redis_up, the
+ * queue depth and due count per handler, the age of the oldest due task per
+ * handler (when stats carries a handler's "oldest_due_age_ms"), and the
+ * numbers of finished tasks and live hosts. Returns a malloc'd string.
+ */
+char *metrics_render_scrape(metrics *m, const cJSON *stats);
 
 #endif

@@ -30,6 +30,8 @@ void mgr__par_free(par *p)
     free(p);
 }
 
+static void conclude_claimed(manager *m, bgt_task *t);
+
 /* The worker's own store, connected on first use. */
 static store *worker_store(manager *m, store **wst)
 {
@@ -55,7 +57,13 @@ static bgt_status get_items(manager *m, bgt_task *t, char **why)
         bgt_status s = d->split(t, t->args, d->udata);
         t->in_split = false;
         if (s != BGT_OK) {
-            *why = xasprintf("split failed: %s", t->error ? t->error : "no reason given");
+            /* At the limit, bgt_add_subtask refused the next one: name the setting, which
+             * the plugin cannot know. */
+            if (t->nsplit >= m->cfg->max_subtasks)
+                *why = xasprintf("split failed: more than %d subtasks (tasks.max_subtasks): %s",
+                                 m->cfg->max_subtasks, t->error ? t->error : "no reason given");
+            else
+                *why = xasprintf("split failed: %s", t->error ? t->error : "no reason given");
             return s;
         }
     } else {
@@ -268,10 +276,13 @@ void mgr__parallel_run(manager *m, bgt_task *t, store **wst)
     t->p_total = n;
     t->p_dirty = true;
     schedule(m, t, mono_s());
+    /* Claim the conclusion under the lock: the writer's tick then leaves t alone,
+     * so it cannot conclude, write and free t before this thread gets to it. */
     bool done = finished(m, t);
+    p->concluded |= done;
     pthread_mutex_unlock(&m->lock);
     if (done)
-        mgr__parallel_conclude(m, t);
+        conclude_claimed(m, t);
 }
 
 /* Record how subtask st ended. Lock held. Returns the state written, or NULL for none. */
@@ -356,6 +367,10 @@ void mgr__subtask_run(manager *m, bgt_task *st)
     if (!(st->args = cJSON_Parse(st->args_text))) {
         st->error = xstrdup("corrupted subtask record: args is not valid JSON");
         status = BGT_FAILED;
+    } else if (task_api_cancelled(st)) {
+        /* Its task stopped (cancel, fail_fast, timeout, shutdown) while it waited in the
+         * run queue: it never starts, and ends as if it had seen the stop at once. */
+        status = BGT_CANCELLED;
     } else {
         status = t->h->def.run(st, st->args, t->h->def.udata);
     }
@@ -388,7 +403,9 @@ void mgr__subtask_run(manager *m, bgt_task *st)
         mgr__writeq_push(m, st);
     }
     schedule(m, t, mono_s());
+    /* Claimed under the lock (see mgr__parallel_run): t stays alive until concluded here. */
     bool done = finished(m, t);
+    t->par->concluded |= done;
     pthread_mutex_unlock(&m->lock);
 
     /* Plugin hooks and metrics see each subtask end; the built-in events and
@@ -405,7 +422,7 @@ void mgr__subtask_run(manager *m, bgt_task *st)
     if (!state)
         mgr__task_free(st);
     if (done)
-        mgr__parallel_conclude(m, t);
+        conclude_claimed(m, t);
 }
 
 void mgr__subtask_drop(manager *m, bgt_task *st)
@@ -450,6 +467,15 @@ void mgr__parallel_conclude(manager *m, bgt_task *t)
         return;
     }
     p->concluded = true;
+    pthread_mutex_unlock(&m->lock);
+    conclude_claimed(m, t);
+}
+
+/* Conclude t, whose conclusion this thread claimed by setting p->concluded under the lock. */
+static void conclude_claimed(manager *m, bgt_task *t)
+{
+    pthread_mutex_lock(&m->lock);
+    par *p = t->par;
     int stop = atomic_load(&t->stop);
     bool lost = t->lost || stop == STOP_LOST, stuck = t->released_stuck;
     int pending = p->n - p->nsuccess - p->nfailure - p->ncancelled;

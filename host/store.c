@@ -1007,10 +1007,20 @@ int store_stats(store *st, cJSON **out)
                 freeReplyObject(a);
                 goto fail;
             }
+            redisReply *c;
+            if ((rc = cmd(st, &c, "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", key, now)) <
+                0) {
+                freeReplyObject(a);
+                freeReplyObject(b);
+                goto fail;
+            }
+            double oldest = c->elements == 2 ? (double)now - atof(c->element[1]->str) : 0;
+            freeReplyObject(c);
             cJSON *h = cJSON_CreateObject();
             cJSON_AddStringToObject(h, "handler", key + plen);
             cJSON_AddNumberToObject(h, "queued", (double)a->integer);
             cJSON_AddNumberToObject(h, "due", (double)b->integer);
+            cJSON_AddNumberToObject(h, "oldest_due_age_ms", oldest > 0 ? oldest : 0);
             cJSON_AddItemToArray(hs, h);
             freeReplyObject(a);
             freeReplyObject(b);

@@ -104,7 +104,8 @@ int store_get_task(store *st, const char *id, cJSON **out);
 int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out);
 /* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms, expires_ms}. */
 int store_list_hosts(store *st, cJSON **out);
-/* {"handlers": [{handler, queued, due}], "finished": N (in P:done), "hosts": N (live)}. */
+/* {"handlers": [{handler, queued, due, oldest_due_age_ms}], "finished": N (in P:done),
+ * "hosts": N (live)}. queued counts running tasks too (their lease is their score). */
 int store_stats(store *st, cJSON **out);
 
 typedef enum cancel_result {

@@ -1,7 +1,8 @@
 /*
- * bgtaskctl.c - the command-line client: submit, status, watch, cancel, list,
- * hosts and stats. It talks to Redis only through the store (host/store.h),
- * so it knows no key names; --json gives every command a form for scripts.
+ * bgtaskctl.c - the command-line client: submit, status, watch, cancel, retry,
+ * list, hosts and stats. It talks to Redis only through the store
+ * (host/store.h), so it knows no key names; --json gives every command a form
+ * for scripts.
  */
 #include <ctype.h>
 #include <getopt.h>
@@ -41,6 +42,10 @@ enum {
 /* How long watch goes on trying to reach Redis again before it gives up. */
 #define WATCH_RECONNECT_S 30.0
 #define BAR_WIDTH 20
+/* The most running subtasks watch --subtasks draws under the bar on a terminal. */
+#define SUB_LINES_MAX 20
+/* The highest tasks.max_subtasks a config may set: a record counting more is corrupted. */
+#define SUBTASKS_MAX 1000000
 
 /* What every command shares: the global options and the connection. */
 typedef struct ctl {
@@ -58,15 +63,15 @@ typedef struct ctl {
 
 /* The options of every command (each command's table says which it takes). */
 typedef struct cmd_opts {
-    const char *args, *args_file, *subtasks_file, *id, *state, *handler;
-    long max_attempts, limit;
+    const char *args, *args_file, *subtasks_file, *id, *state, *handler, *on_failure;
+    long max_attempts, limit, parallelism;
     double delay;
-    bool wait;
+    bool wait, subtasks;
 } cmd_opts;
 
 static const char usage_short[] =
     "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
-    "commands: submit, status, watch, cancel, list, hosts, stats (bgtaskctl --help)\n";
+    "commands: submit, status, watch, cancel, retry, list, hosts, stats (bgtaskctl --help)\n";
 
 static const char usage_long[] =
     "usage: bgtaskctl [OPTIONS] COMMAND [ARGS]\n"
@@ -86,12 +91,26 @@ static const char usage_long[] =
     "\n"
     "Commands:\n"
     "  submit HANDLER [--args JSON | --args-file F] [--id ID] [--delay S]\n"
-    "         [--max-attempts N] [--subtasks-file F] [--wait]\n"
+    "         [--max-attempts N] [--subtasks-file F] [--parallelism N]\n"
+    "         [--on-failure continue|fail_fast] [--wait]\n"
     "                 create a task and print its id (F may be - for stdin);\n"
+    "                 --subtasks-file gives a parallel task its subtasks (a JSON\n"
+    "                 array: one element of args per subtask); --parallelism (1..1024)\n"
+    "                 and --on-failure override the handler's for this task;\n"
     "                 --wait then follows it like watch and exits with its outcome\n"
-    "  status ID      show a task's record\n"
-    "  watch ID       follow a task's progress until it ends\n"
+    "  status ID [--subtasks]\n"
+    "                 show a task's record; --subtasks adds a table of a parallel\n"
+    "                 task's subtasks (index, state, attempt, message), which with\n"
+    "                 --json is printed alone, as an array\n"
+    "  watch ID [--subtasks]\n"
+    "                 follow a task's progress until it ends; --subtasks adds one line\n"
+    "                 per running subtask of a parallel task, with its own progress\n"
     "  cancel ID      cancel a task (a running one is asked to stop)\n"
+    "  retry ID [--wait]\n"
+    "                 run the failed and cancelled subtasks of a finished parallel task\n"
+    "                 again, as a new attempt (the others keep their outcome); exits 1\n"
+    "                 if the task is not parallel, still running or has none of those;\n"
+    "                 --wait then follows it like watch\n"
     "  list [--state S] [--handler H] [--limit N]\n"
     "                 recent tasks, newest first (default limit 20)\n"
     "  hosts          live hosts\n"
@@ -99,7 +118,7 @@ static const char usage_long[] =
     "\n"
     "Exit codes:\n"
     "  0  success (watch: the task is done)\n"
-    "  1  failure (watch: the task failed)\n"
+    "  1  failure (watch: the task failed; retry: nothing to retry)\n"
     "  2  usage error, bad input or Redis cannot be reached\n"
     "  3  the task was cancelled\n"
     "  4  partial success (some subtasks failed)\n"
@@ -240,6 +259,14 @@ static int term_columns(void)
     if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 40)
         return ws.ws_col;
     return 80;
+}
+
+static int term_rows(void)
+{
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0)
+        return ws.ws_row;
+    return 24;
 }
 
 /* Print a JSON value (pretty, or on one line) and a newline. */
@@ -421,14 +448,24 @@ static int store_fail(ctl *c, store *st, int rc, const char *id)
 
 /* ---- watch ---- */
 
+/* A running subtask as the last progress event showed it. */
+typedef struct sub_view {
+    int index;
+    double progress; /* its own, 0..1 */
+} sub_view;
+
 /* What watch shows: the last known progress and how to draw it. */
 typedef struct watch_view {
     bool tty, json;
-    bool drawn; /* a bar line is on screen */
+    bool subtasks; /* --subtasks: show the running subtasks too */
+    bool drawn;    /* a bar line is on screen */
+    int below;     /* lines drawn under the bar (running subtasks) */
     bool have_t0;
     double t0, cur0; /* when and where watching began, for the ETA */
     double cur, total;
     char message[512];
+    sub_view *running; /* from the last event with a "subtasks" object */
+    int nrunning, running_cap;
 } watch_view;
 
 /* 0 done, 1 failed, 3 cancelled, 4 partial success for a terminal event, else -1. */
@@ -477,14 +514,66 @@ static void record_event(const cJSON *rec, const char **name, cJSON **data)
     *data = d;
 }
 
-/* Redraw the one-line bar in place: [#####.....]  42%  420/1000  ETA 0:12  message */
+/* A bar of width cells for frac (0..1) into bar (width + 1 bytes). */
+static void fill_bar(char *bar, int width, double frac)
+{
+    for (int i = 0; i < width; i++)
+        bar[i] = i < (int)(frac * width) ? '#' : '.';
+    bar[width] = '\0';
+}
+
+/*
+ * Take the running subtasks from a progress event's "subtasks" object
+ * ({"total", "succeeded", "failed", "running": [{"index", "progress"}]});
+ * an event without one leaves the list as it was.
+ */
+static void view_take_subtasks(watch_view *v, const cJSON *data)
+{
+    const cJSON *subs = cJSON_GetObjectItemCaseSensitive(data, "subtasks");
+    const cJSON *run = cJSON_GetObjectItemCaseSensitive(subs, "running"), *r;
+    if (!cJSON_IsArray(run))
+        return;
+    v->nrunning = 0;
+    cJSON_ArrayForEach(r, run) {
+        if (v->nrunning == v->running_cap) {
+            v->running_cap = v->running_cap ? 2 * v->running_cap : 16;
+            v->running = xrealloc(v->running, (size_t)v->running_cap * sizeof *v->running);
+        }
+        v->running[v->nrunning++] =
+            (sub_view){(int)jnum(r, "index"), fmin(1, fmax(0, jnum(r, "progress")))};
+    }
+}
+
+/*
+ * Under the bar, one line per running subtask; at most what fits on the
+ * screen, then a line that counts the rest. The cursor stays at the end of
+ * the last line, and what an earlier, taller block left below is cleared.
+ */
+static void view_draw_subtasks(watch_view *v)
+{
+    int fit = term_rows() - 2, max = fit < 1 ? 1 : fit < SUB_LINES_MAX ? fit : SUB_LINES_MAX;
+    int shown = v->nrunning <= max ? v->nrunning : max - 1;
+    char bar[BAR_WIDTH / 2 + 1];
+    for (int i = 0; i < shown; i++) {
+        fill_bar(bar, BAR_WIDTH / 2, v->running[i].progress);
+        printf("\n  subtask %-6d [%s] %3.0f%%\033[K", v->running[i].index, bar,
+               v->running[i].progress * 100);
+    }
+    if (shown < v->nrunning)
+        printf("\n  ... and %d more running\033[K", v->nrunning - shown);
+    printf("\033[J");
+    v->below = shown + (shown < v->nrunning);
+}
+
+/*
+ * Redraw the bar in place: [#####.....]  42%  420/1000  ETA 0:12  message,
+ * and with --subtasks the block of running subtasks under it.
+ */
 static void view_draw(watch_view *v)
 {
     char line[256], a[32], b[32], eta[32] = "ETA -:--", pct[8] = "   -", bar[BAR_WIDTH + 1];
     double frac = v->total > 0 ? fmin(1, fmax(0, v->cur / v->total)) : 0;
-    for (int i = 0; i < BAR_WIDTH; i++)
-        bar[i] = i < (int)(frac * BAR_WIDTH) ? '#' : '.';
-    bar[BAR_WIDTH] = '\0';
+    fill_bar(bar, BAR_WIDTH, frac);
     double dt = mono_s() - v->t0, done = v->cur - v->cur0;
     if (v->total > 0) {
         snprintf(pct, sizeof pct, "%3.0f%%", frac * 100);
@@ -498,7 +587,11 @@ static void view_draw(watch_view *v)
                      fmt_num(v->cur, a, sizeof a), fmt_num(v->total, b, sizeof b), eta);
     int room = term_columns() - 1 - n;
     char msg[512];
+    if (v->below > 0)
+        printf("\033[%dA", v->below); /* back up to the bar's line */
     printf("\r%s%s\033[K", line, clean(v->message, room > 3 ? (size_t)room : 0, msg, sizeof msg));
+    if (v->subtasks)
+        view_draw_subtasks(v);
     fflush(stdout);
     v->drawn = true;
 }
@@ -516,6 +609,9 @@ static int view_event(watch_view *v, const char *name, const cJSON *data)
             v->cur0 = v->cur;
             v->have_t0 = true;
         }
+        view_take_subtasks(v, data);
+    } else if (code >= 0) {
+        v->nrunning = 0; /* the task ended: nothing runs any more */
     }
     snprintf(v->message, sizeof v->message, "%s", jstr(data, "message"));
     if (v->json) {
@@ -525,13 +621,24 @@ static int view_event(watch_view *v, const char *name, const cJSON *data)
         print_json(line, true);
         cJSON_Delete(line);
     } else if (!v->tty) {
+        char ts[32];
         time_t t = time(NULL);
         struct tm tm;
         localtime_r(&t, &tm);
-        strftime(a, sizeof a, "%H:%M:%S", &tm);
-        printf("%s %s ", a, name);
+        strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+        printf("%s %s ", ts, name);
         printf("%s/%s %s\n", fmt_num(v->cur, a, sizeof a), fmt_num(v->total, b, sizeof b),
                clean(v->message, 1000, buf, sizeof buf));
+        /* --subtasks: a line per running subtask after each progress line. */
+        for (int i = 0; v->subtasks && code < 0 && i < v->nrunning; i++)
+            printf("%s   subtask %d %.0f%%\n", ts, v->running[i].index,
+                   v->running[i].progress * 100);
+        /* A partial success: a line per failed subtask, as on a terminal. */
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(data, "errors")) {
+            if (cJSON_IsString(e))
+                printf("%s   error: %s\n", ts, clean(e->valuestring, 1000, buf, sizeof buf));
+        }
         fflush(stdout);
     } else if (code < 0) {
         view_draw(v);
@@ -589,9 +696,9 @@ static void on_sigint(int sig)
  * whenever no event came for WATCH_QUIET_S, which catches a terminal state
  * reached between the subscribe and the read or while reconnecting.
  */
-static int watch_task(ctl *c, const char *id)
+static int watch_task(ctl *c, const char *id, bool subtasks)
 {
-    watch_view v = {.tty = isatty(STDOUT_FILENO), .json = c->json};
+    watch_view v = {.tty = isatty(STDOUT_FILENO), .json = c->json, .subtasks = subtasks};
     store *sub = NULL;
     cJSON *rec = NULL;
     int code = ctl_open(c, &sub);
@@ -648,6 +755,7 @@ static int watch_task(ctl *c, const char *id)
 out:
     cJSON_Delete(rec);
     store_free(sub);
+    free(v.running);
     return code;
 }
 
@@ -768,7 +876,9 @@ static int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
                       .args = args,
                       .subtasks = subs,
                       .max_attempts = (int)o->max_attempts,
-                      .delay_s = o->delay};
+                      .delay_s = o->delay,
+                      .parallelism = (int)o->parallelism,
+                      .on_failure = o->on_failure};
     int rc = store_submit(c->st, &req, 1);
     if (rc < 0) {
         code = store_fail(c, c->st, rc, "");
@@ -781,7 +891,7 @@ static int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
     } else {
         printf(c->json ? "{\"task_id\": \"%s\"}\n" : "%s\n", req.id_out);
         fflush(stdout);
-        code = o->wait ? watch_task(c, req.id_out) : EX_OK;
+        code = o->wait ? watch_task(c, req.id_out, false) : EX_OK;
     }
 out:
     free(args);
@@ -797,12 +907,89 @@ static void print_field(const char *key, const char *value)
         printf("%-10s %s\n", key, value);
 }
 
+/* A JSON text as a JSON value: parsed, else the text itself; NULL as null. */
+static cJSON *json_value(const char *text)
+{
+    cJSON *v = text && *text ? cJSON_Parse(text) : NULL;
+    if (v)
+        return v;
+    return text && *text ? cJSON_CreateString(text) : cJSON_CreateNull();
+}
+
+/* The record's count of subtasks, kept within int (a corrupted one reads SUBTASKS_MAX + 1). */
+static int sub_count(const cJSON *rec)
+{
+    return (int)fmin(fmax(jnum(rec, "subtasks"), 0), SUBTASKS_MAX + 1);
+}
+
+/*
+ * The n subtasks of task id: a table of index, state, attempt and message, or
+ * with --json an array of {index, state, attempt, message, args, result}.
+ * A running subtask reads PENDING: its state changes when it ends.
+ */
+static int print_subtasks(ctl *c, const char *id, int n)
+{
+    if (n > SUBTASKS_MAX) {
+        fprintf(stderr, "bgtaskctl: task %s: its record counts %d subtasks, more than a host "
+                        "allows (%d): the record is corrupted\n",
+                id, n, SUBTASKS_MAX);
+        return EX_FAIL;
+    }
+    sub_rec *subs = NULL;
+    int rc = store_load_subtasks(c->st, id, n, &subs);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, id);
+    if (c->json) {
+        cJSON *arr = cJSON_CreateArray();
+        for (int i = 0; i < n; i++) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddNumberToObject(s, "index", i);
+            cJSON_AddStringToObject(s, "state", subs[i].state);
+            cJSON_AddNumberToObject(s, "attempt", subs[i].attempt);
+            if (subs[i].message && *subs[i].message)
+                cJSON_AddStringToObject(s, "message", subs[i].message);
+            else
+                cJSON_AddNullToObject(s, "message");
+            cJSON_AddItemToObject(s, "args", json_value(subs[i].args));
+            cJSON_AddItemToObject(s, "result", json_value(subs[i].result));
+            cJSON_AddItemToArray(arr, s);
+        }
+        print_json(arr, false);
+        cJSON_Delete(arr);
+    } else {
+        table tb = {.ncols = 4, .head = {"INDEX", "STATE", "ATTEMPT", "MESSAGE"}};
+        int room = isatty(STDOUT_FILENO) ? term_columns() - 30 : 100;
+        for (int i = 0; i < n; i++) {
+            char idx[32], att[32], msg[512];
+            snprintf(idx, sizeof idx, "%d", i);
+            snprintf(att, sizeof att, "%u", subs[i].attempt);
+            const char *m = subs[i].message && *subs[i].message ? subs[i].message : "-";
+            char *row[] = {xstrdup(idx), xstrdup(subs[i].state), xstrdup(att),
+                           xstrdup(clean(m, room > 20 ? (size_t)room : 20, msg, sizeof msg))};
+            table_row(&tb, row);
+        }
+        table_print(&tb);
+        fflush(stdout);
+    }
+    sub_rec_free(subs, n);
+    return EX_OK;
+}
+
 static int cmd_status(ctl *c, const cmd_opts *o, const char *id)
 {
     cJSON *rec = NULL;
     int rc = store_get_task(c->st, id, &rec);
     if (rc < 0)
         return store_fail(c, c->st, rc, id);
+    if (c->json && o->subtasks) {
+        /* The table alone, as an array (empty for a task without subtasks). */
+        int n = sub_count(rec);
+        cJSON_Delete(rec);
+        if (n > 0)
+            return print_subtasks(c, id, n);
+        puts("[]");
+        return EX_OK;
+    }
     if (c->json) {
         print_json(rec, false);
         cJSON_Delete(rec);
@@ -835,6 +1022,10 @@ static int cmd_status(ctl *c, const cmd_opts *o, const char *id)
                  fmt_num(jnum(rec, "sub_failure"), b, sizeof b));
         print_field("subtasks:", buf);
     }
+    /* A parallel task's own settings; "0" and "" stand for the handler's. */
+    if (strcmp(jstr(rec, "parallelism"), "0") != 0)
+        print_field("parallel:", jstr(rec, "parallelism"));
+    print_field("on fail:", jstr(rec, "on_failure"));
     print_field("message:", clean(jstr(rec, "message"), 900, buf, sizeof buf));
     print_field("error:", clean(jstr(rec, "error"), 900, buf, sizeof buf));
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(rec, "result");
@@ -848,11 +1039,22 @@ static int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     for (int i = 0; i < 3; i++)
         if (jnum(rec, times[i][0]) > 0)
             print_field(times[i][1], fmt_time(jnum(rec, times[i][0]), buf, sizeof buf));
+    int n = sub_count(rec);
     cJSON_Delete(rec);
-    return EX_OK;
+    if (!o->subtasks)
+        return EX_OK;
+    if (n <= 0) {
+        puts("\nno subtasks (not a parallel task, or not split yet)");
+        return EX_OK;
+    }
+    putchar('\n');
+    return print_subtasks(c, id, n);
 }
 
-static int cmd_watch(ctl *c, const cmd_opts *o, const char *id) { return watch_task(c, id); }
+static int cmd_watch(ctl *c, const cmd_opts *o, const char *id)
+{
+    return watch_task(c, id, o->subtasks);
+}
 
 static int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
 {
@@ -883,6 +1085,34 @@ static int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
         printf("already %s\n", state);
     }
     return EX_OK;
+}
+
+/*
+ * Run the failed and cancelled subtasks of a finished parallel task again.
+ * Not parallel, still running or nothing to run again: EX_FAIL with the
+ * store's reason; with --wait, follow the new attempt like watch.
+ */
+static int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
+{
+    int n = 0;
+    int rc = store_retry(c->st, id, &n);
+    if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY) {
+        fprintf(stderr, "bgtaskctl: %s: nothing was changed\n", store_errstr(c->st));
+        return EX_FAIL;
+    }
+    if (rc < 0)
+        return store_fail(c, c->st, rc, id);
+    if (c->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "task_id", id);
+        cJSON_AddNumberToObject(j, "retrying", n);
+        print_json(j, true);
+        cJSON_Delete(j);
+    } else {
+        printf("retrying %d failed subtask(s)\n", n);
+        fflush(stdout);
+    }
+    return o->wait ? watch_task(c, id, false) : EX_OK;
 }
 
 /* ---- list, hosts, stats ---- */
@@ -1004,7 +1234,10 @@ enum {
     OPT_WAIT,
     OPT_STATE,
     OPT_HANDLER,
-    OPT_LIMIT
+    OPT_LIMIT,
+    OPT_PARALLELISM,
+    OPT_ON_FAILURE,
+    OPT_SUBTASKS
 };
 
 /* The options every command takes, first in each table. */
@@ -1028,6 +1261,18 @@ static const struct option submit_options[] = {
     {"delay", required_argument, NULL, OPT_DELAY},
     {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
     {"subtasks-file", required_argument, NULL, OPT_SUBTASKS_FILE},
+    {"parallelism", required_argument, NULL, OPT_PARALLELISM},
+    {"on-failure", required_argument, NULL, OPT_ON_FAILURE},
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {0},
+};
+static const struct option subtasks_options[] = {
+    COMMON_OPTIONS,
+    {"subtasks", no_argument, NULL, OPT_SUBTASKS},
+    {0},
+};
+static const struct option retry_options[] = {
+    COMMON_OPTIONS,
     {"wait", no_argument, NULL, OPT_WAIT},
     {0},
 };
@@ -1046,9 +1291,10 @@ static const struct command {
     const char *operand; /* what the one operand is, or NULL for none */
 } commands[] = {
     {"submit", cmd_submit, submit_options, "a handler name"},
-    {"status", cmd_status, plain_options, "a task id"},
-    {"watch", cmd_watch, plain_options, "a task id"},
+    {"status", cmd_status, subtasks_options, "a task id"},
+    {"watch", cmd_watch, subtasks_options, "a task id"},
     {"cancel", cmd_cancel, plain_options, "a task id"},
+    {"retry", cmd_retry, retry_options, "a task id"},
     {"list", cmd_list, list_options, NULL},
     {"hosts", cmd_hosts, plain_options, NULL},
     {"stats", cmd_stats, plain_options, NULL},
@@ -1071,6 +1317,7 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
     case OPT_SUBTASKS_FILE: o->subtasks_file = optarg; break;
     case OPT_ID: o->id = optarg; break;
     case OPT_WAIT: o->wait = true; break;
+    case OPT_SUBTASKS: o->subtasks = true; break;
     case OPT_STATE: o->state = optarg; break;
     case OPT_HANDLER: o->handler = optarg; break;
     case OPT_DELAY:
@@ -1084,6 +1331,15 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
     case OPT_LIMIT:
         if (!parse_long(optarg, 1, 100000, &o->limit))
             return usage_error("--limit needs a number 1..100000, got '%s'", optarg);
+        break;
+    case OPT_PARALLELISM:
+        if (!parse_long(optarg, 1, 1024, &o->parallelism))
+            return usage_error("--parallelism needs a number 1..1024, got '%s'", optarg);
+        break;
+    case OPT_ON_FAILURE:
+        if (strcmp(optarg, "continue") != 0 && strcmp(optarg, "fail_fast") != 0)
+            return usage_error("--on-failure must be continue or fail_fast, got '%s'", optarg);
+        o->on_failure = optarg;
         break;
     case ':': return usage_error("option %s needs an argument", argv[optind - 1]);
     default:

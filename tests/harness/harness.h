@@ -59,6 +59,7 @@ typedef struct th_host_opts {
     const char *plugins;
     const char *extra;       /* more top-level libconfig text, verbatim (e.g. an http section) */
     const char *prefix;      /* key prefix; default "bgtask" */
+    int max_subtasks;        /* tasks.max_subtasks; default: the host's own (10000) */
 } th_host_opts;
 
 /* A bgtaskd process. */

@@ -54,12 +54,15 @@ static bool write_host_conf(const char *path, const char *id, const th_redis *r,
             o->workers > 0 ? o->workers : 4, o->shutdown_grace_s > 0 ? o->shutdown_grace_s : 5.0);
     fprintf(f,
             "tasks: {\n    lease = %f;\n    heartbeat = %f;\n    progress_interval = %f;\n"
-            "    backoff_base = %f;\n    backoff_max = %f;\n    max_attempts = %d;\n};\n",
+            "    backoff_base = %f;\n    backoff_max = %f;\n    max_attempts = %d;\n",
             o->lease_s > 0 ? o->lease_s : 3.0, o->heartbeat_s > 0 ? o->heartbeat_s : 0.5,
             o->progress_interval_s > 0 ? o->progress_interval_s : 0.05,
             o->backoff_base_s > 0 ? o->backoff_base_s : 0.05,
             o->backoff_max_s > 0 ? o->backoff_max_s : 1.0,
             o->max_attempts > 0 ? o->max_attempts : 3);
+    if (o->max_subtasks > 0)
+        fprintf(f, "    max_subtasks = %d;\n", o->max_subtasks);
+    fputs("};\n", f);
     fputs("plugins: {\n    dir = ", f);
     put_conf_string(f, plugdir);
     fprintf(f, ";\n    load = ( %s );\n};\n", o->plugins ? o->plugins : "{ name = \"demo\"; }");

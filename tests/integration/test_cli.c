@@ -1,9 +1,10 @@
 /*
  * test_cli.c - bgtaskctl against a private redis-server, with no bgtaskd:
- * submission and its validation (nothing written on bad input), status,
- * cancel of an unclaimed task, watch and submit --wait ending on the cancel,
- * list filters, hosts on an empty system, --help, exit codes and the ways of
- * naming the Redis server.
+ * submission and its validation (nothing written on bad input), parallel
+ * submissions (subtasks, parallelism, on_failure) and their status, retry's
+ * exit codes, status, cancel of an unclaimed task, watch and submit --wait
+ * ending on the cancel, list filters, hosts on an empty system, --help, exit
+ * codes and the ways of naming the Redis server.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -276,6 +277,223 @@ static void test_submit_bad_input(void **state)
     assert_int_equal(dbsize(), 0);
 }
 
+/* Write text to a new file in a scratch folder; returns its path (malloc'd). */
+static char *write_temp(const char *tag, const char *name, const char *text)
+{
+    char *dir = th_tmpdir(tag);
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/%s", dir, name) > 0);
+    free(dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+/* --parallelism and --on-failure are checked before anything is sent. */
+static void test_submit_parallel_options_invalid(void **state)
+{
+    need_redis();
+    static const char *const bad_par[] = {"0", "-1", "1025", "x", "2.5", "", NULL};
+    char *err = NULL;
+    for (int i = 0; bad_par[i]; i++) {
+        assert_int_equal(
+            th_ctl(&fx.r, NULL, &err, "submit", "partest.run", "--parallelism", bad_par[i], NULL),
+            2);
+        assert_non_null(strstr(err, "--parallelism"));
+        free(err);
+    }
+    static const char *const bad_onf[] = {"stop", "", "FAIL_FAST", "continue ", NULL};
+    for (int i = 0; bad_onf[i]; i++) {
+        assert_int_equal(
+            th_ctl(&fx.r, NULL, &err, "submit", "partest.run", "--on-failure", bad_onf[i], NULL),
+            2);
+        assert_non_null(strstr(err, "--on-failure"));
+        assert_non_null(strstr(err, "fail_fast"));
+        free(err);
+    }
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "partest.run", "--parallelism", NULL), 2);
+    free(err);
+
+    /* Subtasks: an array of 1..tasks.max_subtasks elements. */
+    char *empty = write_temp("cli-subs", "empty.json", "[]");
+    char *obj = write_temp("cli-subs", "obj.json", "{\"a\": 1}");
+    char *four = write_temp("cli-subs", "four.json", "[{}, {}, {}, {}]");
+    char *conf = write_temp("cli-subs", "small.conf", "tasks: { max_subtasks = 3; };\n");
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "p", "--subtasks-file", empty, NULL), 2);
+    assert_non_null(strstr(err, "max_subtasks"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "p", "--subtasks-file", obj, NULL), 2);
+    assert_non_null(strstr(err, "array"));
+    free(err);
+    assert_int_equal(
+        th_ctl(&fx.r, NULL, &err, "-c", conf, "submit", "p", "--subtasks-file", four, NULL), 2);
+    assert_non_null(strstr(err, "tasks.max_subtasks"));
+    assert_non_null(strstr(err, "1..3"));
+    free(err);
+    assert_int_equal(dbsize(), 0);
+    /* Within the limit, the same config lets it through. */
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "p", "--subtasks-file", four, NULL), 0);
+    free(empty);
+    free(obj);
+    free(four);
+    free(conf);
+}
+
+/* A parallel submission: its subtasks, parallelism and on_failure are in the record. */
+static void test_submit_parallel(void **state)
+{
+    need_redis();
+    char *subs = write_temp("cli-par", "subs.json", "[{\"i\": 0}, {\"i\": 1}, {\"i\": 2}]");
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs,
+                            "--parallelism", "3", "--on-failure", "fail_fast", NULL),
+                     0);
+    assert_true(is_uuid_line(out));
+    out[36] = '\0';
+    char *id = out;
+    assert_field(id, "kind", "parallel");
+    assert_field(id, "subtasks", "3");
+    assert_field(id, "parallelism", "3");
+    assert_field(id, "on_failure", "fail_fast");
+
+    /* Without the options, the handler's own apply. */
+    assert_int_equal(
+        th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs, NULL), 0);
+    out[36] = '\0';
+    assert_field(out, "parallelism", "0");
+    assert_field(out, "on_failure", "");
+    free(out);
+
+    /* status: the counts, and with --subtasks a table or (--json) an array. */
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, NULL), 0);
+    assert_non_null(strstr(out, "3 (0 succeeded, 0 failed)"));
+    assert_non_null(strstr(out, "fail_fast"));
+    assert_null(strstr(out, "INDEX"));
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, "--subtasks", NULL), 0);
+    const char *table = strstr(out, "INDEX");
+    assert_non_null(table);
+    assert_non_null(strstr(table, "STATE"));
+    assert_non_null(strstr(table, "ATTEMPT"));
+    assert_non_null(strstr(table, "MESSAGE"));
+    int rows = 0;
+    for (const char *p = table; (p = strstr(p, "PENDING")); p++)
+        rows++;
+    assert_int_equal(rows, 3);
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "status", id, "--subtasks", NULL), 0);
+    cJSON *arr = cJSON_Parse(out);
+    assert_true(cJSON_IsArray(arr));
+    assert_int_equal(cJSON_GetArraySize(arr), 3);
+    for (int i = 0; i < 3; i++) {
+        cJSON *s = cJSON_GetArrayItem(arr, i);
+        assert_int_equal(cJSON_GetObjectItem(s, "index")->valueint, i);
+        assert_string_equal(cJSON_GetObjectItem(s, "state")->valuestring, "PENDING");
+        assert_int_equal(cJSON_GetObjectItem(s, "attempt")->valueint, 0);
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(s, "message")));
+        cJSON *a = cJSON_GetObjectItem(s, "args");
+        assert_int_equal(cJSON_GetObjectItem(a, "i")->valueint, i);
+    }
+    cJSON_Delete(arr);
+    free(out);
+
+    /* A single task has no subtasks to show. */
+    char *single = submit("demo", NULL);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "status", single, "--subtasks", NULL), 0);
+    assert_string_equal(out, "[]\n");
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", single, "--subtasks", NULL), 0);
+    assert_non_null(strstr(out, "no subtasks"));
+    free(out);
+
+    /* A count no host could have written is reported, not allocated. */
+    redisReply *rep = redisCommand(fx.c, "HSET %s:task:%s subtasks 99999999999", PREFIX, id);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    char *err = NULL;
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "status", id, "--subtasks", NULL), 1);
+    assert_non_null(strstr(err, "corrupted"));
+    free(err);
+
+    /* watch --subtasks follows like watch: the cancel ends it with 3. */
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
+    assert_int_equal(th_ctl_timeout(10, &fx.r, &out, NULL, "watch", id, "--subtasks", NULL), 3);
+    assert_non_null(strstr(out, "bgtask_cancelled"));
+    free(out);
+    free(single);
+    free(id);
+    free(subs);
+}
+
+/* retry: 0 with the count, 5 unknown, 1 (nothing changed) when it cannot run again. */
+static void test_retry_exit_codes(void **state)
+{
+    need_redis();
+    char *out = NULL, *err = NULL;
+    const char *unknown = "5d5d8f3e-6a8e-4c39-9d0b-0e6a4f1c2b77";
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", unknown, NULL), 5);
+    assert_non_null(strstr(err, "not found"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "retry", "nope", NULL), 5);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "retry", NULL), 2);
+
+    char *single = submit("demo", NULL);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", single, NULL), 0);
+    assert_int_equal(th_ctl(&fx.r, &out, &err, "retry", single, NULL), 1);
+    assert_non_null(strstr(err, "not a parallel task"));
+    assert_string_equal(out, "");
+    free(out);
+    free(err);
+
+    char *subs = write_temp("cli-retry", "subs.json", "[{}, {}, {}]");
+    assert_int_equal(
+        th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs, NULL), 0);
+    out[36] = '\0';
+    char *id = out;
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", id, NULL), 1);
+    assert_non_null(strstr(err, "still running"));
+    free(err);
+    assert_field(id, "state", "ONGOING");
+
+    /* Cancelled before anything ran: no subtask failed, nothing to retry. */
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
+    int events = th_count_events(fx.c, PREFIX, id, NULL);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", id, NULL), 1);
+    assert_non_null(strstr(err, "no failed subtasks"));
+    free(err);
+    assert_field(id, "state", "CANCELLED");
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), events);
+
+    /* One subtask failed (as a host would have recorded it): it runs again. */
+    redisReply *rep = redisCommand(fx.c, "HSET %s:sub:%s 1:state FAILURE", PREFIX, id);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "retry", id, NULL), 0);
+    assert_string_equal(out, "retrying 1 failed subtask(s)\n");
+    free(out);
+    assert_field(id, "state", "ONGOING");
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), events + 1);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "retry", id, NULL), 1);
+
+    /* --json says how many. */
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
+    rep = redisCommand(fx.c, "HSET %s:sub:%s 0:state FAILURE 2:state CANCELLED", PREFIX, id);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "retry", id, NULL), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "task_id")->valuestring, id);
+    assert_int_equal(cJSON_GetObjectItem(j, "retrying")->valueint, 2);
+    cJSON_Delete(j);
+    free(out);
+    free(subs);
+    free(single);
+    free(id);
+}
+
 static void test_status(void **state)
 {
     need_redis();
@@ -479,6 +697,10 @@ static void test_help_and_usage(void **state)
     assert_non_null(strstr(out, "not found"));
     assert_non_null(strstr(out, "cancelled"));
     assert_non_null(strstr(out, "partial success"));
+    assert_non_null(strstr(out, "retry ID"));
+    assert_non_null(strstr(out, "--parallelism"));
+    assert_non_null(strstr(out, "--on-failure"));
+    assert_non_null(strstr(out, "--subtasks"));
     free(out);
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--version", NULL), 0);
     assert_non_null(strstr(out, "bgtaskctl"));
@@ -593,6 +815,9 @@ int main(void)
         cmocka_unit_test_setup(test_submit_invalid_json, test_setup),
         cmocka_unit_test_setup(test_submit_args_over_limit, test_setup),
         cmocka_unit_test_setup(test_submit_bad_input, test_setup),
+        cmocka_unit_test_setup(test_submit_parallel_options_invalid, test_setup),
+        cmocka_unit_test_setup(test_submit_parallel, test_setup),
+        cmocka_unit_test_setup(test_retry_exit_codes, test_setup),
         cmocka_unit_test_setup(test_status, test_setup),
         cmocka_unit_test_setup(test_status_unknown, test_setup),
         cmocka_unit_test_setup(test_cancel_unclaimed, test_setup),

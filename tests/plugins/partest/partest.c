@@ -5,11 +5,18 @@
  * "end <i>"), and it keeps the highest number of its subtasks seen running at
  * once ("max <k>" on each end).
  *
- *   partest.run {"n": N, "ms": M, "fail": [i...], "flaky": [i...], "log": "/abs/path"}
+ *   partest.run {"n": N, "ms": M, "fail": [i...], "fail_once": [i...], "fail_ms": F,
+ *                "flaky": [i...], "log": "/abs/path"}
  *     split: N items; subtask i sleeps M ms (honouring cancel), fails if i is in
- *     fail, returns RETRY on its first attempt if i is in flaky.
+ *     fail, fails its first run only if i is in fail_once (so a retry of the
+ *     task succeeds), returns RETRY on its first attempt if i is in flaky.
+ *     A subtask that is going to fail sleeps F ms instead of M when fail_ms is
+ *     given, so a test can place a failure while its siblings are mid-run.
  *   partest.ff  the same with on_failure = fail_fast.
+ *   partest.list  the same run without a split function: its subtasks come from
+ *     the submission (--subtasks-file) or args.subtasks, one element of args each.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,7 +77,8 @@ static bgt_status split(bgt_task *t, const cJSON *args, void *udata)
         int rc = bgt_add_subtask(t, item);
         cJSON_Delete(item);
         if (rc < 0) {
-            bgt_set_error(t, "bgt_add_subtask failed: %d", rc);
+            bgt_set_error(t, "bgt_add_subtask refused subtask %d: %s", i,
+                          rc == -E2BIG ? "over the host's limit" : strerror(-rc));
             return BGT_FAILED;
         }
     }
@@ -86,7 +94,11 @@ static bgt_status run(bgt_task *t, const cJSON *args, void *udata)
                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
     }
     note(args, "start %d %u", i, bgt_attempt(t));
+    bool fails = listed(args, "fail", i) || (listed(args, "fail_once", i) && bgt_attempt(t) == 1);
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(args, "ms");
+    const cJSON *fail_ms = cJSON_GetObjectItemCaseSensitive(args, "fail_ms");
+    if (fails && cJSON_IsNumber(fail_ms))
+        ms = fail_ms;
     int left = cJSON_IsNumber(ms) ? ms->valueint : 0;
     bgt_status st = BGT_OK;
     while (left > 0) {
@@ -100,7 +112,7 @@ static bgt_status run(bgt_task *t, const cJSON *args, void *udata)
         left -= slice;
         bgt_progress(t, 1, 2, NULL);
     }
-    if (st == BGT_OK && listed(args, "fail", i)) {
+    if (st == BGT_OK && fails) {
         bgt_set_error(t, "subtask %d was asked to fail", i);
         st = BGT_FAILED;
     } else if (st == BGT_OK && listed(args, "flaky", i) && bgt_attempt(t) == 1) {
@@ -131,6 +143,11 @@ static int init(bgt_plugin *p, const cJSON *config)
                                                        .split = split,
                                                        .parallelism = 4,
                                                        .on_failure = BGT_FAIL_FAST});
+    if (rc == 0)
+        rc = bgt_register_handler(p, (bgt_handler_def){.name = "partest.list",
+                                                       .kind = BGT_PARALLEL,
+                                                       .run = run,
+                                                       .parallelism = 8});
     return rc;
 }
 
