@@ -211,7 +211,7 @@ static void test_shipped_dev(void **state)
     if (strcmp(c.plugins_dir, want) != 0 && strcmp(c.plugins_dir, want_unresolved) != 0)
         fail_msg("plugins_dir is %s", c.plugins_dir);
 
-    assert_int_equal(c.nplugins, 2);
+    assert_int_equal(c.nplugins, 3);
     assert_string_equal(c.plugins[0].name, "demo");
     char *demo = xasprintf("%s/demo.so", c.plugins_dir);
     assert_string_equal(c.plugins[0].file, demo);
