@@ -14,6 +14,13 @@
 #include "manager_int.h"
 #include "util.h"
 
+/*
+ * Most writes in one script call. Redis runs a script to its end before
+ * anything else, so a burst (the ends of thousands of subtasks) goes out in
+ * calls of this size rather than as one call that blocks Redis for long.
+ */
+#define WRITE_BATCH_MAX 1000
+
 /* Fill a write for t's pending progress (if any). Called with the lock held. */
 static void take_progress(manager *m, bgt_task *t, fin_item *f, char **event)
 {
@@ -72,7 +79,7 @@ static void wbatch_reset(wbatch *b)
  */
 static void collect_writes(manager *m, wbatch *b, double now)
 {
-    while (m->writeq_head) {
+    while (m->writeq_head && b->n < WRITE_BATCH_MAX) {
         bgt_task *t = m->writeq_head;
         /* A dropped attempt is freed here, but not while writes of its subtasks that
          * point at it are in this batch: then it waits for the next round. */
