@@ -453,7 +453,7 @@ static void test_entries(void **state)
     assert_non_null(ck->udata);
     assert_non_null(ck->udata_free);
 
-    assert_int_equal(bench->nhandlers, 2);
+    assert_int_equal(bench->nhandlers, 3); /* bench.parallel: a parallel handler */
     find_handler(bench, "bench.noop");
     find_handler(bench, "bench.sleep_ms");
 
