@@ -1,7 +1,9 @@
 /* util.c - logging, clocks, ids and small helpers shared by the host and tools. */
 #include "util.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +152,28 @@ bool name_valid(const char *s)
         if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
             return false;
     }
+    return true;
+}
+
+bool parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool parse_double(const char *s, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < min || v > max)
+        return false;
+    *out = v;
     return true;
 }
 

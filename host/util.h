@@ -49,6 +49,13 @@ void uuid4(char out[BGT_ID_LEN + 1]);
 bool id_valid(const char *s);
 /* True if s matches [a-z0-9][a-z0-9._-]{0,62}. */
 bool name_valid(const char *s);
+/*
+ * Parse s as a whole decimal integer in [min, max] (a command-line number): true and *out set
+ * if it is one; false, *out untouched, for empty text, trailing characters or out of range.
+ */
+bool parse_long(const char *s, long min, long max, long *out);
+/* The same for a finite decimal number in [min, max]. */
+bool parse_double(const char *s, double min, double max, double *out);
 
 /* strdup that aborts on out-of-memory (the host cannot go on without memory). */
 char *xstrdup(const char *s);

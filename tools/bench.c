@@ -12,9 +12,11 @@
  *            them; timed from the first submit to the last finished.
  *   latency  a host is running and idle; one bench.noop at a time, submit to the
  *            arrival of its terminal event on a pub/sub subscription.
+ *   parallel a host is running and idle; one bench.parallel task of N no-op subtasks,
+ *            timed from its submit to the arrival of its terminal event.
  *
- * The Redis cost of drain and mixed comes from INFO commandstats and INFO cpu taken
- * before and after. It talks to Redis only through the store (host/store.h).
+ * The Redis cost of drain, mixed and parallel comes from INFO commandstats and INFO cpu
+ * taken before and after. It talks to Redis only through the store (host/store.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,19 +49,23 @@
 #define HOST_STOP_S 15.0
 /* How long one latency sample may take. */
 #define SAMPLE_S 5.0
+/* How often the parallel mode looks at its host while it waits for the task's end. */
+#define PARALLEL_CHECK_S 0.5
 
-enum { MODE_DRAIN = 1, MODE_MIXED = 2, MODE_LATENCY = 4, MODE_ALL = 7 };
+enum { MODE_DRAIN = 1, MODE_MIXED = 2, MODE_LATENCY = 4, MODE_PARALLEL = 8, MODE_ALL = 15 };
 
 static const char usage_text[] =
     "usage: bench --redis URL [options]\n"
     "\n"
-    "Measures one bgtaskd running bench.noop tasks against the Redis at URL (use a\n"
-    "private server: `make bench` starts one). Prints a table and one JSON line.\n"
+    "Measures one bgtaskd running bench.noop tasks, and one bench.parallel task, against\n"
+    "the Redis at URL (use a private server: `make bench` starts one). Prints a table and\n"
+    "one JSON line.\n"
     "\n"
     "  --redis URL      the Redis to use (default: $BGTASK_REDIS, else " STORE_DEFAULT_URL ")\n"
-    "  --mode M         drain, mixed, latency or all (default all)\n"
+    "  --mode M         drain, mixed, latency, parallel or all (default all)\n"
     "  --tasks N        tasks per throughput mode (default 100000)\n"
     "  --samples M      latency samples (default 2000)\n"
+    "  --subtasks N     subtasks of the parallel mode's task (default 10000, at most 1000000)\n"
     "  --workers W      the host's worker threads (default 64: a host claims as many tasks\n"
     "                   per call as it has free workers, and for no-op tasks larger claims\n"
     "                   are what lowers the Redis cost per task)\n"
@@ -78,6 +84,7 @@ typedef struct bench {
     int modes;
     long tasks;
     long samples;
+    long subtasks;
     int workers;
     int batch;
     double timeout_s;
@@ -149,7 +156,11 @@ static int find_paths(bench *b)
     return 0;
 }
 
-/* Write the host's config file: its prefix, id, workers, and the bench plugin alone. */
+/*
+ * Write the host's config file: its prefix, id, workers, and the bench plugin alone.
+ * tasks.max_subtasks (default 10000) is raised or lowered to --subtasks, so that the
+ * parallel mode's split is not refused; the other modes have no subtasks.
+ */
 static int host_write_config(const bench *b, host_proc *h, const char *mode)
 {
     snprintf(h->id, sizeof h->id, "bench-%d-%s", (int)getpid(), mode);
@@ -165,8 +176,9 @@ static int host_write_config(const bench *b, host_proc *h, const char *mode)
             "# Written by build/bin/bench for its %s run.\n"
             "redis: { prefix = \"%s\"; };\n"
             "host: { id = \"%s\"; workers = %d; log_level = \"warning\"; shutdown_grace = 5.0; };\n"
+            "tasks: { max_subtasks = %ld; };\n"
             "plugins: { dir = \"%s\"; load = ( { name = \"bench\"; } ); };\n",
-            mode, h->prefix, h->id, b->workers, b->plugins);
+            mode, h->prefix, h->id, b->workers, b->subtasks, b->plugins);
     if (fclose(f) != 0) {
         say("bench: %s: %s", h->conf, strerror(errno));
         return -EIO;
@@ -460,7 +472,7 @@ static bool is_probe_cmd(const char *name)
     return strcmp(name, "info") == 0 || strcmp(name, "zcard") == 0;
 }
 
-/* Redis' cost of a run, per task. */
+/* Redis' cost of a run, per task (per subtask in the parallel mode). */
 typedef struct cost {
     double calls;        /* every command, those inside scripts included */
     double toplevel;     /* script calls + plain commands: what clients sent */
@@ -470,13 +482,21 @@ typedef struct cost {
     long long forks;     /* background saves and AOF rewrites during the run */
 } cost;
 
-/* The cost per task between two snapshots; prints the per-command breakdown. */
-static cost snapshot_cost(const snapshot *a, const snapshot *z, long tasks, const char *title)
+/*
+ * The cost per unit (a task, or a subtask: `unit` names it) between two snapshots, over
+ * `units` of them; prints the per-command breakdown.
+ */
+static cost snapshot_cost(const snapshot *a, const snapshot *z, long units, const char *unit,
+                          const char *title)
 {
     cost c = {0};
-    double n = tasks > 0 ? (double)tasks : 1;
-    printf("  %s: Redis commands per task (commandstats; * = top level)\n", title);
-    printf("    %-22s %10s %10s\n", "command", "calls/task", "usec/task");
+    double n = units > 0 ? (double)units : 1;
+    char calls_h[32], usec_h[32];
+    snprintf(calls_h, sizeof calls_h, "calls/%s", unit);
+    snprintf(usec_h, sizeof usec_h, "usec/%s", unit);
+    int w = (int)strlen(calls_h) > 10 ? (int)strlen(calls_h) : 10;
+    printf("  %s: Redis commands per %s (commandstats; * = top level)\n", title, unit);
+    printf("    %-22s %*s %*s\n", "command", w, calls_h, w, usec_h);
     for (size_t i = 0; i < z->n; i++) {
         const cmdstat *e = &z->cmds[i];
         const cmdstat *s = snapshot_find(a, e->name);
@@ -492,7 +512,7 @@ static cost snapshot_cost(const snapshot *a, const snapshot *z, long tasks, cons
         }
         if (script)
             c.script_calls += (double)calls;
-        printf("    %-22s %10.3f %10.3f%s\n", e->name, (double)calls / n, (double)usec / n,
+        printf("    %-22s %*.3f %*.3f%s\n", e->name, w, (double)calls / n, w, (double)usec / n,
                top ? " *" : "");
     }
     c.calls /= n;
@@ -504,30 +524,31 @@ static cost snapshot_cost(const snapshot *a, const snapshot *z, long tasks, cons
     return c;
 }
 
-static void cost_print(const cost *c)
+static void cost_print(const cost *c, const char *unit)
 {
-    printf("    all commands %.2f/task (top level %.2f, of which script calls %.3f)\n", c->calls,
-           c->toplevel, c->script_calls);
-    printf("    command time %.2f us/task, Redis CPU (INFO cpu) %.2f us/task\n", c->usec,
-           c->cpu_usec);
+    printf("    all commands %.2f/%s (top level %.2f, of which script calls %.3f)\n", c->calls,
+           unit, c->toplevel, c->script_calls);
+    printf("    command time %.2f us/%s, Redis CPU (INFO cpu) %.2f us/%s\n", c->usec, unit,
+           c->cpu_usec, unit);
     if (c->forks)
         printf("    %lld background AOF rewrite(s) or save(s) ran meanwhile: a forked child "
                "shared the CPUs\n",
                c->forks);
 }
 
-static void cost_json(cJSON *j, const char *pre, const cost *c)
+/* Add the cost to j as <pre>redis_..._per_<unit>. */
+static void cost_json(cJSON *j, const char *pre, const char *unit, const cost *c)
 {
-    char key[64];
-    snprintf(key, sizeof key, "%sredis_cmds_per_task", pre);
+    char key[96];
+    snprintf(key, sizeof key, "%sredis_cmds_per_%s", pre, unit);
     cJSON_AddNumberToObject(j, key, round(c->calls * 100) / 100);
-    snprintf(key, sizeof key, "%sredis_toplevel_per_task", pre);
+    snprintf(key, sizeof key, "%sredis_toplevel_per_%s", pre, unit);
     cJSON_AddNumberToObject(j, key, round(c->toplevel * 1000) / 1000);
-    snprintf(key, sizeof key, "%sredis_script_calls_per_task", pre);
+    snprintf(key, sizeof key, "%sredis_script_calls_per_%s", pre, unit);
     cJSON_AddNumberToObject(j, key, round(c->script_calls * 1000) / 1000);
-    snprintf(key, sizeof key, "%sredis_usec_per_task", pre);
+    snprintf(key, sizeof key, "%sredis_usec_per_%s", pre, unit);
     cJSON_AddNumberToObject(j, key, round(c->usec * 100) / 100);
-    snprintf(key, sizeof key, "%sredis_cpu_usec_per_task", pre);
+    snprintf(key, sizeof key, "%sredis_cpu_usec_per_%s", pre, unit);
     cJSON_AddNumberToObject(j, key, round(c->cpu_usec * 100) / 100);
     snprintf(key, sizeof key, "%sredis_forks", pre);
     cJSON_AddNumberToObject(j, key, (double)c->forks);
@@ -695,9 +716,9 @@ static int run_drain(bench *b)
     printf("  submit: %.3fs, %.0f tasks/s (the bench's CPU: %.2f us/task)\n", t1 - t0, submit_rate,
            (cpu1 - cpu0) * 1e6 / (double)b->tasks);
     cJSON_AddNumberToObject(b->json, "submit_rate", round(submit_rate));
-    cost sc = snapshot_cost(&s0, &s1, b->tasks, "submit alone");
-    cost_print(&sc);
-    cost_json(b->json, "submit_", &sc);
+    cost sc = snapshot_cost(&s0, &s1, b->tasks, "task", "submit alone");
+    cost_print(&sc, "task");
+    cost_json(b->json, "submit_", "task", &sc);
 
     double t2 = mono_s();
     if ((rc = host_start(b, &h)) < 0)
@@ -721,9 +742,10 @@ static int run_drain(bench *b)
     cJSON_AddNumberToObject(b->json, "drain_tps", round(drain_tps));
     cJSON_AddNumberToObject(b->json, "drain_steady_tps", round(steady));
     cJSON_AddNumberToObject(b->json, "drain_first_done_ms", round((t_first - t2) * 1e4) / 10);
-    cost dc = snapshot_cost(&s0, &s2, b->tasks, "submit + drain (the whole life of a task)");
-    cost_print(&dc);
-    cost_json(b->json, "", &dc);
+    cost dc =
+        snapshot_cost(&s0, &s2, b->tasks, "task", "submit + drain (the whole life of a task)");
+    cost_print(&dc, "task");
+    cost_json(b->json, "", "task", &dc);
     rc = host_stop(&h);
     if (rc == 0) {
         double host_us = cpu_s(&h.usage) * 1e6 / (double)b->tasks;
@@ -780,9 +802,9 @@ static int run_mixed(bench *b)
            t_done - t0, e2e);
     cJSON_AddNumberToObject(b->json, "e2e_tps", round(e2e));
     cJSON_AddNumberToObject(b->json, "mixed_submit_rate", round((double)b->tasks / (t1 - t0)));
-    cost c = snapshot_cost(&s0, &s1, b->tasks, "mixed");
-    cost_print(&c);
-    cost_json(b->json, "mixed_", &c);
+    cost c = snapshot_cost(&s0, &s1, b->tasks, "task", "mixed");
+    cost_print(&c, "task");
+    cost_json(b->json, "mixed_", "task", &c);
 out:
     host_finish(b, &h, rc == 0);
     snapshot_free(&s0);
@@ -807,7 +829,7 @@ static double percentile(const double *v, long n, double p)
 static bool is_terminal_event(const char *name)
 {
     return strcmp(name, "bgtask_done") == 0 || strcmp(name, "bgtask_failed") == 0 ||
-           strcmp(name, "bgtask_cancelled") == 0;
+           strcmp(name, "bgtask_cancelled") == 0 || strcmp(name, "bgtask_partial_success") == 0;
 }
 
 /*
@@ -946,6 +968,113 @@ out:
     return rc;
 }
 
+/* A number field of a task record, or -1 when it has none. */
+static double rec_number(const cJSON *rec, const char *field)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, field);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+/*
+ * parallel: one bench.parallel task of --subtasks no-op subtasks on an idle host. As for a
+ * latency sample, its end is the arrival of its terminal event on a subscriber connection
+ * (subscribed to the task's channel before the submit); the rate is the subtasks over
+ * submit -> done, which takes in the claim, the split and its write, and the end. The
+ * record then says whether every subtask succeeded. (Its started_ms and finished_ms are
+ * no measure here: a script reads Redis' clock once, when it starts, and the host records
+ * a burst of subtask ends in one script call, which may run for a good part of the task.)
+ */
+static int run_parallel(bench *b)
+{
+    host_proc h = {0};
+    snapshot s0 = {0}, s1 = {0};
+    cJSON *rec = NULL;
+    int rc = host_write_config(b, &h, "parallel");
+    if (rc < 0)
+        return rc;
+    store *st = open_store(b, h.prefix), *sub = open_store(b, h.prefix);
+    if (!st || !sub) {
+        rc = -EIO;
+        goto out;
+    }
+    char id[BGT_ID_LEN + 1];
+    uuid4(id);
+    printf("parallel: one bench.parallel task of %ld no-op subtasks, one host with %d workers\n",
+           b->subtasks, b->workers);
+    if ((rc = store_subscribe_task(sub, id)) < 0) {
+        say("bench: subscribe: %s", store_errstr(sub));
+        goto out;
+    }
+    if ((rc = host_start(b, &h)) < 0 || (rc = host_wait_registered(st, &h)) < 0 ||
+        (rc = wait_redis_quiet(st)) < 0 || (rc = snapshot_take(st, &s0)) < 0)
+        goto out;
+
+    char args[64];
+    snprintf(args, sizeof args, "{\"n\": %ld}", b->subtasks);
+    submit_req q = {.id = id, .handler = "bench.parallel", .args = args};
+    double t0 = mono_s(), t1 = 0, end = t0 + b->timeout_s;
+    if ((rc = store_submit(st, &q, 1)) < 0 || (rc = q.rc) < 0) {
+        say("bench: submit: %s", q.err[0] ? q.err : store_errstr(st));
+        goto out;
+    }
+    /* Wait in short slices, so that a host that dies is noticed before --timeout. */
+    for (;;) {
+        rc = wait_terminal(sub, id, fmin(mono_s() + PARALLEL_CHECK_S, end), &t1);
+        if (rc != -ETIMEDOUT)
+            break;
+        if (!host_alive(&h)) {
+            rc = -ECHILD;
+            break;
+        }
+        if (mono_s() >= end) {
+            say("bench: task %s did not finish within %.0fs (--timeout)", id, b->timeout_s);
+            break;
+        }
+    }
+    if (store_get_task(st, id, &rec) < 0)
+        rec = NULL;
+    double ok = rec_number(rec, "sub_success"), failed = rec_number(rec, "sub_failure");
+    if (rc < 0) {
+        double t = mono_s() - t0;
+        printf("  parallel: INCOMPLETE: %.0f of %ld subtasks succeeded in %.3fs "
+               "(%.0f subtasks/s)\n",
+               ok < 0 ? 0 : ok, b->subtasks, t, (ok < 0 ? 0 : ok) / t);
+        goto out;
+    }
+    if (ok != (double)b->subtasks) {
+        say("bench: task %s ended with %.0f of %ld subtasks succeeded, %.0f failed", id, ok,
+            b->subtasks, failed);
+        rc = -EPROTO;
+        goto out;
+    }
+    if ((rc = snapshot_take(st, &s1)) < 0)
+        goto out;
+
+    double sps = (double)b->subtasks / (t1 - t0);
+    printf("  submit -> done (terminal event received): %.3fs, %.0f subtasks/s\n", t1 - t0, sps);
+    cJSON_AddNumberToObject(b->json, "parallel_subtasks", (double)b->subtasks);
+    cJSON_AddNumberToObject(b->json, "parallel_sps", round(sps));
+    cost c = snapshot_cost(&s0, &s1, b->subtasks, "subtask",
+                           "parallel (submit, split, every subtask, the end)");
+    cost_print(&c, "subtask");
+    cost_json(b->json, "parallel_", "subtask", &c);
+    rc = host_stop(&h);
+    if (rc == 0) {
+        double host_us = cpu_s(&h.usage) * 1e6 / (double)b->subtasks;
+        printf("  bgtaskd CPU (its whole life): %.2f us/subtask\n", host_us);
+        cJSON_AddNumberToObject(b->json, "parallel_host_cpu_usec_per_subtask",
+                                round(host_us * 100) / 100);
+    }
+out:
+    host_finish(b, &h, rc == 0);
+    snapshot_free(&s0);
+    snapshot_free(&s1);
+    cJSON_Delete(rec);
+    store_free(sub);
+    store_free(st);
+    return rc;
+}
+
 /* ---- main ---- */
 
 /* Print which Redis is measured and whether it keeps an AOF (which weighs on every figure). */
@@ -982,17 +1111,6 @@ out:
     return rc;
 }
 
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static int usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "bench: %s: '%s' (see bench --help)\n", what, arg);
@@ -1004,16 +1122,28 @@ int main(int argc, char **argv)
     bench b = {.modes = MODE_ALL,
                .tasks = 100000,
                .samples = 2000,
+               .subtasks = 10000,
                .workers = 64,
                .batch = 1000,
                .timeout_s = 300};
     const char *cli_url = NULL;
-    enum { O_REDIS = 256, O_MODE, O_TASKS, O_SAMPLES, O_WORKERS, O_BATCH, O_TIMEOUT, O_KEEP };
+    enum {
+        O_REDIS = 256,
+        O_MODE,
+        O_TASKS,
+        O_SAMPLES,
+        O_SUBTASKS,
+        O_WORKERS,
+        O_BATCH,
+        O_TIMEOUT,
+        O_KEEP
+    };
     static const struct option opts[] = {
         {"redis", required_argument, NULL, O_REDIS},
         {"mode", required_argument, NULL, O_MODE},
         {"tasks", required_argument, NULL, O_TASKS},
         {"samples", required_argument, NULL, O_SAMPLES},
+        {"subtasks", required_argument, NULL, O_SUBTASKS},
         {"workers", required_argument, NULL, O_WORKERS},
         {"batch", required_argument, NULL, O_BATCH},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -1033,10 +1163,13 @@ int main(int argc, char **argv)
                 b.modes = MODE_MIXED;
             else if (strcmp(optarg, "latency") == 0)
                 b.modes = MODE_LATENCY;
+            else if (strcmp(optarg, "parallel") == 0)
+                b.modes = MODE_PARALLEL;
             else if (strcmp(optarg, "all") == 0)
                 b.modes = MODE_ALL;
             else
-                return usage_error("--mode must be drain, mixed, latency or all", optarg);
+                return usage_error("--mode must be drain, mixed, latency, parallel or all",
+                                   optarg);
             break;
         case O_TASKS:
             if (!parse_long(optarg, 1, 100000000, &b.tasks))
@@ -1045,6 +1178,10 @@ int main(int argc, char **argv)
         case O_SAMPLES:
             if (!parse_long(optarg, 1, 10000000, &b.samples))
                 return usage_error("--samples must be 1..10000000", optarg);
+            break;
+        case O_SUBTASKS:
+            if (!parse_long(optarg, 1, 1000000, &b.subtasks))
+                return usage_error("--subtasks must be 1..1000000", optarg);
             break;
         case O_WORKERS:
             if (!parse_long(optarg, 1, 1024, &v))
@@ -1101,6 +1238,8 @@ int main(int argc, char **argv)
     if (!failed && !interrupted && (b.modes & MODE_MIXED) && run_mixed(&b) < 0)
         failed++;
     if (!failed && !interrupted && (b.modes & MODE_LATENCY) && run_latency(&b) < 0)
+        failed++;
+    if (!failed && !interrupted && (b.modes & MODE_PARALLEL) && run_parallel(&b) < 0)
         failed++;
     if (interrupted)
         failed++;

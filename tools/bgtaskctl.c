@@ -138,30 +138,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
     return EX_USAGE;
 }
 
-/* Parse a whole decimal integer in [min, max]. */
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* Parse a finite number in [min, max]. */
-static bool parse_double(const char *s, double min, double max, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Copy url into out with any password (everything before '@') replaced by "***". */
 static void url_redact(const char *url, char *out, size_t n)
 {

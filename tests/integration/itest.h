@@ -41,17 +41,27 @@ typedef struct it_fixture {
 
 static it_fixture fx;
 
-/* cmocka group setup: one redis-server for the program (skip without one, fail under CI). */
-static inline int it_group_setup(void **state)
+/*
+ * Start the program's redis-server (with AOF on if `aof`) and connect to it. Returns 0, or
+ * -1 when it cannot run and CI is set; without CI a missing redis-server leaves fx.up false
+ * and the tests skip.
+ */
+static inline int it_redis_start(bool aof)
 {
-    (void)state;
-    int rc = th_redis_start(&fx.r, false);
+    int rc = th_redis_start(&fx.r, aof);
     if (rc == -1)
         return -1;
     fx.up = rc == 0;
     if (fx.up)
         fx.c = th_redis_connect(&fx.r);
     return 0;
+}
+
+/* cmocka group setup: one redis-server for the program (skip without one, fail under CI). */
+static inline int it_group_setup(void **state)
+{
+    (void)state;
+    return it_redis_start(false);
 }
 
 static inline int it_group_teardown(void **state)
@@ -191,17 +201,26 @@ static inline char *it_bin(const char *name)
 }
 
 /*
+ * Start a bgtaskctl command line aimed at the test's Redis: argv[0..2] get the binary's
+ * path (malloc'd: the caller frees argv[0]), "--redis" and the URL. Returns 3, the next free
+ * slot.
+ */
+static inline int it_ctl_argv(char **argv)
+{
+    argv[0] = it_bin("bgtaskctl");
+    argv[1] = "--redis";
+    argv[2] = fx.r.url;
+    return 3;
+}
+
+/*
  * bgtaskctl submit HANDLER [--args ARGS] [more options...] (NULL-terminated):
  * it must succeed; returns the task id (malloc'd).
  */
 static inline char *it_submit(const char *handler, const char *args, ...)
 {
     char *argv[32];
-    int n = 0;
-    char *bin = it_bin("bgtaskctl");
-    argv[n++] = bin;
-    argv[n++] = "--redis";
-    argv[n++] = fx.r.url;
+    int n = it_ctl_argv(argv);
     argv[n++] = "submit";
     argv[n++] = (char *)handler;
     if (args) {
@@ -218,7 +237,7 @@ static inline char *it_submit(const char *handler, const char *args, ...)
     argv[n] = NULL;
     char *out = NULL, *err = NULL;
     int rc = th_run(60, argv, &out, &err);
-    free(bin);
+    free(argv[0]);
     if (rc != 0)
         fail_msg("bgtaskctl submit %s exited with %d: %s", handler, rc, err ? err : "");
     free(err);
@@ -262,6 +281,20 @@ static inline void it_assert_field(const char *id, const char *name, const char 
         fail_msg("task %s: %s is '%s', want '%s'", id, name, got, want);
     }
     free(v);
+}
+
+/* The task is ONGOING on owner with this attempt and has persisted at least `step`. */
+static inline bool it_running_on(const char *id, const char *owner, long long attempt,
+                                 long long step)
+{
+    return it_field_is(id, "state", "ONGOING") && it_field_is(id, "owner", owner) &&
+           it_field_ll(id, "attempt") == attempt && it_field_ll(id, "progress_current") >= step;
+}
+
+/* Whether the host is in <prefix>:hosts. */
+static inline bool it_host_listed(const char *host_id)
+{
+    return it_zscore(IT_PREFIX ":hosts", host_id) >= 0;
 }
 
 /* Wait until the task's state is `state`; true if it got there in time. */
@@ -342,6 +375,27 @@ static inline double it_ev_number(const cJSON *e, const char *field)
 {
     const cJSON *v = cJSON_GetObjectItem(it_ev_data(e), field);
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+/*
+ * How many bgtask_updated events of task id say it was released by host `host`; each of
+ * them must be of attempt `attempt`.
+ */
+static inline int it_count_released(const char *id, const char *host, int attempt)
+{
+    char says[128];
+    snprintf(says, sizeof says, "released by host %s", host);
+    cJSON *evs = it_events(id);
+    int released = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach (e, evs) {
+        if (strcmp(it_ev_name(e), "bgtask_updated") == 0 && strstr(it_ev_message(e), says)) {
+            released++;
+            assert_int_equal((int)it_ev_number(e, "attempt"), attempt);
+        }
+    }
+    cJSON_Delete(evs);
+    return released;
 }
 
 static inline bool it_ev_terminal(const cJSON *e)

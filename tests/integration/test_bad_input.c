@@ -20,11 +20,7 @@ static void refused_v(const char *want_in_err, const char *const *args)
 {
     long long keys = it_dbsize();
     char *argv[32];
-    int n = 0;
-    char *bin = it_bin("bgtaskctl");
-    argv[n++] = bin;
-    argv[n++] = "--redis";
-    argv[n++] = fx.r.url;
+    int n = it_ctl_argv(argv);
     for (int i = 0; args[i]; i++) {
         assert_true(n < 31);
         argv[n++] = (char *)args[i];
@@ -40,7 +36,7 @@ static void refused_v(const char *want_in_err, const char *const *args)
     assert_int_equal(it_dbsize(), keys);
     free(out);
     free(err);
-    free(bin);
+    free(argv[0]);
 }
 
 #define REFUSED(want, ...) refused_v((want), (const char *const[]){__VA_ARGS__, NULL})

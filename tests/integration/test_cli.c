@@ -7,79 +7,11 @@
  * codes and the ways of naming the Redis server.
  */
 #include <errno.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-#include <cmocka.h>
-
-#include "../harness/harness.h"
-
-#define PREFIX "bgtask"
-
-typedef struct fixture {
-    th_redis r;
-    redisContext *c;
-    bool up;
-} fixture;
-
-static fixture fx;
-
-static int group_setup(void **state)
-{
-    int rc = th_redis_start(&fx.r, false);
-    if (rc == -1)
-        return -1;
-    fx.up = rc == 0;
-    if (fx.up)
-        fx.c = th_redis_connect(&fx.r);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    if (fx.c)
-        redisFree(fx.c);
-    if (fx.up)
-        th_redis_stop(&fx.r);
-    th_cleanup();
-    return 0;
-}
-
-/* Each test starts from an empty database (or is skipped without redis-server). */
-static int test_setup(void **state)
-{
-    if (!fx.up)
-        return 0;
-    redisReply *rep = redisCommand(fx.c, "FLUSHALL");
-    if (!rep)
-        return -1;
-    freeReplyObject(rep);
-    return 0;
-}
-
-static void need_redis(void)
-{
-    if (!fx.up)
-        skip();
-}
-
-static long long dbsize(void)
-{
-    redisReply *rep = redisCommand(fx.c, "DBSIZE");
-    assert_non_null(rep);
-    long long n = rep->integer;
-    freeReplyObject(rep);
-    return n;
-}
+#include "itest.h"
 
 /* A UUIDv4 in dashed lower-case form followed by one newline. */
 static bool is_uuid_line(const char *s)
@@ -106,46 +38,24 @@ static char *submit(const char *handler, const char *args)
     return out;
 }
 
-static char *field(const char *id, const char *name)
-{
-    return th_task_field(fx.c, PREFIX, id, name);
-}
-
 static bool has_task(const char *id)
 {
-    char *v = field(id, "state");
+    char *v = it_field(id, "state");
     free(v);
     return v != NULL;
 }
 
-static void assert_field(const char *id, const char *name, const char *want)
-{
-    char *v = field(id, name);
-    assert_non_null(v);
-    assert_string_equal(v, want);
-    free(v);
-}
-
-/* The path of the bgtaskctl under test. */
-static char *ctl_path(void)
-{
-    const char *b = getenv("BUILD");
-    char *p = NULL;
-    assert_true(asprintf(&p, "%s/bin/bgtaskctl", b && *b ? b : "build") > 0);
-    return p;
-}
-
 static void test_submit_creates_record(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *id = submit("demo", "{\"n\": 3}");
-    assert_field(id, "state", "ONGOING");
-    assert_field(id, "attempt", "0");
-    assert_field(id, "handler", "demo");
-    assert_field(id, "message", "Task started");
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), 1);
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_updated"), 1);
-    redisReply *rep = redisCommand(fx.c, "XRANGE %s:events - +", PREFIX);
+    it_assert_field(id, "state", "ONGOING");
+    it_assert_field(id, "attempt", "0");
+    it_assert_field(id, "handler", "demo");
+    it_assert_field(id, "message", "Task started");
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), 1);
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, "bgtask_updated"), 1);
+    redisReply *rep = redisCommand(fx.c, "XRANGE %s:events - +", IT_PREFIX);
     assert_non_null(rep);
     assert_int_equal(rep->elements, 1);
     bool started = false;
@@ -171,29 +81,29 @@ static void test_submit_creates_record(void **state)
 
 static void test_submit_id_twice(void **state)
 {
-    need_redis();
+    it_need_redis();
     const char *id = "3b241101-e2bb-4255-8caf-4136c566a962";
     char *out = NULL, *err = NULL;
     assert_int_equal(
         th_ctl(&fx.r, &out, NULL, "submit", "demo", "--id", id, "--args", "{\"v\": 1}", NULL), 0);
     assert_string_equal(out, "3b241101-e2bb-4255-8caf-4136c566a962\n");
     free(out);
-    long long keys = dbsize();
+    long long keys = it_dbsize();
     int rc = th_ctl(&fx.r, &out, &err, "submit", "other", "--id", id, "--args", "{\"v\": 2}", NULL);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(err, "exists"));
     assert_string_equal(out, "");
-    assert_field(id, "handler", "demo");
-    assert_field(id, "args", "{\"v\":1}");
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), 1);
-    assert_int_equal(dbsize(), keys);
+    it_assert_field(id, "handler", "demo");
+    it_assert_field(id, "args", "{\"v\":1}");
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), 1);
+    assert_int_equal(it_dbsize(), keys);
     free(out);
     free(err);
 }
 
 static void test_submit_invalid_json(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *err = NULL;
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "demo", "--args", "{\"a\": tru}", NULL),
                      2);
@@ -202,7 +112,7 @@ static void test_submit_invalid_json(void **state)
     assert_non_null(strstr(err, "offset 6"));
     assert_non_null(strstr(err, "column 7"));
     free(err);
-    assert_int_equal(dbsize(), 0);
+    assert_int_equal(it_dbsize(), 0);
 
     char *dir = th_tmpdir("cli-json");
     char *path = NULL;
@@ -224,14 +134,14 @@ static void test_submit_invalid_json(void **state)
         th_ctl(&fx.r, NULL, &err, "submit", "demo", "--args-file", "/nonexistent/args.json", NULL),
         2);
     free(err);
-    assert_int_equal(dbsize(), 0);
+    assert_int_equal(it_dbsize(), 0);
     free(path);
     free(dir);
 }
 
 static void test_submit_args_over_limit(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *dir = th_tmpdir("cli-limit");
     char *conf = NULL;
     assert_true(asprintf(&conf, "%s/small.conf", dir) > 0);
@@ -247,7 +157,7 @@ static void test_submit_args_over_limit(void **state)
                      2);
     assert_non_null(strstr(err, "limit"));
     free(err);
-    assert_int_equal(dbsize(), 0);
+    assert_int_equal(it_dbsize(), 0);
     /* The same size passes with the default limit, and small args pass with the config. */
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "demo", "--args", big, NULL), 0);
     assert_int_equal(
@@ -258,7 +168,7 @@ static void test_submit_args_over_limit(void **state)
 
 static void test_submit_bad_input(void **state)
 {
-    need_redis();
+    it_need_redis();
     static const char *const bad_handlers[] = {"Bad", "-x", "a b", "", "x/y", NULL};
     char *err = NULL;
     for (int i = 0; bad_handlers[i]; i++) {
@@ -274,7 +184,7 @@ static void test_submit_bad_input(void **state)
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "demo", "--args", "{}", "--args-file",
                             "/dev/null", NULL),
                      2);
-    assert_int_equal(dbsize(), 0);
+    assert_int_equal(it_dbsize(), 0);
 }
 
 /* Write text to a new file in a scratch folder; returns its path (malloc'd). */
@@ -294,7 +204,7 @@ static char *write_temp(const char *tag, const char *name, const char *text)
 /* --parallelism and --on-failure are checked before anything is sent. */
 static void test_submit_parallel_options_invalid(void **state)
 {
-    need_redis();
+    it_need_redis();
     static const char *const bad_par[] = {"0", "-1", "1025", "x", "2.5", "", NULL};
     char *err = NULL;
     for (int i = 0; bad_par[i]; i++) {
@@ -332,7 +242,7 @@ static void test_submit_parallel_options_invalid(void **state)
     assert_non_null(strstr(err, "tasks.max_subtasks"));
     assert_non_null(strstr(err, "1..3"));
     free(err);
-    assert_int_equal(dbsize(), 0);
+    assert_int_equal(it_dbsize(), 0);
     /* Within the limit, the same config lets it through. */
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "p", "--subtasks-file", four, NULL), 0);
     free(empty);
@@ -344,7 +254,7 @@ static void test_submit_parallel_options_invalid(void **state)
 /* A parallel submission: its subtasks, parallelism and on_failure are in the record. */
 static void test_submit_parallel(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *subs = write_temp("cli-par", "subs.json", "[{\"i\": 0}, {\"i\": 1}, {\"i\": 2}]");
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs,
@@ -353,17 +263,17 @@ static void test_submit_parallel(void **state)
     assert_true(is_uuid_line(out));
     out[36] = '\0';
     char *id = out;
-    assert_field(id, "kind", "parallel");
-    assert_field(id, "subtasks", "3");
-    assert_field(id, "parallelism", "3");
-    assert_field(id, "on_failure", "fail_fast");
+    it_assert_field(id, "kind", "parallel");
+    it_assert_field(id, "subtasks", "3");
+    it_assert_field(id, "parallelism", "3");
+    it_assert_field(id, "on_failure", "fail_fast");
 
     /* Without the options, the handler's own apply. */
     assert_int_equal(
         th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs, NULL), 0);
     out[36] = '\0';
-    assert_field(out, "parallelism", "0");
-    assert_field(out, "on_failure", "");
+    it_assert_field(out, "parallelism", "0");
+    it_assert_field(out, "on_failure", "");
     free(out);
 
     /* status: the counts, and with --subtasks a table or (--json) an array. */
@@ -409,7 +319,7 @@ static void test_submit_parallel(void **state)
     free(out);
 
     /* A count no host could have written is reported, not allocated. */
-    redisReply *rep = redisCommand(fx.c, "HSET %s:task:%s subtasks 99999999999", PREFIX, id);
+    redisReply *rep = redisCommand(fx.c, "HSET %s:task:%s subtasks 99999999999", IT_PREFIX, id);
     assert_non_null(rep);
     freeReplyObject(rep);
     char *err = NULL;
@@ -430,7 +340,7 @@ static void test_submit_parallel(void **state)
 /* retry: 0 with the count, 5 unknown, 1 (nothing changed) when it cannot run again. */
 static void test_retry_exit_codes(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *out = NULL, *err = NULL;
     const char *unknown = "5d5d8f3e-6a8e-4c39-9d0b-0e6a4f1c2b77";
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", unknown, NULL), 5);
@@ -455,31 +365,31 @@ static void test_retry_exit_codes(void **state)
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", id, NULL), 1);
     assert_non_null(strstr(err, "still running"));
     free(err);
-    assert_field(id, "state", "ONGOING");
+    it_assert_field(id, "state", "ONGOING");
 
     /* Cancelled before anything ran: no subtask failed, nothing to retry. */
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
-    int events = th_count_events(fx.c, PREFIX, id, NULL);
+    int events = th_count_events(fx.c, IT_PREFIX, id, NULL);
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", id, NULL), 1);
     assert_non_null(strstr(err, "no failed subtasks"));
     free(err);
-    assert_field(id, "state", "CANCELLED");
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), events);
+    it_assert_field(id, "state", "CANCELLED");
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), events);
 
     /* One subtask failed (as a host would have recorded it): it runs again. */
-    redisReply *rep = redisCommand(fx.c, "HSET %s:sub:%s 1:state FAILURE", PREFIX, id);
+    redisReply *rep = redisCommand(fx.c, "HSET %s:sub:%s 1:state FAILURE", IT_PREFIX, id);
     assert_non_null(rep);
     freeReplyObject(rep);
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "retry", id, NULL), 0);
     assert_string_equal(out, "retrying 1 failed subtask(s)\n");
     free(out);
-    assert_field(id, "state", "ONGOING");
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, NULL), events + 1);
+    it_assert_field(id, "state", "ONGOING");
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), events + 1);
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "retry", id, NULL), 1);
 
     /* --json says how many. */
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
-    rep = redisCommand(fx.c, "HSET %s:sub:%s 0:state FAILURE 2:state CANCELLED", PREFIX, id);
+    rep = redisCommand(fx.c, "HSET %s:sub:%s 0:state FAILURE 2:state CANCELLED", IT_PREFIX, id);
     assert_non_null(rep);
     freeReplyObject(rep);
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "retry", id, NULL), 0);
@@ -496,7 +406,7 @@ static void test_retry_exit_codes(void **state)
 
 static void test_status(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *id = submit("demo", "{\"n\": 3, \"s\": \"x\"}");
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, "--json", NULL), 0);
@@ -530,7 +440,7 @@ static void test_status(void **state)
 
 static void test_status_unknown(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *err = NULL;
     const char *id = "9c5b94b1-35ad-49bb-b118-8e8fc24abf80";
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "status", id, NULL), 5);
@@ -544,20 +454,20 @@ static void test_status_unknown(void **state)
 
 static void test_cancel_unclaimed(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *id = submit("demo", NULL);
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "cancel", id, NULL), 0);
     assert_string_equal(out, "cancelled\n");
     free(out);
-    assert_field(id, "state", "CANCELLED");
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_cancelled"), 1);
+    it_assert_field(id, "state", "CANCELLED");
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, "bgtask_cancelled"), 1);
 
     /* A second cancel changes nothing and says so. */
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "cancel", id, NULL), 0);
     assert_string_equal(out, "already CANCELLED\n");
     free(out);
-    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_cancelled"), 1);
+    assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, "bgtask_cancelled"), 1);
 
     /* watch on a finished task shows the end and exits at once. */
     double t0 = th_now();
@@ -579,9 +489,9 @@ static void test_cancel_unclaimed(void **state)
 /* A watch that is already waiting sees the live cancel and ends with exit code 3. */
 static void test_submit_wait_cancelled(void **state)
 {
-    need_redis();
+    it_need_redis();
     const char *id = "0f8fad5b-d9cb-469f-a165-70867728950e";
-    char *bin = ctl_path();
+    char *bin = it_bin("bgtaskctl");
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -621,7 +531,7 @@ static int json_count(const char *text)
 
 static void test_list_filters(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *a1 = submit("alpha", NULL), *a2 = submit("alpha", NULL), *b1 = submit("beta", NULL);
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", a1, NULL), 0);
     char *out = NULL;
@@ -664,7 +574,7 @@ static void test_list_filters(void **state)
 
 static void test_hosts_and_stats(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "hosts", NULL), 0);
     assert_string_equal(out, "");
@@ -687,7 +597,7 @@ static void test_hosts_and_stats(void **state)
 
 static void test_help_and_usage(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *out = NULL, *err = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--help", NULL), 0);
     assert_non_null(strstr(out, "Exit codes"));
@@ -718,7 +628,7 @@ static void test_help_and_usage(void **state)
 
 static void test_connection_error(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *err = NULL;
     /* A later --redis wins over the one th_ctl passes; port 1 is never ours. */
     assert_int_equal(
@@ -743,7 +653,7 @@ static int reset_password(void **state)
 /* The password and prefix come from the -c config (or the URL); neither is ever printed. */
 static void test_config_password(void **state)
 {
-    need_redis();
+    it_need_redis();
     char *dir = th_tmpdir("cli-pass");
     char *conf = NULL, *url = NULL, *out = NULL, *err = NULL;
     assert_true(asprintf(&conf, "%s/pass.conf", dir) > 0);
@@ -782,8 +692,8 @@ static void test_config_password(void **state)
 /* BGTASK_REDIS names the server when --redis does not; --redis wins over it. */
 static void test_env_redis(void **state)
 {
-    need_redis();
-    char *bin = ctl_path();
+    it_need_redis();
+    char *bin = it_bin("bgtaskctl");
     char *out = NULL;
     setenv("BGTASK_REDIS", fx.r.url, 1);
     char *argv1[] = {bin, "submit", "envtask", NULL};
@@ -798,7 +708,7 @@ static void test_env_redis(void **state)
     assert_int_equal(rc1, 0);
     assert_true(is_uuid_line(out));
     out[36] = '\0';
-    assert_field(out, "handler", "envtask");
+    it_assert_field(out, "handler", "envtask");
     assert_int_equal(rc2, 2);
     assert_int_equal(rc3, 0);
     assert_non_null(strstr(out3, out));
@@ -810,24 +720,24 @@ static void test_env_redis(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_submit_creates_record, test_setup),
-        cmocka_unit_test_setup(test_submit_id_twice, test_setup),
-        cmocka_unit_test_setup(test_submit_invalid_json, test_setup),
-        cmocka_unit_test_setup(test_submit_args_over_limit, test_setup),
-        cmocka_unit_test_setup(test_submit_bad_input, test_setup),
-        cmocka_unit_test_setup(test_submit_parallel_options_invalid, test_setup),
-        cmocka_unit_test_setup(test_submit_parallel, test_setup),
-        cmocka_unit_test_setup(test_retry_exit_codes, test_setup),
-        cmocka_unit_test_setup(test_status, test_setup),
-        cmocka_unit_test_setup(test_status_unknown, test_setup),
-        cmocka_unit_test_setup(test_cancel_unclaimed, test_setup),
-        cmocka_unit_test_setup(test_submit_wait_cancelled, test_setup),
-        cmocka_unit_test_setup(test_list_filters, test_setup),
-        cmocka_unit_test_setup(test_hosts_and_stats, test_setup),
-        cmocka_unit_test_setup(test_help_and_usage, test_setup),
-        cmocka_unit_test_setup(test_connection_error, test_setup),
-        cmocka_unit_test_setup(test_env_redis, test_setup),
-        cmocka_unit_test_setup_teardown(test_config_password, test_setup, reset_password),
+        IT_TEST(test_submit_creates_record),
+        IT_TEST(test_submit_id_twice),
+        IT_TEST(test_submit_invalid_json),
+        IT_TEST(test_submit_args_over_limit),
+        IT_TEST(test_submit_bad_input),
+        IT_TEST(test_submit_parallel_options_invalid),
+        IT_TEST(test_submit_parallel),
+        IT_TEST(test_retry_exit_codes),
+        IT_TEST(test_status),
+        IT_TEST(test_status_unknown),
+        IT_TEST(test_cancel_unclaimed),
+        IT_TEST(test_submit_wait_cancelled),
+        IT_TEST(test_list_filters),
+        IT_TEST(test_hosts_and_stats),
+        IT_TEST(test_help_and_usage),
+        IT_TEST(test_connection_error),
+        IT_TEST(test_env_redis),
+        cmocka_unit_test_setup_teardown(test_config_password, it_setup, reset_password),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

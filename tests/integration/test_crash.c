@@ -14,15 +14,6 @@
  */
 #include "crashkit.h"
 
-/* The task is ONGOING on owner with this attempt and has persisted at least `step`. */
-static bool running_on(const char *id, const char *owner, long long attempt, long long step)
-{
-    return it_field_is(id, "state", "ONGOING") && it_field_is(id, "owner", owner) &&
-           it_field_ll(id, "attempt") == attempt && it_field_ll(id, "progress_current") >= step;
-}
-
-static bool host_listed(const char *host_id) { return it_zscore(IT_PREFIX ":hosts", host_id) >= 0; }
-
 /* A number field of the task's result; fails the test when it is missing. */
 static double result_number(const char *id, const char *name)
 {
@@ -70,11 +61,11 @@ static void test_kill9_mid_progress(void **state)
     th_host_opts o = ck_opts("A");
     th_host *a = ck_host_start(&o, true);
     char *id = it_submit("crash.steps", "{\"steps\": 30, \"step_ms\": 100}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 1)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 1)));
     /* B starts only now: the first attempt is surely A's. */
     o = ck_opts("B");
     th_host *b = ck_host_start(&o, true);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 8)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 8)));
 
     th_host_kill(a);
     double killed = th_now();
@@ -112,7 +103,7 @@ static void test_kill9_mid_progress(void **state)
     assert_int_equal(ck_count_runs(id, 0), 2);
     assert_int_equal(ck_count_runs(id, 1), 1);
     assert_int_not_equal(ck_run_pid(id, 1), ck_run_pid(id, 2));
-    assert_true(TH_WAIT_UNTIL(5, !host_listed("A")));
+    assert_true(TH_WAIT_UNTIL(5, !it_host_listed("A")));
     free(id);
     it_pass();
 }
@@ -160,13 +151,13 @@ static void test_sigstop_fenced(void **state)
     th_host_opts o = ck_opts("A");
     th_host *a = ck_host_start(&o, true);
     char *id = it_submit("crash.steps", "{\"steps\": 40, \"step_ms\": 100}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 3)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 3)));
     o = ck_opts("B");
     th_host *b = ck_host_start(&o, true);
 
     th_host_signal(a, SIGSTOP);
     double stopped = th_now();
-    assert_true(TH_WAIT_UNTIL(CK_LEASE_S + 10, running_on(id, "B", 2, 0)));
+    assert_true(TH_WAIT_UNTIL(CK_LEASE_S + 10, it_running_on(id, "B", 2, 0)));
     printf("SIGSTOP of host A to the task claimed by host B: %.3f s\n", th_now() - stopped);
 
     /* Fencing in the store: writes carrying (A, 1) change nothing while B owns attempt 2. */
@@ -201,7 +192,7 @@ static void test_sigstop_fenced(void **state)
 
     /* A carries on: with B gone, a new task runs on A. */
     assert_int_equal(th_host_stop(b, 10), 0);
-    assert_true(TH_WAIT_UNTIL(5, host_listed("A")));
+    assert_true(TH_WAIT_UNTIL(5, it_host_listed("A")));
     char *next = it_submit("demo.echo", "{\"after\": \"sigcont\"}", NULL);
     assert_true(it_wait_state(next, "SUCCESS", 10));
     it_assert_field(next, "owner", "A");
@@ -294,7 +285,7 @@ static void test_not_retriable_orphan(void **state)
     th_host_opts o = ck_opts("A");
     th_host *a = ck_host_start(&o, true);
     char *id = it_submit("crash.local", "{\"steps\": 100, \"step_ms\": 100}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 1)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 1)));
     o = ck_opts("B");
     ck_host_start(&o, true);
     th_host_kill(a);
@@ -330,7 +321,7 @@ static void test_sigterm_releases(void **state)
         args[i] = "{\"steps\": 60, \"step_ms\": 50}";
     ck_submit_many("crash.steps", args, N, 0, ids);
     for (int i = 0; i < N; i++)
-        assert_true(TH_WAIT_UNTIL(10, running_on(ids[i], "A", 1, 2)));
+        assert_true(TH_WAIT_UNTIL(10, it_running_on(ids[i], "A", 1, 2)));
     o = ck_opts("B");
     th_host *b = ck_host_start(&o, true);
 
@@ -342,12 +333,12 @@ static void test_sigterm_releases(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     printf("host A exited %.3f s after SIGTERM (grace 0.5 s)\n", exit_s);
-    assert_false(host_listed("A"));
+    assert_false(it_host_listed("A"));
     assert_false(it_exists(IT_PREFIX ":host:A"));
 
     for (int i = 0; i < N; i++) {
         /* Released, not lost: B takes it without waiting for a lease or a burial. */
-        assert_true(TH_WAIT_UNTIL(1.5, running_on(ids[i], "B", 2, 0) ||
+        assert_true(TH_WAIT_UNTIL(1.5, it_running_on(ids[i], "B", 2, 0) ||
                                            it_field_is(ids[i], "state", "SUCCESS")));
     }
     printf("SIGTERM of host A to its tasks running on host B: %.3f s\n", th_now() - term);
@@ -362,18 +353,7 @@ static void test_sigterm_releases(void **state)
         assert_int_equal(assert_events_monotonic(id), 2);
         assert_true(result_number(id, "resumed_from") >= 2);
         assert_int_equal(ck_run_pid(id, 2), (int)b->pid);
-        cJSON *evs = it_events(id);
-        int released = 0;
-        const cJSON *e;
-        cJSON_ArrayForEach (e, evs) {
-            if (strcmp(it_ev_name(e), "bgtask_updated") == 0 &&
-                strstr(it_ev_message(e), "released by host A")) {
-                released++;
-                assert_int_equal((int)it_ev_number(e, "attempt"), 1);
-            }
-        }
-        cJSON_Delete(evs);
-        assert_int_equal(released, 1);
+        assert_int_equal(it_count_released(id, "A", 1), 1);
     }
     it_pass();
 }
@@ -393,7 +373,7 @@ static void test_second_sigterm(void **state)
     char *args[N] = {"{\"steps\": 100, \"step_ms\": 50}", "{\"steps\": 100, \"step_ms\": 50}"};
     ck_submit_many("crash.steps", args, N, 0, ids);
     for (int i = 0; i < N; i++)
-        assert_true(TH_WAIT_UNTIL(10, running_on(ids[i], "A", 1, 2)));
+        assert_true(TH_WAIT_UNTIL(10, it_running_on(ids[i], "A", 1, 2)));
     o = ck_opts("B");
     ck_host_start(&o, true);
 
@@ -408,7 +388,7 @@ static void test_second_sigterm(void **state)
     assert_true(TH_WAIT_UNTIL(5, it_field_ll(ids[0], "progress_current") >= before + 4));
     assert_true(it_host_alive(a));
     for (int i = 0; i < N; i++)
-        assert_true(running_on(ids[i], "A", 1, 2));
+        assert_true(it_running_on(ids[i], "A", 1, 2));
 
     double second = th_now();
     th_host_signal(a, SIGTERM);
@@ -419,7 +399,7 @@ static void test_second_sigterm(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_true(exit_s < 2.0);
-    assert_false(host_listed("A"));
+    assert_false(it_host_listed("A"));
     for (int i = 0; i < N; i++) {
         assert_true(it_wait_state(ids[i], "SUCCESS", 15));
         it_assert_field(ids[i], "owner", "B");
@@ -447,7 +427,7 @@ static void test_stuck_handler_released(void **state)
                          "{\"steps\": 50000, \"step_ms\": 0.1, \"ignore_cancel\": true, "
                          "\"spin\": true}",
                          NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 2)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 2)));
     o = ck_opts("B");
     th_host *b = ck_host_start(&o, true);
 

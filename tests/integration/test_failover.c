@@ -14,14 +14,6 @@
 #define LEASE_S 2.5
 #define HEARTBEAT_S 0.5
 
-static bool running_on(const char *id, const char *owner, long long attempt, long long step)
-{
-    return it_field_is(id, "state", "ONGOING") && it_field_is(id, "owner", owner) &&
-           it_field_ll(id, "attempt") == attempt && it_field_ll(id, "progress_current") >= step;
-}
-
-static bool host_listed(const char *host_id) { return it_zscore(IT_PREFIX ":hosts", host_id) >= 0; }
-
 static void test_kill9_failover(void **state)
 {
     it_need_redis();
@@ -30,11 +22,11 @@ static void test_kill9_failover(void **state)
     th_host *a = it_host_start(&o);
     /* 40 steps of 0.1 s: long enough to be killed halfway. */
     char *id = it_submit("demo.sleep", "{\"seconds\": 4, \"steps\": 40}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 1)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 1)));
     /* Only now does B start: the task is surely A's. */
     o.id = "B";
     th_host *b = it_host_start(&o);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 8)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 8)));
 
     th_host_kill(a);
     double killed = th_now();
@@ -42,7 +34,7 @@ static void test_kill9_failover(void **state)
     assert_true(at_kill >= 8 && at_kill < 40);
 
     /* B claims it once A's lease or host entry runs out, and not before. */
-    assert_true(TH_WAIT_UNTIL(LEASE_S + 10, running_on(id, "B", 2, 0)));
+    assert_true(TH_WAIT_UNTIL(LEASE_S + 10, it_running_on(id, "B", 2, 0)));
     double pickup = th_now() - killed;
     printf("kill -9 of host A to the task running on host B: %.3f s (lease %.1f s, "
            "heartbeat %.1f s)\n",
@@ -84,8 +76,8 @@ static void test_kill9_failover(void **state)
     cJSON_Delete(evs);
 
     /* A's entry is gone from the host list (buried), B's stays. */
-    assert_true(TH_WAIT_UNTIL(10, !host_listed("A")));
-    assert_true(host_listed("B"));
+    assert_true(TH_WAIT_UNTIL(10, !it_host_listed("A")));
+    assert_true(it_host_listed("B"));
     free(id);
     it_pass();
 }
@@ -97,10 +89,10 @@ static void test_sigterm_releases(void **state)
     o.id = "A";
     th_host *a = it_host_start(&o);
     char *id = it_submit("demo.sleep", "{\"seconds\": 4, \"steps\": 40}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 1)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 1)));
     o.id = "B";
     th_host *b = it_host_start(&o);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 3)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 3)));
 
     double term = th_now();
     th_host_signal(a, SIGTERM);
@@ -111,12 +103,12 @@ static void test_sigterm_releases(void **state)
     printf("host A drained and exited %.3f s after SIGTERM (grace 0.3 s)\n", th_now() - term);
 
     /* Released, not lost: B claims it without waiting for a lease to run out. */
-    assert_true(TH_WAIT_UNTIL(LEASE_S, running_on(id, "B", 2, 0)));
+    assert_true(TH_WAIT_UNTIL(LEASE_S, it_running_on(id, "B", 2, 0)));
     printf("SIGTERM of host A to the task running on host B: %.3f s\n", th_now() - term);
     it_assert_field(id, "released", "1");
-    assert_false(host_listed("A"));
+    assert_false(it_host_listed("A"));
     assert_false(it_exists(IT_PREFIX ":host:A"));
-    assert_true(host_listed("B"));
+    assert_true(it_host_listed("B"));
 
     assert_true(it_wait_state(id, "SUCCESS", 15));
     it_assert_field(id, "owner", "B");
@@ -126,18 +118,7 @@ static void test_sigterm_releases(void **state)
     it_assert_one_terminal(id, "bgtask_done");
 
     /* An event says it was released, by whom, with attempt 1. */
-    cJSON *evs = it_events(id);
-    int released = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach (e, evs) {
-        if (strcmp(it_ev_name(e), "bgtask_updated") == 0 &&
-            strstr(it_ev_message(e), "released by host A")) {
-            released++;
-            assert_int_equal((int)it_ev_number(e, "attempt"), 1);
-        }
-    }
-    assert_int_equal(released, 1);
-    cJSON_Delete(evs);
+    assert_int_equal(it_count_released(id, "A", 1), 1);
     cJSON *res = it_field_json(id, "result");
     assert_true(cJSON_GetObjectItem(res, "resumed_from")->valueint >= 3);
     cJSON_Delete(res);
@@ -161,7 +142,7 @@ static void test_release_is_refunded(void **state)
         snprintf(hid, sizeof hid, "R%d", i);
         o.id = hid;
         th_host *h = it_host_start(&o);
-        assert_true(TH_WAIT_UNTIL(10, running_on(id, hid, i, 1)));
+        assert_true(TH_WAIT_UNTIL(10, it_running_on(id, hid, i, 1)));
         assert_int_equal(th_host_stop(h, 10), 0);
         assert_true(TH_WAIT_UNTIL(5, it_field_ll(id, "released") == i));
         it_assert_field(id, "state", "ONGOING");

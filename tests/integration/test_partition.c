@@ -200,12 +200,6 @@ static int px_teardown(void **state)
 
 /* ---- the test ---- */
 
-static bool running_on(const char *id, const char *owner, long long attempt, long long step)
-{
-    return it_field_is(id, "state", "ONGOING") && it_field_is(id, "owner", owner) &&
-           it_field_ll(id, "attempt") == attempt && it_field_ll(id, "progress_current") >= step;
-}
-
 /* Start the proxy and host A behind it; wait until A serves. */
 static th_host *start_a_behind_proxy(void)
 {
@@ -263,11 +257,11 @@ static void test_partitioned_host_stops_first(void **state)
     it_need_redis();
     th_host *a = start_a_behind_proxy();
     char *id = it_submit("crash.steps", "{\"steps\": 200, \"step_ms\": 25}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 2)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 2)));
     th_host_opts o = ck_opts("B");
     th_host *b = ck_host_start(&o, true);
     /* A has renewed its lease since the claim (heartbeats come every 0.3 s). */
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 30)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 30)));
     proxy_cut(&px, true);
     check_takeover(a, b, id, th_now());
     free(id);
@@ -302,10 +296,10 @@ static void test_blackholed_host_stops_first(void **state)
     it_need_redis();
     th_host *a = start_a_behind_proxy();
     char *id = it_submit("crash.steps", "{\"steps\": 300, \"step_ms\": 25}", NULL);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 2)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 2)));
     th_host_opts o = ck_opts("B");
     th_host *b = ck_host_start(&o, true);
-    assert_true(TH_WAIT_UNTIL(10, running_on(id, "A", 1, 30)));
+    assert_true(TH_WAIT_UNTIL(10, it_running_on(id, "A", 1, 30)));
     proxy_blackhole(&px, true);
     check_takeover(a, b, id, th_now());
     free(id);

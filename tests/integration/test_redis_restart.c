@@ -16,13 +16,7 @@ enum { NTASKS = 200, NLONG = 4 };
 static int aof_group_setup(void **state)
 {
     (void)state;
-    int rc = th_redis_start(&fx.r, true);
-    if (rc == -1)
-        return -1;
-    fx.up = rc == 0;
-    if (fx.up)
-        fx.c = th_redis_connect(&fx.r);
-    return 0;
+    return it_redis_start(true);
 }
 
 /* Both hosts logged that they noticed Redis was gone. */

@@ -10,8 +10,8 @@
  * add_subtask records the subtasks a split adds (only while run_split runs it, as the host
  * allows it only in a split) up to max_subtasks.
  *
- * It is a copy of the fake host of test_plugins.c, grown for parallel handlers. Everything
- * is static: include it from one test file per binary.
+ * test_plugins.c and test_plugins_parallel.c share it. Everything is static: include it from
+ * one test file per binary.
  */
 #ifndef FAKE_HOST_H
 #define FAKE_HOST_H
