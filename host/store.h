@@ -1,7 +1,8 @@
 /*
  * store.h - all Redis I/O of hosts and clients (protocol version 1). Only
- * store.c includes hiredis and knows key names and Lua scripts; every
- * multi-key change is one script, loaded once and called by SHA.
+ * the store's files (store.c, store_ops.c, store_read.c, store_lua.h) include
+ * hiredis and know key names and Lua scripts; every multi-key change is one
+ * script, loaded once and called by SHA.
  *
  * A store is one connection and is not thread-safe: give each thread its own.
  * Functions return 0 or a negative errno: -EIO when Redis cannot be reached

@@ -1,0 +1,488 @@
+/*
+ * store_read.c - the store's reads: task records, lists of tasks and hosts,
+ * queue figures, the event stream, subtasks and Redis' own INFO.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store_int.h"
+#include "util.h"
+
+/* ---- reading ---- */
+
+static const char *const numeric_fields[] = {
+    "attempt",     "released",         "max_attempts",   "created_ms",       "started_ms",
+    "updated_ms",  "finished_ms",      "progress_current", "progress_total", "subtasks",
+    "sub_success", "sub_failure",      NULL,
+};
+
+static bool is_numeric_field(const char *f)
+{
+    for (int i = 0; numeric_fields[i]; i++)
+        if (strcmp(f, numeric_fields[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Build the JSON form of a record from an HGETALL reply. */
+static cJSON *record_json(const redisReply *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str;
+        const char *v = r->element[i + 1]->str ? r->element[i + 1]->str : "";
+        if (!f)
+            continue;
+        if (is_numeric_field(f)) {
+            char *end;
+            double d = strtod(v, &end);
+            if (*v && !*end)
+                cJSON_AddNumberToObject(o, f, d);
+            else
+                cJSON_AddStringToObject(o, f, v); /* corrupted: show what is there */
+        } else if (strcmp(f, "cancel_requested") == 0) {
+            cJSON_AddBoolToObject(o, f, strcmp(v, "1") == 0);
+        } else if (strcmp(f, "args") == 0 || strcmp(f, "result") == 0) {
+            cJSON *j = *v ? cJSON_Parse(v) : NULL;
+            if (j)
+                cJSON_AddItemToObject(o, f, j);
+            else if (*v)
+                cJSON_AddStringToObject(o, f, v);
+            else
+                cJSON_AddNullToObject(o, f);
+        } else if ((strcmp(f, "owner") == 0 || strcmp(f, "error") == 0) && !*v) {
+            cJSON_AddNullToObject(o, f);
+        } else {
+            cJSON_AddStringToObject(o, f, v);
+        }
+    }
+    return o;
+}
+
+int store_get_task(store *st, const char *id, cJSON **out)
+{
+    *out = NULL;
+    if (!id_valid(id)) {
+        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
+        return -EINVAL;
+    }
+    redisReply *r;
+    int rc = store__cmd(st, &r, "HGETALL %s:task:%s", st->prefix, id);
+    if (rc < 0)
+        return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        freeReplyObject(r);
+        snprintf(st->err, sizeof st->err, "task %s not found", id);
+        return -ENOENT;
+    }
+    *out = record_json(r);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Fetch records of ids (pipelined) and append those matching the filters. */
+static int fetch_matching(store *st, redisReply *ids, size_t from, const char *state,
+                          const char *handler, int limit, cJSON *arr)
+{
+    size_t n = ids->elements;
+    for (size_t i = from; i < n; i++)
+        redisAppendCommand(st->c, "HGETALL %s:task:%s", st->prefix, ids->element[i]->str);
+    int rc = 0;
+    for (size_t i = from; i < n; i++) {
+        void *rep;
+        if (redisGetReply(st->c, &rep) != REDIS_OK)
+            return store__conn_failed(st, "HGETALL");
+        redisReply *r = rep;
+        if (rc == 0 && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+            cJSON_GetArraySize(arr) < limit) {
+            cJSON *o = record_json(r);
+            cJSON *s = cJSON_GetObjectItem(o, "state");
+            cJSON *h = cJSON_GetObjectItem(o, "handler");
+            bool ok = (!state || (cJSON_IsString(s) && strcasecmp(s->valuestring, state) == 0)) &&
+                      (!handler || (cJSON_IsString(h) && strcmp(h->valuestring, handler) == 0));
+            if (ok)
+                cJSON_AddItemToArray(arr, o);
+            else
+                cJSON_Delete(o);
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+static double num_field(const cJSON *o, const char *f)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, f);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static int cmp_created_desc(const void *a, const void *b)
+{
+    double x = num_field(*(cJSON *const *)a, "created_ms");
+    double y = num_field(*(cJSON *const *)b, "created_ms");
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Sort an array of records newest first (cJSON arrays are linked lists). */
+static void sort_records(cJSON *arr)
+{
+    int n = cJSON_GetArraySize(arr);
+    if (n < 2)
+        return;
+    cJSON **v = xmalloc((size_t)n * sizeof *v);
+    for (int i = 0; i < n; i++)
+        v[i] = cJSON_DetachItemFromArray(arr, 0);
+    qsort(v, (size_t)n, sizeof *v, cmp_created_desc);
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, v[i]);
+    free(v);
+}
+
+int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out)
+{
+    *out = NULL;
+    if (limit <= 0)
+        limit = 20;
+    if (handler && !name_valid(handler)) {
+        snprintf(st->err, sizeof st->err, "invalid handler name '%.64s'", handler);
+        return -EINVAL;
+    }
+    static const char *const states[] = {"ONGOING", "SUCCESS", "FAILURE", "CANCELLED", NULL};
+    if (state) {
+        bool known = false;
+        for (int i = 0; states[i]; i++)
+            known |= strcasecmp(state, states[i]) == 0;
+        if (!known) {
+            snprintf(st->err, sizeof st->err,
+                     "unknown state '%.32s': expected ONGOING, SUCCESS, FAILURE or CANCELLED",
+                     state);
+            return -EINVAL;
+        }
+    }
+    cJSON *arr = cJSON_CreateArray();
+    int rc = 0;
+    redisReply *r = NULL;
+    bool want_ongoing = !state || strcasecmp(state, "ONGOING") == 0;
+    bool want_done = !state || strcasecmp(state, "ONGOING") != 0;
+    if (want_ongoing) {
+        /* Queues hold the ONGOING tasks; one per handler. */
+        char cursor[32] = "0";
+        do {
+            rc = handler ? store__cmd(st, &r, "SCAN %s MATCH %s:q:%s COUNT 1000", cursor, st->prefix,
+                               handler)
+                         : store__cmd(st, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
+            if (rc < 0)
+                goto fail;
+            strlcpy_(cursor, r->element[0]->str, sizeof cursor);
+            redisReply *keys = r->element[1];
+            for (size_t k = 0; k < keys->elements; k++) {
+                redisReply *ids;
+                rc = store__cmd(st, &ids, "ZRANGE %s 0 %d", keys->element[k]->str, limit * 4);
+                if (rc < 0)
+                    goto fail;
+                rc = fetch_matching(st, ids, 0, "ONGOING", handler, limit * 4, arr);
+                freeReplyObject(ids);
+                if (rc < 0)
+                    goto fail;
+            }
+            freeReplyObject(r);
+            r = NULL;
+        } while (strcmp(cursor, "0") != 0);
+    }
+    if (want_done) {
+        /* Finished tasks, newest first, a page at a time until limit match. */
+        cJSON *done = cJSON_CreateArray();
+        for (long start = 0; cJSON_GetArraySize(done) < limit; start += 200) {
+            rc = store__cmd(st, &r, "ZREVRANGE %s:done %ld %ld", st->prefix, start, start + 199);
+            if (rc < 0) {
+                cJSON_Delete(done);
+                goto fail;
+            }
+            size_t got = r->elements;
+            rc = fetch_matching(st, r, 0, state, handler, limit, done);
+            freeReplyObject(r);
+            r = NULL;
+            if (rc < 0 || got < 200)
+                break;
+        }
+        cJSON *it;
+        while ((it = cJSON_DetachItemFromArray(done, 0)))
+            cJSON_AddItemToArray(arr, it);
+        cJSON_Delete(done);
+        if (rc < 0)
+            goto fail;
+    }
+    sort_records(arr);
+    while (cJSON_GetArraySize(arr) > limit)
+        cJSON_DeleteItemFromArray(arr, limit);
+    *out = arr;
+    return 0;
+fail:
+    freeReplyObject(r);
+    cJSON_Delete(arr);
+    return rc;
+}
+
+int store_list_hosts(store *st, cJSON **out)
+{
+    *out = NULL;
+    redisReply *r;
+    int rc = store__cmd(st, &r, "ZRANGE %s:hosts 0 -1 WITHSCORES", st->prefix);
+    if (rc < 0)
+        return rc;
+    redisReply *t;
+    rc = store__cmd(st, &t, "TIME");
+    if (rc < 0) {
+        freeReplyObject(r);
+        return rc;
+    }
+    double now = atof(t->element[0]->str) * 1000 + atof(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        double exp = atof(r->element[i + 1]->str);
+        if (exp < now)
+            continue; /* its lease ran out: not live */
+        redisReply *h;
+        rc = store__cmd(st, &h, "HGETALL %s:host:%s", st->prefix, r->element[i]->str);
+        if (rc < 0)
+            break;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", r->element[i]->str);
+        for (size_t k = 0; k + 1 < h->elements; k += 2) {
+            const char *f = h->element[k]->str, *v = h->element[k + 1]->str;
+            if (strcmp(f, "id") == 0)
+                continue;
+            if (strcmp(f, "pid") == 0 || strcmp(f, "workers") == 0 ||
+                strcmp(f, "running") == 0 || strcmp(f, "started_ms") == 0 ||
+                strcmp(f, "updated_ms") == 0)
+                cJSON_AddNumberToObject(o, f, atof(v));
+            else if (strcmp(f, "handlers") == 0) {
+                cJSON *list = cJSON_AddArrayToObject(o, "handlers");
+                char *copy = xstrdup(v), *save = NULL;
+                for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+                    cJSON_AddItemToArray(list, cJSON_CreateString(tok));
+                free(copy);
+            } else
+                cJSON_AddStringToObject(o, f, v);
+        }
+        cJSON_AddNumberToObject(o, "expires_ms", exp);
+        freeReplyObject(h);
+        cJSON_AddItemToArray(arr, o);
+    }
+    freeReplyObject(r);
+    if (rc < 0) {
+        cJSON_Delete(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_stats(store *st, cJSON **out)
+{
+    *out = NULL;
+    redisReply *t, *r = NULL;
+    int rc = store__cmd(st, &t, "TIME");
+    if (rc < 0)
+        return rc;
+    long long now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *hs = cJSON_AddArrayToObject(o, "handlers");
+    char cursor[32] = "0";
+    size_t plen = strlen(st->prefix) + 3;
+    do {
+        rc = store__cmd(st, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
+        if (rc < 0)
+            goto fail;
+        strlcpy_(cursor, r->element[0]->str, sizeof cursor);
+        redisReply *keys = r->element[1];
+        for (size_t k = 0; k < keys->elements; k++) {
+            const char *key = keys->element[k]->str;
+            redisReply *a, *b;
+            if ((rc = store__cmd(st, &a, "ZCARD %s", key)) < 0)
+                goto fail;
+            if ((rc = store__cmd(st, &b, "ZCOUNT %s -inf %lld", key, now)) < 0) {
+                freeReplyObject(a);
+                goto fail;
+            }
+            redisReply *c;
+            if ((rc = store__cmd(st, &c, "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", key, now)) <
+                0) {
+                freeReplyObject(a);
+                freeReplyObject(b);
+                goto fail;
+            }
+            double oldest = c->elements == 2 ? (double)now - atof(c->element[1]->str) : 0;
+            freeReplyObject(c);
+            cJSON *h = cJSON_CreateObject();
+            cJSON_AddStringToObject(h, "handler", key + plen);
+            cJSON_AddNumberToObject(h, "queued", (double)a->integer);
+            cJSON_AddNumberToObject(h, "due", (double)b->integer);
+            cJSON_AddNumberToObject(h, "oldest_due_age_ms", oldest > 0 ? oldest : 0);
+            cJSON_AddItemToArray(hs, h);
+            freeReplyObject(a);
+            freeReplyObject(b);
+        }
+        freeReplyObject(r);
+        r = NULL;
+    } while (strcmp(cursor, "0") != 0);
+    if ((rc = store__cmd(st, &r, "ZCARD %s:done", st->prefix)) < 0)
+        goto fail;
+    cJSON_AddNumberToObject(o, "finished", (double)r->integer);
+    freeReplyObject(r);
+    r = NULL;
+    if ((rc = store__cmd(st, &r, "ZCOUNT %s:hosts %lld +inf", st->prefix, now)) < 0)
+        goto fail;
+    cJSON_AddNumberToObject(o, "hosts", (double)r->integer);
+    freeReplyObject(r);
+    *out = o;
+    return 0;
+fail:
+    freeReplyObject(r);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* A stream id is "ms-seq" with both parts decimal. */
+static bool stream_id_valid(const char *s)
+{
+    if (strcmp(s, "0") == 0)
+        return true;
+    const char *dash = strchr(s, '-');
+    if (!dash || dash == s || !dash[1] || strlen(s) > 40)
+        return false;
+    for (const char *c = s; *c; c++)
+        if (c != dash && (*c < '0' || *c > '9'))
+            return false;
+    return true;
+}
+
+int store_events_after(store *st, const char *id, const char *after, int limit, cJSON **out)
+{
+    *out = NULL;
+    if (!id_valid(id) || !stream_id_valid(after)) {
+        snprintf(st->err, sizeof st->err, "invalid task id or event id");
+        return -EINVAL;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    char start[48];
+    snprintf(start, sizeof start, "(%s", after);
+    if (strcmp(after, "0") == 0)
+        strcpy(start, "-");
+    for (;;) {
+        redisReply *r;
+        int rc = store__cmd(st, &r, "XRANGE %s:events %s + COUNT 1000", st->prefix, start);
+        if (rc < 0) {
+            cJSON_Delete(arr);
+            return rc;
+        }
+        for (size_t i = 0; i < r->elements && cJSON_GetArraySize(arr) < limit; i++) {
+            redisReply *e = r->element[i];
+            if (e->elements != 2)
+                continue;
+            redisReply *kv = e->element[1];
+            const char *ev = NULL, *tid = NULL, *data = NULL;
+            for (size_t k = 0; k + 1 < kv->elements; k += 2) {
+                const char *f = kv->element[k]->str;
+                if (strcmp(f, "event") == 0)
+                    ev = kv->element[k + 1]->str;
+                else if (strcmp(f, "task_id") == 0)
+                    tid = kv->element[k + 1]->str;
+                else if (strcmp(f, "data") == 0)
+                    data = kv->element[k + 1]->str;
+            }
+            if (!ev || !tid || !data || strcmp(tid, id) != 0)
+                continue;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "id", e->element[0]->str);
+            cJSON_AddStringToObject(o, "event", ev);
+            cJSON *d = cJSON_Parse(data);
+            cJSON_AddItemToObject(o, "data", d ? d : cJSON_CreateObject());
+            cJSON_AddItemToArray(arr, o);
+        }
+        size_t n = r->elements;
+        if (n > 0)
+            snprintf(start, sizeof start, "(%s", r->element[n - 1]->element[0]->str);
+        freeReplyObject(r);
+        if (n < 1000 || cJSON_GetArraySize(arr) >= limit)
+            break;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_count_finished(store *st, long long *n)
+{
+    redisReply *r;
+    int rc = store__cmd(st, &r, "ZCARD %s:done", st->prefix);
+    if (rc == 0) {
+        *n = r->integer;
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+int store_info(store *st, const char *section, char **out)
+{
+    *out = NULL;
+    redisReply *r;
+    int rc = store__cmd(st, &r, "INFO %s", section);
+    if (rc < 0)
+        return rc;
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        *out = strndup(r->str, (size_t)r->len);
+    freeReplyObject(r);
+    return *out ? 0 : -EPROTO;
+}
+
+/* ---- parallel tasks ---- */
+
+void sub_rec_free(sub_rec *subs, int n)
+{
+    if (!subs)
+        return;
+    for (int i = 0; i < n; i++) {
+        free(subs[i].args);
+        free(subs[i].message);
+        free(subs[i].result);
+    }
+    free(subs);
+}
+
+int store_load_subtasks(store *st, const char *id, int n, sub_rec **out)
+{
+    *out = NULL;
+    redisReply *r;
+    int rc = store__cmd(st, &r, "HGETALL %s:sub:%s", st->prefix, id);
+    if (rc < 0)
+        return rc;
+    sub_rec *subs = xcalloc((size_t)n + 1, sizeof *subs);
+    for (int i = 0; i < n; i++)
+        strcpy(subs[i].state, "PENDING");
+    for (size_t k = 0; k + 1 < r->elements; k += 2) {
+        const char *f = r->element[k]->str, *v = r->element[k + 1]->str;
+        char *colon;
+        long i = strtol(f, &colon, 10);
+        if (*colon != ':' || i < 0 || i >= n)
+            continue; /* not a subtask field, or past the count: ignore */
+        const char *name = colon + 1;
+        if (strcmp(name, "args") == 0)
+            subs[i].args = xstrdup(v);
+        else if (strcmp(name, "state") == 0)
+            strlcpy_(subs[i].state, v, sizeof subs[i].state);
+        else if (strcmp(name, "attempt") == 0)
+            subs[i].attempt = (uint32_t)atol(v);
+        else if (strcmp(name, "message") == 0)
+            subs[i].message = xstrdup(v);
+        else if (strcmp(name, "result") == 0)
+            subs[i].result = xstrdup(v);
+    }
+    freeReplyObject(r);
+    *out = subs;
+    return 0;
+}
+
