@@ -228,59 +228,55 @@ void plugin_unload(struct bgt_plugin *p)
     free_plugin(p);
 }
 
-/* The name a definition carries, for messages, if its size lets us read it. */
-static const char *def_name(const char *name, bool readable)
+/*
+ * A registration outside init: refused, and the (udata, udata_free) pair that
+ * passed to the host at this call is freed. name/udata/udata_free are only
+ * read when the definition's size says they are there (readable).
+ */
+static int refuse_outside_init(struct bgt_plugin *p, const char *what, bool readable,
+                               const char *name, void *udata, void (*udata_free)(void *))
 {
-    return readable && name ? name : "?";
+    log_msg(BGT_LOG_ERR, p ? p->name : NULL,
+            "%s '%.64s': registration is only allowed during init", what,
+            readable && name ? name : "?");
+    if (readable && udata_free)
+        udata_free(udata);
+    return -EPERM;
+}
+
+/* Log a refused registration and remember the first, which fails the load. */
+static int note_refusal(struct bgt_plugin *p, int rc, const char *err)
+{
+    if (rc < 0) {
+        log_msg(BGT_LOG_ERR, p->name, "%s", err);
+        if (p->reg_rc == 0) {
+            p->reg_rc = rc;
+            strlcpy_(p->reg_err, err, sizeof p->reg_err);
+        }
+    }
+    return rc;
 }
 
 int plugin_api_register_handler(struct bgt_plugin *p, const bgt_handler_def *def)
 {
-    char err[sizeof p->reg_err];
     bool readable = def && def->size >= HANDLER_DEF_MIN;
-
-    if (!p || !p->in_init) {
-        /* The (udata, udata_free) pair passed to the host at this call. */
-        log_msg(BGT_LOG_ERR, p ? p->name : NULL,
-                "handler '%.64s': registration is only allowed during init",
-                def_name(readable ? def->name : NULL, readable));
-        if (readable && def->udata_free)
-            def->udata_free(def->udata);
-        return -EPERM;
-    }
-    int rc = registry_add_handler(p->reg, p, def, err, sizeof err);
-    if (rc < 0) {
-        log_msg(BGT_LOG_ERR, p->name, "%s", err);
-        if (p->reg_rc == 0) {
-            p->reg_rc = rc;
-            strlcpy_(p->reg_err, err, sizeof p->reg_err);
-        }
-    }
-    return rc;
+    if (!p || !p->in_init)
+        return refuse_outside_init(p, "handler", readable, readable ? def->name : NULL,
+                                   readable ? def->udata : NULL,
+                                   readable ? def->udata_free : NULL);
+    char err[sizeof p->reg_err];
+    return note_refusal(p, registry_add_handler(p->reg, p, def, err, sizeof err), err);
 }
 
 int plugin_api_register_hook(struct bgt_plugin *p, const bgt_hook_def *def)
 {
-    char err[sizeof p->reg_err];
     bool readable = def && def->size >= HOOK_DEF_MIN;
-
-    if (!p || !p->in_init) {
-        log_msg(BGT_LOG_ERR, p ? p->name : NULL,
-                "hook '%.64s': registration is only allowed during init",
-                def_name(readable ? def->name : NULL, readable));
-        if (readable && def->udata_free)
-            def->udata_free(def->udata);
-        return -EPERM;
-    }
-    int rc = registry_add_hook(p->reg, p, def, err, sizeof err);
-    if (rc < 0) {
-        log_msg(BGT_LOG_ERR, p->name, "%s", err);
-        if (p->reg_rc == 0) {
-            p->reg_rc = rc;
-            strlcpy_(p->reg_err, err, sizeof p->reg_err);
-        }
-    }
-    return rc;
+    if (!p || !p->in_init)
+        return refuse_outside_init(p, "hook", readable, readable ? def->name : NULL,
+                                   readable ? def->udata : NULL,
+                                   readable ? def->udata_free : NULL);
+    char err[sizeof p->reg_err];
+    return note_refusal(p, registry_add_hook(p->reg, p, def, err, sizeof err), err);
 }
 
 void plugin_api_log(struct bgt_plugin *p, int level, const char *fmt, va_list ap)
