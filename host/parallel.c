@@ -87,10 +87,8 @@ static bgt_status get_items(manager *m, bgt_task *t, char **why)
             }
         }
     }
-    if (t->nsplit == 0) {
-        *why = xasprintf("the task has no subtasks");
-        return BGT_FAILED;
-    }
+    if (t->nsplit == 0)
+        return BGT_OK; /* nothing to do: the task succeeds at once (see nothing_to_do) */
     /* batch_size groups consecutive items into one subtask. */
     int bs = d->batch_size;
     if (bs > 1) {
@@ -143,6 +141,38 @@ static void setup_failed(manager *m, bgt_task *t, bgt_status status, const char 
         return;
     }
     mgr__conclude(m, t, END_FAILURE, BGT_FAILED, why, 0, NULL);
+}
+
+/*
+ * A split with no items: there is nothing to do, and the task succeeds at
+ * once, with its merge of no results (or zero counts) as its result. Nothing
+ * was persisted, so a recovery would split again and find the same.
+ */
+static void nothing_to_do(manager *m, bgt_task *t)
+{
+    if (mgr__end_executing(m, t)) {
+        mgr__conclude(m, t, END_LOST, BGT_OK, "lease lost", 0, NULL);
+        return;
+    }
+    bgt_status ms = BGT_OK;
+    if (t->h->def.merge) {
+        cJSON *none = cJSON_CreateArray();
+        ms = t->h->def.merge(t, none, t->h->def.udata);
+        cJSON_Delete(none);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "succeeded", 0);
+        cJSON_AddNumberToObject(o, "failed", 0);
+        task_api_set_result(t, o);
+        cJSON_Delete(o);
+    }
+    if (ms != BGT_OK) {
+        char *msg = xasprintf("merge failed: %s", t->error ? t->error : "no reason given");
+        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL);
+        free(msg);
+        return;
+    }
+    mgr__conclude(m, t, END_SUCCESS, BGT_OK, "no subtasks: nothing to do", 0, NULL);
 }
 
 /* Queue subtask i of t. Lock held. */
@@ -215,6 +245,10 @@ void mgr__parallel_run(manager *m, bgt_task *t, store **wst)
         if (s != BGT_OK) {
             setup_failed(m, t, s, why, false);
             free(why);
+            return;
+        }
+        if (t->nsplit == 0) {
+            nothing_to_do(m, t);
             return;
         }
         WITH_REDIS(t, rc, store_split(st, m->host_id, t->id, t->attempt, t->split_items,
