@@ -817,6 +817,15 @@ static void test_explicit_subtasks(void **state)
     free(id);
     free(args);
 
+    /* An empty list: nothing to do, done at once, nothing ran. */
+    id = it_submit("partest.list", "{\"subtasks\": []}", NULL);
+    assert_true(it_wait_state(id, "SUCCESS", 30));
+    it_assert_one_terminal(id, "bgtask_done");
+    char *msg = it_field(id, "message");
+    assert_non_null(strstr(msg, "nothing to do"));
+    free(msg);
+    free(id);
+
     /* Neither: the failure says what is missing. */
     id = it_submit("partest.list", "{}", NULL);
     assert_true(it_wait_state(id, "FAILURE", 30));
