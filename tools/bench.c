@@ -434,15 +434,21 @@ static const cmdstat *snapshot_find(const snapshot *s, const char *name)
     return NULL;
 }
 
+/* Whether name is one of the NULL-terminated names. */
+static bool one_of(const char *name, const char *const *names)
+{
+    for (int i = 0; names[i]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Commands that run scripts: their usec include the commands the script calls. */
 static bool is_script_cmd(const char *name)
 {
     static const char *const names[] = {"eval",  "evalsha",  "eval_ro", "evalsha_ro",
                                         "fcall", "fcall_ro", NULL};
-    for (int i = 0; names[i]; i++)
-        if (strcmp(name, names[i]) == 0)
-            return true;
-    return false;
+    return one_of(name, names);
 }
 
 /*
@@ -460,10 +466,7 @@ static bool is_plain_cmd(const char *name)
                                         "subscribe",     "psubscribe",     "unsubscribe",
                                         "punsubscribe",  "config|get",     "script|load",
                                         "script|exists", "client|setname", NULL};
-    for (int i = 0; names[i]; i++)
-        if (strcmp(name, names[i]) == 0)
-            return true;
-    return false;
+    return one_of(name, names);
 }
 
 /* The bench's own probes (the finished count, INFO): left out of the cost. */

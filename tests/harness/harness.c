@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 static struct child *children;
 static size_t nchildren, children_cap;
 static char **dirs; /* scratch folders to remove */
@@ -86,21 +88,10 @@ __attribute__((constructor)) static void th_init(void)
     atexit(th_cleanup);
 }
 
-double th_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+/* The host's own clock helpers (util.h): the tests link the host library. */
+double th_now(void) { return mono_s(); }
 
-void th_sleep(double s)
-{
-    if (s <= 0)
-        return;
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
+void th_sleep(double s) { sleep_s(s); }
 
 /* Read a whole file into a malloc'd NUL-terminated buffer; NULL if unreadable. */
 char *th__read_file(const char *path, size_t *len)
