@@ -96,7 +96,8 @@ static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
         if (is_loaded(l, pc->file, pc->name))
             continue;
         struct bgt_plugin *p;
-        if (plugin_load(pc->file, pc->config, reg, host_api(), &p, err, sizeof err) < 0) {
+        if (plugin_load(pc->file, cfg->plugins_dir, pc->config, reg, host_api(), &p, err,
+                        sizeof err) < 0) {
             log_err("%s", err);
             failed++;
             continue;
@@ -116,7 +117,8 @@ static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
             char *real = realpath(paths[i], NULL);
             if (!is_loaded(l, real ? real : paths[i], NULL)) {
                 struct bgt_plugin *p;
-                if (plugin_load(paths[i], NULL, reg, host_api(), &p, err, sizeof err) < 0) {
+                if (plugin_load(paths[i], cfg->plugins_dir, NULL, reg, host_api(), &p, err,
+                                sizeof err) < 0) {
                     log_err("%s", err);
                     failed++;
                 } else if (is_loaded(l, NULL, p->name)) {

@@ -8,12 +8,11 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "trust.h"
 #include "util.h"
 
 /* The smallest entry a plugin may export: ABI 1.0's fields up to fini. */
@@ -42,58 +41,8 @@ static void free_plugin(struct bgt_plugin *p)
     free(p->name);
     free(p->version);
     free(p->path);
+    free(p->real);
     free(p);
-}
-
-/*
- * Check that path names a regular file that neither it nor its folder lets
- * anyone but the owner write: loading a .so runs its code. On success *real is
- * the resolved absolute path (heap), the one to dlopen, so the file checked is
- * the file loaded and no library search path is consulted.
- */
-static int check_file(const char *path, char **real, char *err, size_t errlen)
-{
-    struct stat st;
-    char *dir = NULL;
-    int rc;
-
-    *real = realpath(path, NULL);
-    if (!*real || stat(*real, &st) < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(-rc));
-        goto fail;
-    }
-    rc = -EPERM;
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: refusing to load: not a regular file", path);
-        goto fail;
-    }
-    if (st.st_mode & 022) {
-        snprintf(err, errlen, "%s: refusing to load: writable by group or others (mode %04o)",
-                 path, (unsigned)(st.st_mode & 07777));
-        goto fail;
-    }
-    dir = xstrdup(*real);
-    const char *d = dirname(dir);
-    if (stat(d, &st) < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "%s: cannot read its folder %s: %s", path, d, strerror(-rc));
-        goto fail;
-    }
-    if (st.st_mode & 022) {
-        snprintf(err, errlen,
-                 "%s: refusing to load: its folder %s is writable by group or others (mode %04o)",
-                 path, d, (unsigned)(st.st_mode & 07777));
-        goto fail;
-    }
-    free(dir);
-    return 0;
-
-fail:
-    free(dir);
-    free(*real);
-    *real = NULL;
-    return rc;
 }
 
 /*
@@ -131,25 +80,17 @@ static int check_entry(const char *path, const bgt_plugin_entry_t *e, char *err,
     return 0;
 }
 
-int plugin_load(const char *path, const cJSON *config, registry *reg, const bgt_api *api,
-                struct bgt_plugin **out, char *err, size_t errlen)
+int plugin_open(const char *path, const char *dir, struct bgt_plugin **out, char *err,
+                size_t errlen)
 {
     char *real = NULL;
     void *dl = NULL;
-    struct bgt_plugin *p = NULL;
-    cJSON *empty = NULL;
     int rc;
 
     *out = NULL;
-    if (config && !cJSON_IsObject(config)) {
-        snprintf(err, errlen, "%s: the plugin's config must be an object", path);
-        rc = -EINVAL;
-        goto fail;
-    }
-    rc = check_file(path, &real, err, errlen);
+    rc = trust_check(path, dir, &real, err, errlen);
     if (rc < 0)
         goto fail;
-
     dlerror();
     dl = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
@@ -167,53 +108,82 @@ int plugin_load(const char *path, const cJSON *config, registry *reg, const bgt_
     rc = check_entry(path, entry, err, errlen);
     if (rc < 0)
         goto fail;
+    struct bgt_plugin *p = xcalloc(1, sizeof *p);
+    p->name = xstrdup(entry->name);
+    p->version = xstrdup(entry->version ? entry->version : "");
+    p->path = xstrdup(path);
+    p->real = real;
+    p->dl = dl;
+    p->entry = entry;
+    *out = p;
+    return 0;
 
+fail:
+    close_dl(dl, path);
+    free(real);
+    return rc;
+}
+
+int plugin_init(struct bgt_plugin *p, const cJSON *config, registry *reg, const bgt_api *api,
+                char *err, size_t errlen)
+{
+    cJSON *empty = NULL;
+    int rc;
+
+    if (config && !cJSON_IsObject(config)) {
+        snprintf(err, errlen, "%s: the plugin's config must be an object", p->path);
+        rc = -EINVAL;
+        goto fail;
+    }
     if (!config) {
         empty = cJSON_CreateObject();
         if (!empty) {
-            snprintf(err, errlen, "%s: out of memory", path);
+            snprintf(err, errlen, "%s: out of memory", p->path);
             rc = -ENOMEM;
             goto fail;
         }
         config = empty;
     }
-    p = xcalloc(1, sizeof *p);
-    p->name = xstrdup(entry->name);
-    p->version = xstrdup(entry->version ? entry->version : "");
-    p->path = xstrdup(path);
-    p->dl = dl;
-    p->entry = entry;
     p->reg = reg;
-
     p->in_init = true;
-    int irc = entry->init(p, api, config);
+    int irc = p->entry->init(p, api, config);
     p->in_init = false;
     if (irc != 0 || p->reg_rc != 0) {
         /* A refused registration fails the load even when init ignored it:
          * the plugin would otherwise run without a handler it meant to have. */
         if (p->reg_rc != 0 && irc != 0)
-            snprintf(err, errlen, "%s: plugin '%s' not loaded: %s (init returned %d)", path,
+            snprintf(err, errlen, "%s: plugin '%s' not loaded: %s (init returned %d)", p->path,
                      p->name, p->reg_err, irc);
         else if (p->reg_rc != 0)
-            snprintf(err, errlen, "%s: plugin '%s' not loaded: %s", path, p->name, p->reg_err);
+            snprintf(err, errlen, "%s: plugin '%s' not loaded: %s", p->path, p->name,
+                     p->reg_err);
         else
-            snprintf(err, errlen, "%s: init failed (returned %d)", path, irc);
+            snprintf(err, errlen, "%s: init failed (returned %d)", p->path, irc);
         rc = p->reg_rc != 0 ? p->reg_rc : -ECANCELED;
         /* Undo every registration; the udata_free calls run plugin code, so
          * this comes before dlclose. */
         registry_remove_plugin(reg, p);
+        p->reg = NULL;
         goto fail;
     }
+    p->initialised = true;
     cJSON_Delete(empty);
-    free(real);
-    *out = p;
     return 0;
 
 fail:
     cJSON_Delete(empty);
-    close_dl(dl, path);
-    free_plugin(p);
-    free(real);
+    plugin_unload(p);
+    return rc;
+}
+
+int plugin_load(const char *path, const char *dir, const cJSON *config, registry *reg,
+                const bgt_api *api, struct bgt_plugin **out, char *err, size_t errlen)
+{
+    struct bgt_plugin *p;
+    int rc = plugin_open(path, dir, &p, err, errlen);
+    if (rc == 0 && (rc = plugin_init(p, config, reg, api, err, errlen)) < 0)
+        p = NULL;
+    *out = rc == 0 ? p : NULL;
     return rc;
 }
 
@@ -221,9 +191,10 @@ void plugin_unload(struct bgt_plugin *p)
 {
     if (!p)
         return;
-    if (p->entry->fini)
+    if (p->initialised && p->entry->fini)
         p->entry->fini(p);
-    registry_remove_plugin(p->reg, p);
+    if (p->reg)
+        registry_remove_plugin(p->reg, p);
     close_dl(p->dl, p->path);
     free_plugin(p);
 }

@@ -1,10 +1,10 @@
 /*
- * plugin.h - the plugin loader. Resolves a plugin file, refuses files or
- * folders writable by anyone but their owner, dlopen()s it with
- * RTLD_NOW | RTLD_LOCAL, checks the exported bgt_plugin_entry's ABI version
- * before running any plugin code, and calls its init with the host's service
- * table. A failed init undoes every registration the plugin made, then
- * dlclose()s it.
+ * plugin.h - the plugin loader. Checks who could have written a plugin file
+ * (trust.h: the file, the folders from the plugins folder down to it, links
+ * and their targets), dlopen()s it with RTLD_NOW | RTLD_LOCAL, checks the
+ * exported bgt_plugin_entry's ABI version before running any plugin code,
+ * and calls its init with the host's service table. A failed init undoes
+ * every registration the plugin made, then dlclose()s it.
  */
 #ifndef BGT_PLUGIN_H
 #define BGT_PLUGIN_H
@@ -19,10 +19,12 @@
 struct bgt_plugin {
     char *name;                       /* from the entry */
     char *version;                    /* from the entry */
-    char *path;                       /* the file loaded */
+    char *path;                       /* the file loaded, as named */
+    char *real;                       /* its resolved path, the one opened */
     void *dl;                         /* dlopen handle */
     const bgt_plugin_entry_t *entry;  /* inside the plugin's memory */
-    registry *reg;                    /* where its handlers and hooks go */
+    registry *reg;                    /* where its handlers and hooks go (set by init) */
+    bool initialised;                 /* its init succeeded: fini runs at unload */
     bool in_init;                     /* registration is allowed only during init */
     int reg_rc;                       /* first registration its init had refused (negative
                                          errno), or 0: such a load fails even if init
@@ -32,16 +34,32 @@ struct bgt_plugin {
 };
 
 /*
- * Load the plugin at path. config is the plugin's section (borrowed; NULL for
- * {}), api the host's table. On success *out is the loaded plugin, owned by
- * the caller (free with plugin_unload). On failure returns a negative errno and
- * err holds "path: reason" (for dlopen failures, dlerror's text; for an ABI
- * mismatch, both versions); nothing stays registered and nothing stays loaded.
+ * Open the plugin at path: trust_check against dir (the plugins folder, or
+ * NULL), dlopen, and the entry's version fields and name. None of the
+ * plugin's functions runs (its ELF constructors do, as with any dlopen). On
+ * success *out is the opened plugin, owned by the caller: plugin_init it, or
+ * plugin_unload it. On failure returns a negative errno (-EPERM refused by
+ * the trust check, -ENOEXEC not a loadable plugin of this ABI, or why the
+ * file cannot be read) and err holds "path: reason"; nothing stays open.
  */
-int plugin_load(const char *path, const cJSON *config, registry *reg, const bgt_api *api,
-                struct bgt_plugin **out, char *err, size_t errlen);
+int plugin_open(const char *path, const char *dir, struct bgt_plugin **out, char *err,
+                size_t errlen);
 
-/* Call fini, remove the plugin's registrations, dlclose (unless the
+/*
+ * Call an opened plugin's init with config (its section, borrowed; NULL for
+ * {}), registering into reg, with the host table api. On failure every
+ * registration it made is undone, p is unloaded and freed, a negative errno
+ * is returned and err holds "path: reason".
+ */
+int plugin_init(struct bgt_plugin *p, const cJSON *config, registry *reg, const bgt_api *api,
+                char *err, size_t errlen);
+
+/* plugin_open, then plugin_init: *out is the loaded plugin (free with
+ * plugin_unload) or NULL on failure. */
+int plugin_load(const char *path, const char *dir, const cJSON *config, registry *reg,
+                const bgt_api *api, struct bgt_plugin **out, char *err, size_t errlen);
+
+/* Call fini (if init succeeded), remove the plugin's registrations, dlclose (unless the
  * environment sets BGT_NO_DLCLOSE, so leak reports can name the plugin's
  * file), free p. NULL is allowed. */
 void plugin_unload(struct bgt_plugin *p);

@@ -2,8 +2,9 @@
  * test_plugin.c - the plugin loader against the fixture plugins that make
  * builds into $BUILD/tests/fixtures (BUILD defaults to "build"): a plugin that
  * works, a wrong ABI major, a newer minor, no entry symbol, an init that
- * fails, a duplicate handler name, a file that is not ELF, files and folders
- * writable by others, a missing file, unload, and registration outside init.
+ * fails, a duplicate handler name, a file that is not ELF, a missing file,
+ * unload, and registration outside init. Who may own and write plugin files
+ * and folders is test_plugin_trust.c's.
  *
  * Each test copies the fixtures it loads into its own scratch folder
  * ($BUILD/tmp/test_plugin-<pid>-XXXXXX, mode 0755, files 0755), so the
@@ -24,51 +25,10 @@
 
 #include <cmocka.h>
 
+#include "loader_host.h"
 #include "plugin.h"
 #include "registry.h"
 #include "util.h"
-
-/* ---- a fake host table: the loader's entries, and task entries that init never calls ---- */
-
-static const char *fake_task_id(const bgt_task *t)
-{
-    return "00000000-0000-4000-8000-000000000000";
-}
-static const char *fake_task_handler(const bgt_task *t) { return "fx.good"; }
-static uint32_t fake_task_attempt(const bgt_task *t) { return 1; }
-static int fake_task_subtask(const bgt_task *t) { return -1; }
-static void fake_progress(bgt_task *t, double current, double total, const char *message) {}
-static void fake_last_progress(const bgt_task *t, double *current, double *total) {}
-static bool fake_cancelled(const bgt_task *t) { return false; }
-static int fake_set_result(bgt_task *t, const cJSON *result) { return 0; }
-static void fake_set_error(bgt_task *t, const char *fmt, va_list ap) {}
-static void fake_task_log(bgt_task *t, int level, const char *fmt, va_list ap) {}
-static int fake_submit(bgt_task *t, const char *name, const cJSON *args, char *id_out)
-{
-    return -EIO;
-}
-static int fake_add_subtask(bgt_task *t, const cJSON *args) { return -EPERM; }
-
-static const bgt_api host_api = {
-    .size = sizeof(bgt_api),
-    .abi_major = BGT_ABI_MAJOR,
-    .abi_minor = BGT_ABI_MINOR,
-    .register_handler = plugin_api_register_handler,
-    .register_hook = plugin_api_register_hook,
-    .plugin_log = plugin_api_log,
-    .task_id = fake_task_id,
-    .task_handler = fake_task_handler,
-    .task_attempt = fake_task_attempt,
-    .task_subtask = fake_task_subtask,
-    .progress = fake_progress,
-    .last_progress = fake_last_progress,
-    .cancelled = fake_cancelled,
-    .set_result = fake_set_result,
-    .set_error = fake_set_error,
-    .task_log = fake_task_log,
-    .submit = fake_submit,
-    .add_subtask = fake_add_subtask,
-};
 
 /* ---- per-test state: a registry and a scratch folder ---- */
 
@@ -77,37 +37,6 @@ typedef struct fx {
     char dir[512];
     char err[512];
 } fx;
-
-static const char *build_dir(void)
-{
-    const char *b = getenv("BUILD");
-    return b && *b ? b : "build";
-}
-
-static void remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) < 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        chmod(path, 0755);
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *de;
-            while ((de = readdir(d))) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                    continue;
-                char *sub = xasprintf("%s/%s", path, de->d_name);
-                remove_tree(sub);
-                free(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 static int setup(void **state)
 {
@@ -134,25 +63,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Copy a file, then give the copy mode (not subject to the umask). */
-static void copy_file(const char *from, const char *to, mode_t mode)
-{
-    int in = open(from, O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        fail_msg("%s: %s (build the fixtures with make first)", from, strerror(errno));
-    int outfd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (outfd < 0)
-        fail_msg("%s: %s", to, strerror(errno));
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(in, buf, sizeof buf)) > 0)
-        assert_int_equal(write(outfd, buf, (size_t)n), n);
-    assert_int_equal(n, 0);
-    assert_int_equal(fchmod(outfd, mode), 0);
-    close(in);
-    close(outfd);
-}
-
 /* Copy fixture name into dir as name.so with mode; returns the copy's path (heap). */
 static char *install_in(const char *dir, const char *name, mode_t mode)
 {
@@ -177,7 +87,7 @@ static int load(fx *f, const char *path, const char *config_json, struct bgt_plu
         assert_non_null(config);
     }
     f->err[0] = '\0';
-    int rc = plugin_load(path, config, &f->reg, &host_api, out, f->err, sizeof f->err);
+    int rc = plugin_load(path, NULL, config, &f->reg, &host_api, out, f->err, sizeof f->err);
     cJSON_Delete(config);
     return rc;
 }
@@ -452,68 +362,6 @@ static void test_not_elf(void **state)
     free(path);
 }
 
-static void test_writable_file(void **state)
-{
-    fx *f = *state;
-    char *path = install(f, "good");
-    struct bgt_plugin *p = NULL;
-    char want[512];
-
-    assert_int_equal(chmod(path, 0666), 0);
-    assert_int_equal(load(f, path, NULL, &p), -EPERM);
-    assert_null(p);
-    snprintf(want, sizeof want, "%s: refusing to load: writable by group or others (mode 0666)",
-             path);
-    assert_string_equal(f->err, want);
-
-    assert_int_equal(chmod(path, 0775), 0);
-    assert_int_equal(load(f, path, NULL, &p), -EPERM);
-    assert_contains(f->err, "(mode 0775)");
-    assert_registry_empty(f);
-
-    /* Owner-writable is fine. */
-    assert_int_equal(chmod(path, 0700), 0);
-    assert_int_equal(load(f, path, NULL, &p), 0);
-    plugin_unload(p);
-    free(path);
-}
-
-static void test_writable_folder(void **state)
-{
-    fx *f = *state;
-    char *dir = xasprintf("%s/open", f->dir);
-    assert_int_equal(mkdir(dir, 0700), 0);
-    char *path = install_in(dir, "good", 0755);
-    struct bgt_plugin *p = NULL;
-    char want[512];
-
-    assert_int_equal(chmod(dir, 0777), 0);
-    assert_int_equal(load(f, path, NULL, &p), -EPERM);
-    assert_null(p);
-    assert_true(strncmp(f->err, path, strlen(path)) == 0);
-    snprintf(want, sizeof want, "is writable by group or others (mode 0777)");
-    assert_contains(f->err, "refusing to load: its folder ");
-    assert_contains(f->err, want);
-
-    assert_int_equal(chmod(dir, 0770), 0);
-    assert_int_equal(load(f, path, NULL, &p), -EPERM);
-    assert_contains(f->err, "(mode 0770)");
-    assert_registry_empty(f);
-
-    /* A symlink is judged by the file and folder it resolves to. */
-    char *link = xasprintf("%s/link.so", f->dir);
-    assert_int_equal(symlink("open/good.so", link), 0);
-    assert_int_equal(load(f, link, NULL, &p), -EPERM);
-    assert_contains(f->err, "its folder");
-    assert_int_equal(chmod(dir, 0755), 0);
-    assert_int_equal(load(f, link, NULL, &p), 0);
-    assert_string_equal(p->path, link);
-    plugin_unload(p);
-    free(link);
-    free(path);
-    free(dir);
-}
-
 static void test_not_regular(void **state)
 {
     fx *f = *state;
@@ -702,8 +550,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_init_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_elf, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_writable_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_writable_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_regular, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unload, setup, teardown),
