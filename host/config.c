@@ -60,13 +60,17 @@ static bool prefix_valid(const char *s);
 static bool host_id_valid(const char *s);
 static bool listen_valid(const char *s);
 static bool token_valid(const char *s);
+static bool password_valid(const char *s);
 
 #define OFF(field) offsetof(bgt_config, field)
 
 /* The schema. Ranges are those documented in config.h. */
 static const spec specs[] = {
     {"redis.url", K_STRING, 0, 0, OFF(redis_url), 0, NULL, NULL},
-    {"redis.password", K_STRING, 0, 0, OFF(redis_password), F_EMPTY_NULL | F_SECRET, NULL, NULL},
+    {"redis.password", K_STRING, 0, 0, OFF(redis_password), F_EMPTY_NULL | F_SECRET,
+     password_valid, "printable characters"},
+    {"redis.password_file", K_STRING, 0, 0, OFF(redis_password_file), F_EMPTY_NULL | F_PATH, NULL,
+     NULL},
     {"redis.prefix", K_STRING, 0, 0, OFF(prefix), 0, prefix_valid,
      "1..64 characters without spaces or control characters"},
 
@@ -137,6 +141,18 @@ static bool word_valid(const char *s, size_t max)
 static bool prefix_valid(const char *s) { return word_valid(s, 64); }
 
 static bool host_id_valid(const char *s) { return word_valid(s, 128); }
+
+/* A Redis password: printable characters (spaces allowed), at most TOKEN_MAX bytes. */
+static bool password_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > TOKEN_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
+            return false;
+    return true;
+}
 
 /* A bearer token: printable ASCII without spaces (what an HTTP header can carry). */
 static bool token_valid(const char *s)
@@ -551,15 +567,20 @@ static const config_setting_t *blame(const loader *l, const char *a, const char 
     return s ? s : l->seen[spec_index(b)];
 }
 
-/* Read the HTTP token from c->http_token_file into c->http_token. */
-static int read_token_file(loader *l)
+/*
+ * Read a secret (the HTTP token, the Redis password) from the file that the
+ * setting `name` names (path) into *out: one line of at most TOKEN_MAX bytes
+ * that valid() accepts (expect says what that is); a final newline is not
+ * part of it.
+ */
+static int read_secret_file(loader *l, const char *name, const char *path,
+                            bool (*valid)(const char *), const char *expect, char **out)
 {
-    bgt_config *c = l->c;
-    const config_setting_t *s = l->seen[spec_index("http.token_file")];
-    int fd = open(c->http_token_file, O_RDONLY | O_CLOEXEC);
+    const config_setting_t *s = l->seen[spec_index(name)];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail_at(l, s, "http.token_file must be a readable file, got %s: %s",
-                       c->http_token_file, strerror(errno));
+        return fail_at(l, s, "%s must be a readable file, got %s: %s", name, path,
+                       strerror(errno));
     char *buf = xmalloc(TOKEN_MAX + 2);
     size_t n = 0;
     ssize_t r;
@@ -568,27 +589,27 @@ static int read_token_file(loader *l)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            rc = fail_at(l, s, "http.token_file must be a readable file, got %s: %s",
-                         c->http_token_file, strerror(errno));
+            rc = fail_at(l, s, "%s must be a readable file, got %s: %s", name, path,
+                         strerror(errno));
             goto out;
         }
         n += (size_t)r;
     }
     if (n > TOKEN_MAX) {
-        rc = fail_at(l, s, "http.token_file must hold a token of at most %d bytes, got %s "
-                           "with more", TOKEN_MAX, c->http_token_file);
+        rc = fail_at(l, s, "%s must hold at most %d bytes, got %s with more", name, TOKEN_MAX,
+                     path);
         goto out;
     }
-    /* Editors and `echo` end the file with a newline: it is not part of the token. */
+    /* Editors and `echo` end the file with a newline: it is not part of the secret. */
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     buf[n] = '\0';
-    if (strlen(buf) != n || !token_valid(buf)) {
-        rc = fail_at(l, s, "http.token_file must hold one line of printable characters without "
-                           "spaces, got %s", n ? "something else" : "an empty file");
+    if (strlen(buf) != n || !valid(buf)) {
+        rc = fail_at(l, s, "%s must hold one line of %s, got %s", name, expect,
+                     n ? "something else" : "an empty file");
         goto out;
     }
-    c->http_token = buf;
+    *out = buf;
     buf = NULL;
 out:
     if (buf)
@@ -596,6 +617,19 @@ out:
     free(buf);
     close(fd);
     return rc;
+}
+
+/* Settings a and b (a secret and its file) must not both be set (to non-empty values). */
+static int one_of(loader *l, const char *a, const char *b, bool both)
+{
+    const config_setting_t *t = l->seen[spec_index(a)];
+    const config_setting_t *f = l->seen[spec_index(b)];
+    if (!both || !t || !f)
+        return 0;
+    const config_setting_t *later =
+        config_setting_source_line(t) > config_setting_source_line(f) ? t : f;
+    return fail_at(l, later, "only one of %s and %s may be set, got both (lines %u and %u)", a, b,
+                   config_setting_source_line(t), config_setting_source_line(f));
 }
 
 /* The checks that need several settings, and the values derived from others. */
@@ -612,21 +646,20 @@ static int finish(loader *l)
                        "tasks.backoff_max must be at least tasks.backoff_base = %.15g, got %.15g%s",
                        c->backoff_base_s, c->backoff_max_s,
                        l->seen[spec_index("tasks.backoff_max")] ? "" : " (the default)");
-    if (c->http_token && c->http_token_file) {
-        const config_setting_t *t = l->seen[spec_index("http.token")];
-        const config_setting_t *f = l->seen[spec_index("http.token_file")];
-        const config_setting_t *later =
-            config_setting_source_line(t) > config_setting_source_line(f) ? t : f;
-        return fail_at(l, later,
-                       "only one of http.token and http.token_file may be set, got both "
-                       "(lines %u and %u)",
-                       config_setting_source_line(t), config_setting_source_line(f));
-    }
-    if (c->http_token_file) {
-        int rc = read_token_file(l);
-        if (rc < 0)
-            return rc;
-    }
+    int rc;
+    if ((rc = one_of(l, "http.token", "http.token_file", c->http_token && c->http_token_file)) <
+            0 ||
+        (rc = one_of(l, "redis.password", "redis.password_file",
+                     c->redis_password && c->redis_password_file)) < 0)
+        return rc;
+    if (c->http_token_file &&
+        (rc = read_secret_file(l, "http.token_file", c->http_token_file, token_valid,
+                               "printable characters without spaces", &c->http_token)) < 0)
+        return rc;
+    if (c->redis_password_file &&
+        (rc = read_secret_file(l, "redis.password_file", c->redis_password_file,
+                               password_valid, "printable characters", &c->redis_password)) < 0)
+        return rc;
     for (size_t i = 0; i < c->nplugins; i++)
         if (!c->plugins[i].file)
             c->plugins[i].file = xasprintf("%s/%s.so", c->plugins_dir, c->plugins[i].name);
@@ -782,6 +815,7 @@ void config_free(bgt_config *c)
         memset(c->redis_password, 0, strlen(c->redis_password));
         free(c->redis_password);
     }
+    free(c->redis_password_file);
     free(c->prefix);
     free(c->host_id);
     free(c->log_level);

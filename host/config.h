@@ -23,7 +23,8 @@ typedef struct bgt_config {
 
     /* redis */
     char *redis_url;          /* "redis://host:port/db", "unix:///path?db=N" or "/path.sock" */
-    char *redis_password;     /* NULL for none; never logged */
+    char *redis_password;     /* NULL for none; never logged (also read from redis_password_file) */
+    char *redis_password_file; /* file holding the password (resolved path), or NULL */
     char *prefix;             /* key prefix, default "bgtask" */
 
     /* host */

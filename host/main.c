@@ -154,10 +154,8 @@ static char *default_host_id(void)
 /* The address for logs: never the password. */
 static void log_redis_addr(const redis_addr *a)
 {
-    if (a->path)
-        log_info("redis at unix:%s db %d", a->path, a->db);
-    else
-        log_info("redis at %s:%d db %d", a->host, a->port, a->db);
+    char buf[700];
+    log_info("redis at %s", redis_addr_describe(a, buf, sizeof buf));
 }
 
 /* SIGHUP: load plugins that were added to the config since the start. */
@@ -233,16 +231,12 @@ int main(int argc, char **argv)
     }
     log_set_level(verbose ? BGT_LOG_DEBUG : log_level_parse(cfg.log_level ? cfg.log_level : "info"));
 
-    const char *url = redis_url_pick(redis_cli, cfg.redis_url);
     redis_addr addr;
-    if (redis_addr_parse(url, &addr, err, sizeof err) < 0) {
-        /* Say where the address came from: the command line, the environment or the file. */
-        if (url == redis_cli)
-            fprintf(stderr, "bgtaskd: --redis: %s\n", err);
-        else if (cfg.redis_url && url == cfg.redis_url)
-            fprintf(stderr, "bgtaskd: %s: redis.url: %s\n", cfg.path ? cfg.path : "config", err);
-        else
-            fprintf(stderr, "bgtaskd: $BGTASK_REDIS: %s\n", err);
+    if (redis_addr_resolve(redis_cli, cfg.redis_url, cfg.path, cfg.redis_password, &addr, err,
+                           sizeof err) < 0 ||
+        store_addr_check(&addr, err, sizeof err) < 0) {
+        fprintf(stderr, "bgtaskd: %s\n", err);
+        redis_addr_free(&addr);
         config_free(&cfg);
         return 1;
     }

@@ -460,9 +460,7 @@ manager *manager_new(const bgt_config *cfg, const redis_addr *addr, registry *re
     m->met = met;
     m->hk = (hooks){.met = met, .reg = reg, .retention_s = cfg->retention_s};
     strlcpy_(m->host_id, host_id, sizeof m->host_id);
-    m->addr = (redis_addr){.host = xstrdup(addr->host), .port = addr->port,
-                           .path = xstrdup(addr->path), .db = addr->db,
-                           .password = xstrdup(addr->password)};
+    redis_addr_copy(&m->addr, addr);
     if (gethostname(m->machine, sizeof m->machine) < 0)
         strlcpy_(m->machine, "unknown", sizeof m->machine);
     m->started_ms = now_ms();

@@ -25,144 +25,31 @@ static const char *const script_src[SC_COUNT] = {
     [SC_RETRY] = LUA_RETRY,
 };
 
-/* ---- addresses ---- */
+/* ---- connection ---- */
 
-static int redis_addr_parse_(const char *url, const char *shown, redis_addr *out, char *err,
-                             size_t errlen);
-
-/* url with any password replaced by "***", for messages (malloc'd). */
-static char *mask_url(const char *url)
+int store_addr_check(const redis_addr *addr, char *err, size_t errlen)
 {
-    const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
-    if (!at)
-        return xstrdup(url);
-    return xasprintf("%.*s***%s", (int)(scheme + 3 - url), url, at);
-}
-
-int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen)
-{
-    char *shown = url ? mask_url(url) : NULL;
-    int rc = redis_addr_parse_(url, shown, out, err, errlen);
-    free(shown);
-    return rc;
-}
-
-static int redis_addr_parse_(const char *url, const char *shown, redis_addr *out, char *err,
-                             size_t errlen)
-{
-    memset(out, 0, sizeof *out);
-    out->port = 6379;
-    if (!url || !*url) {
-        snprintf(err, errlen, "empty redis address");
-        return -EINVAL;
+    switch (addr->kind) {
+    case REDIS_SERVER: return 0;
+    case REDIS_SENTINEL:
+        snprintf(err, errlen, "redis+sentinel:// addresses are not supported by this build");
+        return -ENOTSUP;
+    case REDIS_CLUSTER:
+        snprintf(err, errlen, "redis+cluster://: a Redis Cluster needs protocol 2 (hash-tagged "
+                              "keys, one slot per script call); this build speaks protocol %d, "
+                              "whose scripts touch keys of many slots",
+                 STORE_PROTOCOL_VERSION);
+        return -ENOTSUP;
     }
-    if (url[0] == '/') {
-        out->path = xstrdup(url);
-        return 0;
-    }
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *p = url + 7;
-        const char *q = strchr(p, '?');
-        out->path = q ? strndup(p, (size_t)(q - p)) : xstrdup(p);
-        if (!out->path || out->path[0] != '/') {
-            snprintf(err, errlen, "%s: a unix socket path must be absolute", shown);
-            goto fail;
-        }
-        if (q) {
-            char *end;
-            if (strncmp(q, "?db=", 4) != 0 || (out->db = (int)strtol(q + 4, &end, 10), *end) ||
-                out->db < 0) {
-                snprintf(err, errlen, "%s: expected ?db=N after the socket path", shown);
-                goto fail;
-            }
-        }
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "%s: expected redis://host:port/db, unix:///path or /path", shown);
-        return -EINVAL;
-    }
-    const char *p = url + 8;
-    const char *at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon)
-            out->password = strndup(colon + 1, (size_t)(at - colon - 1));
-        p = at + 1;
-    }
-    const char *slash = strchr(p, '/');
-    const char *hostend = slash ? slash : p + strlen(p);
-    const char *colon = memchr(p, ':', (size_t)(hostend - p));
-    if (p[0] == '[') { /* [::1]:port */
-        const char *rb = memchr(p, ']', (size_t)(hostend - p));
-        if (!rb) {
-            snprintf(err, errlen, "%s: unterminated [address]", shown);
-            goto fail;
-        }
-        out->host = strndup(p + 1, (size_t)(rb - p - 1));
-        colon = rb[1] == ':' ? rb + 1 : NULL;
-    } else {
-        out->host = strndup(p, (size_t)((colon ? colon : hostend) - p));
-    }
-    if (!out->host || !*out->host) {
-        snprintf(err, errlen, "%s: missing host", shown);
-        goto fail;
-    }
-    if (colon) {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (end != hostend || port < 1 || port > 65535) {
-            snprintf(err, errlen, "%s: port must be 1..65535", shown);
-            goto fail;
-        }
-        out->port = (int)port;
-    }
-    if (slash && slash[1]) {
-        char *end;
-        long db = strtol(slash + 1, &end, 10);
-        if (*end || db < 0 || db > 1000000) {
-            snprintf(err, errlen, "%s: database must be a number", shown);
-            goto fail;
-        }
-        out->db = (int)db;
-    }
-    return 0;
-fail:
-    redis_addr_free(out);
     return -EINVAL;
 }
-
-void redis_addr_free(redis_addr *a)
-{
-    free(a->host);
-    free(a->path);
-    free(a->password);
-    memset(a, 0, sizeof *a);
-}
-
-const char *redis_url_pick(const char *cli, const char *config)
-{
-    if (cli && *cli)
-        return cli;
-    const char *env = getenv("BGTASK_REDIS");
-    if (env && *env)
-        return env;
-    if (config && *config)
-        return config;
-    return STORE_DEFAULT_URL;
-}
-
-/* ---- connection ---- */
 
 store *store_new(const redis_addr *addr, const char *password, const char *prefix)
 {
     store *st = xcalloc(1, sizeof *st);
-    st->addr.host = xstrdup(addr->host);
-    st->addr.path = xstrdup(addr->path);
-    st->addr.port = addr->port;
-    st->addr.db = addr->db;
-    st->password = xstrdup(password && *password ? password : addr->password);
+    redis_addr_copy(&st->addr, addr);
+    if (!st->addr.password && password && *password)
+        st->addr.password = xstrdup(password);
     st->prefix = xstrdup(prefix && *prefix ? prefix : "bgtask");
     st->lim = (store_limits){.max_args_bytes = 1 << 20,
                              .max_result_bytes = 1 << 20,
@@ -188,7 +75,6 @@ void store_free(store *st)
         return;
     store__drop_conn(st);
     redis_addr_free(&st->addr);
-    free(st->password);
     free(st->prefix);
     free(st->sub_channel);
     if (st->intr[0] >= 0) {
@@ -268,9 +154,11 @@ static int connect_now(store *st)
     }
     redisSetTimeout(st->c, tv_of(CMD_TIMEOUT_S));
     int rc = 0;
-    if (st->password) {
-        const char *argv[] = {"AUTH", st->password};
-        if ((rc = setup_cmd(st, "AUTH", 2, argv)) < 0)
+    if (st->addr.password) {
+        const char *argv[] = {"AUTH", st->addr.username ? st->addr.username : st->addr.password,
+                              st->addr.password};
+        int argc = st->addr.username ? 3 : 2;
+        if ((rc = setup_cmd(st, "AUTH", argc, argv)) < 0)
             goto fail;
     }
     if (st->addr.db) {

@@ -22,26 +22,68 @@
 #define STORE_PROTOCOL_VERSION 1
 #define STORE_DEFAULT_URL "redis://127.0.0.1:6379/0"
 
-/* Where Redis is. */
-typedef struct redis_addr {
-    char *host;      /* NULL for a unix socket */
+/* Where Redis is: one server, a master found through Sentinel, or a Cluster. */
+typedef enum redis_kind {
+    REDIS_SERVER = 0, /* redis://host:port/db, unix:///path, /path */
+    REDIS_SENTINEL,   /* redis+sentinel://host:port,.../MASTER/db */
+    REDIS_CLUSTER,    /* redis+cluster://host:port,... */
+} redis_kind;
+
+typedef struct redis_hostport {
+    char *host;
     int port;
-    char *path;      /* unix socket path, or NULL */
-    int db;
-    char *password;  /* NULL for none */
+} redis_hostport;
+
+typedef struct redis_addr {
+    redis_kind kind;
+    char *host;            /* REDIS_SERVER over TCP; NULL otherwise */
+    int port;
+    char *path;            /* REDIS_SERVER: a unix socket path, or NULL */
+    int db;                /* the database (a cluster has 0 only) */
+    char *username;        /* ACL user, NULL for the default user */
+    char *password;        /* NULL for none; never in a message */
+    redis_hostport *seeds; /* the sentinels, or the cluster nodes to start from */
+    size_t nseeds;
+    char *master;          /* REDIS_SENTINEL: the name the sentinels monitor */
 } redis_addr;
 
 /*
- * Parse "redis://[:password@]host[:port][/db]", "unix:///path[?db=N]" or a
- * bare "/path" (a unix socket). Returns 0 or -EINVAL with err saying what is
- * wrong. Free with redis_addr_free.
+ * Parse "redis://[[user]:password@]host[:port][/db]",
+ * "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]"
+ * (sentinel port 26379 by default), "redis+cluster://[[user]:password@]host[:port][,...]",
+ * "unix:///path[?db=N]" or a bare "/path" (a unix socket). IPv6 addresses go in
+ * brackets. The password is for the Redis servers (sentinels that need one get
+ * it too). Returns 0, or -EINVAL with err saying what is wrong, the URL in it
+ * masked. Free with redis_addr_free.
  */
 int redis_addr_parse(const char *url, redis_addr *out, char *err, size_t errlen);
 void redis_addr_free(redis_addr *a);
+/* A deep copy of src into dst (free with redis_addr_free). */
+void redis_addr_copy(redis_addr *dst, const redis_addr *src);
+/* url with any password (and user) replaced by "***", in every form a URL can carry
+ * one ("redis://:pw@h", "redis:/:pw@h", ":pw@h", "user:pw@h", sentinel and cluster
+ * lists). Malloc'd; the one form of a URL that goes into messages. */
+char *redis_url_mask(const char *url);
+/* "127.0.0.1:6379 db 0", "master 'm' db 0, through the sentinels at h:p,...", ... for
+ * logs: never the password. Returns buf. */
+const char *redis_addr_describe(const redis_addr *a, char *buf, size_t n);
 /* The address to use: the first of cli (--redis), $BGTASK_REDIS, config, default. */
 const char *redis_url_pick(const char *cli, const char *config);
+/*
+ * Pick the URL as redis_url_pick does and parse it into out; then the
+ * password when the URL has none: $BGTASK_REDIS_PASSWORD, else
+ * config_password (redis.password or redis.password_file), else none. On
+ * -EINVAL err says which source was wrong and why ("--redis: ...",
+ * "FILE: redis.url: ...", "$BGTASK_REDIS: ..."), the password masked.
+ */
+int redis_addr_resolve(const char *cli, const char *config_url, const char *config_path,
+                       const char *config_password, redis_addr *out, char *err, size_t errlen);
 
 typedef struct store store;
+
+/* Whether this build can talk to addr: 0, or -ENOTSUP with err saying why (a Redis
+ * Cluster needs protocol 2). Call it before anything else touches Redis. */
+int store_addr_check(const redis_addr *addr, char *err, size_t errlen);
 
 /* Limits the store enforces on submission (defaults as in config.h). */
 typedef struct store_limits {
@@ -52,7 +94,8 @@ typedef struct store_limits {
     double retention_s;  /* finished records expire after this; 0 = never */
 } store_limits;
 
-/* A new, unconnected store. addr and prefix are copied. */
+/* A new, unconnected store. addr and prefix are copied; password (may be NULL) is
+ * used only when addr has none. */
 store *store_new(const redis_addr *addr, const char *password, const char *prefix);
 void store_free(store *st);
 void store_set_limits(store *st, const store_limits *lim);

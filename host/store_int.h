@@ -20,7 +20,6 @@ enum { SC_SUBMIT, SC_CLAIM, SC_HEARTBEAT, SC_APPLY, SC_CANCEL, SC_SPLIT, SC_RETR
 
 struct store {
     redis_addr addr;
-    char *password;
     char *prefix;
     store_limits lim;
     redisContext *c;

@@ -1210,9 +1210,11 @@ int main(int argc, char **argv)
         return usage_error("unexpected argument", argv[optind]);
 
     b.url = redis_url_pick(cli_url, NULL);
-    char err[256];
-    if (redis_addr_parse(b.url, &b.addr, err, sizeof err) < 0) {
+    char err[512];
+    if (redis_addr_resolve(cli_url, NULL, NULL, NULL, &b.addr, err, sizeof err) < 0 ||
+        store_addr_check(&b.addr, err, sizeof err) < 0) {
         fprintf(stderr, "bench: %s\n", err);
+        redis_addr_free(&b.addr);
         return 2;
     }
     if (find_paths(&b) < 0) {

@@ -57,7 +57,6 @@ typedef struct ctl {
     const char *url;     /* the address in use */
     char url_shown[256]; /* url without its password, for messages */
     redis_addr addr;
-    const char *password;
     store *st; /* the connection */
 } ctl;
 
@@ -82,8 +81,10 @@ static const char usage_long[] =
     "  --redis URL    Redis address: redis://[:password@]host[:port][/db] or unix:///path\n"
     "                 (default: $BGTASK_REDIS, else the config's redis.url, else\n"
     "                 " STORE_DEFAULT_URL ")\n"
-    "  -c, --config FILE  read redis.url, redis.password, redis.prefix and the task\n"
-    "                 limits from a bgtaskd config file\n"
+    "                 The password: the URL's, else $BGTASK_REDIS_PASSWORD, else the\n"
+    "                 config's (keep it off the command line, where ps shows it)\n"
+    "  -c, --config FILE  read redis.url, redis.password (or redis.password_file),\n"
+    "                 redis.prefix and the task limits from a bgtaskd config file\n"
     "  --prefix P     key prefix (default: the config's, else \"bgtask\")\n"
     "  --json         machine-readable output\n"
     "  -h, --help     this text\n"
@@ -136,17 +137,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
     va_end(ap);
     fputs(usage_short, stderr);
     return EX_USAGE;
-}
-
-/* Copy url into out with any password (everything before '@') replaced by "***". */
-static void url_redact(const char *url, char *out, size_t n)
-{
-    const char *auth = strstr(url, "://");
-    const char *at = auth ? strrchr(auth + 3, '@') : NULL;
-    if (!at)
-        snprintf(out, n, "%s", url);
-    else
-        snprintf(out, n, "%.*s***%s", (int)(auth + 3 - url), url, at);
 }
 
 /* Display width of UTF-8 text, counting each code point as one column. */
@@ -366,17 +356,16 @@ static int ctl_setup(ctl *c)
         }
     }
     c->url = redis_url_pick(c->cli_url, c->conf_path ? c->cfg.redis_url : NULL);
-    url_redact(c->url, c->url_shown, sizeof c->url_shown);
-    if (redis_addr_parse(c->url, &c->addr, err, sizeof err) < 0) {
-        /* The parser's message starts with the URL, password and all: leave that out. */
-        size_t n = strlen(c->url);
-        const char *why = strncmp(err, c->url, n) == 0 && err[n] == ':' ? err + n + 1 : err;
-        fprintf(stderr, "bgtaskctl: bad redis URL %s: %s\n", c->url_shown, why + (*why == ' '));
+    char *shown = redis_url_mask(c->url);
+    snprintf(c->url_shown, sizeof c->url_shown, "%s", shown);
+    free(shown);
+    if (redis_addr_resolve(c->cli_url, c->conf_path ? c->cfg.redis_url : NULL, c->conf_path,
+                           c->conf_path ? c->cfg.redis_password : NULL, &c->addr, err,
+                           sizeof err) < 0 ||
+        store_addr_check(&c->addr, err, sizeof err) < 0) {
+        fprintf(stderr, "bgtaskctl: %s\n", err);
         return EX_USAGE;
     }
-    c->password = c->addr.password;
-    if (!c->password && c->conf_path && c->cfg.redis_password && *c->cfg.redis_password)
-        c->password = c->cfg.redis_password;
     if (!c->prefix)
         c->prefix = c->conf_path && c->cfg.prefix ? c->cfg.prefix : "bgtask";
     if (!*c->prefix || strpbrk(c->prefix, " \t\r\n"))
@@ -387,7 +376,7 @@ static int ctl_setup(ctl *c)
 /* A new connected store in *out, or EX_USAGE after saying why. */
 static int ctl_open(ctl *c, store **out)
 {
-    store *st = store_new(&c->addr, c->password, c->prefix);
+    store *st = store_new(&c->addr, NULL, c->prefix);
     store_limits lim = {
         .max_args_bytes = c->cfg.max_args_bytes,
         .max_result_bytes = c->cfg.max_result_bytes,

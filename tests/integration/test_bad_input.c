@@ -470,13 +470,60 @@ static void test_missing_plugin(void **state)
     it_pass();
 }
 
+/* A bad Redis address, on the command line, in the environment or in the config, stops
+ * bgtaskd with a message that names the source and never shows the password. */
+static void test_bad_redis_address(void **state)
+{
+    it_need_redis();
+    static const char *const urls[] = {
+        "redis:/:hunter2@127.0.0.1:1", ":hunter2@127.0.0.1:1", "app:hunter2@h",
+        "redis://u:hunter2@h:0", "redis+sentinel://:hunter2@h1,h2", "redis+cluster://:hunter2@h/1",
+        NULL,
+    };
+    char *bin = it_bin("bgtaskd");
+    char *dir = th_tmpdir("badurl");
+    for (int i = 0; urls[i]; i++) {
+        char *out = NULL, *err = NULL;
+        char *argv[] = {bin, "--redis", (char *)urls[i], NULL};
+        int rc = th_run(30, argv, &out, &err);
+        if (rc != 1 || strstr(err, "hunter2") || !strstr(err, "--redis: "))
+            fail_msg("bgtaskd --redis '%s': exit %d, stderr: %s", urls[i], rc, err);
+        free(out);
+        free(err);
+        setenv("BGTASK_REDIS", urls[i], 1);
+        char *argv2[] = {bin, NULL};
+        rc = th_run(30, argv2, &out, &err);
+        unsetenv("BGTASK_REDIS");
+        if (rc != 1 || strstr(err, "hunter2") || !strstr(err, "$BGTASK_REDIS: "))
+            fail_msg("BGTASK_REDIS='%s' bgtaskd: exit %d, stderr: %s", urls[i], rc, err);
+        free(out);
+        free(err);
+        char *conf = NULL, *text = NULL;
+        assert_true(asprintf(&conf, "%s/u%d.conf", dir, i) > 0);
+        assert_true(asprintf(&text, "redis: { url = \"%s\"; };\n", urls[i]) > 0);
+        it_write_file(conf, text);
+        char *argv3[] = {bin, "-c", conf, NULL};
+        rc = th_run(30, argv3, &out, &err);
+        if (rc != 1 || strstr(err, "hunter2") || !strstr(err, "redis.url: "))
+            fail_msg("bgtaskd -c with url '%s': exit %d, stderr: %s", urls[i], rc, err);
+        free(out);
+        free(err);
+        free(text);
+        free(conf);
+    }
+    assert_int_equal(it_dbsize(), 0);
+    free(dir);
+    free(bin);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_TEST(test_submit_refused),    IT_TEST(test_args_limit),
         IT_TEST(test_corrupted_records), IT_TEST(test_deleted_records),
         IT_TEST(test_record_wrong_type), IT_TEST(test_bad_config),
-        IT_TEST(test_missing_plugin),
+        IT_TEST(test_missing_plugin),    IT_TEST(test_bad_redis_address),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

@@ -642,6 +642,84 @@ static void test_connection_error(void **state)
     free(err);
 }
 
+/*
+ * Every form a URL can carry a password in, valid or not, from --redis and from
+ * $BGTASK_REDIS: the password never shows in bgtaskctl's messages.
+ */
+static void test_password_masked(void **state)
+{
+    it_need_redis();
+    static const char *const urls[] = {
+        "redis:/:hunter2@127.0.0.1:1",
+        ":hunter2@127.0.0.1:1",
+        "hunter2@127.0.0.1:1",
+        "app:hunter2@127.0.0.1:1",
+        "redis://app:hunter2@127.0.0.1:1/0",
+        "redis://:hunter2@127.0.0.1:99999/0",
+        "redis+sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2",
+        "redis+sentinel://:hunter2@127.0.0.1:1/m/x",
+        "redis+cluster://:hunter2@127.0.0.1:1/5",
+        "redis+cluster://u:hunter2@127.0.0.1:1,127.0.0.1:2",
+        NULL,
+    };
+    char *bin = it_bin("bgtaskctl");
+    for (int i = 0; urls[i]; i++) {
+        char *err = NULL;
+        int rc = th_ctl(&fx.r, NULL, &err, "--redis", urls[i], "list", NULL);
+        if (rc != 2 || strstr(err, "hunter2"))
+            fail_msg("bgtaskctl --redis '%s': exit %d, stderr: %s", urls[i], rc, err);
+        free(err);
+        setenv("BGTASK_REDIS", urls[i], 1);
+        char *argv[] = {bin, "list", NULL};
+        rc = th_run(30, argv, NULL, &err);
+        unsetenv("BGTASK_REDIS");
+        if (rc != 2 || strstr(err, "hunter2"))
+            fail_msg("BGTASK_REDIS='%s' bgtaskctl list: exit %d, stderr: %s", urls[i], rc, err);
+        free(err);
+    }
+    free(bin);
+}
+
+/* A password from $BGTASK_REDIS_PASSWORD or a config's redis.password_file, none on the
+ * command line. */
+static void test_password_off_command_line(void **state)
+{
+    it_need_redis();
+    char *dir = th_tmpdir("cli-pwfile");
+    char *conf = NULL, *pwfile = NULL, *text = NULL, *out = NULL, *err = NULL;
+    assert_true(asprintf(&pwfile, "%s/redis.pw", dir) > 0);
+    assert_true(asprintf(&conf, "%s/pw.conf", dir) > 0);
+    it_write_file(pwfile, "pw file secret\n");
+    assert_true(asprintf(&text, "redis: { url = \"%s\"; password_file = \"redis.pw\"; };\n",
+                         fx.r.url) > 0);
+    it_write_file(conf, text);
+    redisReply *rep = redisCommand(fx.c, "CONFIG SET requirepass %s", "pw file secret");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+
+    /* The config's password file. */
+    assert_int_equal(th_ctl(&fx.r, &out, &err, "-c", conf, "submit", "demo.echo", NULL), 0);
+    assert_true(is_uuid_line(out));
+    free(out);
+    free(err);
+    /* Without it: refused by Redis, and the message does not show what was tried. */
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "list", NULL), 2);
+    assert_null(strstr(err, "pw file secret"));
+    free(err);
+    /* The environment. */
+    setenv("BGTASK_REDIS_PASSWORD", "pw file secret", 1);
+    assert_int_equal(th_ctl(&fx.r, &out, &err, "list", NULL), 0);
+    unsetenv("BGTASK_REDIS_PASSWORD");
+    assert_null(strstr(err, "pw file secret"));
+    free(out);
+    free(err);
+    free(text);
+    free(conf);
+    free(pwfile);
+    free(dir);
+    it_pass();
+}
+
 /* Undo test_config_password's requirepass (this connection stays authenticated). */
 static int reset_password(void **state)
 {
@@ -738,6 +816,8 @@ int main(void)
         IT_TEST(test_connection_error),
         IT_TEST(test_env_redis),
         cmocka_unit_test_setup_teardown(test_config_password, it_setup, reset_password),
+        IT_TEST(test_password_masked),
+        cmocka_unit_test_setup_teardown(test_password_off_command_line, it_setup, reset_password),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

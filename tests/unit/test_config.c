@@ -407,6 +407,14 @@ static const bad_case bad_cases[] = {
     {"http: { token_file = \"spaced.token\"; };\n",
      "1: http.token_file must hold one line of printable characters without spaces, got "
      "something else"},
+    {"redis: {\n  password = \"abc\";\n  password_file = \"good.token\";\n};\n",
+     "3: only one of redis.password and redis.password_file may be set, got both (lines 2 and 3)"},
+    {"redis: { password_file = \"nope.pw\"; };\n",
+     "1: redis.password_file must be a readable file, got @D/nope.pw: No such file or directory"},
+    {"redis: { password_file = \"empty.token\"; };\n",
+     "1: redis.password_file must hold one line of printable characters, got an empty file"},
+    {"redis: { password_file = \"twoline.pw\"; };\n",
+     "1: redis.password_file must hold one line of printable characters, got something else"},
     {"http: { metrics_auth = \"no\"; };\n",
      "1: http.metrics_auth must be true or false, got a string"},
     {"http: { max_body = 1023; };\n",
@@ -436,6 +444,7 @@ static void test_bad_settings(void **state)
     char *f;
     free(write_file("good.token", "abc\n"));
     free(write_file("empty.token", "\n"));
+    free(write_file("twoline.pw", "hunter2\nhunter3\n"));
     free(write_file("spaced.token", "two words\n"));
     int failures = 0;
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
@@ -521,6 +530,7 @@ static void test_values(void **state)
     assert_string_equal(c.http_listen, "[::1]:0");
     assert_string_equal(c.http_token, "tok");
     assert_null(c.http_token_file);
+    assert_null(c.redis_password_file);
     assert_true(c.http_metrics_auth);
     assert_int_equal(c.http_max_body, 67108864);
     assert_int_equal(c.http_max_connections, 100000);
@@ -542,6 +552,25 @@ static void test_values(void **state)
     assert_int_equal(c.nplugins, 0);
     config_free(&c);
     free(f);
+}
+
+/* redis.password_file: a relative path resolves against the config's folder; a final
+ * newline is not part of the password; spaces are. */
+static void test_password_file(void **state)
+{
+    (void)state;
+    char *pw = write_file("pw/redis.pw", "a pass word\n");
+    char *f = write_file("pw/x.conf", "redis: { password_file = \"redis.pw\"; };\n");
+    bgt_config c;
+    char err[512];
+    int rc = config_load(f, &c, err, sizeof err);
+    if (rc)
+        fail_msg("%s", err);
+    assert_string_equal(c.redis_password, "a pass word");
+    assert_string_equal(c.redis_password_file, pw);
+    config_free(&c);
+    free(f);
+    free(pw);
 }
 
 /* Relative paths resolve against the config's folder (canonical), whatever the current folder. */
@@ -687,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_secrets_not_in_messages),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_password_file),
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_include_errors),
         cmocka_unit_test(test_plugin_config_json),
