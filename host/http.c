@@ -49,7 +49,6 @@ struct http_server {
     metrics *met;
     registry *reg;
     sse_hub *hub;
-    store_limits lim;
     pthread_mutex_t pool_lock;
     pthread_cond_t pool_cond;
     store *stores[HTTP_THREADS];
@@ -986,13 +985,10 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
     s->cfg = cfg;
     s->met = met;
     s->reg = reg;
-    s->lim = (store_limits){cfg->max_args_bytes, cfg->max_result_bytes, cfg->max_subtasks,
-                            cfg->events_maxlen, cfg->retention_s};
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
     for (int i = 0; i < HTTP_THREADS; i++) {
-        s->stores[i] = store_new(addr, cfg->redis_password, cfg->prefix);
-        store_set_limits(s->stores[i], &s->lim);
+        s->stores[i] = store_open(cfg, addr);
         /* Now rather than on first use, so the server's open files stay put
          * while it serves; one that fails connects on its first request. */
         store_connect(s->stores[i]);
@@ -1003,7 +999,7 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
         goto fail;
     raise_fd_limit(cfg->http_max_connections);
     sse_io io = {io_suspend, io_resume};
-    s->hub = sse_hub_start(addr, cfg->redis_password, cfg->prefix, &io, met, err, errlen);
+    s->hub = sse_hub_start(cfg, addr, &io, met, err, errlen);
     if (!s->hub) {
         close(fd);
         goto fail;

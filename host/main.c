@@ -280,12 +280,13 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    store_limits lim = {cfg.max_args_bytes, cfg.max_result_bytes, cfg.max_subtasks,
-                        cfg.events_maxlen, cfg.retention_s};
-    submit_st = store_new(&addr, cfg.redis_password, cfg.prefix);
-    store_set_limits(submit_st, &lim);
+    submit_st = store_open(&cfg, &addr);
     log_redis_addr(&addr);
-    if (store_connect(submit_st) < 0) {
+    int rc = store_connect(submit_st);
+    if (rc == -EPROTONOSUPPORT) {
+        log_err("%s", store_errstr(submit_st));
+        goto out;
+    } else if (rc < 0) {
         log_warn("%s; the host will keep trying", store_errstr(submit_st));
     } else {
         char policy[64] = "";

@@ -371,7 +371,7 @@ static void *dispatcher_main(void *arg)
         for (int i = 0; i < got; i++) {
             char *bad;
             bgt_task *t = make_task(m, &batch[i], &bad);
-            claimed_clear(&batch[i]);
+            store_claimed_clear(&batch[i]);
             log_debug("[%s] claimed %s, attempt %u", t->id, t->handler, t->attempt);
             pthread_mutex_lock(&m->lock);
             /* The claim does not renew this host's entry: once the entry runs out, other
@@ -468,14 +468,9 @@ manager *manager_new(const bgt_config *cfg, const redis_addr *addr, registry *re
     pthread_cond_init(&m->work_cond, NULL);
     pthread_cond_init(&m->slot_cond, NULL);
     pthread_cond_init(&m->write_cond, NULL);
-    store_limits lim = {cfg->max_args_bytes, cfg->max_result_bytes, cfg->max_subtasks,
-                        cfg->events_maxlen, cfg->retention_s};
-    m->st_claim = store_new(addr, cfg->redis_password, cfg->prefix);
-    m->st_write = store_new(addr, cfg->redis_password, cfg->prefix);
-    m->st_ctl = store_new(addr, cfg->redis_password, cfg->prefix);
-    store_set_limits(m->st_claim, &lim);
-    store_set_limits(m->st_write, &lim);
-    store_set_limits(m->st_ctl, &lim);
+    m->st_claim = store_open(cfg, addr);
+    m->st_write = store_open(cfg, addr);
+    m->st_ctl = store_open(cfg, addr);
     refresh_handlers(m);
     srandom((unsigned)(now_ms() ^ getpid()));
     return m;

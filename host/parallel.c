@@ -35,12 +35,8 @@ static void conclude_claimed(manager *m, bgt_task *t);
 /* The worker's own store, connected on first use. */
 static store *worker_store(manager *m, store **wst)
 {
-    if (!*wst) {
-        store_limits lim = {m->cfg->max_args_bytes, m->cfg->max_result_bytes,
-                            m->cfg->max_subtasks, m->cfg->events_maxlen, m->cfg->retention_s};
-        *wst = store_new(&m->addr, m->cfg->redis_password, m->cfg->prefix);
-        store_set_limits(*wst, &lim);
-    }
+    if (!*wst)
+        *wst = store_open(m->cfg, &m->addr);
     return *wst;
 }
 
@@ -296,7 +292,7 @@ void mgr__parallel_run(manager *m, bgt_task *t, store **wst)
         else
             s->state = SUB_PENDING;
     }
-    sub_rec_free(recs, n);
+    store_sub_recs_free(recs, n);
     if (resumed)
         log_msg(BGT_LOG_INFO, t->id, "%d of %d subtasks already finished; running the rest",
                 resumed, n);

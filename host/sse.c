@@ -675,7 +675,7 @@ static void *watch_main(void *arg)
 
 /* ---- the hub ---- */
 
-sse_hub *sse_hub_start(const redis_addr *addr, const char *password, const char *prefix,
+sse_hub *sse_hub_start(const bgt_config *cfg, const redis_addr *addr,
                        const sse_io *io, metrics *met, char *err, size_t errlen)
 {
     sse_hub *h = xcalloc(1, sizeof *h);
@@ -695,8 +695,8 @@ sse_hub *sse_hub_start(const redis_addr *addr, const char *password, const char 
         snprintf(err, errlen, "sse: eventfd: %s", strerror(errno));
         goto fail;
     }
-    h->sub = store_new(addr, password, prefix);
-    h->aux = store_new(addr, password, prefix);
+    h->sub = store_open(cfg, addr);
+    h->aux = store_open(cfg, addr);
     if (store_subscribe_all(h->sub) == 0)
         set_subscribed(h, true);
     else

@@ -51,14 +51,14 @@ typedef struct sse_io {
 
 /*
  * Start the hub: a subscriber connection to every task's events and its two
- * threads. addr and prefix are copied; met is borrowed (it gets the SSE
+ * threads, connected as cfg and addr say (read at the call); met is borrowed (it gets the SSE
  * client gauge and the delivered-events counter). Redis need not be up: the
  * subscriber reconnects with backoff, and sse_hub_subscribed says whether it
  * is listening. Returns NULL (err says why) only when threads or the epoll
  * instance cannot be created.
  */
-sse_hub *sse_hub_start(const redis_addr *addr, const char *password, const char *prefix,
-                       const sse_io *io, metrics *met, char *err, size_t errlen);
+sse_hub *sse_hub_start(const bgt_config *cfg, const redis_addr *addr, const sse_io *io,
+                       metrics *met, char *err, size_t errlen);
 /* True while the subscription is live (a stream opened now misses nothing). */
 bool sse_hub_subscribed(sse_hub *h);
 /* Number of registered clients. */

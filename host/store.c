@@ -44,18 +44,18 @@ int store_addr_check(const redis_addr *addr, char *err, size_t errlen)
     return -EINVAL;
 }
 
-store *store_new(const redis_addr *addr, const char *password, const char *prefix)
+store *store_open(const bgt_config *cfg, const redis_addr *addr)
 {
     store *st = xcalloc(1, sizeof *st);
     redis_addr_copy(&st->addr, addr);
-    if (!st->addr.password && password && *password)
-        st->addr.password = xstrdup(password);
-    st->prefix = xstrdup(prefix && *prefix ? prefix : "bgtask");
-    st->lim = (store_limits){.max_args_bytes = 1 << 20,
-                             .max_result_bytes = 1 << 20,
-                             .max_subtasks = 10000,
-                             .events_maxlen = 100000,
-                             .retention_s = 86400};
+    if (!st->addr.password && cfg->redis_password && *cfg->redis_password)
+        st->addr.password = xstrdup(cfg->redis_password);
+    st->prefix = xstrdup(cfg->prefix && *cfg->prefix ? cfg->prefix : "bgtask");
+    st->lim = (store_limits){.max_args_bytes = cfg->max_args_bytes,
+                             .max_result_bytes = cfg->max_result_bytes,
+                             .max_subtasks = cfg->max_subtasks,
+                             .events_maxlen = cfg->events_maxlen,
+                             .retention_s = cfg->retention_s};
     st->backoff = BACKOFF_MIN_S;
     if (pipe2(st->intr, O_CLOEXEC | O_NONBLOCK) < 0)
         st->intr[0] = st->intr[1] = -1;
@@ -84,7 +84,6 @@ void store_free(store *st)
     free(st);
 }
 
-void store_set_limits(store *st, const store_limits *lim) { st->lim = *lim; }
 
 const char *store_errstr(const store *st) { return st->err; }
 
@@ -137,6 +136,33 @@ static int load_scripts(store *st)
     return 0;
 }
 
+/*
+ * Refuse a Redis whose data was written by another protocol version: its
+ * P:protocol key (set by every submission) must be absent or ours.
+ */
+static int check_protocol(store *st)
+{
+    redisReply *r = redisCommand(st->c, "GET %s:protocol", st->prefix);
+    if (!r)
+        return store__conn_failed(st, "GET protocol");
+    char have[32] = "";
+    if (r->type == REDIS_REPLY_STRING)
+        snprintf(have, sizeof have, "%.*s", (int)(r->len < 31 ? r->len : 31), r->str);
+    else if (r->type != REDIS_REPLY_NIL)
+        snprintf(have, sizeof have, "(unreadable)");
+    freeReplyObject(r);
+    char want[16];
+    snprintf(want, sizeof want, "%d", STORE_PROTOCOL_VERSION);
+    if (!have[0] || strcmp(have, want) == 0)
+        return 0;
+    char where[256];
+    snprintf(st->err, sizeof st->err,
+             "redis at %s holds bgtask data of protocol version %s (key %s:protocol); this "
+             "build speaks version %s: use a matching version, or another prefix or database",
+             redis_addr_describe(&st->addr, where, sizeof where), have, st->prefix, want);
+    return -EPROTONOSUPPORT;
+}
+
 static int connect_now(store *st)
 {
     struct timeval tv = tv_of(2.0);
@@ -168,6 +194,8 @@ static int connect_now(store *st)
         if ((rc = setup_cmd(st, "SELECT", 2, argv)) < 0)
             goto fail;
     }
+    if ((rc = check_protocol(st)) < 0)
+        goto fail;
     if (st->sub_channel) {
         bool pattern = strchr(st->sub_channel, '*') != NULL;
         redisReply *r = redisCommand(st->c, pattern ? "PSUBSCRIBE %s" : "SUBSCRIBE %s",
@@ -194,10 +222,11 @@ int store__ensure(store *st)
     double now = mono_s();
     if (now < st->retry_at)
         return -EIO; /* st->err still says why the last attempt failed */
-    if (connect_now(st) < 0) {
+    int rc = connect_now(st);
+    if (rc < 0) {
         st->retry_at = now + st->backoff;
         st->backoff = fmin(st->backoff * 2, BACKOFF_MAX_S);
-        return -EIO;
+        return rc == -EPROTONOSUPPORT ? rc : -EIO;
     }
     st->backoff = BACKOFF_MIN_S;
     st->retry_at = 0;

@@ -19,6 +19,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "config.h"
+
+/* The version of the Redis protocol (key layout and scripts) this build speaks. Every
+ * submission marks the data with it (P:protocol); a store refuses, at connect, a Redis
+ * whose data carries another version. */
 #define STORE_PROTOCOL_VERSION 1
 #define STORE_DEFAULT_URL "redis://127.0.0.1:6379/0"
 
@@ -85,21 +90,19 @@ typedef struct store store;
  * Cluster needs protocol 2). Call it before anything else touches Redis. */
 int store_addr_check(const redis_addr *addr, char *err, size_t errlen);
 
-/* Limits the store enforces on submission (defaults as in config.h). */
-typedef struct store_limits {
-    size_t max_args_bytes;
-    size_t max_result_bytes;
-    int max_subtasks;
-    long events_maxlen;
-    double retention_s;  /* finished records expire after this; 0 = never */
-} store_limits;
-
-/* A new, unconnected store. addr and prefix are copied; password (may be NULL) is
- * used only when addr has none. */
-store *store_new(const redis_addr *addr, const char *password, const char *prefix);
+/*
+ * A new, unconnected store for the Redis at addr, with cfg's key prefix, its
+ * password when addr has none (redis.password) and the limits it enforces
+ * (tasks.max_args_bytes, max_result_bytes, max_subtasks, events_maxlen,
+ * retention). addr and cfg are read at the call only. Free with store_free.
+ */
+store *store_open(const bgt_config *cfg, const redis_addr *addr);
 void store_free(store *st);
-void store_set_limits(store *st, const store_limits *lim);
-/* Connect now (and AUTH, SELECT); -EIO with store_errstr saying why. */
+/*
+ * Connect now (and AUTH, SELECT, and check the protocol version of the data
+ * there). -EIO with store_errstr saying why; -EPROTONOSUPPORT when the data
+ * in Redis was written by another protocol version (store_errstr names both).
+ */
 int store_connect(store *st);
 /* Text of the last error; valid until the next call on st. */
 const char *store_errstr(const store *st);
@@ -204,7 +207,7 @@ typedef struct claim_handler {
     bool parallel;
 } claim_handler;
 
-/* A claimed attempt. Free its strings with claimed_clear. */
+/* A claimed attempt. Free its strings with store_claimed_clear. */
 typedef struct claimed {
     char id[37];
     char handler[64];
@@ -221,7 +224,7 @@ typedef struct claimed {
     int fail_fast;           /* parallel: the task's own on_failure: 1, 0, or -1 = the handler's */
 } claimed;
 
-void claimed_clear(claimed *c);
+void store_claimed_clear(claimed *c);
 
 /*
  * Claim up to max due tasks of the given handlers for host_id in one script
@@ -328,9 +331,9 @@ typedef struct sub_rec {
     char *result;      /* JSON text or NULL */
 } sub_rec;
 
-/* Read the n subtasks of task id; *out is an array of n (free with sub_rec_free). */
+/* Read the n subtasks of task id; *out is an array of n (free with store_sub_recs_free). */
 int store_load_subtasks(store *st, const char *id, int n, sub_rec **out);
-void sub_rec_free(sub_rec *subs, int n);
+void store_sub_recs_free(sub_rec *subs, int n);
 /* Persist the split of task id (fenced by host and attempt): subs are n JSON
  * texts. -ESTALE when fenced out. */
 int store_split(store *st, const char *host_id, const char *id, uint32_t attempt,

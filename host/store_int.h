@@ -14,6 +14,15 @@
 enum { SC_SUBMIT, SC_CLAIM, SC_HEARTBEAT, SC_APPLY, SC_CANCEL, SC_SPLIT, SC_RETRY, SC_COUNT };
 
 
+/* Limits the store enforces (from the config: tasks.*). */
+typedef struct store_limits {
+    size_t max_args_bytes;
+    size_t max_result_bytes;
+    int max_subtasks;
+    long events_maxlen;
+    double retention_s;  /* finished records expire after this; 0 = never */
+} store_limits;
+
 #define CMD_TIMEOUT_S 5.0
 #define BACKOFF_MIN_S 0.05
 #define BACKOFF_MAX_S 5.0
@@ -29,7 +38,7 @@ struct store {
     double retry_at;        /* no reconnect attempt before this (mono) */
     double backoff;         /* current reconnect backoff */
     int intr[2];            /* self-pipe for store_interrupt */
-    char err[256];
+    char err[512];
 };
 
 /*

@@ -3,12 +3,18 @@
  * store.c only. Every script starts with the common prelude; ARGV[1..3] are
  * always prefix, events maxlen and retention seconds.
  *
+ * Protocol changelog (STORE_PROTOCOL_VERSION in store.h). A change to the
+ * key layout, a record field's meaning or an event's shape bumps the version;
+ * hosts and the CLI refuse data marked with another one (P:protocol).
+ *   1  first release. P:protocol (string "1") is set by the first submission
+ *      into an empty prefix.
+ *
  * Keys (P = prefix): P:task:<id> hash, P:sub:<id> hash, P:q:<handler> zset
  * (score = ms from which the task may be claimed), P:wake:<handler> list,
  * P:events stream, P:ev:<id> channel, P:ctl:<host> channel, P:hosts zset,
  * P:host:<id> hash, P:held:<host> hash (the attempts a host holds: id ->
  * "handler attempt", set by claim, removed by the write that ends the attempt
- * or by the heartbeat that finds it lost), P:done zset.
+ * or by the heartbeat that finds it lost), P:done zset, P:protocol string.
  *
  * Scripts use Redis' clock (TIME) for every score so hosts with skewed clocks
  * agree on when a lease ends.
@@ -20,6 +26,12 @@
  */
 #ifndef BGT_STORE_LUA_H
 #define BGT_STORE_LUA_H
+
+#include "store.h"
+
+/* A number macro as a string literal, to splice into a script. */
+#define LUA_STR_(x) #x
+#define LUA_STR(x) LUA_STR_(x)
 
 /* Shared helpers. emit() appends to the stream and publishes on the task's
  * channel; terminate() is the one way a task reaches a terminal state. */
@@ -105,6 +117,7 @@
  */
 static const char LUA_SUBMIT[] = LUA_PRELUDE
     "local out = {}\n"
+    "local created = false\n"
     "local woken = {}\n"
     "local i = 5\n"
     "for k = 1, tonumber(ARGV[4]) do\n"
@@ -137,8 +150,11 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
     "    emit(id, 'bgtask_updated', payload(id, h, 0, 'Task started',\n"
     "      ',\"current_progress\":0,\"total_progress\":0'))\n"
     "    out[k] = 1\n"
+    "    created = true\n"
     "  end\n"
     "end\n"
+    /* Mark the data with its protocol version (a no-op, not replicated, once it is). */
+    "if created then redis.call('SET', P .. ':protocol', '" LUA_STR(STORE_PROTOCOL_VERSION) "', 'NX') end\n"
     "return out\n";
 
 /*

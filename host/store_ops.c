@@ -299,7 +299,7 @@ int store_next_control(store *st, double timeout_s, char *id)
 
 /* ---- the host's side ---- */
 
-void claimed_clear(claimed *c)
+void store_claimed_clear(claimed *c)
 {
     free(c->args);
     free(c->corrupt);

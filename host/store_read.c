@@ -441,7 +441,7 @@ int store_info(store *st, const char *section, char **out)
 
 /* ---- parallel tasks ---- */
 
-void sub_rec_free(sub_rec *subs, int n)
+void store_sub_recs_free(sub_rec *subs, int n)
 {
     if (!subs)
         return;

@@ -641,7 +641,12 @@ static int wait_finished(const bench *b, store *st, host_proc *h, long n, double
 /* A fresh connection for the bench's own calls. */
 static store *open_store(const bench *b, const char *prefix)
 {
-    store *st = store_new(&b->addr, NULL, prefix);
+    bgt_config cfg;
+    config_defaults(&cfg);
+    free(cfg.prefix);
+    cfg.prefix = xstrdup(prefix);
+    store *st = store_open(&cfg, &b->addr);
+    config_free(&cfg);
     if (store_connect(st) < 0) {
         say("bench: %s", store_errstr(st));
         store_free(st);

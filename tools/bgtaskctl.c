@@ -370,21 +370,19 @@ static int ctl_setup(ctl *c)
         c->prefix = c->conf_path && c->cfg.prefix ? c->cfg.prefix : "bgtask";
     if (!*c->prefix || strpbrk(c->prefix, " \t\r\n"))
         return usage_error("bad prefix '%s': must be non-empty, without spaces", c->prefix);
+    /* store_open reads the prefix from the config: the one chosen here. */
+    if (c->prefix != c->cfg.prefix) {
+        free(c->cfg.prefix);
+        c->cfg.prefix = xstrdup(c->prefix);
+        c->prefix = c->cfg.prefix;
+    }
     return EX_OK;
 }
 
 /* A new connected store in *out, or EX_USAGE after saying why. */
 static int ctl_open(ctl *c, store **out)
 {
-    store *st = store_new(&c->addr, NULL, c->prefix);
-    store_limits lim = {
-        .max_args_bytes = c->cfg.max_args_bytes,
-        .max_result_bytes = c->cfg.max_result_bytes,
-        .max_subtasks = c->cfg.max_subtasks,
-        .events_maxlen = c->cfg.events_maxlen,
-        .retention_s = c->cfg.retention_s,
-    };
-    store_set_limits(st, &lim);
+    store *st = store_open(&c->cfg, &c->addr);
     if (store_connect(st) < 0) {
         fprintf(stderr, "bgtaskctl: cannot connect to redis at %s: %s\n", c->url_shown,
                 store_errstr(st));
@@ -936,7 +934,7 @@ static int print_subtasks(ctl *c, const char *id, int n)
         table_print(&tb);
         fflush(stdout);
     }
-    sub_rec_free(subs, n);
+    store_sub_recs_free(subs, n);
     return EX_OK;
 }
 

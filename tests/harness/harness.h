@@ -114,6 +114,10 @@ char *th_task_field(redisContext *c, const char *prefix, const char *id, const c
 int th_count_events(redisContext *c, const char *prefix, const char *id, const char *event);
 /* True if the task's state is terminal (SUCCESS, FAILURE, CANCELLED). */
 bool th_task_terminal(redisContext *c, const char *prefix, const char *id);
+/* The protocol version the data under prefix is marked with (malloc'd), or NULL for none. */
+char *th_protocol_get(redisContext *c, const char *prefix);
+/* Mark the data under prefix as written by protocol `version` (to test a mismatch). */
+void th_protocol_set(redisContext *c, const char *prefix, const char *version);
 
 /* Poll cond every few ms until it is true or timeout_s passes; returns its last value. */
 #define TH_WAIT_UNTIL(timeout_s, cond)                                   \

@@ -320,3 +320,22 @@ bool th_task_terminal(redisContext *c, const char *prefix, const char *id)
     free(state);
     return t;
 }
+
+char *th_protocol_get(redisContext *c, const char *prefix)
+{
+    redisReply *rep = redisCommand(c, "GET %s:protocol", prefix);
+    char *v = rep && rep->type == REDIS_REPLY_STRING ? th__xstrdup(rep->str) : NULL;
+    if (rep)
+        freeReplyObject(rep);
+    return v;
+}
+
+void th_protocol_set(redisContext *c, const char *prefix, const char *version)
+{
+    redisReply *rep = redisCommand(c, "SET %s:protocol %s", prefix, version);
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "harness: SET %s:protocol: %s\n", prefix, rep ? rep->str : c->errstr);
+        abort();
+    }
+    freeReplyObject(rep);
+}

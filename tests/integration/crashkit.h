@@ -243,7 +243,10 @@ static inline store *ck_store(void)
     char err[256];
     if (redis_addr_parse(fx.r.url, &a, err, sizeof err) < 0)
         fail_msg("%s", err);
-    store *st = store_new(&a, NULL, IT_PREFIX);
+    bgt_config cfg;
+    config_defaults(&cfg);
+    store *st = store_open(&cfg, &a);
+    config_free(&cfg);
     redis_addr_free(&a);
     return st;
 }

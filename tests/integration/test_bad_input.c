@@ -517,6 +517,43 @@ static void test_bad_redis_address(void **state)
     it_pass();
 }
 
+/*
+ * Data written by another protocol version is refused, with a message naming both
+ * versions, by the host (which exits 1 before it serves) and by the CLI (exit 2);
+ * neither writes anything. Our own version is set by the first submission.
+ */
+static void test_protocol_mismatch(void **state)
+{
+    it_need_redis();
+    assert_null(th_protocol_get(fx.c, IT_PREFIX));
+    free(it_submit("demo.echo", NULL, NULL));
+    char *v = th_protocol_get(fx.c, IT_PREFIX);
+    assert_non_null(v);
+    assert_string_equal(v, "1");
+    free(v);
+
+    freeReplyObject(it_cmd("FLUSHALL"));
+    th_protocol_set(fx.c, IT_PREFIX, "2");
+    REFUSED("protocol version 2", "submit", "demo.echo");
+    REFUSED("this build speaks version 1", "status", "00000000-0000-4000-8000-000000000001");
+
+    char *dir = th_tmpdir("protocol");
+    char *path = bad_conf(dir, "ok.conf", "");
+    char *bin = it_bin("bgtaskd");
+    char *argv[] = {bin, "-c", path, NULL};
+    char *out = NULL, *err = NULL;
+    assert_int_equal(th_run(30, argv, &out, &err), 1);
+    if (!strstr(err, "protocol version 2") || !strstr(err, IT_PREFIX ":protocol"))
+        fail_msg("bgtaskd: stderr lacks the protocol mismatch:\n%s", err);
+    assert_int_equal(it_dbsize(), 1);
+    free(out);
+    free(err);
+    free(bin);
+    free(path);
+    free(dir);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -524,6 +561,7 @@ int main(void)
         IT_TEST(test_corrupted_records), IT_TEST(test_deleted_records),
         IT_TEST(test_record_wrong_type), IT_TEST(test_bad_config),
         IT_TEST(test_missing_plugin),    IT_TEST(test_bad_redis_address),
+        IT_TEST(test_protocol_mismatch),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }
