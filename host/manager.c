@@ -30,7 +30,9 @@ void mgr__task_free(bgt_task *t)
     free(t->result);
     free(t->error);
     free(t->end_message);
-    attempt_end_clear(&t->end);
+    for (size_t i = 0; i < t->nerrors; i++)
+        free(t->errors[i]);
+    free(t->errors);
     free(t);
 }
 
@@ -90,24 +92,28 @@ bool mgr__end_executing(manager *m, bgt_task *t)
     return gone;
 }
 
+/* The event an attempt's end publishes (a partial success has errors), or -1 for none. */
+static int end_event(end_kind kind, size_t nerrors)
+{
+    static const int evs[] = {[END_SUCCESS] = EV_DONE,     [END_FAILURE] = EV_FAILED,
+                              [END_CANCELLED] = EV_CANCELLED, [END_RETRY] = EV_UPDATED,
+                              [END_RELEASE] = EV_UPDATED,  [END_LOST] = -1};
+    return kind == END_SUCCESS && nerrors > 0 ? EV_PARTIAL_SUCCESS : evs[kind];
+}
+
 void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status,
-                   const char *message, int64_t backoff_ms, const char *errors_json)
+                   const char *message, int64_t backoff_ms, char **errors, size_t nerrors)
 {
     double now = mono_s();
     t->end_message = xstrdup(message);
-    t->end = (attempt_end){
-        .info = &t->info,
-        .kind = kind,
-        .status = status,
-        .duration_s = t->started > 0 ? now - t->started : 0,
-        .message = t->end_message,
-        .result = kind == END_SUCCESS ? t->result : NULL,
-        .backoff_ms = backoff_ms,
-        .host_id = m->host_id,
-        .errors_json = errors_json,
-        .retention_s = -1,
-    };
-    hooks_after(&m->hk, &t->end);
+    t->end = kind;
+    t->ev = end_event(kind, nerrors);
+    t->ended_ms = now_ms();
+    t->backoff_ms = backoff_ms;
+    t->errors = errors;
+    t->nerrors = nerrors;
+    hooks_after(&m->hk, &t->info, kind, status, t->started > 0 ? now - t->started : 0,
+                t->end_message);
     static const fin_op ops[] = {[END_SUCCESS] = FIN_SUCCESS, [END_FAILURE] = FIN_FAILURE,
                                  [END_CANCELLED] = FIN_CANCELLED, [END_RETRY] = FIN_RETRY,
                                  [END_RELEASE] = FIN_RELEASE, [END_LOST] = FIN_PROGRESS};
@@ -121,6 +127,16 @@ void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status,
     }
     mgr__writeq_push(m, t);
     pthread_mutex_unlock(&m->lock);
+}
+
+void mgr__set_release(bgt_task *t, char *message)
+{
+    t->op = FIN_RELEASE;
+    t->end = END_RELEASE;
+    t->ev = EV_UPDATED;
+    t->ended_ms = now_ms();
+    free(t->end_message);
+    t->end_message = message;
 }
 
 /* Backoff before retry number n (1-based): base * 2^(n-1), capped, with jitter in [50%, 100%]. */
@@ -138,38 +154,38 @@ void mgr__conclude_status(manager *m, bgt_task *t, bgt_status status, int stop)
 {
     switch (status) {
     case BGT_OK:
-        mgr__conclude(m, t, END_SUCCESS, status, "Task finished", 0, NULL);
+        mgr__conclude(m, t, END_SUCCESS, status, "Task finished", 0, NULL, 0);
         break;
     case BGT_FAILED:
         mgr__conclude(m, t, END_FAILURE, status, t->error ? t->error : "the handler failed", 0,
-                      NULL);
+                      NULL, 0);
         break;
     case BGT_RETRY: {
         int64_t b = mgr__backoff_ms(m->cfg, t->attempt - t->released);
         char *msg = xasprintf("attempt %u failed: %s; retrying in %.1fs", t->attempt,
                               t->error ? t->error : "the handler asked to retry",
                               (double)b / 1000.0);
-        mgr__conclude(m, t, END_RETRY, status, msg, b, NULL);
+        mgr__conclude(m, t, END_RETRY, status, msg, b, NULL, 0);
         free(msg);
         break;
     }
     case BGT_CANCELLED:
         if (stop == STOP_TIMEOUT) {
             char *msg = xasprintf("timed out after %gs", t->h ? t->h->def.timeout_s : 0.0);
-            mgr__conclude(m, t, END_FAILURE, status, msg, 0, NULL);
+            mgr__conclude(m, t, END_FAILURE, status, msg, 0, NULL, 0);
             free(msg);
         } else if (stop == STOP_SHUTDOWN) {
             char *msg = xasprintf("released by host %s at shutdown; attempt refunded",
                                   m->host_id);
-            mgr__conclude(m, t, END_RELEASE, status, msg, 0, NULL);
+            mgr__conclude(m, t, END_RELEASE, status, msg, 0, NULL, 0);
             free(msg);
         } else {
-            mgr__conclude(m, t, END_CANCELLED, status, "Cancelled", 0, NULL);
+            mgr__conclude(m, t, END_CANCELLED, status, "Cancelled", 0, NULL, 0);
         }
         break;
     default: {
         char *msg = xasprintf("the handler returned an unknown status %d", (int)status);
-        mgr__conclude(m, t, END_FAILURE, status, msg, 0, NULL);
+        mgr__conclude(m, t, END_FAILURE, status, msg, 0, NULL, 0);
         free(msg);
     }
     }
@@ -194,7 +210,7 @@ static void run_single(manager *m, bgt_task *t)
         return; /* released at shutdown while it ran: the release was written already */
     log_msg(BGT_LOG_WARNING, t->id,
             "attempt %u ended after its lease was lost; its outcome is discarded", t->attempt);
-    mgr__conclude(m, t, END_LOST, status, "lease lost", 0, NULL);
+    mgr__conclude(m, t, END_LOST, status, "lease lost", 0, NULL, 0);
 }
 
 static void *worker_main(void *arg)
@@ -385,7 +401,7 @@ static void *dispatcher_main(void *arg)
             if (bad) {
                 log_msg(BGT_LOG_ERR, t->id, "%s", bad);
                 hooks_before(&m->hk, &t->info);
-                mgr__conclude(m, t, END_FAILURE, BGT_FAILED, bad, 0, NULL);
+                mgr__conclude(m, t, END_FAILURE, BGT_FAILED, bad, 0, NULL, 0);
                 free(bad);
                 continue;
             }
@@ -458,7 +474,7 @@ manager *manager_new(const bgt_config *cfg, const redis_addr *addr, registry *re
     m->cfg = cfg;
     m->reg = reg;
     m->met = met;
-    m->hk = (hooks){.met = met, .reg = reg, .retention_s = cfg->retention_s};
+    m->hk = (hooks){.met = met, .reg = reg};
     strlcpy_(m->host_id, host_id, sizeof m->host_id);
     redis_addr_copy(&m->addr, addr);
     if (gethostname(m->machine, sizeof m->machine) < 0)

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "events.h"
 #include "hooks.h"
 #include "manager.h"
 
@@ -114,8 +115,13 @@ struct bgt_task {
 
     /* The outcome, set by the worker, read by the writer. */
     fin_op op;
-    attempt_end end;
+    end_kind end;          /* how the attempt ended */
+    int ev;                /* the event it publishes (ev_kind), or -1 for none */
+    int64_t ended_ms;      /* when it ended (the event's ts_ms) */
     char *end_message;
+    int64_t backoff_ms;    /* END_RETRY */
+    char **errors;         /* EV_PARTIAL_SUCCESS: "subtask i: message" per failed subtask */
+    size_t nerrors;
     const char *sub_state_name; /* FIN_SUBTASK */
 };
 
@@ -172,9 +178,14 @@ void mgr__disown(manager *m, bgt_task *t);
 void mgr__writeq_push(manager *m, bgt_task *t);
 /* Queue t to run on a worker. Lock held. */
 void mgr__runq_push(manager *m, bgt_task *t);
-/* Run the after-hooks for t's end and queue its write (frees t for END_LOST). Lock not held. */
+/*
+ * Run the after-hooks for t's end, decide its event and queue its write (frees t for
+ * END_LOST). errors (a partial success's lines, or NULL) pass to t. Lock not held.
+ */
 void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status,
-                   const char *message, int64_t backoff_ms, const char *errors_json);
+                   const char *message, int64_t backoff_ms, char **errors, size_t nerrors);
+/* Make t a release at shutdown that writes message and its bgtask_updated. Lock held. */
+void mgr__set_release(bgt_task *t, char *message);
 /* Conclude a single attempt from its handler's status and the stop reason. Lock not held. */
 void mgr__conclude_status(manager *m, bgt_task *t, bgt_status status, int stop);
 /* Backoff before retry number n (1-based), with jitter. */
@@ -197,8 +208,9 @@ bool mgr__parallel_tick(manager *m, bgt_task *t, double now);
 void mgr__parallel_conclude(manager *m, bgt_task *t);
 /* Drop a subtask that never started (shutdown). Lock held. */
 void mgr__subtask_drop(manager *m, bgt_task *st);
-/* Extra fields for a parallel task's progress event (JSON object). Lock held. */
-cJSON *mgr__parallel_progress_extra(const bgt_task *t);
+/* Append the bgtask_updated payload of a parallel task's progress to b. Lock held. */
+size_t mgr__parallel_progress_event(const bgt_task *t, ev_buf *b, const ev_head *h,
+                                    const char *message);
 void mgr__par_free(par *p);
 
 #endif

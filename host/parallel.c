@@ -127,7 +127,7 @@ static void setup_failed(manager *m, bgt_task *t, bgt_status status, const char 
     int stop = atomic_load(&t->stop);
     if (mgr__end_executing(m, t) || lost || stop == STOP_LOST) {
         log_msg(BGT_LOG_WARNING, t->id, "attempt %u lost its lease during setup", t->attempt);
-        mgr__conclude(m, t, END_LOST, status, "lease lost", 0, NULL);
+        mgr__conclude(m, t, END_LOST, status, "lease lost", 0, NULL, 0);
         return;
     }
     if (status == BGT_RETRY || status == BGT_CANCELLED) {
@@ -136,7 +136,7 @@ static void setup_failed(manager *m, bgt_task *t, bgt_status status, const char 
         mgr__conclude_status(m, t, status, stop);
         return;
     }
-    mgr__conclude(m, t, END_FAILURE, BGT_FAILED, why, 0, NULL);
+    mgr__conclude(m, t, END_FAILURE, BGT_FAILED, why, 0, NULL, 0);
 }
 
 /*
@@ -147,7 +147,7 @@ static void setup_failed(manager *m, bgt_task *t, bgt_status status, const char 
 static void nothing_to_do(manager *m, bgt_task *t)
 {
     if (mgr__end_executing(m, t)) {
-        mgr__conclude(m, t, END_LOST, BGT_OK, "lease lost", 0, NULL);
+        mgr__conclude(m, t, END_LOST, BGT_OK, "lease lost", 0, NULL, 0);
         return;
     }
     bgt_status ms = BGT_OK;
@@ -164,11 +164,11 @@ static void nothing_to_do(manager *m, bgt_task *t)
     }
     if (ms != BGT_OK) {
         char *msg = xasprintf("merge failed: %s", t->error ? t->error : "no reason given");
-        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL);
+        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL, 0);
         free(msg);
         return;
     }
-    mgr__conclude(m, t, END_SUCCESS, BGT_OK, "no subtasks: nothing to do", 0, NULL);
+    mgr__conclude(m, t, END_SUCCESS, BGT_OK, "no subtasks: nothing to do", 0, NULL, 0);
 }
 
 /* Queue subtask i of t. Lock held. */
@@ -410,8 +410,7 @@ void mgr__subtask_run(manager *m, bgt_task *st)
     memcpy(id, st->id, sizeof id);
     memcpy(name, st->handler, sizeof name);
     bgt_hook_info info = {id, name, st->info.attempt, st->subtask};
-    attempt_end e = {.info = &info, .status = status, .duration_s = mono_s() - st->started,
-                     .host_id = m->host_id, .retention_s = -1};
+    double duration = mono_s() - st->started;
 
     pthread_mutex_lock(&m->lock);
     st->executing = false;
@@ -438,16 +437,13 @@ void mgr__subtask_run(manager *m, bgt_task *st)
     t->par->concluded |= done;
     pthread_mutex_unlock(&m->lock);
 
-    /* Plugin hooks and metrics see each subtask end; the built-in events and
-     * cleanup hooks' output is only used for whole tasks. */
-    e.kind = !state                             ? END_LOST
-             : strcmp(state, "SUCCESS") == 0   ? END_SUCCESS
-             : strcmp(state, "RETRY") == 0     ? END_RETRY
-             : strcmp(state, "CANCELLED") == 0 ? END_CANCELLED
-                                               : END_FAILURE;
-    e.message = message;
-    hooks_after(&m->hk, &e);
-    attempt_end_clear(&e);
+    /* Plugin hooks and metrics see each subtask end. */
+    end_kind kind = !state                             ? END_LOST
+                    : strcmp(state, "SUCCESS") == 0   ? END_SUCCESS
+                    : strcmp(state, "RETRY") == 0     ? END_RETRY
+                    : strcmp(state, "CANCELLED") == 0 ? END_CANCELLED
+                                                      : END_FAILURE;
+    hooks_after(&m->hk, &info, kind, status, duration, message);
     free(message);
     if (!state)
         mgr__task_free(st);
@@ -472,20 +468,16 @@ bool mgr__parallel_tick(manager *m, bgt_task *t, double now)
     return finished(m, t);
 }
 
-/* "subtask i: message" for each failed subtask, as a JSON array (malloc'd). */
-static char *errors_json(const par *p)
+/* "subtask i: message" for each failed subtask (a malloc'd array of *n malloc'd lines). */
+static char **errors_list(const par *p, size_t *n)
 {
-    cJSON *arr = cJSON_CreateArray();
+    char **v = xcalloc((size_t)p->nfailure + 1, sizeof *v);
+    *n = 0;
     for (int i = 0; i < p->n; i++)
-        if (p->subs[i].state == SUB_FAILURE) {
-            char *e = xasprintf("subtask %d: %s", i,
-                                p->subs[i].message ? p->subs[i].message : "failed");
-            cJSON_AddItemToArray(arr, cJSON_CreateString(e));
-            free(e);
-        }
-    char *s = cJSON_PrintUnformatted(arr);
-    cJSON_Delete(arr);
-    return s;
+        if (p->subs[i].state == SUB_FAILURE)
+            v[(*n)++] = xasprintf("subtask %d: %s", i,
+                                  p->subs[i].message ? p->subs[i].message : "failed");
+    return v;
 }
 
 void mgr__parallel_conclude(manager *m, bgt_task *t)
@@ -519,7 +511,7 @@ static void conclude_claimed(manager *m, bgt_task *t)
     if (lost) {
         log_msg(BGT_LOG_WARNING, t->id, "attempt %u lost its lease; its subtasks stopped",
                 t->attempt);
-        mgr__conclude(m, t, END_LOST, BGT_CANCELLED, "lease lost", 0, NULL);
+        mgr__conclude(m, t, END_LOST, BGT_CANCELLED, "lease lost", 0, NULL, 0);
         return;
     }
     char *msg = NULL;
@@ -527,29 +519,27 @@ static void conclude_claimed(manager *m, bgt_task *t)
         msg = xasprintf("released by host %s at shutdown with %d of %d subtasks left; "
                         "attempt refunded",
                         m->host_id, pending, p->n);
-        mgr__conclude(m, t, END_RELEASE, BGT_CANCELLED, msg, 0, NULL);
+        mgr__conclude(m, t, END_RELEASE, BGT_CANCELLED, msg, 0, NULL, 0);
     } else if (stop == STOP_CANCEL) {
         msg = xasprintf("Cancelled (%d of %d subtasks had finished)", p->nsuccess + p->nfailure,
                         p->n);
-        mgr__conclude(m, t, END_CANCELLED, BGT_CANCELLED, msg, 0, NULL);
+        mgr__conclude(m, t, END_CANCELLED, BGT_CANCELLED, msg, 0, NULL, 0);
     } else if (stop == STOP_TIMEOUT) {
         msg = xasprintf("timed out after %gs", t->h->def.timeout_s);
-        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL);
+        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL, 0);
     } else if (p->failed_first >= 0) {
         const par_sub *f = &p->subs[p->failed_first];
         msg = xasprintf("subtask %d failed: %s; the others were stopped (on_failure = fail_fast)",
                         p->failed_first, f->message ? f->message : "failed");
-        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL);
+        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL, 0);
     } else if (p->nsuccess == 0) {
-        char *errs = errors_json(p);
         const par_sub *f = NULL;
         for (int i = 0; i < p->n && !f; i++)
             if (p->subs[i].state == SUB_FAILURE)
                 f = &p->subs[i];
         msg = xasprintf("all %d subtasks failed (first: %s)", p->n,
                         f && f->message ? f->message : "no message");
-        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, errs);
-        free(errs);
+        mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL, 0);
     } else {
         /* The result: the handler's merge of the subtasks' results, or a count. */
         bgt_status ms = BGT_OK;
@@ -572,36 +562,30 @@ static void conclude_claimed(manager *m, bgt_task *t)
         }
         if (ms != BGT_OK) {
             msg = xasprintf("merge failed: %s", t->error ? t->error : "no reason given");
-            mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL);
+            mgr__conclude(m, t, END_FAILURE, BGT_FAILED, msg, 0, NULL, 0);
         } else if (p->nfailure == 0) {
             msg = xasprintf("all %d subtasks succeeded", p->n);
-            mgr__conclude(m, t, END_SUCCESS, BGT_OK, msg, 0, NULL);
+            mgr__conclude(m, t, END_SUCCESS, BGT_OK, msg, 0, NULL, 0);
         } else {
-            char *errs = errors_json(p);
+            size_t nerrs;
+            char **errs = errors_list(p, &nerrs);
             msg = xasprintf("%d of %d subtasks succeeded, %d failed", p->nsuccess, p->n,
                             p->nfailure);
-            mgr__conclude(m, t, END_SUCCESS, BGT_OK, msg, 0, errs);
-            free(errs);
+            mgr__conclude(m, t, END_SUCCESS, BGT_OK, msg, 0, errs, nerrs);
         }
     }
     free(msg);
 }
 
-cJSON *mgr__parallel_progress_extra(const bgt_task *t)
+size_t mgr__parallel_progress_event(const bgt_task *t, ev_buf *b, const ev_head *h,
+                                    const char *message)
 {
     const par *p = t->par;
-    cJSON *o = cJSON_CreateObject();
-    cJSON *s = cJSON_AddObjectToObject(o, "subtasks");
-    cJSON_AddNumberToObject(s, "total", p->n);
-    cJSON_AddNumberToObject(s, "succeeded", p->nsuccess);
-    cJSON_AddNumberToObject(s, "failed", p->nfailure);
-    cJSON *run = cJSON_AddArrayToObject(s, "running");
+    size_t off = ev_progress_sub_open(b, h, t->p_current, t->p_total, message, p->n,
+                                      p->nsuccess, p->nfailure);
     for (int i = 0; i < p->n; i++)
-        if (p->subs[i].state == SUB_RUNNING) {
-            cJSON *r = cJSON_CreateObject();
-            cJSON_AddNumberToObject(r, "index", i);
-            cJSON_AddNumberToObject(r, "progress", p->subs[i].frac);
-            cJSON_AddItemToArray(run, r);
-        }
-    return o;
+        if (p->subs[i].state == SUB_RUNNING)
+            ev_progress_sub_running(b, i, p->subs[i].frac);
+    ev_progress_sub_close(b);
+    return off;
 }

@@ -21,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "util.h"
 
 /* A live event held for a task client until its opening is written. */
@@ -29,7 +30,7 @@ typedef struct held {
     char *text;    /* the formatted event */
     char sid[48];  /* its stream id, "" if none */
     int64_t ts_ms; /* the payload's ts_ms */
-    bool progress; /* bgtask_updated */
+    bool progress; /* a progress update (EV_UPDATED) */
     bool terminal;
 } held;
 
@@ -46,7 +47,7 @@ struct sse_client {
     held *held_head, *held_tail;
     char *out; /* queued output: out[off..len) is unsent */
     size_t off, len, cap;
-    bool finished; /* server_close is queued: end once out drains */
+    bool finished; /* the stream's end event is queued: end once out drains */
     bool gone;     /* hung up or too slow: abort */
     bool parked;   /* suspended through io.suspend */
     void *conn;
@@ -77,14 +78,7 @@ typedef struct wakelist {
     size_t n, cap;
 } wakelist;
 
-static const char SERVER_CLOSE[] = "event: server_close\ndata: {}\n\n";
 static const char KEEPALIVE[] = ": keep-alive\n\n";
-
-static bool is_terminal(const char *name)
-{
-    return strcmp(name, "bgtask_done") == 0 || strcmp(name, "bgtask_failed") == 0 ||
-           strcmp(name, "bgtask_cancelled") == 0 || strcmp(name, "bgtask_partial_success") == 0;
-}
 
 /* "ms-seq" into two numbers ("0" is 0-0). */
 static void sid_parse(const char *s, uint64_t *ms, uint64_t *seq)
@@ -214,48 +208,36 @@ static const char *str(const cJSON *o, const char *f)
 }
 
 /*
- * The record's state as an event, with the payload fields of the real ones
- * (DESIGN §7): its terminal event when finished, else bgtask_updated with the
- * persisted progress. *terminal says which. Returns the formatted event.
+ * The record's state as an event, the one events.c makes of a record: its
+ * terminal event when finished, else a progress update with the persisted
+ * progress. *terminal says which. Returns the formatted event.
  */
 static char *state_event(const cJSON *rec, bool *terminal)
 {
-    const char *state = str(rec, "state");
-    const char *name = strcmp(state, "SUCCESS") == 0     ? "bgtask_done"
-                       : strcmp(state, "FAILURE") == 0   ? "bgtask_failed"
-                       : strcmp(state, "CANCELLED") == 0 ? "bgtask_cancelled"
-                                                         : "bgtask_updated";
-    *terminal = strcmp(name, "bgtask_updated") != 0;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "task_id", str(rec, "id"));
-    cJSON_AddStringToObject(o, "handler", str(rec, "handler"));
-    cJSON_AddNumberToObject(o, "attempt", num(rec, "attempt"));
-    double ts = num(rec, *terminal ? "finished_ms" : "updated_ms");
-    cJSON_AddNumberToObject(o, "ts_ms", ts > 0 ? ts : num(rec, "updated_ms"));
-    cJSON_AddStringToObject(o, "message", str(rec, "message"));
-    if (!*terminal) {
-        cJSON_AddNumberToObject(o, "current_progress", num(rec, "progress_current"));
-        cJSON_AddNumberToObject(o, "total_progress", num(rec, "progress_total"));
-    } else if (strcmp(name, "bgtask_done") == 0) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(rec, "result");
-        if (r && !cJSON_IsNull(r))
-            cJSON_AddItemToObject(o, "result", cJSON_Duplicate(r, true));
-    }
-    char *data = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    char *ev = data ? format_event(name, data, NULL) : NULL;
-    free(data);
+    ev_buf b = {0};
+    size_t off;
+    ev_kind k = ev_of_record(&b, rec, &off);
+    *terminal = ev_terminal(k);
+    char *ev = format_event(ev_name(k), b.s + off, NULL);
+    ev_buf_free(&b);
     return ev;
 }
 
-/* Append a formatted event (lock held); after a terminal one, server_close. */
+/* Queue the end of a task's stream (lock held): nothing follows it. */
+static void push_close(sse_client *cl, wakelist *wl)
+{
+    char text[64];
+    snprintf(text, sizeof text, "event: %s\ndata: {}\n\n", ev_stream_end_name());
+    push_str(cl, text, wl);
+    cl->finished = true;
+}
+
+/* Append a formatted event (lock held); after a terminal one, the stream's end. */
 static void push_event(sse_client *cl, const char *text, bool terminal, wakelist *wl)
 {
     push_str(cl, text, wl);
-    if (terminal && cl->task_id[0]) {
-        push_str(cl, SERVER_CLOSE, wl);
-        cl->finished = true;
-    }
+    if (terminal && cl->task_id[0])
+        push_close(cl, wl);
 }
 
 /* ---- clients ---- */
@@ -317,12 +299,12 @@ void sse_client_begin(sse_client *cl, const cJSON *record, const cJSON *replay, 
             char *text = data ? format_event(name, data, sid) : NULL;
             free(data);
             if (text) {
-                push_event(cl, text, is_terminal(name), &wl);
+                push_event(cl, text, ev_name_terminal(name), &wl);
                 sent++;
             }
             free(text);
             strlcpy_(last, sid, sizeof last);
-            if ((done = is_terminal(name)))
+            if ((done = ev_name_terminal(name)))
                 break;
         }
         for (held *e2 = cl->held_head; e2 && !done; e2 = e2->next) {
@@ -473,7 +455,7 @@ static void dispatch(sse_hub *h, const char *name, const cJSON *data, const char
         return;
     }
     size_t tlen = strlen(text);
-    bool terminal = is_terminal(name), progress = strcmp(name, "bgtask_updated") == 0;
+    bool terminal = ev_name_terminal(name), progress = ev_kind_of(name) == EV_UPDATED;
     int64_t ts = (int64_t)num(data, "ts_ms");
     long sent = 0;
     pthread_mutex_lock(&h->lock);
@@ -498,10 +480,8 @@ static void dispatch(sse_hub *h, const char *name, const cJSON *data, const char
             continue;
         }
         client_push(cl, text, tlen, wl);
-        if (terminal && cl->task_id[0]) {
-            push_str(cl, SERVER_CLOSE, wl);
-            cl->finished = true;
-        }
+        if (terminal && cl->task_id[0])
+            push_close(cl, wl);
         sent++;
     }
     pthread_mutex_unlock(&h->lock);
@@ -542,10 +522,8 @@ static void resync(sse_hub *h, wakelist *wl)
         if (v[i]->linked && !v[i]->finished && !v[i]->gone) {
             if (ev)
                 push_event(v[i], ev, terminal, wl);
-            else if (rc == -ENOENT) { /* expired meanwhile: nothing more will come */
-                push_str(v[i], SERVER_CLOSE, wl);
-                v[i]->finished = true;
-            }
+            else if (rc == -ENOENT) /* expired meanwhile: nothing more will come */
+                push_close(v[i], wl);
         }
         pthread_mutex_unlock(&h->lock);
         wake_run(h, wl);

@@ -23,6 +23,11 @@
  * is not a hash (overwritten by hand) reads as no record, instead of failing
  * the whole script, which would stall every task that a claim, heartbeat or
  * write serves along with it.
+ *
+ * The event names the scripts emit (bgtask_updated, and the plain endings in
+ * EVNAME) are events.c's; tests/unit/test_events.c checks that the two agree.
+ * The payloads of host writes come built from the host (events.c); payload()
+ * builds the few the scripts make themselves in the same shape.
  */
 #ifndef BGT_STORE_LUA_H
 #define BGT_STORE_LUA_H

@@ -21,55 +21,84 @@
  */
 #define WRITE_BATCH_MAX 1000
 
-/* Fill a write for t's pending progress (if any). Called with the lock held. */
-static void take_progress(manager *m, bgt_task *t, fin_item *f, char **event)
-{
-    if (!t->p_dirty)
-        return;
-    f->has_progress = true;
-    f->current = t->p_current;
-    f->total = t->p_total;
-    f->progress_message = t->p_message ? t->p_message : "";
-    cJSON *extra = t->par ? mgr__parallel_progress_extra(t) : NULL;
-    *event = event_progress_payload_ex(&t->info, t->p_current, t->p_total,
-                                       f->progress_message, extra);
-    cJSON_Delete(extra);
-    f->progress_event = *event;
-    t->p_dirty = false;
-    t->p_written_at = mono_s();
-}
+/* No text: an offset in wbatch.text that is not there. */
+#define NO_TEXT SIZE_MAX
 
+/*
+ * A batch of writes. The texts they carry (event payloads, progress messages)
+ * are appended to one buffer, kept from batch to batch, and pointed at once
+ * the batch is complete (the buffer may move while it grows).
+ */
 typedef struct wbatch {
     fin_item *items;
     bgt_task **tasks;
-    char **events;   /* progress payloads to free */
-    char **msgs;     /* progress messages copied out of the tasks */
+    size_t (*off)[3]; /* per item: progress message, progress event, ending event */
     size_t n, cap;
+    ev_buf text;
 } wbatch;
 
-static void wbatch_add(wbatch *b, bgt_task *t)
+enum { OFF_PMSG, OFF_PEVENT, OFF_EVENT };
+
+static fin_item *wbatch_add(wbatch *b, bgt_task *t)
 {
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 64;
         b->items = xrealloc(b->items, b->cap * sizeof *b->items);
         b->tasks = xrealloc(b->tasks, b->cap * sizeof *b->tasks);
-        b->events = xrealloc(b->events, b->cap * sizeof *b->events);
-        b->msgs = xrealloc(b->msgs, b->cap * sizeof *b->msgs);
+        b->off = xrealloc(b->off, b->cap * sizeof *b->off);
     }
     memset(&b->items[b->n], 0, sizeof b->items[b->n]);
     b->tasks[b->n] = t;
-    b->events[b->n] = NULL;
-    b->msgs[b->n] = NULL;
-    b->n++;
+    b->off[b->n][OFF_PMSG] = b->off[b->n][OFF_PEVENT] = b->off[b->n][OFF_EVENT] = NO_TEXT;
+    return &b->items[b->n++];
+}
+
+/* Point every item at its texts, now that none is added any more. */
+static void wbatch_seal(wbatch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        fin_item *f = &b->items[i];
+        size_t *o = b->off[i];
+        if (o[OFF_PMSG] != NO_TEXT)
+            f->progress_message = b->text.s + o[OFF_PMSG];
+        if (o[OFF_PEVENT] != NO_TEXT)
+            f->progress_event = b->text.s + o[OFF_PEVENT];
+        if (o[OFF_EVENT] != NO_TEXT)
+            f->event_payload = b->text.s + o[OFF_EVENT];
+    }
 }
 
 static void wbatch_reset(wbatch *b)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        free(b->events[i]);
-        free(b->msgs[i]);
-    }
     b->n = 0;
+    ev_buf_reset(&b->text);
+}
+
+static void wbatch_free(wbatch *b)
+{
+    free(b->items);
+    free(b->tasks);
+    free(b->off);
+    ev_buf_free(&b->text);
+}
+
+/* Add t's pending progress (if any) to the last write of the batch. Lock held. */
+static void take_progress(wbatch *b, bgt_task *t)
+{
+    if (!t->p_dirty)
+        return;
+    fin_item *f = &b->items[b->n - 1];
+    size_t *o = b->off[b->n - 1];
+    const char *message = t->p_message ? t->p_message : "";
+    f->has_progress = true;
+    f->current = t->p_current;
+    f->total = t->p_total;
+    o[OFF_PMSG] = ev_buf_add(&b->text, message);
+    ev_head h = {t->id, t->handler, t->info.attempt, now_ms()};
+    o[OFF_PEVENT] = t->par ? mgr__parallel_progress_event(t, &b->text, &h, message)
+                           : ev_progress(&b->text, &h, t->p_current, t->p_total, message);
+    t->p_dirty = false;
+    t->p_written_at = mono_s();
 }
 
 /*
@@ -93,34 +122,31 @@ static void collect_writes(manager *m, wbatch *b, double now)
             mgr__task_free(t);
             continue;
         }
-        wbatch_add(b, t);
-        fin_item *f = &b->items[b->n - 1];
-        take_progress(m, t, f, &b->events[b->n - 1]);
-        if (f->has_progress) {
-            b->msgs[b->n - 1] = xstrdup(f->progress_message);
-            f->progress_message = b->msgs[b->n - 1];
-        }
+        fin_item *f = wbatch_add(b, t);
+        take_progress(b, t);
         f->op = t->op;
         f->id = t->id;
         f->handler = t->handler;
         f->attempt = t->attempt;
-        f->message = t->end.message;
-        f->result = t->end.result;
-        f->event_name = t->end.event_name;
-        f->event_payload = t->end.event_payload;
-        f->backoff_ms = t->end.backoff_ms;
-        f->retention_s = t->end.retention_s;
+        f->message = t->end_message ? t->end_message : "";
+        f->backoff_ms = t->backoff_ms;
+        f->retention_s = -1;
         if (t->op == FIN_SUBTASK) {
             /* Fenced by the task's claim; the subtask's own run count goes along. The
              * subtask's copies of the task's id and attempt (info.attempt), not the
              * task's: a task that lost its lease is freed while these still wait. */
-            f->id = t->id;
             f->attempt = t->info.attempt;
-            f->message = t->end_message ? t->end_message : "";
             f->result = t->result;
             f->sub_index = t->subtask;
             f->sub_state = t->sub_state_name;
             f->sub_attempt = t->attempt;
+        } else if (t->ev >= 0) {
+            f->result = t->end == END_SUCCESS ? t->result : NULL;
+            f->event_name = ev_name((ev_kind)t->ev);
+            ev_head h = {t->id, t->handler, t->attempt, t->ended_ms};
+            b->off[b->n - 1][OFF_EVENT] =
+                ev_ending(&b->text, &h, (ev_kind)t->ev, f->message, f->result,
+                          (const char *const *)t->errors, t->nerrors);
         }
     }
     for (bgt_task *t = m->owned; t; t = t->next) {
@@ -128,16 +154,14 @@ static void collect_writes(manager *m, wbatch *b, double now)
             continue;
         if (now - t->p_written_at < m->cfg->progress_interval_s)
             continue;
-        wbatch_add(b, t);
-        fin_item *f = &b->items[b->n - 1];
-        take_progress(m, t, f, &b->events[b->n - 1]);
-        b->msgs[b->n - 1] = xstrdup(f->progress_message);
-        f->progress_message = b->msgs[b->n - 1];
+        fin_item *f = wbatch_add(b, t);
+        take_progress(b, t);
         f->op = FIN_PROGRESS;
         f->id = t->id;
         f->handler = t->handler;
         f->attempt = t->attempt;
     }
+    wbatch_seal(b);
 }
 
 /* Handle the answers to a batch of writes; frees finished attempts. */
@@ -174,7 +198,7 @@ static void writes_done(manager *m, wbatch *b)
                     t->sub_state_name);
         } else if (f->op != FIN_PROGRESS) {
             log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt,
-                    end_kind_status(t->end.kind));
+                    hooks_end_status(t->end));
         }
         if (f->op == FIN_SUBTASK) {
             mgr__task_free(t);
@@ -321,20 +345,9 @@ static void check_clocks(manager *m, double now)
                 memcpy(r->handler, t->handler, sizeof r->handler);
                 r->attempt = t->attempt;
                 r->info = (bgt_hook_info){r->id, r->handler, r->attempt, -1};
-                r->op = FIN_RELEASE;
-                r->end_message = xasprintf("released by host %s at shutdown; attempt refunded",
-                                           m->host_id);
-                r->end = (attempt_end){.info = &r->info, .kind = END_RELEASE,
-                                       .message = r->end_message, .retention_s = -1};
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "task_id", r->id);
-                cJSON_AddStringToObject(o, "handler", r->handler);
-                cJSON_AddNumberToObject(o, "attempt", r->attempt);
-                cJSON_AddNumberToObject(o, "ts_ms", (double)now_ms());
-                cJSON_AddStringToObject(o, "message", r->end_message);
-                r->end.event_name = "bgtask_updated";
-                r->end.event_payload = cJSON_PrintUnformatted(o);
-                cJSON_Delete(o);
+                mgr__set_release(r, xasprintf("released by host %s at shutdown; attempt "
+                                              "refunded",
+                                              m->host_id));
                 mgr__own(m, r);
                 mgr__writeq_push(m, r);
             }
@@ -352,20 +365,8 @@ static void release_queued(manager *m)
             mgr__subtask_drop(m, t); /* its task is released when its running ones end */
             continue;
         }
-        t->end_message = xasprintf("released by host %s at shutdown before it started",
-                                   m->host_id);
-        t->op = FIN_RELEASE;
-        t->end = (attempt_end){.info = &t->info, .kind = END_RELEASE,
-                               .message = t->end_message, .retention_s = -1};
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "task_id", t->id);
-        cJSON_AddStringToObject(o, "handler", t->handler);
-        cJSON_AddNumberToObject(o, "attempt", t->attempt);
-        cJSON_AddNumberToObject(o, "ts_ms", (double)now_ms());
-        cJSON_AddStringToObject(o, "message", t->end_message);
-        t->end.event_name = "bgtask_updated";
-        t->end.event_payload = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
+        mgr__set_release(t, xasprintf("released by host %s at shutdown before it started",
+                                      m->host_id));
         mgr__writeq_push(m, t);
     }
     m->runq_tail = NULL;
@@ -484,10 +485,7 @@ void *mgr__writer_main(void *arg)
     if (store_host_remove(m->st_write, m->host_id) < 0)
         log_warn("could not remove this host from the host list: %s", store_errstr(m->st_write));
     free(ready);
-    free(b.items);
-    free(b.tasks);
-    free(b.events);
-    free(b.msgs);
+    wbatch_free(&b);
     pthread_mutex_lock(&m->lock);
     m->done = true;
     m->threads_exit = true;

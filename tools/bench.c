@@ -37,6 +37,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "events.h"
 #include "store.h"
 #include "util.h"
 
@@ -834,12 +835,6 @@ static double percentile(const double *v, long n, double p)
     return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
-static bool is_terminal_event(const char *name)
-{
-    return strcmp(name, "bgtask_done") == 0 || strcmp(name, "bgtask_failed") == 0 ||
-           strcmp(name, "bgtask_cancelled") == 0 || strcmp(name, "bgtask_partial_success") == 0;
-}
-
 /*
  * Wait on the subscriber for the terminal event of task id. Returns 0 with *at its
  * arrival time, or a negative errno; a failed or cancelled task is -EPROTO.
@@ -862,10 +857,10 @@ static int wait_terminal(store *sub, const char *id, double end, double *at)
         *at = mono_s();
         const cJSON *tid = cJSON_GetObjectItemCaseSensitive(data, "task_id");
         bool mine = cJSON_IsString(tid) && strcmp(tid->valuestring, id) == 0;
-        bool terminal = is_terminal_event(name);
-        if (mine && terminal && strcmp(name, "bgtask_done") != 0)
+        bool terminal = ev_name_terminal(name), done = ev_kind_of(name) == EV_DONE;
+        if (mine && terminal && !done)
             say("bench: task %s ended with %s", id, name);
-        rc = mine && terminal ? (strcmp(name, "bgtask_done") == 0 ? 0 : -EPROTO) : 1;
+        rc = mine && terminal ? (done ? 0 : -EPROTO) : 1;
         free(name);
         cJSON_Delete(data);
         if (rc <= 0)

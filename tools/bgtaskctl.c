@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "events.h"
 #include "store.h"
 #include "util.h"
 
@@ -431,50 +432,32 @@ typedef struct watch_view {
     int nrunning, running_cap;
 } watch_view;
 
-/* 0 done, 1 failed, 3 cancelled, 4 partial success for a terminal event, else -1. */
+/* The exit code of an event that ends its task (EX_OK, EX_FAIL, EX_CANCELLED or
+ * EX_PARTIAL), else -1. */
 static int event_exit_code(const char *name)
 {
-    static const char *const names[] = {"bgtask_done", "bgtask_failed", "", "bgtask_cancelled",
-                                        "bgtask_partial_success"};
-    for (int i = 0; i < 5; i++)
-        if (*names[i] && strcmp(name, names[i]) == 0)
-            return i;
-    return -1;
+    switch (ev_kind_of(name)) {
+    case EV_DONE: return EX_OK;
+    case EV_FAILED: return EX_FAIL;
+    case EV_CANCELLED: return EX_CANCELLED;
+    case EV_PARTIAL_SUCCESS: return EX_PARTIAL;
+    default: return -1;
+    }
 }
 
 /*
  * The event that describes a record's state, for a reader who missed the real
- * one: bgtask_updated while ONGOING, else the terminal event (a parallel task
- * that succeeded with failed subtasks is a partial success). *name is static;
- * the caller owns *data.
+ * one (events.c makes it). *name is static; the caller owns *data.
  */
 static void record_event(const cJSON *rec, const char **name, cJSON **data)
 {
-    const char *state = jstr(rec, "state"), *msg = jstr(rec, "message");
-    cJSON *d = cJSON_CreateObject();
-    cJSON_AddStringToObject(d, "task_id", jstr(rec, "id"));
-    if (strcmp(state, "SUCCESS") == 0 && jnum(rec, "sub_failure") > 0) {
-        *name = "bgtask_partial_success";
-        cJSON_AddItemToObject(d, "errors", cJSON_CreateArray());
-    } else if (strcmp(state, "SUCCESS") == 0) {
-        *name = "bgtask_done";
-        const cJSON *res = cJSON_GetObjectItemCaseSensitive(rec, "result");
-        if (res && !cJSON_IsNull(res))
-            cJSON_AddItemToObject(d, "result", cJSON_Duplicate(res, true));
-    } else if (strcmp(state, "FAILURE") == 0) {
-        *name = "bgtask_failed";
-        msg = *jstr(rec, "error") ? jstr(rec, "error") : msg;
-    } else if (strcmp(state, "CANCELLED") == 0) {
-        *name = "bgtask_cancelled";
-    } else {
-        *name = "bgtask_updated";
-        cJSON_AddNumberToObject(d, "current_progress", jnum(rec, "progress_current"));
-        cJSON_AddNumberToObject(d, "total_progress", jnum(rec, "progress_total"));
-    }
-    cJSON_AddStringToObject(d, "message", msg);
-    cJSON_AddStringToObject(d, "handler", jstr(rec, "handler"));
-    cJSON_AddNumberToObject(d, "attempt", jnum(rec, "attempt"));
-    *data = d;
+    ev_buf b = {0};
+    size_t off;
+    *name = ev_name(ev_of_record(&b, rec, &off));
+    *data = cJSON_Parse(b.s + off);
+    ev_buf_free(&b);
+    if (!*data)
+        *data = cJSON_CreateObject(); /* only out of memory gets here */
 }
 
 /* A bar of width cells for frac (0..1) into bar (width + 1 bytes). */
@@ -564,7 +547,7 @@ static int view_event(watch_view *v, const char *name, const cJSON *data)
 {
     int code = event_exit_code(name);
     char a[32], b[32], buf[1024];
-    if (strcmp(name, "bgtask_updated") == 0) {
+    if (ev_kind_of(name) == EV_UPDATED) {
         v->cur = jnum(data, "current_progress");
         v->total = jnum(data, "total_progress");
         if (!v->have_t0) {
