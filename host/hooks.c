@@ -5,11 +5,6 @@
  */
 #include "hooks.h"
 
-#include <stdlib.h>
-#include <string.h>
-
-#include "util.h"
-
 const char *hooks_end_status(end_kind k)
 {
     static const char *const names[] = {
@@ -38,60 +33,40 @@ static void metrics_after(hooks *hk, const bgt_hook_info *info, end_kind kind,
         metrics_inc(hk->met, MC_LOST, 1);
 }
 
-/* ---- the chain ---- */
-
-/* Whether any plugin registered a hook: lets the common case skip the lock. */
-static bool have_plugin_hooks(hooks *hk)
-{
-    return __atomic_load_n(&hk->reg->hooks, __ATOMIC_ACQUIRE) != NULL;
-}
+/* ---- the chain ----
+ *
+ * Plugin hooks are called through the registry's published list, read
+ * without a lock: a hook that blocks holds up only its own thread, and one
+ * that calls back into the registry or the host's API cannot deadlock. */
 
 void hooks_before(hooks *hk, const bgt_hook_info *info)
 {
     metrics_before(hk, info);
-    if (!have_plugin_hooks(hk))
-        return;
-    pthread_mutex_lock(&hk->reg->lock);
-    for (hook *h = hk->reg->hooks; h; h = h->next)
-        if (h->def.before)
-            h->def.before(h->def.udata, info);
-    pthread_mutex_unlock(&hk->reg->lock);
+    hook_list *l = registry_hooks_get(hk->reg);
+    for (size_t i = 0; l && i < l->n; i++)
+        if (l->v[i]->def.before)
+            l->v[i]->def.before(l->v[i]->def.udata, info);
+    registry_hooks_put(l);
 }
 
 void hooks_progress(hooks *hk, const bgt_hook_info *info, double current, double total,
                     const char *message)
 {
-    if (!have_plugin_hooks(hk))
-        return;
-    pthread_mutex_lock(&hk->reg->lock);
-    for (hook *h = hk->reg->hooks; h; h = h->next)
-        if (h->def.progress)
-            h->def.progress(h->def.udata, info, current, total, message);
-    pthread_mutex_unlock(&hk->reg->lock);
+    hook_list *l = registry_hooks_get(hk->reg);
+    for (size_t i = 0; l && i < l->n; i++)
+        if (l->v[i]->def.progress)
+            l->v[i]->def.progress(l->v[i]->def.udata, info, current, total, message);
+    registry_hooks_put(l);
 }
 
 void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status status,
                  double duration_s, const char *message)
 {
-    /* Plugin hooks in reverse registration order, then the built-ins. */
-    size_t n = 0;
-    if (have_plugin_hooks(hk))
-        pthread_mutex_lock(&hk->reg->lock);
-    else
-        goto builtins;
-    for (hook *h = hk->reg->hooks; h; h = h->next)
-        n++;
-    if (n) {
-        hook **v = xmalloc(n * sizeof *v);
-        size_t i = 0;
-        for (hook *h = hk->reg->hooks; h; h = h->next)
-            v[i++] = h;
-        while (i-- > 0)
-            if (v[i]->def.after)
-                v[i]->def.after(v[i]->def.udata, info, status, duration_s, message);
-        free(v);
-    }
-    pthread_mutex_unlock(&hk->reg->lock);
-builtins:
+    /* Plugin hooks in reverse registration order, then the built-in. */
+    hook_list *l = registry_hooks_get(hk->reg);
+    for (size_t i = l ? l->n : 0; i-- > 0;)
+        if (l->v[i]->def.after)
+            l->v[i]->def.after(l->v[i]->def.udata, info, status, duration_s, message);
+    registry_hooks_put(l);
     metrics_after(hk, info, kind, duration_s);
 }

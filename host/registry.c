@@ -9,13 +9,21 @@
  * plugin code, so it is always called with the lock released: a plugin that
  * calls back into the registry from it cannot deadlock.
  *
- * Every link is written with the lock held and with a release store, so a
- * reader may test a list head without the lock (as the hook chain does to skip
- * the lock when no plugin registered a hook) and take the lock to walk it.
+ * Every link is written with the lock held and with a release store.
+ *
+ * The hook chain reads the hooks without the lock, through the published
+ * hook_list: each change builds a new list under the lock and swaps the
+ * pointer. A reader announces itself in r->readers while it loads the pointer
+ * and takes a reference; the writer, after the swap, waits until no reader is
+ * in that short window, so every reader that saw the old list holds a
+ * reference to it before the registry drops its own. A list references its
+ * hooks; a removed hook is freed (udata_free called) by the remover once no
+ * list holds it any more, that is, once no thread still runs it.
  */
 #include "registry.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,15 +62,66 @@ static void free_handlers(handler *h)
     }
 }
 
-/* Free a chain of hooks unlinked from the registry (lock not held). */
+/*
+ * Free a chain of hooks unlinked from the registry (lock not held): drop the
+ * registry's reference to each, wait until no published list holds it (no
+ * thread still runs it), then free it.
+ */
 static void free_hooks(hook *k)
 {
     while (k) {
         hook *next = k->next;
+        __atomic_sub_fetch(&k->refs, 1, __ATOMIC_ACQ_REL);
+        while (__atomic_load_n(&k->refs, __ATOMIC_ACQUIRE) > 0)
+            sleep_s(0.001);
         drop_udata(k->def.udata, k->def.udata_free);
         free(k);
         k = next;
     }
+}
+
+void registry_hooks_put(hook_list *l)
+{
+    if (!l || __atomic_sub_fetch(&l->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        __atomic_sub_fetch(&l->v[i]->refs, 1, __ATOMIC_ACQ_REL);
+    free(l);
+}
+
+hook_list *registry_hooks_get(registry *r)
+{
+    if (!__atomic_load_n(&r->published, __ATOMIC_ACQUIRE))
+        return NULL; /* the common case: no plugin hooks, and no shared write */
+    __atomic_add_fetch(&r->readers, 1, __ATOMIC_SEQ_CST);
+    hook_list *l = __atomic_load_n(&r->published, __ATOMIC_SEQ_CST);
+    if (l)
+        __atomic_add_fetch(&l->refs, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&r->readers, 1, __ATOMIC_SEQ_CST);
+    return l;
+}
+
+/* Publish the hooks as they are now (lock held): a new list, or NULL for none. */
+static void publish_hooks(registry *r)
+{
+    size_t n = 0;
+    for (hook *k = r->hooks; k; k = k->next)
+        n++;
+    hook_list *l = NULL;
+    if (n) {
+        l = xmalloc(sizeof *l + n * sizeof l->v[0]);
+        l->refs = 1; /* the registry's */
+        l->n = 0;
+        for (hook *k = r->hooks; k; k = k->next) {
+            __atomic_add_fetch(&k->refs, 1, __ATOMIC_RELAXED);
+            l->v[l->n++] = k;
+        }
+    }
+    hook_list *old = __atomic_exchange_n(&r->published, l, __ATOMIC_SEQ_CST);
+    /* A reader that loaded `old` holds a reference once it has left the window. */
+    while (__atomic_load_n(&r->readers, __ATOMIC_SEQ_CST) > 0)
+        sched_yield();
+    registry_hooks_put(old);
 }
 
 void registry_destroy(registry *r)
@@ -72,6 +131,7 @@ void registry_destroy(registry *r)
     hook *ks = r->hooks;
     __atomic_store_n(&r->handlers, NULL, __ATOMIC_RELEASE);
     __atomic_store_n(&r->hooks, NULL, __ATOMIC_RELEASE);
+    publish_hooks(r);
     pthread_mutex_unlock(&r->lock);
     free_handlers(hs);
     free_hooks(ks);
@@ -238,12 +298,14 @@ int registry_add_hook(registry *r, struct bgt_plugin *p, const bgt_hook_def *def
     }
     strlcpy_(k->name, k->def.name, sizeof k->name);
     k->def.name = k->name;
+    k->refs = 1; /* registered */
 
     pthread_mutex_lock(&r->lock);
     hook **tail = &r->hooks;
     while (*tail)
         tail = &(*tail)->next;
     __atomic_store_n(tail, k, __ATOMIC_RELEASE);
+    publish_hooks(r);
     __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&r->lock);
     return 0;
@@ -299,6 +361,8 @@ void registry_remove_plugin(registry *r, struct bgt_plugin *p)
             pp = &k->next;
         }
     }
+    if (ks)
+        publish_hooks(r);
     if (changed)
         __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&r->lock);

@@ -4,6 +4,13 @@
  * initialises and removed only when that plugin's load is rolled back or it is
  * unloaded at exit; a handler pointer handed out stays valid until then.
  * All functions are thread-safe.
+ *
+ * The hooks are also published as an immutable, reference-counted list that
+ * is read without any lock (registry_hooks_get): every change builds a new
+ * list and swaps the pointer, so the hook chain never calls plugin code under
+ * a registry lock, and a hook may call back into the registry. Removing a
+ * plugin waits until no thread still runs one of its hooks before it frees
+ * them.
  */
 #ifndef BGT_REGISTRY_H
 #define BGT_REGISTRY_H
@@ -29,12 +36,23 @@ typedef struct hook {
     bgt_hook_def def;
     struct bgt_plugin *plugin;
     struct hook *next;
+    int refs;                   /* the lists that hold it, plus one while registered (atomic) */
 } hook;
+
+/* A snapshot of the registered hooks, in registration order. Never changes. */
+typedef struct hook_list {
+    int refs;                   /* atomic */
+    size_t n;
+    hook *v[];
+} hook_list;
 
 typedef struct registry {
     pthread_mutex_t lock;
     handler *handlers;   /* in registration order */
     hook *hooks;         /* in registration order */
+    hook_list *published; /* the hooks as a list, NULL when there are none; swapped under
+                            the lock, read without it */
+    int readers;         /* threads between reading `published` and referencing it (atomic) */
     unsigned generation; /* bumped on every change, so readers know to refresh */
 } registry;
 
@@ -73,6 +91,15 @@ size_t registry_handlers(registry *r, const handler **out, size_t max);
  * its plugin is removed.
  */
 size_t registry_hooks(registry *r, const hook **out, size_t max);
+
+/*
+ * The current hooks, with a reference taken, or NULL when none is registered.
+ * Takes no lock (a few atomic operations); the list stays valid and unchanged
+ * until registry_hooks_put, whatever is registered or removed meanwhile.
+ */
+hook_list *registry_hooks_get(registry *r);
+/* Give back a reference from registry_hooks_get. NULL is allowed. */
+void registry_hooks_put(hook_list *l);
 
 /* Number of handlers p registered. */
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p);

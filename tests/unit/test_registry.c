@@ -1,7 +1,9 @@
 /*
  * test_registry.c - the handler and hook registry: definition checks, the
  * ownership of (udata, udata_free), registration order, removal by plugin,
- * the generation counter, and concurrent additions.
+ * the generation counter, concurrent additions, and the hook list read
+ * without a lock: snapshots that do not change, removal that waits for the
+ * threads still running a hook, hooks that call back into the registry.
  */
 #include <math.h>
 #include <pthread.h>
@@ -14,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "../harness/harness.h"
+#include "hooks.h"
 #include "plugin.h"
 #include "registry.h"
 #include "util.h"
@@ -485,6 +489,172 @@ static void test_threads(void **state)
     assert_int_equal(b.frees, PER_THREAD);
 }
 
+/* The names in a hook list, comma-separated, into buf. */
+static const char *list_names(const hook_list *l, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; l && i < l->n; i++)
+        snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", i ? "," : "", l->v[i]->name);
+    return buf;
+}
+
+struct remover {
+    registry *r;
+    struct bgt_plugin *p;
+    int done; /* atomic */
+};
+
+static void *remove_plugin(void *arg)
+{
+    struct remover *rm = arg;
+    registry_remove_plugin(rm->r, rm->p);
+    __atomic_store_n(&rm->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/*
+ * A list is a snapshot: later registrations and removals leave it as it was.
+ * Removing a plugin waits until no list that holds its hooks is referenced
+ * (no thread runs them any more), and only then calls their udata_free.
+ */
+static void test_hook_list(void **state)
+{
+    registry *r = *state;
+    char err[256], names[128];
+    int frees_a = 0, frees_b = 0;
+    assert_null(registry_hooks_get(r));
+    bgt_hook_def k = kdef("one", &frees_a);
+    assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
+    k = kdef("two", &frees_b);
+    assert_int_equal(registry_add_hook(r, &plugin_b, &k, err, sizeof err), 0);
+    hook_list *l1 = registry_hooks_get(r);
+    assert_string_equal(list_names(l1, names, sizeof names), "one,two");
+    k = kdef("three", &frees_a);
+    assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
+    assert_string_equal(list_names(l1, names, sizeof names), "one,two");
+    hook_list *l2 = registry_hooks_get(r);
+    assert_string_equal(list_names(l2, names, sizeof names), "one,two,three");
+    registry_hooks_put(l2);
+
+    /* Plugin b goes while l1, which holds its hook, is still in use. */
+    struct remover rm = {r, &plugin_b, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, remove_plugin, &rm), 0);
+    /* The new list leaves it out at once... */
+    assert_true(TH_WAIT_UNTIL(10, ({
+        hook_list *l = registry_hooks_get(r);
+        bool gone = strcmp(list_names(l, names, sizeof names), "one,three") == 0;
+        registry_hooks_put(l);
+        gone;
+    })));
+    /* ...but its udata outlives every user of l1 (a wait that can only miss a bug,
+     * never report one that is not there). */
+    sleep_s(0.05);
+    assert_int_equal(__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE), 0);
+    assert_int_equal(frees_b, 0);
+    assert_string_equal(list_names(l1, names, sizeof names), "one,two");
+    registry_hooks_put(l1);
+    pthread_join(t, NULL);
+    assert_int_equal(frees_b, 1);
+    assert_int_equal(frees_a, 0);
+    registry_remove_plugin(r, &plugin_a);
+    assert_int_equal(frees_a, 2);
+    assert_null(registry_hooks_get(r));
+}
+
+/* What a hook that calls back into the registry saw. */
+struct callback {
+    registry *r;
+    int calls;
+    size_t handlers, hooks;
+    bool found;
+};
+
+static void hook_calls_back(void *udata, const bgt_hook_info *info)
+{
+    struct callback *cb = udata;
+    cb->calls++;
+    cb->handlers = registry_handlers(cb->r, NULL, 0);
+    cb->hooks = registry_hooks(cb->r, NULL, 0);
+    cb->found = registry_find(cb->r, info->handler) != NULL;
+}
+
+/* Hooks run without the registry's lock: a hook may call into the registry. */
+static void test_hook_calls_registry(void **state)
+{
+    registry *r = *state;
+    char err[256];
+    int frees = 0;
+    struct callback cb = {.r = r};
+    bgt_handler_def d = hdef("cb.work", &frees);
+    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
+    bgt_hook_def k = {.size = sizeof k, .name = "calls-back", .before = hook_calls_back,
+                      .udata = &cb};
+    assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
+    metrics *met = metrics_new();
+    hooks hk = {.met = met, .reg = r};
+    bgt_hook_info info = {"00000000-0000-4000-8000-000000000001", "cb.work", 1, -1};
+    hooks_before(&hk, &info);
+    assert_int_equal(cb.calls, 1);
+    assert_int_equal(cb.handlers, 1);
+    assert_int_equal(cb.hooks, 1);
+    assert_true(cb.found);
+    metrics_free(met);
+    registry_remove_plugin(r, &plugin_a);
+}
+
+struct churn {
+    registry *r;
+    int stop; /* atomic */
+    long calls;
+};
+
+static void hook_count(void *udata, const bgt_hook_info *info)
+{
+    __atomic_add_fetch((long *)udata, 1, __ATOMIC_RELAXED);
+}
+
+static void *call_hooks(void *arg)
+{
+    struct churn *c = arg;
+    while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+        hook_list *l = registry_hooks_get(c->r);
+        for (size_t i = 0; l && i < l->n; i++)
+            l->v[i]->def.before(l->v[i]->def.udata, NULL);
+        registry_hooks_put(l);
+    }
+    return NULL;
+}
+
+/* Readers on four threads while hooks come and go: every hook called is alive, and
+ * every udata is freed once (ASan checks the first). */
+static void test_hook_list_threads(void **state)
+{
+    registry *r = *state;
+    char err[256];
+    struct churn c = {.r = r};
+    long calls = 0;
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, call_hooks, &c), 0);
+    int frees = 0;
+    for (int round = 0; round < 200; round++) {
+        bgt_hook_def k = {.size = sizeof k, .name = "churn", .before = hook_count,
+                          .udata = &calls, .udata_free = NULL};
+        assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
+        bgt_hook_def k2 = kdef("churn-b", &frees);
+        k2.before = hook_before;
+        assert_int_equal(registry_add_hook(r, &plugin_b, &k2, err, sizeof err), 0);
+        registry_remove_plugin(r, round % 2 ? &plugin_a : &plugin_b);
+        registry_remove_plugin(r, round % 2 ? &plugin_b : &plugin_a);
+    }
+    __atomic_store_n(&c.stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(frees, 200);
+    assert_null(registry_hooks_get(r));
+}
+
 int main(void)
 {
     log_set_level(BGT_LOG_DEBUG);
@@ -498,6 +668,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_plugin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_generation, setup, teardown),
         cmocka_unit_test(test_destroy_frees),
+        cmocka_unit_test_setup_teardown(test_hook_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hook_calls_registry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hook_list_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
