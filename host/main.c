@@ -290,7 +290,7 @@ int main(int argc, char **argv)
         log_warn("%s; the host will keep trying", store_errstr(submit_st));
     } else {
         char policy[64] = "";
-        if (store_maxmemory_policy(submit_st, policy, sizeof policy) == 0 &&
+        if (store_config_get(submit_st, "maxmemory-policy", policy, sizeof policy) == 0 &&
             strcmp(policy, "noeviction") != 0)
             log_warn("redis maxmemory-policy is '%s', not 'noeviction': an evicted key is a "
                      "lost task",

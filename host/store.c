@@ -360,17 +360,27 @@ int store_ping(store *st)
     return rc;
 }
 
-int store_maxmemory_policy(store *st, char *policy, size_t n)
+int store_config_get(store *st, const char *name, char *value, size_t n)
 {
     redisReply *r;
-    int rc = store__cmd(st, &r, "CONFIG GET maxmemory-policy");
+    int rc = store__cmd(st, &r, "CONFIG GET %s", name);
     if (rc < 0)
         return rc;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_STRING)
-        strlcpy_(policy, r->element[1]->str, n);
-    else
-        rc = -EPROTO;
+        r->element[1]->type == REDIS_REPLY_STRING) {
+        strlcpy_(value, r->element[1]->str, n);
+    } else {
+        snprintf(st->err, sizeof st->err, "CONFIG GET %.64s: no such setting", name);
+        rc = -ENOENT;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int store_config_set(store *st, const char *name, const char *value)
+{
+    redisReply *r;
+    int rc = store__cmd(st, &r, "CONFIG SET %s %s", name, value);
     freeReplyObject(r);
     return rc;
 }

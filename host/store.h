@@ -110,8 +110,12 @@ const char *store_errstr(const store *st);
 const char *store_prefix(const store *st);
 /* PING. */
 int store_ping(store *st);
-/* Copy Redis' maxmemory-policy into policy. */
-int store_maxmemory_policy(store *st, char *policy, size_t n);
+/* Copy the value of Redis' setting name (CONFIG GET) into value (n bytes).
+ * -ENOENT when Redis has no such setting. */
+int store_config_get(store *st, const char *name, char *value, size_t n);
+/* Change Redis' setting name to value (CONFIG SET): for tools that run a private
+ * server (the bench), never for hosts. -EPROTO when Redis refuses (store_errstr). */
+int store_config_set(store *st, const char *name, const char *value);
 /* Wake a store blocked in another thread (store_wait_wake, store_next_*):
  * that call returns -EINTR. Safe to call from any thread. */
 void store_interrupt(store *st);

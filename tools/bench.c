@@ -53,7 +53,14 @@
 /* How often the parallel mode looks at its host while it waits for the task's end. */
 #define PARALLEL_CHECK_S 0.5
 
-enum { MODE_DRAIN = 1, MODE_MIXED = 2, MODE_LATENCY = 4, MODE_PARALLEL = 8, MODE_ALL = 15 };
+enum {
+    MODE_DRAIN = 1,
+    MODE_MIXED = 2,
+    MODE_LATENCY = 4,
+    MODE_PARALLEL = 8,
+    MODE_AOF = 16,
+    MODE_ALL = 31
+};
 
 static const char usage_text[] =
     "usage: bench --redis URL [options]\n"
@@ -63,10 +70,13 @@ static const char usage_text[] =
     "one JSON line.\n"
     "\n"
     "  --redis URL      the Redis to use (default: $BGTASK_REDIS, else " STORE_DEFAULT_URL ")\n"
-    "  --mode M         drain, mixed, latency, parallel or all (default all)\n"
+    "  --mode M         drain, mixed, latency, parallel, aof or all (default all)\n"
     "  --tasks N        tasks per throughput mode (default 100000)\n"
     "  --samples M      latency samples (default 2000)\n"
     "  --subtasks N     subtasks of the parallel mode's task (default 10000, at most 1000000)\n"
+    "  --aof-tasks N    tasks of the aof mode's drain (default 20000); the aof mode measures\n"
+    "                   AOF bytes per task with automatic AOF rewrites off, and is skipped\n"
+    "                   when the server keeps no AOF\n"
     "  --workers W      the host's worker threads (default 64: a host claims as many tasks\n"
     "                   per call as it has free workers, and for no-op tasks larger claims\n"
     "                   are what lowers the Redis cost per task)\n"
@@ -86,6 +96,7 @@ typedef struct bench {
     long tasks;
     long samples;
     long subtasks;
+    long aof_tasks;
     int workers;
     int batch;
     double timeout_s;
@@ -365,6 +376,8 @@ typedef struct snapshot {
     size_t n;
     double cpu_s;    /* used_cpu_user + used_cpu_sys */
     long long forks; /* background saves and AOF rewrites so far */
+    long long aof;   /* aof_current_size, -1 when AOF is off */
+    long long mem;   /* used_memory */
 } snapshot;
 
 static void snapshot_free(snapshot *s)
@@ -418,12 +431,26 @@ static int snapshot_take(store *st, snapshot *s)
         return rc;
     }
     long long rewrites = 0, saves = 0;
+    int aof_on = 0;
+    s->aof = -1;
     for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
         sscanf(line, "aof_rewrites:%lld", &rewrites);
         sscanf(line, "rdb_saves:%lld", &saves);
+        sscanf(line, "aof_enabled:%d", &aof_on);
+        sscanf(line, "aof_current_size:%lld", &s->aof);
     }
     free(text);
     s->forks = rewrites + saves;
+    if (!aof_on)
+        s->aof = -1;
+    if ((rc = store_info(st, "memory", &text)) < 0) {
+        say("bench: INFO memory: %s", store_errstr(st));
+        snapshot_free(s);
+        return rc;
+    }
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n"))
+        sscanf(line, "used_memory:%lld", &s->mem);
+    free(text);
     return 0;
 }
 
@@ -484,6 +511,8 @@ typedef struct cost {
     double usec;         /* commandstats usec of the top-level commands */
     double cpu_usec;     /* INFO cpu: the server process' CPU time */
     long long forks;     /* background saves and AOF rewrites during the run */
+    double aof_bytes;    /* AOF growth; -1 when AOF is off or a rewrite ran (it shrinks the file) */
+    double mem_bytes;    /* used_memory growth */
 } cost;
 
 /*
@@ -525,6 +554,8 @@ static cost snapshot_cost(const snapshot *a, const snapshot *z, long units, cons
     c.usec /= n;
     c.cpu_usec = (z->cpu_s - a->cpu_s) * 1e6 / n;
     c.forks = z->forks - a->forks;
+    c.aof_bytes = a->aof >= 0 && z->aof >= 0 && c.forks == 0 ? (double)(z->aof - a->aof) / n : -1;
+    c.mem_bytes = (double)(z->mem - a->mem) / n;
     return c;
 }
 
@@ -534,6 +565,9 @@ static void cost_print(const cost *c, const char *unit)
            unit, c->toplevel, c->script_calls);
     printf("    command time %.2f us/%s, Redis CPU (INFO cpu) %.2f us/%s\n", c->usec, unit,
            c->cpu_usec, unit);
+    if (c->aof_bytes >= 0)
+        printf("    AOF %.0f bytes/%s\n", c->aof_bytes, unit);
+    printf("    Redis memory %+.0f bytes/%s (used_memory)\n", c->mem_bytes, unit);
     if (c->forks)
         printf("    %lld background AOF rewrite(s) or save(s) ran meanwhile: a forked child "
                "shared the CPUs\n",
@@ -556,6 +590,12 @@ static void cost_json(cJSON *j, const char *pre, const char *unit, const cost *c
     cJSON_AddNumberToObject(j, key, round(c->cpu_usec * 100) / 100);
     snprintf(key, sizeof key, "%sredis_forks", pre);
     cJSON_AddNumberToObject(j, key, (double)c->forks);
+    if (c->aof_bytes >= 0) {
+        snprintf(key, sizeof key, "%saof_bytes_per_%s", pre, unit);
+        cJSON_AddNumberToObject(j, key, round(c->aof_bytes));
+    }
+    snprintf(key, sizeof key, "%smem_bytes_per_%s", pre, unit);
+    cJSON_AddNumberToObject(j, key, round(c->mem_bytes));
 }
 
 /* ---- submitting and waiting ---- */
@@ -814,7 +854,77 @@ static int run_mixed(bench *b)
     cost c = snapshot_cost(&s0, &s1, b->tasks, "task", "mixed");
     cost_print(&c, "task");
     cost_json(b->json, "mixed_", "task", &c);
+    rc = host_stop(&h);
+    if (rc == 0) {
+        double host_us = cpu_s(&h.usage) * 1e6 / (double)b->tasks;
+        printf("  bgtaskd CPU (its whole life): %.2f us/task\n", host_us);
+        cJSON_AddNumberToObject(b->json, "mixed_host_cpu_usec_per_task",
+                                round(host_us * 100) / 100);
+    }
 out:
+    host_finish(b, &h, rc == 0);
+    snapshot_free(&s0);
+    snapshot_free(&s1);
+    store_free(st);
+    return rc;
+}
+
+/*
+ * aof: the AOF bytes a task costs, from its submit to its end, over a drain of --aof-tasks
+ * tasks. Redis rewrites its AOF in the background when it has grown by
+ * auto-aof-rewrite-percentage, and a rewrite shrinks the file: the setting is 0 (no
+ * automatic rewrite) for this run and restored after it. Skipped when AOF is off.
+ */
+static int run_aof(bench *b)
+{
+    host_proc h = {0};
+    snapshot s0 = {0}, s1 = {0};
+    char old[32] = "";
+    int rc = host_write_config(b, &h, "aof");
+    if (rc < 0)
+        return rc;
+    store *st = open_store(b, h.prefix);
+    if (!st) {
+        host_finish(b, &h, false);
+        return -EIO;
+    }
+    if ((rc = snapshot_take(st, &s0)) < 0)
+        goto out;
+    if (s0.aof < 0) {
+        printf("aof: skipped: the server keeps no AOF\n");
+        goto out;
+    }
+    printf("aof: %ld tasks submitted, then drained by one host; automatic AOF rewrites off\n",
+           b->aof_tasks);
+    if ((rc = store_config_get(st, "auto-aof-rewrite-percentage", old, sizeof old)) < 0 ||
+        (rc = store_config_set(st, "auto-aof-rewrite-percentage", "0")) < 0) {
+        say("bench: auto-aof-rewrite-percentage: %s", store_errstr(st));
+        goto out;
+    }
+    snapshot_free(&s0);
+    if ((rc = wait_redis_quiet(st)) < 0 || (rc = snapshot_take(st, &s0)) < 0 ||
+        (rc = submit_noops(b, st, b->aof_tasks)) < 0)
+        goto out;
+    double t0 = mono_s(), t_first, t_done;
+    long long got;
+    if ((rc = host_start(b, &h)) < 0 ||
+        (rc = wait_finished(b, st, &h, b->aof_tasks, t0, &t_first, &t_done, &got)) < 0 ||
+        (rc = snapshot_take(st, &s1)) < 0)
+        goto out;
+    if (s1.forks != s0.forks) {
+        say("bench: a background save or rewrite ran during the aof run: no figure");
+        rc = -EAGAIN;
+        goto out;
+    }
+    double per = (double)(s1.aof - s0.aof) / (double)b->aof_tasks;
+    printf("  AOF: %.0f bytes/task (submit to end)\n", per);
+    cJSON_AddNumberToObject(b->json, "aof_tasks", (double)b->aof_tasks);
+    cJSON_AddNumberToObject(b->json, "aof_bytes_per_task", round(per));
+    rc = host_stop(&h);
+out:
+    if (old[0] && store_config_set(st, "auto-aof-rewrite-percentage", old) < 0)
+        say("bench: could not restore auto-aof-rewrite-percentage %s: %s", old,
+            store_errstr(st));
     host_finish(b, &h, rc == 0);
     snapshot_free(&s0);
     snapshot_free(&s1);
@@ -1126,6 +1236,7 @@ int main(int argc, char **argv)
                .tasks = 100000,
                .samples = 2000,
                .subtasks = 10000,
+               .aof_tasks = 20000,
                .workers = 64,
                .batch = 1000,
                .timeout_s = 300};
@@ -1136,6 +1247,7 @@ int main(int argc, char **argv)
         O_TASKS,
         O_SAMPLES,
         O_SUBTASKS,
+        O_AOF_TASKS,
         O_WORKERS,
         O_BATCH,
         O_TIMEOUT,
@@ -1147,6 +1259,7 @@ int main(int argc, char **argv)
         {"tasks", required_argument, NULL, O_TASKS},
         {"samples", required_argument, NULL, O_SAMPLES},
         {"subtasks", required_argument, NULL, O_SUBTASKS},
+        {"aof-tasks", required_argument, NULL, O_AOF_TASKS},
         {"workers", required_argument, NULL, O_WORKERS},
         {"batch", required_argument, NULL, O_BATCH},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -1166,12 +1279,14 @@ int main(int argc, char **argv)
                 b.modes = MODE_MIXED;
             else if (strcmp(optarg, "latency") == 0)
                 b.modes = MODE_LATENCY;
+            else if (strcmp(optarg, "aof") == 0)
+                b.modes = MODE_AOF;
             else if (strcmp(optarg, "parallel") == 0)
                 b.modes = MODE_PARALLEL;
             else if (strcmp(optarg, "all") == 0)
                 b.modes = MODE_ALL;
             else
-                return usage_error("--mode must be drain, mixed, latency, parallel or all",
+                return usage_error("--mode must be drain, mixed, latency, parallel, aof or all",
                                    optarg);
             break;
         case O_TASKS:
@@ -1181,6 +1296,10 @@ int main(int argc, char **argv)
         case O_SAMPLES:
             if (!parse_long(optarg, 1, 10000000, &b.samples))
                 return usage_error("--samples must be 1..10000000", optarg);
+            break;
+        case O_AOF_TASKS:
+            if (!parse_long(optarg, 1, 10000000, &b.aof_tasks))
+                return usage_error("--aof-tasks must be 1..10000000", optarg);
             break;
         case O_SUBTASKS:
             if (!parse_long(optarg, 1, 1000000, &b.subtasks))
@@ -1245,6 +1364,8 @@ int main(int argc, char **argv)
     if (!failed && !interrupted && (b.modes & MODE_LATENCY) && run_latency(&b) < 0)
         failed++;
     if (!failed && !interrupted && (b.modes & MODE_PARALLEL) && run_parallel(&b) < 0)
+        failed++;
+    if (!failed && !interrupted && (b.modes & MODE_AOF) && run_aof(&b) < 0)
         failed++;
     if (interrupted)
         failed++;
