@@ -13,6 +13,9 @@
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 BUILD     ?= build
+# Where make install puts the dashboard's files, and where bgtaskd looks for
+# them when http.ui_dir is not set.
+UIDIR     ?= $(PREFIX)/share/bgtask/ui
 VERSION   := 0.1.0
 CC        ?= gcc
 
@@ -37,7 +40,7 @@ endif
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS    ?=
 CFLAGS    += -std=gnu11 $(OPT) -g $(WARN) -pthread $(SANFLAGS) -D_GNU_SOURCE \
-             -DBGT_VERSION='"$(VERSION)"' -Isdk -Ihost
+             -DBGT_VERSION='"$(VERSION)"' -DBGT_UI_DIR='"$(UIDIR)"' -Isdk -Ihost
 LDFLAGS   += -pthread $(SANFLAGS)
 PLUGIN_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden $(SANFLAGS) -Isdk \
                  $(shell pkg-config --cflags libcjson 2>/dev/null)
@@ -137,17 +140,18 @@ bench: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include \
 	    $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/bgtask/plugins \
-	    $(DESTDIR)$(PREFIX)/share/bgtask
+	    $(DESTDIR)$(PREFIX)/share/bgtask $(DESTDIR)$(UIDIR)
 	install -m 755 $(BUILD)/bin/bgtaskd $(BUILD)/bin/bgtaskctl $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 sdk/bgtask.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/bgtask-sdk.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	install -m 755 $(PLUGINS) $(DESTDIR)$(PREFIX)/lib/bgtask/plugins/
 	install -m 644 config/*.conf $(DESTDIR)$(PREFIX)/share/bgtask/
+	install -m 644 $(wildcard host/ui/*) $(DESTDIR)$(UIDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/bgtaskd $(DESTDIR)$(PREFIX)/bin/bgtaskctl \
 	    $(DESTDIR)$(PREFIX)/include/bgtask.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/bgtask-sdk.pc
-	rm -rf $(DESTDIR)$(PREFIX)/lib/bgtask $(DESTDIR)$(PREFIX)/share/bgtask
+	rm -rf $(DESTDIR)$(PREFIX)/lib/bgtask $(DESTDIR)$(PREFIX)/share/bgtask $(DESTDIR)$(UIDIR)
 
 # Every plugin must export bgt_plugin_entry and nothing else of its own.
 check-abi: $(PLUGINS) $(TPLUGINS)

@@ -27,6 +27,10 @@
 
 /* The largest integer a JSON number (a double) holds exactly: 2^53. */
 #define JSON_INT_MAX 9007199254740992LL
+/* Where make install puts the dashboard (the Makefile says, from PREFIX). */
+#ifndef BGT_UI_DIR
+#define BGT_UI_DIR "/usr/local/share/bgtask/ui"
+#endif
 /* A token file is read up to this size; a longer one is refused. */
 #define TOKEN_MAX 4096
 
@@ -44,6 +48,7 @@ enum kind {
 #define F_EMPTY_NULL 0x1 /* "" means unset: the field becomes NULL */
 #define F_SECRET 0x2     /* never put the value in a message */
 #define F_PATH 0x4       /* a path: a relative one resolves against the config's folder */
+#define F_EMPTY_OFF 0x8  /* "" is a value of its own: the feature is off */
 
 typedef struct spec {
     const char *name;               /* "group.setting" as written in messages */
@@ -110,6 +115,7 @@ static const spec specs[] = {
     {"http.metrics_auth", K_BOOL, 0, 0, OFF(http_metrics_auth), 0, NULL, NULL},
     {"http.max_body", K_SIZE, 1024, 67108864, OFF(http_max_body), 0, NULL, NULL},
     {"http.max_connections", K_INT, 1, 100000, OFF(http_max_connections), 0, NULL, NULL},
+    {"http.ui_dir", K_STRING, 0, 0, OFF(http_ui_dir), F_EMPTY_OFF | F_PATH, NULL, NULL},
 };
 
 #define NSPECS (sizeof specs / sizeof specs[0])
@@ -332,6 +338,11 @@ static int read_setting(loader *l, const config_setting_t *s, const spec *sp)
             return fail_at(l, s, "%s must be a string, got %s", sp->name, type_name(s));
         const char *v = config_setting_get_string(s);
         char **dst = (char **)(void *)field;
+        if (!*v && (sp->flags & F_EMPTY_OFF)) {
+            free(*dst);
+            *dst = xstrdup("");
+            return 0;
+        }
         if (!*v) {
             if (!(sp->flags & F_EMPTY_NULL))
                 return fail_at(l, s, "%s must be a non-empty string, got \"\"", sp->name);
@@ -706,6 +717,7 @@ void config_defaults(bgt_config *c)
     c->plugins_required = true;
     c->http_max_body = 1048576;
     c->http_max_connections = 1024;
+    c->http_ui_dir = xstrdup(BGT_UI_DIR);
 }
 
 /* The folder of path, absolute and canonical; NULL with errno set if it cannot be resolved. */
@@ -832,5 +844,6 @@ void config_free(bgt_config *c)
         free(c->http_token);
     }
     free(c->http_token_file);
+    free(c->http_ui_dir);
     memset(c, 0, sizeof *c);
 }

@@ -61,6 +61,8 @@ typedef struct bgt_config {
     bool http_metrics_auth;   /* /metrics needs the token too, default false */
     size_t http_max_body;     /* 1024..67108864, default 1048576 */
     int http_max_connections; /* 1..100000, default 1024 */
+    char *http_ui_dir;        /* the dashboard's files (absolute); "" = no dashboard;
+                                 default BGT_UI_DIR, where make install puts them */
 } bgt_config;
 
 /* Fill c with the defaults (plugins_dir = "plugins" under the current folder). */

@@ -28,6 +28,7 @@
 
 #include <microhttpd.h>
 
+#include "http_ui.h"
 #include "sse.h"
 #include "util.h"
 
@@ -35,8 +36,10 @@
 #define HTTP_THREADS 4
 /* Seconds an idle keep-alive connection is kept (parked SSE streams do not time out). */
 #define HTTP_IDLE_TIMEOUT_S 60
-/* Largest `limit` of GET /v1/tasks. */
+/* Largest `limit` of GET /v1/tasks and GET /v1/tasks/<id>/subtasks. */
 #define LIST_LIMIT_MAX 1000
+/* The most subtasks a host allows (tasks.max_subtasks): a record counting more is corrupted. */
+#define SUBTASKS_MAX 1000000
 /* Most events replayed for a Last-Event-ID. */
 #define REPLAY_MAX 10000
 /* A body is read and dropped up to this many times http.max_body before the
@@ -49,6 +52,7 @@ struct http_server {
     metrics *met;
     registry *reg;
     sse_hub *hub;
+    ui_files *ui; /* the dashboard, NULL when off */
     pthread_mutex_t pool_lock;
     pthread_cond_t pool_cond;
     store *stores[HTTP_THREADS];
@@ -65,16 +69,22 @@ typedef enum route {
     R_METRICS,
     R_TASKS,
     R_TASK,
+    R_SUBTASKS, /* /v1/tasks/<id>/subtasks */
+    R_RETRY,    /* /v1/tasks/<id>/retry */
     R_HOSTS,
+    R_STATS,
     R_SSE_TASK,
     R_SSE_ALL,
+    R_ROOT, /* "/": to the dashboard */
+    R_UI,   /* "/ui" and what is under it */
 } route;
 
 /* One request across the access handler's calls. */
 typedef struct request {
     route route;
-    char id[BGT_ID_LEN + 1]; /* R_TASK: the id, lower-case; "" if not a task id */
-    char raw_id[48];         /* R_TASK: what the path said, for messages */
+    char id[BGT_ID_LEN + 1]; /* R_TASK and below: the id, lower-case; "" if not a task id */
+    char raw_id[48];         /* R_TASK and below: what the path said, for messages */
+    char ui_name[UI_NAME_MAX + 2]; /* R_UI: what follows "/ui/"; "/" for "/ui" itself */
     bool post, del;          /* the method, when it is not GET or HEAD */
     bool responded;
     char *body; /* POST body, NUL-terminated */
@@ -259,15 +269,33 @@ static route route_of(const char *url, request *rq)
     } fixed[] = {
         {"/healthz", R_HEALTHZ}, {"/metrics", R_METRICS},   {"/v1/tasks", R_TASKS},
         {"/v1/hosts", R_HOSTS},  {"/v1/events", R_SSE_ALL}, {"/events/background-task", R_SSE_TASK},
+        {"/v1/stats", R_STATS},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(url, fixed[i].path) == 0)
             return fixed[i].r;
+    if (strcmp(url, "/") == 0)
+        return R_ROOT;
+    if (strcmp(url, "/ui") == 0 || strncmp(url, "/ui/", 4) == 0) {
+        /* A name too long to be a file's is kept cut, so that it finds none. */
+        snprintf(rq->ui_name, sizeof rq->ui_name, "%s", url[3] ? url + 4 : "/");
+        return R_UI;
+    }
     if (strncmp(url, "/v1/tasks/", 10) == 0) {
-        snprintf(rq->raw_id, sizeof rq->raw_id, "%s", url + 10);
-        if (!task_id_norm(url + 10, rq->id))
+        /* "<id>", "<id>/subtasks" or "<id>/retry" */
+        const char *rest = url + 10, *slash = strchr(rest, '/');
+        route r = R_TASK;
+        if (slash && strcmp(slash, "/subtasks") == 0)
+            r = R_SUBTASKS;
+        else if (slash && strcmp(slash, "/retry") == 0)
+            r = R_RETRY;
+        else if (slash)
+            return R_NONE;
+        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        snprintf(rq->raw_id, sizeof rq->raw_id, "%.*s", (int)(n < 47 ? n : 47), rest);
+        if (n != BGT_ID_LEN || !task_id_norm(rq->raw_id, rq->id))
             rq->id[0] = '\0';
-        return R_TASK;
+        return r;
     }
     return R_NONE;
 }
@@ -278,6 +306,7 @@ static const char *allowed_methods(route r)
     switch (r) {
     case R_TASKS: return "GET, HEAD, POST";
     case R_TASK: return "GET, HEAD, DELETE";
+    case R_RETRY: return "POST";
     case R_SSE_TASK:
     case R_SSE_ALL: return "GET";
     default: return "GET, HEAD";
@@ -291,6 +320,7 @@ static bool method_allowed(route r, const char *method)
     switch (r) {
     case R_TASKS: return get || head || strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     case R_TASK: return get || head || strcmp(method, MHD_HTTP_METHOD_DELETE) == 0;
+    case R_RETRY: return strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     case R_SSE_TASK:
     case R_SSE_ALL: return get;
     default: return get || head;
@@ -481,6 +511,172 @@ static enum MHD_Result get_hosts(http_server *s, struct MHD_Connection *c)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "hosts", hosts);
     return send_json(c, MHD_HTTP_OK, o, NULL);
+}
+
+/* What bgtaskctl stats shows: per-handler queues, finished tasks kept, live hosts. */
+static enum MHD_Result get_stats(http_server *s, struct MHD_Connection *c)
+{
+    store *st = pool_get(s);
+    cJSON *stats = NULL;
+    int rc = store_stats(st, &stats);
+    if (again(rc, st))
+        rc = store_stats(st, &stats);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    pool_put(s, st);
+    if (rc < 0)
+        return send_store_error(s, c, rc, err);
+    return send_json(c, MHD_HTTP_OK, stats, NULL);
+}
+
+/* Stored JSON text as a value: parsed when it is JSON, else the text itself; null if empty. */
+static cJSON *json_value(const char *text)
+{
+    cJSON *v = text && *text ? cJSON_Parse(text) : NULL;
+    if (v)
+        return v;
+    return text && *text ? cJSON_CreateString(text) : cJSON_CreateNull();
+}
+
+/* One subtask as bgtaskctl status --subtasks --json prints it. */
+static cJSON *subtask_json(const sub_rec *sr, int index)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "index", index);
+    cJSON_AddStringToObject(o, "state", sr->state);
+    cJSON_AddNumberToObject(o, "attempt", sr->attempt);
+    cJSON_AddItemToObject(o, "message", json_value(NULL));
+    if (sr->message && *sr->message)
+        cJSON_ReplaceItemInObject(o, "message", cJSON_CreateString(sr->message));
+    cJSON_AddItemToObject(o, "args", json_value(sr->args));
+    cJSON_AddItemToObject(o, "result", json_value(sr->result));
+    return o;
+}
+
+/*
+ * The subtasks of a parallel task: {"task_id", "total", "counts": {state: n},
+ * "offset", "count", "subtasks": [...]}, those in `state` if given, `limit`
+ * of them from `offset`. A task that has none (single, or not split yet) has
+ * total 0. A running subtask reads PENDING until it ends.
+ */
+static enum MHD_Result get_subtasks(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    static const char *const ok[] = {"state", "offset", "limit", NULL};
+    static const char *const states[] = {"PENDING", "SUCCESS", "FAILURE", "CANCELLED", NULL};
+    args_check a;
+    const char *bad = unknown_arg(c, ok, &a);
+    if (bad)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                          "unknown query argument '%s' (expected state, offset, limit)", bad);
+    const char *state = arg(c, "state"), *off = arg(c, "offset"), *lim = arg(c, "limit");
+    if (state) {
+        int k = 0;
+        while (states[k] && strcasecmp(states[k], state) != 0)
+            k++;
+        if (!states[k])
+            return send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                              "state must be PENDING, SUCCESS, FAILURE or CANCELLED, got '%.32s'",
+                              state);
+        state = states[k];
+    }
+    long offset = 0, limit = 100;
+    if (off && !parse_long(off, 0, SUBTASKS_MAX, &offset))
+        return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "offset must be an integer 0..%d, got '%.32s'",
+                          SUBTASKS_MAX, off);
+    if (lim && !parse_long(lim, 1, LIST_LIMIT_MAX, &limit))
+        return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "limit must be an integer 1..%d, got '%.32s'",
+                          LIST_LIMIT_MAX, lim);
+    store *st = pool_get(s);
+    cJSON *rec = NULL;
+    sub_rec *subs = NULL;
+    int n = 0;
+    int rc = store_get_task(st, rq->id, &rec);
+    if (again(rc, st))
+        rc = store_get_task(st, rq->id, &rec);
+    if (rc == 0) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, "subtasks");
+        double total = cJSON_IsNumber(v) ? v->valuedouble : 0;
+        n = total > SUBTASKS_MAX ? -1 : total > 0 ? (int)total : 0;
+        if (n > 0)
+            rc = store_load_subtasks(st, rq->id, n, &subs);
+    }
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    pool_put(s, st);
+    cJSON_Delete(rec);
+    if (rc < 0)
+        return send_store_error(s, c, rc, err);
+    if (n < 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+                          "task %s: its record counts more than %d subtasks: it is corrupted",
+                          rq->id, SUBTASKS_MAX);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", rq->id);
+    cJSON_AddNumberToObject(o, "total", n);
+    cJSON *counts = cJSON_AddObjectToObject(o, "counts");
+    for (int k = 0; states[k]; k++)
+        cJSON_AddNumberToObject(counts, states[k], 0);
+    cJSON_AddNumberToObject(o, "offset", (double)offset);
+    cJSON *arr = cJSON_CreateArray();
+    long matched = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *cnt = cJSON_GetObjectItemCaseSensitive(counts, subs[i].state);
+        if (cnt)
+            cJSON_SetNumberValue(cnt, cnt->valuedouble + 1);
+        else
+            cJSON_AddNumberToObject(counts, subs[i].state, 1);
+        if (state && strcmp(state, subs[i].state) != 0)
+            continue;
+        if (matched++ >= offset && cJSON_GetArraySize(arr) < limit)
+            cJSON_AddItemToArray(arr, subtask_json(&subs[i], i));
+    }
+    store_sub_recs_free(subs, n);
+    cJSON_AddNumberToObject(o, "matched", (double)matched);
+    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(arr));
+    cJSON_AddItemToObject(o, "subtasks", arr);
+    return send_json(c, MHD_HTTP_OK, o, NULL);
+}
+
+/*
+ * Run the failed and cancelled subtasks of a finished parallel task again, as
+ * bgtaskctl retry does: 202 {"task_id", "state", "retrying"}. The body, if
+ * any, is an empty JSON object. A task that is single, still running or has
+ * nothing to run again is a 409 that changes nothing.
+ */
+static enum MHD_Result post_retry(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    if (!rq->id[0])
+        return send_error(c, MHD_HTTP_NOT_FOUND, NULL, "no task '%s' (task ids are UUIDs)",
+                          rq->raw_id);
+    if (rq->len) {
+        cJSON *j = cJSON_ParseWithOpts(rq->body, NULL, true);
+        bool empty = cJSON_IsObject(j) && !j->child;
+        const char *field = cJSON_IsObject(j) && j->child ? j->child->string : NULL;
+        char msg[128];
+        snprintf(msg, sizeof msg, "unknown field '%.64s' (this request takes none)",
+                 field ? field : "");
+        cJSON_Delete(j);
+        if (!empty)
+            return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
+                              field ? msg : "the body must be a JSON object ({} or none)");
+    }
+    store *st = pool_get(s);
+    int n = 0;
+    int rc = store_retry(st, rq->id, &n);
+    if (again(rc, st)) /* a retry that went through answers "nothing to retry" the second time */
+        rc = store_retry(st, rq->id, &n);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    pool_put(s, st);
+    if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY)
+        return send_error(c, MHD_HTTP_CONFLICT, NULL, "%s: nothing was changed", err);
+    if (rc < 0)
+        return send_store_error(s, c, rc, err);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", rq->id);
+    cJSON_AddStringToObject(o, "state", "ONGOING");
+    cJSON_AddNumberToObject(o, "retrying", n);
+    return send_json(c, MHD_HTTP_ACCEPTED, o, NULL);
 }
 
 /* The fields POST /v1/tasks takes. */
@@ -722,6 +918,26 @@ static enum MHD_Result sse_all(http_server *s, struct MHD_Connection *c, request
     return start_stream(c, rq, sse_client_new(s->hub, NULL, hname));
 }
 
+/* ---- the dashboard ---- */
+
+/* Its files are open to all, like a login page: they hold nothing secret, and
+ * the page asks for the token itself and sends it with each API call. "/" and
+ * "/ui" lead to "/ui/", so that the page's relative links resolve. */
+static enum MHD_Result serve_ui(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    if (!s->ui)
+        return send_error(c, MHD_HTTP_NOT_FOUND, NULL,
+                          "the dashboard is off (http.ui_dir; see the log at start)");
+    if (rq->route == R_ROOT || strcmp(rq->ui_name, "/") == 0)
+        return send_body(c, MHD_HTTP_FOUND, xstrdup("see /ui/\n"), "text/plain; charset=utf-8",
+                         NULL, "/ui/");
+    int rc = ui_files_answer(s->ui, c, rq->ui_name);
+    if (rc == UI_NOT_FOUND)
+        return send_error(c, MHD_HTTP_NOT_FOUND, NULL, "no such file in the dashboard: /ui/%.100s",
+                          rq->ui_name);
+    return rc == MHD_YES ? MHD_YES : MHD_NO;
+}
+
 /* ---- the access handler ---- */
 
 /* Answer a request that has no body to wait for. */
@@ -736,13 +952,23 @@ static enum MHD_Result dispatch(http_server *s, struct MHD_Connection *c, reques
     case R_TASKS: return get_tasks(s, c);
     case R_SSE_TASK: return sse_task(s, c, rq);
     case R_SSE_ALL: return sse_all(s, c, rq);
+    case R_ROOT:
+    case R_UI: return serve_ui(s, c, rq);
+    case R_SUBTASKS:
+        if (!rq->id[0])
+            return send_error(c, MHD_HTTP_NOT_FOUND, NULL, "no task '%s' (task ids are UUIDs)",
+                              rq->raw_id);
+        return get_subtasks(s, c, rq);
     case R_HOSTS:
+    case R_STATS:
     case R_TASK:
         if ((bad = unknown_arg(c, none, &a)))
             return send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
                               "unknown query argument '%s' (this path takes none)", bad);
         if (rq->route == R_HOSTS)
             return get_hosts(s, c);
+        if (rq->route == R_STATS)
+            return get_stats(s, c);
         if (!rq->id[0])
             return send_error(c, MHD_HTTP_NOT_FOUND, NULL, "no task '%s' (task ids are UUIDs)",
                               rq->raw_id);
@@ -760,7 +986,10 @@ static enum MHD_Result first_call(http_server *s, struct MHD_Connection *c, requ
     rq->route = route_of(url, rq);
     rq->post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     rq->del = strcmp(method, MHD_HTTP_METHOD_DELETE) == 0;
-    bool open = rq->route == R_HEALTHZ || (rq->route == R_METRICS && !s->cfg->http_metrics_auth);
+    if (rq->route == R_ROOT && !s->ui)
+        rq->route = R_NONE;
+    bool open = rq->route == R_HEALTHZ || rq->route == R_UI || rq->route == R_ROOT ||
+                (rq->route == R_METRICS && !s->cfg->http_metrics_auth);
     rq->responded = true;
     if (!open && !authorized(s, c))
         return send_error(c, MHD_HTTP_UNAUTHORIZED, NULL,
@@ -775,12 +1004,14 @@ static enum MHD_Result first_call(http_server *s, struct MHD_Connection *c, requ
     if (!rq->post)
         return MHD_YES; /* answered on the last call: the connection can then be reused */
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    rq->responded = !is_json_type(ct);
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    /* A retry needs no body, and then no type. */
+    bool bodiless = rq->route == R_RETRY && !ct && (!cl || strcmp(cl, "0") == 0);
+    rq->responded = !is_json_type(ct) && !bodiless;
     if (rq->responded)
         return send_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NULL,
                           "the body must be application/json, got '%.64s'", ct ? ct : "");
-    const char *cl =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoull(cl, NULL, 10) > s->cfg->http_max_body) {
         rq->responded = true;
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
@@ -840,7 +1071,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->too_big)
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                           "the body is over http.max_body (%zu bytes)", s->cfg->http_max_body);
-    return post_task(s, c, rq);
+    return rq->route == R_RETRY ? post_retry(s, c, rq) : post_task(s, c, rq);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -993,6 +1224,14 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
          * while it serves; one that fails connects on its first request. */
         store_connect(s->stores[i]);
     }
+    if (*cfg->http_ui_dir) {
+        char why[512];
+        if (ui_files_load(cfg->http_ui_dir, &s->ui, why, sizeof why) == 0)
+            log_info("http: dashboard at /ui/: %zu files from %s", ui_files_count(s->ui),
+                     cfg->http_ui_dir);
+        else
+            log_warn("http: no dashboard: %s (http.ui_dir)", why);
+    }
     bool v6 = false;
     int fd = listen_on(s, listen, &v6, err, errlen);
     if (fd < 0)
@@ -1038,6 +1277,7 @@ void http_stop(http_server *s)
     if (s->d)
         MHD_stop_daemon(s->d);
     sse_hub_free(s->hub);
+    ui_files_free(s->ui); /* after the daemon: responses point into it */
     for (int i = 0; i < HTTP_THREADS; i++)
         store_free(s->stores[i]);
     pthread_mutex_destroy(&s->pool_lock);

@@ -1,9 +1,10 @@
 /*
  * http.h - the host's HTTP interface (libmicrohttpd): /healthz, /metrics,
- * the REST API under /v1 and the Server-Sent Events streams
+ * the REST API under /v1, the Server-Sent Events streams
  * (/events/background-task in Backend.AI's format, /v1/events for
- * dashboards). Only http.c includes <microhttpd.h>; every Redis access goes
- * through store.h, and the SSE fan-out through sse.h.
+ * dashboards) and the dashboard's files under /ui/ (http_ui.h). Only http*.c
+ * include <microhttpd.h>; every Redis access goes through store.h, and the
+ * SSE fan-out through sse.h.
  *
  * Threads: a small pool of libmicrohttpd threads (epoll) serves every
  * connection; idle SSE streams are suspended, not polled, so a stream costs a
@@ -24,8 +25,10 @@ typedef struct http_server http_server;
 /*
  * Listen on exactly `listen` ("host:port", "[v6addr]:port"; port 0 picks a
  * free one) and serve with cfg's http settings (token, metrics_auth,
- * max_body, max_connections) and Redis at addr with cfg's password, prefix
- * and limits. cfg, met and reg are borrowed and must outlive the server;
+ * max_body, max_connections, ui_dir) and Redis at addr with cfg's password,
+ * prefix and limits. The dashboard's files are read here; a folder that
+ * cannot be read leaves the dashboard off, with a warning, and the API
+ * serves. cfg, met and reg are borrowed and must outlive the server;
  * addr and listen are copied. Returns NULL with err saying why (bad address,
  * bind failure). Redis need not be up: requests answer 503 until it is.
  */

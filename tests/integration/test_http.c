@@ -7,6 +7,10 @@
  * /metrics checked by promtool against a known workload, and Redis going
  * away and coming back.
  *
+ * The dashboard's files are served from a folder built here, next to files
+ * that must never be served (a symbolic link out, a dotfile, a subfolder, an
+ * unknown type, a file outside the folder), asked for by hostile paths.
+ *
  * Hosts: "web" serves HTTP with a token and loads only the files plugin, so
  * it runs no demo task; "worker" loads demo and runs them. Stopping the
  * worker holds tasks back until a test is ready for them. The metrics test
@@ -52,6 +56,7 @@ typedef struct fixture {
     char base[64]; /* "http://127.0.0.1:<port>" of web */
     char *curl, *node, *npm, *promtool, *sh;
     bool sse_ready; /* node and tests/sse/node_modules are there */
+    char *ui_dir;   /* web's http.ui_dir: a few files, and some that must never be served */
 } fixture;
 
 static fixture fx;
@@ -577,6 +582,48 @@ static void need_sse(void)
     skip();
 }
 
+/* Contents of the dashboard test folder (web's http.ui_dir). */
+#define UI_INDEX "<!doctype html><title>ui test</title>\n"
+#define UI_JS "export const answer = 42;\n"
+#define UI_SECRET "SECRET-must-not-be-served"
+
+static bool write_file(const char *dir, const char *name, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    fputs(text, f);
+    return fclose(f) == 0;
+}
+
+/* <scratch>/ui with index.html, app.js, style.css, data.json, and what must
+ * stay hidden: .hidden.js, notes.bak, link.js (a symbolic link to a file
+ * outside), sub/inner.js; <scratch>/secret.js sits outside the folder. */
+static char *make_ui_dir(void)
+{
+    char *top = th_tmpdir("ui");
+    char *dir = NULL, sub[1024], target[1024], link[1024];
+    if (asprintf(&dir, "%s/ui", top) < 0 || mkdir(dir, 0755) < 0)
+        return NULL;
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    snprintf(target, sizeof target, "%s/secret.js", top);
+    snprintf(link, sizeof link, "%s/link.js", dir);
+    bool ok = write_file(dir, "index.html", UI_INDEX) && write_file(dir, "app.js", UI_JS) &&
+              write_file(dir, "style.css", "body { margin: 0; }\n") &&
+              write_file(dir, "data.json", "{\"a\": 1}\n") &&
+              write_file(dir, ".hidden.js", UI_SECRET) && write_file(dir, "notes.bak", UI_SECRET) &&
+              write_file(top, "secret.js", UI_SECRET) && symlink(target, link) == 0 &&
+              mkdir(sub, 0755) == 0 && write_file(sub, "inner.js", UI_SECRET);
+    free(top);
+    if (!ok) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
 static int group_setup(void **state)
 {
     fx.curl = find_prog("curl");
@@ -597,10 +644,13 @@ static int group_setup(void **state)
     if (port < 0)
         return -1;
     snprintf(fx.base, sizeof fx.base, "http://127.0.0.1:%d", port);
-    char extra[256];
+    fx.ui_dir = make_ui_dir();
+    if (!fx.ui_dir)
+        return -1;
+    char extra[1024];
     snprintf(extra, sizeof extra,
-             "http: { listen = \"127.0.0.1:%d\"; token = \"%s\"; max_body = %d; };", port, TOKEN,
-             MAX_BODY);
+             "http: { listen = \"127.0.0.1:%d\"; token = \"%s\"; max_body = %d; ui_dir = \"%s\"; };",
+             port, TOKEN, MAX_BODY, fx.ui_dir);
     th_host_opts web = {.id = "web", .plugins = "{ name = \"files\"; }", .extra = extra};
     if (th_host_start(&fx.web, &fx.r, &web) < 0 || !th_host_wait_ready(&fx.web, &fx.r, 15))
         return -1;
@@ -626,6 +676,7 @@ static int group_teardown(void **state)
     free(fx.npm);
     free(fx.promtool);
     free(fx.sh);
+    free(fx.ui_dir);
     return 0;
 }
 
@@ -1031,6 +1082,248 @@ static void test_token(void **state)
     assert_non_null(strstr(r.body, "bgtask_redis_up 1"));
     resp_free(&r);
     assert_int_equal(th_host_stop(&h, 15), 0);
+}
+
+/* ---- the dashboard's files ---- */
+
+/* The value of header name in r (copied into out), or "" if absent. */
+static const char *header_value(const resp *r, const char *name, char *out, size_t n)
+{
+    out[0] = '\0';
+    size_t len = strlen(name);
+    for (const char *p = r->head ? strstr(r->head, "\r\n") : NULL; p; p = strstr(p + 2, "\r\n"))
+        if (strncasecmp(p + 2, name, len) == 0 && p[2 + len] == ':') {
+            const char *v = p + 3 + len;
+            while (*v == ' ')
+                v++;
+            snprintf(out, n, "%.*s", (int)strcspn(v, "\r\n"), v);
+            break;
+        }
+    return out;
+}
+
+/* Files are served without the token, with their type, an ETag that a
+ * revalidation matches (304, no body), and headers that keep the page to its
+ * origin; "/" and "/ui" lead to "/ui/"; only GET and HEAD. */
+static void test_ui_files(void **state)
+{
+    need_redis();
+    resp r = req("GET", "/ui/", NO_TOKEN, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, UI_INDEX);
+    assert_true(has_header(&r, "Content-Type", "text/html; charset=utf-8"));
+    assert_true(has_header(&r, "Cache-Control", "no-cache"));
+    assert_true(has_header(&r, "X-Content-Type-Options", "nosniff"));
+    assert_true(has_header(&r, "X-Frame-Options", "DENY"));
+    assert_true(has_header(&r, "Content-Security-Policy", "default-src 'self'"));
+    resp_free(&r);
+
+    static const struct {
+        const char *path, *type;
+    } files[] = {
+        {"/ui/index.html", "text/html"},
+        {"/ui/app.js", "text/javascript; charset=utf-8"},
+        {"/ui/style.css", "text/css; charset=utf-8"},
+        {"/ui/data.json", "application/json"},
+        {"/ui/app.js?v=3", "text/javascript"}, /* a query does not change the file */
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        r = req("GET", files[i].path, NO_TOKEN, NULL);
+        if (r.status != 200 || !has_header(&r, "Content-Type", files[i].type))
+            fail_msg("GET %s: %d %s", files[i].path, r.status, r.head ? r.head : "");
+        resp_free(&r);
+    }
+
+    /* Revalidation: the ETag comes back as 304 without a body; HEAD has the same ETag. */
+    char etag[64], etag2[64], inm[128];
+    r = req("GET", "/ui/app.js", TOKEN, NULL); /* a token does no harm */
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, UI_JS);
+    header_value(&r, "ETag", etag, sizeof etag);
+    assert_true(strlen(etag) > 2 && etag[0] == '"');
+    resp_free(&r);
+    r = req("HEAD", "/ui/app.js", NO_TOKEN, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header_value(&r, "ETag", etag2, sizeof etag2), etag);
+    assert_string_equal(r.body, "");
+    resp_free(&r);
+    snprintf(inm, sizeof inm, "If-None-Match: W/\"nope\", %s", etag);
+    r = req("GET", "/ui/app.js", NO_TOKEN, "-H", inm, NULL);
+    assert_int_equal(r.status, 304);
+    assert_string_equal(r.body, "");
+    resp_free(&r);
+    r = req("GET", "/ui/app.js", NO_TOKEN, "-H", "If-None-Match: \"0000000000000000\"", NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+
+    /* "/" and "/ui" lead to the dashboard. */
+    const char *to_ui[] = {"/", "/ui"};
+    for (int i = 0; i < 2; i++) {
+        r = req("GET", to_ui[i], NO_TOKEN, NULL);
+        assert_int_equal(r.status, 302);
+        assert_true(has_header(&r, "Location", "/ui/"));
+        resp_free(&r);
+    }
+    r = req("POST", "/ui/app.js", NO_TOKEN, "-H", "Content-Type: application/json", "-d", "{}",
+            NULL);
+    assert_error(&r, 405, "POST");
+    assert_true(has_header(&r, "Allow", "GET, HEAD"));
+    resp_free(&r);
+    /* The API still wants the token. */
+    r = req("GET", "/v1/stats", NO_TOKEN, NULL);
+    assert_error(&r, 401, NULL);
+    resp_free(&r);
+}
+
+/* Paths that try to reach past the folder, or files in it that are not for a
+ * browser, get a 404 that shows nothing of them. */
+static void test_ui_hostile_paths(void **state)
+{
+    need_redis();
+    char longname[400] = "/ui/";
+    memset(longname + 4, 'a', 300);
+    strcpy(longname + 304, ".js");
+    const char *paths[] = {
+        "/ui/notes.bak",        "/ui/.hidden.js",         "/ui/link.js",
+        "/ui/sub/inner.js",     "/ui/sub",                "/ui/sub/",
+        "/ui/../secret.js",     "/ui/%2e%2e/secret.js",   "/ui/%2E%2E%2Fsecret.js",
+        "/ui/..%2fsecret.js",   "/ui/..%5csecret.js",     "/ui/..\\secret.js",
+        "/ui//etc/passwd",      "/ui/%2fetc%2fpasswd",    "/ui/..",
+        "/ui/.",                "/ui/./app.js",           "/ui/app.js/",
+        "/ui/APP.JS",           "/ui/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/ui/....//secret.js",  "/uix",                   longname,
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        resp r = req("GET", paths[i], NO_TOKEN, NULL);
+        bool leaked = r.body && (strstr(r.body, UI_SECRET) || strstr(r.body, "root:"));
+        /* "/uix" is no dashboard path: the API's 401 comes first there. */
+        int want = strcmp(paths[i], "/uix") == 0 ? 401 : 404;
+        if (r.status != want || leaked)
+            fail_msg("GET %.80s: %d%s: %.200s", paths[i], r.status, leaked ? " (leaked)" : "",
+                     r.body ? r.body : "");
+        assert_error(&r, want, NULL);
+        resp_free(&r);
+    }
+    /* A NUL can only cut a name short: it never reaches another file. */
+    resp r = req("GET", "/ui/app.js%00.html", NO_TOKEN, NULL);
+    assert_true(r.status == 404 || (r.status == 200 && strcmp(r.body, UI_JS) == 0));
+    resp_free(&r);
+}
+
+/* ---- stats, subtasks, retry ---- */
+
+static void test_stats_subtasks_retry(void **state)
+{
+    need_redis();
+    worker_ensure();
+    /* A parallel task with two failing subtasks ends in partial success. */
+    char *id = submit(fx.base, "{\"handler\":\"demo.parallel\",\"args\":{\"items\":6,\"ms\":1,"
+                               "\"fail\":[1,4]}}");
+    assert_true(TH_WAIT_UNTIL(30, state_is(id, "SUCCESS")));
+    char path[128];
+
+    /* GET /v1/stats is bgtaskctl stats. */
+    resp r = req("GET", "/v1/stats", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.json, "handlers")));
+    assert_true(jnum(r.json, "finished") >= 1);
+    assert_true(jnum(r.json, "hosts") >= 2);
+    resp_free(&r);
+    r = req("GET", "/v1/stats?x=1", NULL, NULL);
+    assert_error(&r, 400, "'x'");
+    resp_free(&r);
+
+    /* The subtasks, counted by state, filtered and paged. */
+    snprintf(path, sizeof path, "/v1/tasks/%s/subtasks", id);
+    r = req("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "task_id"), id);
+    assert_true(jnum(r.json, "total") == 6 && jnum(r.json, "count") == 6);
+    const cJSON *counts = cJSON_GetObjectItemCaseSensitive(r.json, "counts");
+    assert_true(jnum(counts, "SUCCESS") == 4 && jnum(counts, "FAILURE") == 2);
+    const cJSON *sub1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.json, "subtasks"), 1);
+    assert_true(jnum(sub1, "index") == 1 && jnum(sub1, "attempt") == 1);
+    assert_string_equal(jstr(sub1, "state"), "FAILURE");
+    assert_string_equal(jstr(sub1, "message"), "subtask 1 was asked to fail");
+    assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(sub1, "args")));
+    resp_free(&r);
+    snprintf(path, sizeof path, "/v1/tasks/%s/subtasks?state=failure&offset=1&limit=5", id);
+    r = req("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(jnum(r.json, "matched") == 2 && jnum(r.json, "count") == 1);
+    assert_true(jnum(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.json, "subtasks"), 0),
+                     "index") == 4);
+    resp_free(&r);
+    static const struct {
+        const char *query, *needle;
+    } bad[] = {
+        {"state=DONE", "state must be"}, {"limit=0", "limit must be"},
+        {"limit=1001", "limit must be"}, {"offset=-1", "offset must be"},
+        {"offset=x", "offset must be"},  {"page=2", "'page'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(path, sizeof path, "/v1/tasks/%s/subtasks?%s", id, bad[i].query);
+        r = req("GET", path, NULL, NULL);
+        assert_error(&r, 400, bad[i].needle);
+        resp_free(&r);
+    }
+    r = req("GET", "/v1/tasks/00000000-0000-4000-8000-000000000000/subtasks", NULL, NULL);
+    assert_error(&r, 404, NULL);
+    resp_free(&r);
+    r = req("GET", "/v1/tasks/nope/subtasks", NULL, NULL);
+    assert_error(&r, 404, "nope");
+    resp_free(&r);
+    snprintf(path, sizeof path, "/v1/tasks/%s/other", id);
+    r = req("GET", path, NULL, NULL);
+    assert_error(&r, 404, NULL);
+    resp_free(&r);
+
+    /* Retry refusals change nothing. */
+    snprintf(path, sizeof path, "/v1/tasks/%s/retry", id);
+    r = req("GET", path, NULL, NULL);
+    assert_error(&r, 405, NULL);
+    assert_true(has_header(&r, "Allow", "POST"));
+    resp_free(&r);
+    r = req("POST", path, NULL, "-H", "Content-Type: application/json", "-d", "{\"all\":true}",
+            NULL);
+    assert_error(&r, 400, "'all'");
+    resp_free(&r);
+    r = req("POST", path, NULL, "-H", "Content-Type: text/plain", "-d", "please", NULL);
+    assert_error(&r, 415, NULL);
+    resp_free(&r);
+    r = req("POST", path, NO_TOKEN, NULL);
+    assert_error(&r, 401, NULL);
+    resp_free(&r);
+    char *single = submit(fx.base, "{\"handler\":\"demo.echo\"}");
+    assert_true(TH_WAIT_UNTIL(20, state_is(single, "SUCCESS")));
+    char spath[128];
+    snprintf(spath, sizeof spath, "/v1/tasks/%s/retry", single);
+    r = req("POST", spath, NULL, NULL);
+    assert_error(&r, 409, "not a parallel task");
+    resp_free(&r);
+    r = req("POST", "/v1/tasks/00000000-0000-4000-8000-000000000000/retry", NULL, NULL);
+    assert_error(&r, 404, NULL);
+    resp_free(&r);
+    char *attempt = th_task_field(fx.c, PREFIX, id, "attempt");
+    assert_string_equal(attempt, "1");
+    free(attempt);
+
+    /* The retry runs the two failed subtasks again (they fail again: their args say so). */
+    r = req("POST", path, NULL, NULL);
+    assert_int_equal(r.status, 202);
+    assert_string_equal(jstr(r.json, "task_id"), id);
+    assert_string_equal(jstr(r.json, "state"), "ONGOING");
+    assert_true(jnum(r.json, "retrying") == 2);
+    resp_free(&r);
+    assert_true(TH_WAIT_UNTIL(30, th_count_events(fx.c, PREFIX, id, "bgtask_partial_success") == 2));
+    snprintf(path, sizeof path, "/v1/tasks/%s/subtasks?state=FAILURE", id);
+    r = req("GET", path, NULL, NULL);
+    const cJSON *s;
+    cJSON_ArrayForEach (s, cJSON_GetObjectItemCaseSensitive(r.json, "subtasks"))
+        assert_true(jnum(s, "attempt") == 2);
+    resp_free(&r);
+    free(single);
+    free(id);
 }
 
 /* ---- SSE ---- */
@@ -1567,6 +1860,9 @@ int main(void)
         cmocka_unit_test(test_submit_status_list_cancel),
         cmocka_unit_test(test_bad_input_changes_nothing),
         cmocka_unit_test(test_token),
+        cmocka_unit_test(test_ui_files),
+        cmocka_unit_test(test_ui_hostile_paths),
+        cmocka_unit_test(test_stats_subtasks_retry),
         cmocka_unit_test(test_sse_running_task),
         cmocka_unit_test(test_sse_finished_task),
         cmocka_unit_test(test_sse_200_clients),

@@ -159,6 +159,7 @@ static void test_defaults(void **state)
     assert_false(c.http_metrics_auth);
     assert_int_equal(c.http_max_body, 1048576);
     assert_int_equal(c.http_max_connections, 1024);
+    assert_string_equal(c.http_ui_dir, BGT_UI_DIR);
     config_free(&c);
     assert_true(all_zero(&c, sizeof c));
 }
@@ -200,6 +201,7 @@ static void test_shipped_dev(void **state)
     assert_true(c.plugins_required);
     assert_null(c.http_listen);
     assert_null(c.http_token);
+    assert_non_null(strstr(c.http_ui_dir, "/host/ui")); /* the source tree's dashboard */
 
     /* plugins.dir = "../build/plugins" from config/: <repo>/build/plugins. */
     char *confdir = realpath("config", NULL);
@@ -503,7 +505,8 @@ static void test_values(void **state)
                          "events: { maxlen = 1000000000; };\n"
                          "plugins: { autoload = true; required = false; load = []; };\n"
                          "http: { listen = \"[::1]:0\"; token = \"tok\"; metrics_auth = true;\n"
-                         "        max_body = 67108864; max_connections = 100000; };\n");
+                         "        max_body = 67108864; max_connections = 100000;\n"
+                         "        ui_dir = \"/srv/ui\"; };\n");
     bgt_config c;
     char err[512];
     int rc = config_load(f, &c, err, sizeof err);
@@ -534,12 +537,14 @@ static void test_values(void **state)
     assert_true(c.http_metrics_auth);
     assert_int_equal(c.http_max_body, 67108864);
     assert_int_equal(c.http_max_connections, 100000);
+    assert_string_equal(c.http_ui_dir, "/srv/ui");
     config_free(&c);
 
     /* Empty strings mean "unset" where the schema says so. */
     free(f);
     f = write_file("empties.conf", "redis: { password = \"\"; };\nhost: { id = \"\"; };\n"
-                                   "http: { listen = \"\"; token = \"\"; token_file = \"\"; };\n"
+                                   "http: { listen = \"\"; token = \"\"; token_file = \"\";\n"
+                                   "        ui_dir = \"\"; };\n"
                                    "plugins: { load = (); };\n");
     rc = config_load(f, &c, err, sizeof err);
     if (rc)
@@ -549,6 +554,7 @@ static void test_values(void **state)
     assert_null(c.http_listen);
     assert_null(c.http_token);
     assert_null(c.http_token_file);
+    assert_string_equal(c.http_ui_dir, ""); /* "" is no dashboard, not the default */
     assert_int_equal(c.nplugins, 0);
     config_free(&c);
     free(f);
