@@ -1,0 +1,197 @@
+// ui-test.mjs - the dashboard in a real browser (Debian's chromium, driven by
+// playwright-core) against a real bgtaskd and Redis that the caller started
+// (tests/integration/test_ui.c):
+//
+//   node tests/ui/ui-test.mjs --url http://127.0.0.1:P --token T \
+//       --open-url http://127.0.0.1:Q --shots DIR
+//
+// --url serves with token T, and runs demo and partest tasks; --open-url has
+// no token. Each scenario prints one line of JSON, {"scenario", "ok", "ms"}
+// (with "error" when it failed); the caller turns them into test results.
+// Every wait is for a condition in the page, with a deadline: no fixed sleeps.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+const { values: opt } = parseArgs({
+    options: {
+        url: { type: 'string' },
+        token: { type: 'string' },
+        'open-url': { type: 'string' },
+        shots: { type: 'string', default: 'build/ui-shots' },
+        chromium: { type: 'string', default: '/usr/bin/chromium' },
+    },
+});
+if (!opt.url || !opt.token || !opt['open-url']) {
+    console.error('usage: ui-test.mjs --url URL --token T --open-url URL [--shots DIR]');
+    process.exit(2);
+}
+const WAIT = 20000; // the deadline of any one condition
+mkdirSync(opt.shots, { recursive: true });
+
+// Submit a task through the API, as any client would.
+async function submit(handler, args) {
+    const res = await fetch(`${opt.url}/v1/tasks`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${opt.token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ handler, args }),
+    });
+    const body = await res.json();
+    if (res.status !== 202) throw new Error(`submit ${handler}: ${res.status} ${JSON.stringify(body)}`);
+    return body.task_id;
+}
+
+function check(cond, what) {
+    if (!cond) throw new Error(what);
+}
+
+const browser = await chromium.launch({
+    executablePath: opt.chromium,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+const context = await browser.newContext({ viewport: { width: 1360, height: 860 } });
+context.setDefaultTimeout(WAIT);
+const page = await context.newPage();
+const problems = []; // script errors and failed loads of the dashboard's own files
+page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 401/.test(m.text())) problems.push(`console: ${m.text()}`);
+});
+const urls = [];
+page.on('request', (r) => urls.push(r.url()));
+
+const shot = (name) => page.screenshot({ path: `${opt.shots}/${name}.png`, fullPage: true });
+const state = (sel) => page.locator(sel).getAttribute('data-state');
+let failed = 0;
+
+async function scenario(name, fn) {
+    const t0 = Date.now();
+    try {
+        problems.length = 0;
+        await fn();
+        if (problems.length) throw new Error(problems.join('; '));
+        console.log(JSON.stringify({ scenario: name, ok: true, ms: Date.now() - t0 }));
+    } catch (e) {
+        failed++;
+        console.log(JSON.stringify({ scenario: name, ok: false, ms: Date.now() - t0, error: String(e.message || e).replace(/\u001b\[[0-9;]*m/g, '').split('\n').slice(0, 6).join(' | ') }));
+        await shot(`failed-${name}`).catch(() => {});
+    }
+}
+
+// Without a token on loopback, the dashboard just works: no token screen.
+await scenario('no_token', async () => {
+    await page.goto(`${opt['open-url']}/ui/`);
+    await page.locator('tr[data-host="open"]').waitFor();
+    check(await page.locator('#login').isHidden(), 'the token screen is up on a server without a token');
+});
+
+// With a token: the screen asks for it; a wrong one is refused (401) and the
+// screen says so; the right one opens the dashboard. It never goes into a URL.
+await scenario('token', async () => {
+    await page.goto(`${opt.url}/ui/`);
+    await page.locator('#login').waitFor();
+    await page.fill('#token', 'wrong-token');
+    await page.click('#login button[type=submit]');
+    await page.locator('#login-error', { hasText: '401' }).waitFor();
+    check(await page.locator('#login').isVisible(), 'the token screen went away after a wrong token');
+    await shot('token');
+    await page.fill('#token', opt.token);
+    await page.click('#login button[type=submit]');
+    await page.locator('tr[data-host="ui"]').waitFor();
+    check(await page.locator('#login').isHidden(), 'the token screen stayed up after the right token');
+    const kept = await page.evaluate(() => sessionStorage.getItem('bgtask.token'));
+    check(kept === opt.token, 'the token is not kept in sessionStorage');
+    check(!urls.some((u) => u.includes(opt.token) || u.includes('wrong-token')), 'a token went into a URL');
+    // A reload keeps it for the tab.
+    await page.reload();
+    await page.locator('tr[data-host="ui"]').waitFor();
+    check(await page.locator('#login').isHidden(), 'the token was asked again after a reload');
+});
+
+// The overview: live hosts, queues, and a handler nobody serves.
+await scenario('overview', async () => {
+    await submit('nobody.home', {});
+    await page.goto(`${opt.url}/ui/#/`);
+    await page.locator('[data-testid=unserved]', { hasText: 'nobody.home' }).waitFor();
+    await page.locator('tr[data-queue="nobody.home"]').waitFor();
+    await page.locator('tr[data-host="ui"] td', { hasText: 'demo.sleep' }).first().waitFor();
+    await shot('overview');
+});
+
+// A task submitted elsewhere appears in the list without a reload, and its progress moves.
+let sleeper = null;
+await scenario('live_task', async () => {
+    await page.goto(`${opt.url}/ui/#/tasks`);
+    await page.locator('table.tasks tbody tr').first().waitFor();
+    await page.waitForFunction(() => document.getElementById('live').dataset.state === 'live');
+    await page.evaluate(() => { window.__sameDocument = true; });
+    sleeper = await submit('demo.sleep', { seconds: 30, steps: 60 });
+    const row = `tr[data-task="${sleeper}"]`;
+    // Sooner than the list's own 15 s refresh: it came with the events.
+    await page.locator(row).waitFor({ timeout: 5000 });
+    const bar = `${row} .progress`;
+    await page.waitForFunction((sel) => Number(document.querySelector(sel)?.dataset.value) > 0, bar);
+    const first = Number(await page.locator(bar).getAttribute('data-value'));
+    await page.waitForFunction(([sel, v]) => Number(document.querySelector(sel)?.dataset.value) > v, [bar, first]);
+    check(await page.evaluate(() => window.__sameDocument === true), 'the page was reloaded');
+    check((await state(row)) === 'ONGOING', 'the task is not ONGOING');
+    await shot('tasks');
+});
+
+// Cancel from the task's page: confirm, then see CANCELLED.
+await scenario('cancel', async () => {
+    check(sleeper, 'no task from live_task');
+    await page.click(`tr[data-task="${sleeper}"] a.id`);
+    await page.locator('[data-testid=task-id]', { hasText: sleeper }).waitFor();
+    await page.waitForFunction(() => Number(document.querySelector('.progress.big')?.dataset.value) > 0);
+    await page.click('button[data-action=cancel]');
+    await page.click('[data-testid=confirm] button[data-action=confirm]');
+    await page.locator('[data-testid=task-state] [data-state=CANCELLED]').waitFor();
+    await page.locator('[data-testid=events] li.cancelled').first().waitFor();
+    check((await page.locator('button[data-action=cancel]').count()) === 0, 'the cancel button stayed');
+    await shot('task');
+});
+
+// A parallel task whose subtasks 1 and 4 fail their first run ends PARTIAL;
+// retrying its failed subtasks from the page runs those two again, and it
+// ends SUCCESS with every subtask done.
+await scenario('retry_subtasks', async () => {
+    const id = await submit('partest.run', { n: 6, ms: 20, fail_once: [1, 4] });
+    await page.goto(`${opt.url}/ui/#/task/${id}`);
+    await page.locator('[data-testid=task-state] [data-state=SUCCESS]', { hasText: 'PARTIAL' }).waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=subtasks] .cell[data-state=FAILURE]').length === 2);
+    await shot('task-parallel');
+    // A terminal event of the first run may be in the page's list already.
+    const before = await page.locator('[data-testid=events] li.done, [data-testid=events] li.partial_success').count();
+    await page.click('button[data-action=retry]');
+    await page.click('[data-testid=confirm] button[data-action=confirm]');
+    await page.locator('.banner.info', { hasText: 'Retrying 2 subtasks' }).waitFor();
+    await page.locator('[data-testid=task-state] [data-state=SUCCESS]', { hasText: /^SUCCESS$/ }).waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=subtasks] .cell[data-state=SUCCESS]').length === 6);
+    await page.waitForFunction((n) => document.querySelectorAll(
+        '[data-testid=events] li.done, [data-testid=events] li.partial_success').length > n, before);
+    check((await page.locator('button[data-action=retry]').count()) === 0, 'the retry button stayed');
+    check(/2 of/.test(await page.locator('.facts').innerText()), 'the record does not show attempt 2');
+});
+
+// The handlers: who serves what, and what nobody serves.
+await scenario('handlers', async () => {
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    await page.locator('tr[data-handler="demo.sleep"][data-served=yes]').waitFor();
+    await page.locator('tr[data-handler="nobody.home"][data-served=no]').waitFor();
+    await shot('handlers');
+});
+
+// The token is withdrawn while the page is open (another tab, a rotation):
+// the next call's 401 brings the token screen back, saying why.
+await scenario('token_refused_later', async () => {
+    await page.goto(`${opt.url}/ui/#/`);
+    await page.locator('tr[data-host="ui"]').waitFor();
+    await page.evaluate(() => sessionStorage.setItem('bgtask.token', 'rotated-away'));
+    await page.locator('#login-error', { hasText: 'refused' }).waitFor();
+    check(await page.locator('#view').evaluate((el) => el.children.length === 0), 'the view stayed behind the token screen');
+});
+
+await browser.close();
+process.exit(failed ? 1 : 0);
