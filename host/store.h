@@ -1,8 +1,8 @@
 /*
  * store.h - all Redis I/O of hosts and clients (protocol version 1). Only
- * the store's files (store.c, store_ops.c, store_read.c, store_lua.h) include
- * hiredis and know key names and Lua scripts; every multi-key change is one
- * script, loaded once and called by SHA.
+ * the store's files (store*.c, store_conn.h, store_int.h, store_lua.h)
+ * include hiredis and know key names and Lua scripts; every multi-key change
+ * is one script, called by SHA and loaded where a server lacks it.
  *
  * A store is one connection and is not thread-safe: give each thread its own.
  * Functions return 0 or a negative errno: -EIO when Redis cannot be reached

@@ -10,9 +10,9 @@
 #include <hiredis/hiredis.h>
 
 #include "store.h"
+#include "store_conn.h"
 
 enum { SC_SUBMIT, SC_CLAIM, SC_HEARTBEAT, SC_APPLY, SC_CANCEL, SC_SPLIT, SC_RETRY, SC_COUNT };
-
 
 /* Limits the store enforces (from the config: tasks.*). */
 typedef struct store_limits {
@@ -23,20 +23,11 @@ typedef struct store_limits {
     double retention_s;  /* finished records expire after this; 0 = never */
 } store_limits;
 
-#define CMD_TIMEOUT_S 5.0
-#define BACKOFF_MIN_S 0.05
-#define BACKOFF_MAX_S 5.0
-
 struct store {
-    redis_addr addr;
     char *prefix;
     store_limits lim;
-    redisContext *c;
-    char sha[SC_COUNT][41];
-    bool subscribed;        /* a subscriber connection: only pub/sub replies */
-    char *sub_channel;      /* what to re-subscribe after a reconnect */
-    double retry_at;        /* no reconnect attempt before this (mono) */
-    double backoff;         /* current reconnect backoff */
+    rconn *rc;              /* the link to Redis */
+    char sha[SC_COUNT][41]; /* the scripts' SHAs, once a server told them */
     int intr[2];            /* self-pipe for store_interrupt */
     char err[512];
 };
@@ -56,21 +47,27 @@ typedef struct argbuf {
 } argbuf;
 
 /* store.c */
-int store__conn_failed(store *st, const char *what);
-void store__drop_conn(store *st);
-int store__ensure(store *st);
-/* Run a command; *out gets the reply (caller frees) unless it is an error. */
-__attribute__((format(printf, 3, 4))) int store__cmd(store *st, redisReply **out,
+/* "<prefix>:" + fmt into buf (a key name); returns buf. */
+__attribute__((format(printf, 4, 5))) const char *store__key(const store *st, char *buf,
+                                                              size_t n, const char *fmt, ...);
+/* Run a command routed by key (NULL: any server); *out gets the reply (caller frees)
+ * unless it is an error (-EPROTO, the text in store_errstr). */
+__attribute__((format(printf, 4, 5))) int store__cmd(store *st, const char *key, redisReply **out,
                                                      const char *fmt, ...);
+/* Format a command for store__run into c, routed by key (borrowed); free c->cmd after. */
+int store__call_fmt(rcall *c, const char *key, const char *fmt, ...);
+/* Run several calls (pipelined where they go to one server); see rconn_run. */
+int store__run(store *st, const rcall *calls, size_t n, redisReply **replies);
+/* Run a blocking command (BLPOP) routed by key; waits up to timeout_s, store_interrupt cuts it
+ * short (-EINTR). */
+int store__block(store *st, const char *key, argbuf *a, double timeout_s, redisReply **out);
 void store__args_push_len(argbuf *a, const char *s, size_t len);
 void store__args_push(argbuf *a, const char *s);
 __attribute__((format(printf, 2, 3))) void store__args_pushf(argbuf *a, const char *fmt, ...);
 void store__args_free(argbuf *a);
 /* Start a script call's argv: EVALSHA sha 0 prefix maxlen retention. */
 void store__args_script(store *st, argbuf *a, int script);
-/* Call a script by SHA; on NOSCRIPT load the scripts again and retry once. */
+/* Call a script by SHA (routed by KEYS[1] if any); NOSCRIPT loads it where it is missing. */
 int store__eval_script(store *st, int script, argbuf *a, redisReply **out);
-/* Wait for one reply on st->c: -ETIMEDOUT, -EINTR (store_interrupt), -EIO. */
-int store__wait_reply(store *st, double timeout_s, redisReply **out);
 
 #endif

@@ -196,11 +196,10 @@ int store_cancel(store *st, const char *id, char *state_out, size_t n)
 
 static int subscribe(store *st, char *channel)
 {
-    free(st->sub_channel);
-    st->sub_channel = channel;
-    store__drop_conn(st);
-    st->retry_at = 0;
-    return store__ensure(st);
+    const char *list[] = {channel};
+    int rc = rconn_subscribe(st->rc, list, 1);
+    free(channel);
+    return rc;
 }
 
 int store_subscribe_task(store *st, const char *id)
@@ -223,14 +222,11 @@ static int next_message(store *st, double timeout_s, char **payload)
     *payload = NULL;
     double end = mono_s() + timeout_s;
     for (;;) {
-        int rc = store__ensure(st);
-        if (rc < 0)
-            return rc;
         double left = end - mono_s();
         if (left < 0)
             return -ETIMEDOUT;
         redisReply *r;
-        rc = store__wait_reply(st, left, &r);
+        int rc = rconn_next_push(st->rc, left, &r);
         if (rc < 0)
             return rc;
         /* "message" channel payload, or "pmessage" pattern channel payload. */
@@ -378,9 +374,6 @@ int store_claim(store *st, const char *host_id, const claim_handler *hs, size_t 
 
 int store_wait_wake(store *st, const claim_handler *hs, size_t nh, double timeout_s)
 {
-    int rc = store__ensure(st);
-    if (rc < 0)
-        return rc;
     argbuf a = {0};
     store__args_push(&a, "BLPOP");
     char **keys = xcalloc(nh + 1, sizeof *keys);
@@ -391,28 +384,22 @@ int store_wait_wake(store *st, const claim_handler *hs, size_t nh, double timeou
     if (timeout_s < 0.001)
         timeout_s = 0.001;
     store__args_pushf(&a, "%.3f", timeout_s);
-    redisAppendCommandArgv(st->c, (int)a.n, a.v, a.len);
+    redisReply *r;
+    /* Redis answers nil at the timeout; allow it a second more before giving up. */
+    int rc = store__block(st, nh ? keys[0] : NULL, &a, timeout_s + 1.0, &r);
     for (size_t i = 0; i < nh; i++)
         free(keys[i]);
     free(keys);
     store__args_free(&a);
-    redisReply *r;
-    /* Redis answers nil at the timeout; allow it a second more before giving up. */
-    rc = store__wait_reply(st, timeout_s + 1.0, &r);
     if (rc == -ETIMEDOUT)
-        return store__conn_failed(st, "BLPOP"); /* the reply may still come: start afresh */
+        return -EIO; /* no answer where Redis owed one */
     if (rc < 0)
         return rc;
     int woke = r->type == REDIS_REPLY_ARRAY;
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(st->err, sizeof st->err, "BLPOP: %s", r->str);
-        freeReplyObject(r);
-        return -EPROTO;
-    }
     if (woke) {
         /* Take every other token of that list: one wake-up is enough. */
         redisReply *d;
-        if (store__cmd(st, &d, "DEL %s", r->element[0]->str) == 0)
+        if (store__cmd(st, r->element[0]->str, &d, "DEL %s", r->element[0]->str) == 0)
             freeReplyObject(d);
     }
     freeReplyObject(r);
@@ -456,12 +443,14 @@ int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n, in
 
 int store_host_remove(store *st, const char *host_id)
 {
+    char key[300];
     redisReply *r;
-    int rc = store__cmd(st, &r, "ZREM %s:hosts %s", st->prefix, host_id);
+    int rc = store__cmd(st, store__key(st, key, sizeof key, "hosts"), &r, "ZREM %s %s", key,
+                        host_id);
     freeReplyObject(r);
     if (rc < 0)
         return rc;
-    rc = store__cmd(st, &r, "DEL %s:host:%s", st->prefix, host_id);
+    rc = store__cmd(st, store__key(st, key, sizeof key, "host:%s", host_id), &r, "DEL %s", key);
     freeReplyObject(r);
     return rc;
 }

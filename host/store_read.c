@@ -68,8 +68,9 @@ int store_get_task(store *st, const char *id, cJSON **out)
         snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
         return -EINVAL;
     }
+    char key[300];
     redisReply *r;
-    int rc = store__cmd(st, &r, "HGETALL %s:task:%s", st->prefix, id);
+    int rc = store__cmd(st, store__key(st, key, sizeof key, "task:%s", id), &r, "HGETALL %s", key);
     if (rc < 0)
         return rc;
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
@@ -86,16 +87,22 @@ int store_get_task(store *st, const char *id, cJSON **out)
 static int fetch_matching(store *st, redisReply *ids, size_t from, const char *state,
                           const char *handler, int limit, cJSON *arr)
 {
-    size_t n = ids->elements;
-    for (size_t i = from; i < n; i++)
-        redisAppendCommand(st->c, "HGETALL %s:task:%s", st->prefix, ids->element[i]->str);
+    size_t n = ids->elements > from ? ids->elements - from : 0;
+    if (n == 0)
+        return 0;
+    rcall *calls = xcalloc(n, sizeof *calls);
+    char **keys = xcalloc(n, sizeof *keys);
+    redisReply **reps = xcalloc(n, sizeof *reps);
     int rc = 0;
-    for (size_t i = from; i < n; i++) {
-        void *rep;
-        if (redisGetReply(st->c, &rep) != REDIS_OK)
-            return store__conn_failed(st, "HGETALL");
-        redisReply *r = rep;
-        if (rc == 0 && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        keys[i] = xasprintf("%s:task:%s", st->prefix, ids->element[from + i]->str);
+        rc = store__call_fmt(&calls[i], keys[i], "HGETALL %s", keys[i]);
+    }
+    if (rc == 0)
+        rc = store__run(st, calls, n, reps);
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = reps[i];
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
             cJSON_GetArraySize(arr) < limit) {
             cJSON *o = record_json(r);
             cJSON *s = cJSON_GetObjectItem(o, "state");
@@ -107,8 +114,14 @@ static int fetch_matching(store *st, redisReply *ids, size_t from, const char *s
             else
                 cJSON_Delete(o);
         }
-        freeReplyObject(r);
+        if (r)
+            freeReplyObject(r);
+        free((char *)calls[i].cmd);
+        free(keys[i]);
     }
+    free(calls);
+    free(keys);
+    free(reps);
     return rc;
 }
 
@@ -170,16 +183,18 @@ int store_list_tasks(store *st, const char *state, const char *handler, int limi
         /* Queues hold the ONGOING tasks; one per handler. */
         char cursor[32] = "0";
         do {
-            rc = handler ? store__cmd(st, &r, "SCAN %s MATCH %s:q:%s COUNT 1000", cursor, st->prefix,
-                               handler)
-                         : store__cmd(st, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
+            rc = handler ? store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:%s COUNT 1000", cursor,
+                                      st->prefix, handler)
+                         : store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor,
+                                      st->prefix);
             if (rc < 0)
                 goto fail;
             strlcpy_(cursor, r->element[0]->str, sizeof cursor);
             redisReply *keys = r->element[1];
             for (size_t k = 0; k < keys->elements; k++) {
                 redisReply *ids;
-                rc = store__cmd(st, &ids, "ZRANGE %s 0 %d", keys->element[k]->str, limit * 4);
+                const char *q = keys->element[k]->str;
+                rc = store__cmd(st, q, &ids, "ZRANGE %s 0 %d", q, limit * 4);
                 if (rc < 0)
                     goto fail;
                 rc = fetch_matching(st, ids, 0, "ONGOING", handler, limit * 4, arr);
@@ -195,7 +210,9 @@ int store_list_tasks(store *st, const char *state, const char *handler, int limi
         /* Finished tasks, newest first, a page at a time until limit match. */
         cJSON *done = cJSON_CreateArray();
         for (long start = 0; cJSON_GetArraySize(done) < limit; start += 200) {
-            rc = store__cmd(st, &r, "ZREVRANGE %s:done %ld %ld", st->prefix, start, start + 199);
+            char key[300];
+            rc = store__cmd(st, store__key(st, key, sizeof key, "done"), &r,
+                            "ZREVRANGE %s %ld %ld", key, start, start + 199);
             if (rc < 0) {
                 cJSON_Delete(done);
                 goto fail;
@@ -228,12 +245,14 @@ fail:
 int store_list_hosts(store *st, cJSON **out)
 {
     *out = NULL;
+    char key[300];
     redisReply *r;
-    int rc = store__cmd(st, &r, "ZRANGE %s:hosts 0 -1 WITHSCORES", st->prefix);
+    int rc = store__cmd(st, store__key(st, key, sizeof key, "hosts"), &r,
+                        "ZRANGE %s 0 -1 WITHSCORES", key);
     if (rc < 0)
         return rc;
     redisReply *t;
-    rc = store__cmd(st, &t, "TIME");
+    rc = store__cmd(st, key, &t, "TIME");
     if (rc < 0) {
         freeReplyObject(r);
         return rc;
@@ -246,7 +265,8 @@ int store_list_hosts(store *st, cJSON **out)
         if (exp < now)
             continue; /* its lease ran out: not live */
         redisReply *h;
-        rc = store__cmd(st, &h, "HGETALL %s:host:%s", st->prefix, r->element[i]->str);
+        rc = store__cmd(st, store__key(st, key, sizeof key, "host:%s", r->element[i]->str), &h,
+                        "HGETALL %s", key);
         if (rc < 0)
             break;
         cJSON *o = cJSON_CreateObject();
@@ -284,8 +304,9 @@ int store_list_hosts(store *st, cJSON **out)
 int store_stats(store *st, cJSON **out)
 {
     *out = NULL;
+    char key[300];
     redisReply *t, *r = NULL;
-    int rc = store__cmd(st, &t, "TIME");
+    int rc = store__cmd(st, NULL, &t, "TIME");
     if (rc < 0)
         return rc;
     long long now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
@@ -295,23 +316,23 @@ int store_stats(store *st, cJSON **out)
     char cursor[32] = "0";
     size_t plen = strlen(st->prefix) + 3;
     do {
-        rc = store__cmd(st, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
+        rc = store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
         if (rc < 0)
             goto fail;
         strlcpy_(cursor, r->element[0]->str, sizeof cursor);
         redisReply *keys = r->element[1];
         for (size_t k = 0; k < keys->elements; k++) {
-            const char *key = keys->element[k]->str;
+            const char *q = keys->element[k]->str;
             redisReply *a, *b;
-            if ((rc = store__cmd(st, &a, "ZCARD %s", key)) < 0)
+            if ((rc = store__cmd(st, q, &a, "ZCARD %s", q)) < 0)
                 goto fail;
-            if ((rc = store__cmd(st, &b, "ZCOUNT %s -inf %lld", key, now)) < 0) {
+            if ((rc = store__cmd(st, q, &b, "ZCOUNT %s -inf %lld", q, now)) < 0) {
                 freeReplyObject(a);
                 goto fail;
             }
             redisReply *c;
-            if ((rc = store__cmd(st, &c, "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", key, now)) <
-                0) {
+            if ((rc = store__cmd(st, q, &c, "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", q,
+                                 now)) < 0) {
                 freeReplyObject(a);
                 freeReplyObject(b);
                 goto fail;
@@ -319,7 +340,7 @@ int store_stats(store *st, cJSON **out)
             double oldest = c->elements == 2 ? (double)now - atof(c->element[1]->str) : 0;
             freeReplyObject(c);
             cJSON *h = cJSON_CreateObject();
-            cJSON_AddStringToObject(h, "handler", key + plen);
+            cJSON_AddStringToObject(h, "handler", q + plen);
             cJSON_AddNumberToObject(h, "queued", (double)a->integer);
             cJSON_AddNumberToObject(h, "due", (double)b->integer);
             cJSON_AddNumberToObject(h, "oldest_due_age_ms", oldest > 0 ? oldest : 0);
@@ -330,12 +351,13 @@ int store_stats(store *st, cJSON **out)
         freeReplyObject(r);
         r = NULL;
     } while (strcmp(cursor, "0") != 0);
-    if ((rc = store__cmd(st, &r, "ZCARD %s:done", st->prefix)) < 0)
+    if ((rc = store__cmd(st, store__key(st, key, sizeof key, "done"), &r, "ZCARD %s", key)) < 0)
         goto fail;
     cJSON_AddNumberToObject(o, "finished", (double)r->integer);
     freeReplyObject(r);
     r = NULL;
-    if ((rc = store__cmd(st, &r, "ZCOUNT %s:hosts %lld +inf", st->prefix, now)) < 0)
+    if ((rc = store__cmd(st, store__key(st, key, sizeof key, "hosts"), &r, "ZCOUNT %s %lld +inf",
+                         key, now)) < 0)
         goto fail;
     cJSON_AddNumberToObject(o, "hosts", (double)r->integer);
     freeReplyObject(r);
@@ -375,7 +397,9 @@ int store_events_after(store *st, const char *id, const char *after, int limit, 
         strcpy(start, "-");
     for (;;) {
         redisReply *r;
-        int rc = store__cmd(st, &r, "XRANGE %s:events %s + COUNT 1000", st->prefix, start);
+        char key[300];
+        int rc = store__cmd(st, store__key(st, key, sizeof key, "events"), &r,
+                            "XRANGE %s %s + COUNT 1000", key, start);
         if (rc < 0) {
             cJSON_Delete(arr);
             return rc;
@@ -417,8 +441,9 @@ int store_events_after(store *st, const char *id, const char *after, int limit, 
 
 int store_count_finished(store *st, long long *n)
 {
+    char key[300];
     redisReply *r;
-    int rc = store__cmd(st, &r, "ZCARD %s:done", st->prefix);
+    int rc = store__cmd(st, store__key(st, key, sizeof key, "done"), &r, "ZCARD %s", key);
     if (rc == 0) {
         *n = r->integer;
         freeReplyObject(r);
@@ -430,7 +455,7 @@ int store_info(store *st, const char *section, char **out)
 {
     *out = NULL;
     redisReply *r;
-    int rc = store__cmd(st, &r, "INFO %s", section);
+    int rc = store__cmd(st, NULL, &r, "INFO %s", section);
     if (rc < 0)
         return rc;
     if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
@@ -456,8 +481,9 @@ void store_sub_recs_free(sub_rec *subs, int n)
 int store_load_subtasks(store *st, const char *id, int n, sub_rec **out)
 {
     *out = NULL;
+    char key[300];
     redisReply *r;
-    int rc = store__cmd(st, &r, "HGETALL %s:sub:%s", st->prefix, id);
+    int rc = store__cmd(st, store__key(st, key, sizeof key, "sub:%s", id), &r, "HGETALL %s", key);
     if (rc < 0)
         return rc;
     sub_rec *subs = xcalloc((size_t)n + 1, sizeof *subs);
