@@ -545,9 +545,10 @@ static cJSON *subtask_json(const sub_rec *sr, int index)
     cJSON_AddNumberToObject(o, "index", index);
     cJSON_AddStringToObject(o, "state", sr->state);
     cJSON_AddNumberToObject(o, "attempt", sr->attempt);
-    cJSON_AddItemToObject(o, "message", json_value(NULL));
     if (sr->message && *sr->message)
-        cJSON_ReplaceItemInObject(o, "message", cJSON_CreateString(sr->message));
+        cJSON_AddStringToObject(o, "message", sr->message);
+    else
+        cJSON_AddNullToObject(o, "message");
     cJSON_AddItemToObject(o, "args", json_value(sr->args));
     cJSON_AddItemToObject(o, "result", json_value(sr->result));
     return o;

@@ -55,7 +55,6 @@ export function mount(el, id, ctx) {
     let task = null;
     let running = new Set(); // indices of subtasks running now (from the last update)
     let stream = null;
-    let gone = false;
 
     const note = (name, d) => {
         const what = name.replace(/^bgtask_/, '');
@@ -102,7 +101,6 @@ export function mount(el, id, ctx) {
             ctx.fault('');
         } catch (e) {
             if (e.status === 404) {
-                gone = true;
                 fill(el, h('h1', {}, 'Task'), notice('failure',
                     `No task ${id}: it never existed, or its record expired (tasks.retention).`));
                 stop();
@@ -207,8 +205,5 @@ export function mount(el, id, ctx) {
         subs.stop();
         stream?.stop();
     }
-    return () => {
-        gone = true;
-        stop();
-    };
+    return stop;
 }

@@ -7,11 +7,11 @@ import { h, fill, badge, bar, setBar, ago, num, progressText, fraction, taskLink
 const LIMITS = [20, 50, 100, 200, 500];
 const ENDED = { bgtask_done: 'SUCCESS', bgtask_partial_success: 'SUCCESS', bgtask_failed: 'FAILURE', bgtask_cancelled: 'CANCELLED' };
 
-function cells(t) {
-    const progress = bar(fraction(t.progress_current, t.progress_total));
+// The cells of a row that patch() redraws.
+function cells() {
     return {
         state: h('td', {}),
-        progress,
+        progress: bar(null),
         ptext: h('span', { class: 'ptext' }),
         attempt: h('td', { class: 'num' }),
         message: h('td', { class: 'message' }),
@@ -37,7 +37,7 @@ function patch(r, t) {
 }
 
 function makeRow(t) {
-    const c = cells(t);
+    const c = cells();
     const tr = h('tr', { 'data-task': t.id },
         h('td', {}, taskLink(t.id)),
         h('td', {}, t.handler, t.kind === 'parallel' ? h('span', { class: 'muted' }, ' ∥') : null),

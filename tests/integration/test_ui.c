@@ -161,11 +161,25 @@ static int group_setup(void **state)
     return 0;
 }
 
+/* Both hosts must stop cleanly, with no sanitizer report in their logs (make asan). */
 static int group_teardown(void **state)
 {
+    int rc = 0;
+    th_host *hosts[] = {&fx.ui, &fx.open};
+    for (int i = 0; i < 2; i++) {
+        if (!hosts[i]->pid)
+            continue;
+        int st = th_host_stop(hosts[i], 15);
+        if (st != 0 || th_log_contains(hosts[i], "Sanitizer") ||
+            th_log_contains(hosts[i], "runtime error:")) {
+            fprintf(stderr, "host %s: exit %d, or a sanitizer report:\n", hosts[i]->id, st);
+            th_log_dump(hosts[i]);
+            rc = -1;
+        }
+    }
     cJSON_Delete(fx.result);
     th_cleanup();
-    return 0;
+    return rc;
 }
 
 /* The scenario's line must say ok. */
