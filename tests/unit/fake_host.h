@@ -10,8 +10,8 @@
  * add_subtask records the subtasks a split adds (only while run_split runs it, as the host
  * allows it only in a split) up to max_subtasks.
  *
- * test_plugins.c and test_plugins_parallel.c share it. Everything is static: include it from
- * one test file per binary.
+ * test_plugins.c, test_plugins_parallel.c and test_cleanup.c share it. Everything is static:
+ * include it from one test file per binary.
  */
 #ifndef FAKE_HOST_H
 #define FAKE_HOST_H
@@ -468,6 +468,26 @@ FAKE_HELPER bgt_task *run_parallel(bgt_plugin *p, const char *handler, const cha
     if (failed != NULL)
         *failed = nfailed;
     return t;
+}
+
+/*
+ * Run the split of handler (with the host's max_subtasks, 0 for the default) and check that
+ * it fails with message. Returns the number of subtasks it added before it failed (the host
+ * drops them).
+ */
+FAKE_HELPER int expect_split_failure(bgt_plugin *p, const char *handler, const char *args,
+                                     int max_subtasks, const char *message)
+{
+    bgt_task *t = task_new(1);
+    t->max_subtasks = max_subtasks;
+    bgt_status st = run_split(p, handler, t, args);
+    if (st != BGT_FAILED || t->error == NULL || strcmp(t->error, message) != 0)
+        fail_msg("%s split %s: status %d, error \"%s\", want \"%s\"", handler, args, st,
+                 t->error ? t->error : "none", message);
+    assert_null(t->result);
+    int n = t->nsubtasks;
+    task_free(t);
+    return n;
 }
 
 #endif /* FAKE_HOST_H */
