@@ -12,16 +12,20 @@
  *       a message naming the first. The task's result: {"deleted", "bytes", "skipped",
  *       "errors" (a count), "batches", "dry_run"}. A tree without old files is one empty batch,
  *       so that the task succeeds with "deleted": 0.
- *       P must be an absolute path to a directory. It is resolved (realpath) once, in the
- *       split, and refused if that is "/". Links met inside the tree are never followed nor
- *       deleted. A folder inside the tree that cannot be read is skipped with a warning in the
- *       task's log: a cleanup does what it can.
- *       Subtasks may run long after the split (a retry, or another host after a crash), so a
- *       subtask looks again before it deletes: it reaches each file from P one folder at a
- *       time without following links, and leaves alone (counts as "skipped") a file that
- *       vanished, is no longer a regular file, or was modified since the split. Subtask args,
- *       as the split writes them: {"root": realpath(P), "cutoff": epoch seconds,
- *       "dry_run": bool, "files": [absolute paths under root]}.
+ *       P must be an absolute path to a directory that is, or is inside, one of the folders
+ *       the plugin config's allowed_roots names (none by default: then every task is refused),
+ *       and never "/". Links met inside the tree are never followed nor deleted. A folder
+ *       inside the tree that cannot be read is skipped with a warning in the task's log: a
+ *       cleanup does what it can.
+ *       Subtasks may run long after the split (a retry, or another host after a crash), and
+ *       their args may come from a submitter rather than from the split, so every subtask
+ *       checks again before it deletes: it resolves (realpath) its root, which must be inside
+ *       an allowed root and not "/", and each file's folder, which must lead strictly inside
+ *       the root; it then reaches the file from the allowed root one folder at a time without
+ *       following links, and leaves alone (counts as "skipped") a file that vanished, is no
+ *       longer a regular file, or was modified since the split. Subtask args, as the split
+ *       writes them: {"root": realpath(P), "cutoff": epoch seconds, "dry_run": bool,
+ *       "files": [absolute paths under root]}.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +63,80 @@ struct cleanup_split {
 static double ts_seconds(struct timespec ts)
 {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Whether path is dir or below it (both resolved: absolute, no links, no "." or ".."). */
+static bool at_or_below(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/*
+ * The allowed root that holds real (a resolved path), itself resolved now (heap), or NULL.
+ * A root that does not resolve (it is not there) or resolves to "/" (a link made since the
+ * config was read) holds nothing.
+ */
+static char *allowed_root_of(const struct files_config *cfg, const char *real)
+{
+    for (size_t i = 0; i < cfg->nallowed; i++) {
+        char *r = realpath(cfg->allowed_roots[i], NULL);
+        if (r != NULL && strcmp(r, "/") != 0 && at_or_below(real, r))
+            return r;
+        free(r);
+    }
+    return NULL;
+}
+
+/* Set the task's error for a folder outside allowed_roots, listing them. */
+static void not_allowed(bgt_task *t, const struct files_config *cfg, const char *given)
+{
+    if (cfg->nallowed == 0) {
+        bgt_set_error(t, "refusing to clean up %s: the files plugin's allowed_roots is empty, so "
+                         "files.cleanup may clean up nothing (list the folders it may clean up in "
+                         "the plugin's config)", given);
+        return;
+    }
+    char list[1024];
+    size_t n = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < cfg->nallowed && n < sizeof list; i++) {
+        int w = snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", cfg->allowed_roots[i]);
+        n += w > 0 ? (size_t)w : 0;
+    }
+    bgt_set_error(t, "refusing to clean up %s: it is not inside the files plugin's allowed_roots "
+                     "(%s)", given, list);
+}
+
+/*
+ * Resolve the folder a task or a batch names (given), and check that it may be cleaned up:
+ * not "/", however spelled or linked, and inside an allowed root. On success *real is its
+ * resolved path and *allowed the resolved allowed root that holds it (both heap). Returns 0,
+ * or a negative errno after setting the task's error; -ENOENT (it is not there) leaves the
+ * error alone when missing_ok.
+ */
+static int resolve_root(bgt_task *t, const struct files_config *cfg, const char *given,
+                        bool missing_ok, char **real, char **allowed)
+{
+    *allowed = NULL;
+    if ((*real = realpath(given, NULL)) == NULL) {
+        int rc = -errno;
+        if (!(missing_ok && rc == -ENOENT))
+            bgt_set_error(t, "cannot open %s: %s", given, strerror(-rc));
+        return rc;
+    }
+    if (strcmp(*real, "/") == 0) {
+        bgt_set_error(t, "refusing to clean up %s: it is the root of the filesystem, and "
+                         "deleting every old file on the machine is never what was meant",
+                      given);
+    } else if ((*allowed = allowed_root_of(cfg, *real)) == NULL) {
+        not_allowed(t, cfg, given);
+    } else {
+        return 0;
+    }
+    free(*real);
+    *real = NULL;
+    return -EPERM;
 }
 
 /* Start a new, empty batch: {"root", "cutoff", "dry_run", "files": []}. */
@@ -234,13 +312,12 @@ bgt_status cleanup_split(bgt_task *t, const cJSON *args, void *udata)
     if (!cleanup_args(t, args, cfg, &c))
         return BGT_FAILED;
 
-    /* The folder is resolved once, here: the subtasks work from the resolved path, which has
-     * no link in it, and "/" is caught however it is spelled ("/.", "//", a link to it). */
-    root = realpath(path->valuestring, NULL);
-    if (root == NULL) {
-        bgt_set_error(t, "cannot open %s: %s", path->valuestring, strerror(errno));
+    /* The subtasks get the resolved path, which has no link in it; "/" and folders outside
+     * allowed_roots are refused however they are spelled ("/.", "//", a link). */
+    char *allowed = NULL;
+    if ((rc = resolve_root(t, cfg, path->valuestring, false, &root, &allowed)) < 0)
         return BGT_FAILED; /* a split cannot ask for a retry: anything but OK ends the task */
-    }
+    free(allowed);
     struct stat st;
     if (stat(root, &st) < 0) {
         rc = -errno;
@@ -250,13 +327,6 @@ bgt_status cleanup_split(bgt_task *t, const cJSON *args, void *udata)
     if (!S_ISDIR(st.st_mode)) {
         bgt_set_error(t, "args.path %s is not a directory", path->valuestring);
         rc = -ENOTDIR;
-        goto out;
-    }
-    if (strcmp(root, "/") == 0) {
-        bgt_set_error(t, "refusing to clean up %s: it is the root of the filesystem, and "
-                         "deleting every old file on the machine is never what was meant",
-                      path->valuestring);
-        rc = -EPERM;
         goto out;
     }
     c.root = root;
@@ -284,8 +354,8 @@ out:
 /* What one cleanup batch did. */
 struct cleanup_batch {
     bgt_task *t;
-    const char *root;
-    size_t rootlen;
+    const char *root;    /* resolved args.root */
+    const char *allowed; /* the resolved allowed root that holds it */
     double cutoff;
     bool dry_run;
     double deleted, bytes, skipped;
@@ -318,41 +388,64 @@ static int batch_error(struct cleanup_batch *b, const char *what, const char *pa
     return 0;
 }
 
+/* Whether name is a plain file name: not empty, ".", or "..". */
+static bool plain_name(const char *name)
+{
+    return name[0] != '\0' && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
 /*
- * Delete (or, in a dry run, count) one file of the batch. It is reached from the root one
- * folder at a time with O_NOFOLLOW, so that a folder swapped for a link since the split
- * cannot lead outside the tree, and it is deleted only if it still is a regular file older
- * than the cutoff. Returns 0 (whatever happened to the file: that is counted in b), or
- * -ENOMEM.
+ * Delete (or, in a dry run, count) one file of the batch. Its folder is resolved and must lead
+ * strictly inside the batch's root; the file is then reached from the allowed root one folder
+ * at a time with O_NOFOLLOW, so that a folder swapped for a link since cannot lead outside,
+ * and it is deleted only if it still is a regular file older than the cutoff. Returns 0
+ * (whatever happened to the file: that is counted in b), or -ENOMEM.
  */
 static int cleanup_one(struct cleanup_batch *b, const char *path)
 {
-    if (strncmp(path, b->root, b->rootlen) != 0 || path[b->rootlen] != '/')
-        return batch_error(b, "delete", path, "not under the folder being cleaned up");
-
-    int dfd = open(b->root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0 && errno == ENOENT) {
-        b->skipped++; /* the whole folder went away */
+    const char *slash = strrchr(path, '/');
+    if (path[0] != '/' || !plain_name(slash + 1))
+        return batch_error(b, "delete", path, "not a plain path under the folder");
+    char *folder = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+    if (folder == NULL)
+        return -ENOMEM;
+    char *rfolder = realpath(folder, NULL);
+    int err = errno;
+    free(folder);
+    if (rfolder == NULL && (err == ENOENT || err == ENOTDIR)) {
+        b->skipped++; /* its folder went away, and the file with it */
         return 0;
     }
-    if (dfd < 0)
-        return batch_error(b, "open", b->root, strerror(errno));
-
-    char *rel = strdup(path + b->rootlen + 1);
-    if (rel == NULL) {
-        close(dfd);
-        return -ENOMEM;
+    if (rfolder == NULL)
+        return err == ENOMEM ? -ENOMEM : batch_error(b, "delete", path, strerror(err));
+    size_t rootlen = strlen(b->root);
+    bool inside = at_or_below(rfolder, b->root) &&
+                  (rfolder[rootlen] == '/' || strlen(rfolder) == rootlen);
+    char *real = NULL;
+    if (inside) {
+        size_t len = strlen(rfolder) + strlen(slash) + 1;
+        if ((real = malloc(len)) != NULL)
+            snprintf(real, len, "%s%s", rfolder, slash);
     }
+    free(rfolder);
+    if (!inside)
+        return batch_error(b, "delete", path, "not under the folder being cleaned up");
+    if (real == NULL)
+        return -ENOMEM;
+
     int rc = 0;
-    char *name = rel;
-    for (char *slash; (slash = strchr(name, '/')) != NULL; name = slash + 1) {
-        *slash = '\0';
-        if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-            rc = batch_error(b, "delete", path, "not a plain path under the folder");
-            goto out;
-        }
-        int next = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (next < 0) {
+    int dfd = open(b->allowed, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        rc = batch_error(b, "open", b->allowed, strerror(errno));
+        free(real);
+        return rc;
+    }
+    /* real is below the allowed root: walk what follows it. */
+    char *name = real + strlen(b->allowed) + 1;
+    for (char *next; (next = strchr(name, '/')) != NULL; name = next + 1) {
+        *next = '\0';
+        int sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
             if (errno == ENOENT)
                 b->skipped++; /* its folder went away, and the file with it */
             else
@@ -360,13 +453,11 @@ static int cleanup_one(struct cleanup_batch *b, const char *path)
             goto out;
         }
         close(dfd);
-        dfd = next;
+        dfd = sub;
     }
 
     struct stat st;
-    if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-        rc = batch_error(b, "delete", path, "not a plain path under the folder");
-    } else if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         if (errno == ENOENT)
             b->skipped++;
         else
@@ -385,7 +476,7 @@ static int cleanup_one(struct cleanup_batch *b, const char *path)
         rc = batch_error(b, "delete", path, strerror(errno));
     }
 out:
-    free(rel);
+    free(real);
     close(dfd);
     return rc;
 }
@@ -396,25 +487,34 @@ out:
  */
 bgt_status cleanup_run(bgt_task *t, const cJSON *args, void *udata)
 {
+    const struct files_config *cfg = udata;
     struct cleanup_batch b = {.t = t};
     cJSON *result = NULL;
+    char *root_real = NULL, *allowed = NULL;
     bgt_status status = BGT_FAILED;
 
     const cJSON *root = cJSON_GetObjectItemCaseSensitive(args, "root");
     const cJSON *cutoff = cJSON_GetObjectItemCaseSensitive(args, "cutoff");
     const cJSON *dry = cJSON_GetObjectItemCaseSensitive(args, "dry_run");
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(args, "files");
-    /* A root of "/" is refused here too: subtasks may also come from a submitter. */
-    if (!cJSON_IsString(root) || root->valuestring[0] != '/' ||
-        strcmp(root->valuestring, "/") == 0 || !cJSON_IsNumber(cutoff) ||
+    if (!cJSON_IsString(root) || root->valuestring[0] != '/' || !cJSON_IsNumber(cutoff) ||
         (dry != NULL && !cJSON_IsBool(dry)) || !cJSON_IsArray(files)) {
         bgt_set_error(t, "subtask args must be {\"root\": dir, \"cutoff\": seconds, "
                          "\"dry_run\": bool, \"files\": [paths]}, as files.cleanup's split "
                          "writes them");
         return BGT_FAILED;
     }
-    b.root = root->valuestring;
-    b.rootlen = strlen(b.root);
+    int n = cJSON_GetArraySize(files), i = 0;
+    /* The root is checked again here, whoever wrote these args: resolved, not "/", inside an
+     * allowed root. One that went away since the split took its files with it. */
+    int rc = resolve_root(t, cfg, root->valuestring, true, &root_real, &allowed);
+    if (rc == -ENOENT) {
+        b.skipped = n;
+    } else if (rc < 0) {
+        return BGT_FAILED;
+    }
+    b.root = root_real;
+    b.allowed = allowed;
     b.cutoff = cutoff->valuedouble;
     b.dry_run = cJSON_IsTrue(dry);
 
@@ -423,15 +523,16 @@ bgt_status cleanup_run(bgt_task *t, const cJSON *args, void *udata)
     if (result == NULL || b.errors == NULL)
         goto nomem;
 
-    int n = cJSON_GetArraySize(files), i = 0;
     const cJSON *f;
     cJSON_ArrayForEach(f, files) {
+        if (b.root == NULL)
+            break; /* the root went away: every file is skipped */
         if (bgt_cancelled(t)) {
             status = BGT_CANCELLED;
             goto out;
         }
-        int rc = cJSON_IsString(f) ? cleanup_one(&b, f->valuestring)
-                                   : batch_error(&b, "delete", "an entry", "it is not a string");
+        rc = cJSON_IsString(f) ? cleanup_one(&b, f->valuestring)
+                               : batch_error(&b, "delete", "an entry", "it is not a string");
         if (rc < 0)
             goto nomem;
         if (++i % CLEANUP_REPORT_EVERY == 0 && i < n)
@@ -452,7 +553,7 @@ bgt_status cleanup_run(bgt_task *t, const cJSON *args, void *udata)
         !cJSON_AddItemToObject(result, "errors", b.errors))
         goto nomem;
     b.errors = NULL; /* result owns it now */
-    int rc = bgt_set_result(t, result);
+    rc = bgt_set_result(t, result);
     if (rc == -E2BIG) {
         bgt_set_error(t, "the result of this batch is larger than the host accepts "
                          "(tasks.max_result_bytes): give a smaller args.batch_size");
@@ -471,6 +572,8 @@ out:
     cJSON_Delete(result);
     cJSON_Delete(b.errors);
     free(b.first_error);
+    free(root_real);
+    free(allowed);
     return status;
 }
 

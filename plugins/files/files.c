@@ -25,6 +25,10 @@
  *   max_files = 100000;         files.checksum: a tree with more regular files than this fails
  *                               the task; files.cleanup: the most files one task deletes
  *   cleanup_batch_size = 100;   files.cleanup's batch_size when the args do not give one
+ *   allowed_roots = ["/var/tmp/cache"];
+ *                               the folders files.cleanup may clean up (each with what is
+ *                               below it): absolute paths, never "/". Default: none, and then
+ *                               files.cleanup refuses every task.
  *
  * A missing or unreadable path fails the task with a message that names it and the reason,
  * "cannot open /x/y: Permission denied"; running out of memory or file descriptors is this
@@ -365,6 +369,84 @@ out:
     return rc < 0 ? status_of(rc) : BGT_OK;
 }
 
+void files_config_free(void *p)
+{
+    struct files_config *cfg = p;
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->nallowed; i++)
+        free(cfg->allowed_roots[i]);
+    free(cfg->allowed_roots);
+    free(cfg);
+}
+
+/*
+ * Whether path names "/" as written, whatever exists: every component is "", "." or a name
+ * that a later ".." takes back ("/", "//.", "/tmp/.."). Links are not followed here (the caller
+ * also asks realpath).
+ */
+static bool spells_root(const char *path)
+{
+    int depth = 0;
+    for (const char *c = path; *c != '\0';) {
+        while (*c == '/')
+            c++;
+        const char *end = strchr(c, '/');
+        if (end == NULL)
+            end = c + strlen(c);
+        size_t n = (size_t)(end - c);
+        if (n == 2 && c[0] == '.' && c[1] == '.')
+            depth = depth > 0 ? depth - 1 : 0;
+        else if (n > 0 && !(n == 1 && c[0] == '.'))
+            depth++;
+        c = end;
+    }
+    return depth == 0;
+}
+
+/*
+ * Read config.allowed_roots (a list of absolute paths; none of them "/", however spelled or
+ * linked) into cfg. Returns 0, or -EINVAL after logging why.
+ */
+static int read_allowed_roots(bgt_plugin *p, const cJSON *item, struct files_config *cfg)
+{
+    if (!cJSON_IsArray(item)) {
+        bgt_plugin_log(p, BGT_LOG_ERR, "config: allowed_roots must be a list of absolute folder "
+                                       "paths (the folders files.cleanup may clean up)");
+        return -EINVAL;
+    }
+    int n = cJSON_GetArraySize(item);
+    cfg->allowed_roots = calloc((size_t)n + 1, sizeof *cfg->allowed_roots);
+    if (cfg->allowed_roots == NULL)
+        return -ENOMEM;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, item) {
+        if (!cJSON_IsString(r) || r->valuestring[0] != '/') {
+            bgt_plugin_log(p, BGT_LOG_ERR,
+                           "config: allowed_roots must be a list of absolute folder paths, got "
+                           "%s%s%s",
+                           cJSON_IsString(r) ? "\"" : "",
+                           cJSON_IsString(r) ? r->valuestring : "something else",
+                           cJSON_IsString(r) ? "\"" : "");
+            return -EINVAL;
+        }
+        char *real = realpath(r->valuestring, NULL);
+        bool root = spells_root(r->valuestring) || (real != NULL && strcmp(real, "/") == 0);
+        free(real);
+        if (root) {
+            bgt_plugin_log(p, BGT_LOG_ERR,
+                           "config: allowed_roots: \"%s\" is the root of the filesystem: "
+                           "files.cleanup must never clean up everything",
+                           r->valuestring);
+            return -EINVAL;
+        }
+        if ((cfg->allowed_roots[cfg->nallowed] = strdup(r->valuestring)) == NULL)
+            return -ENOMEM;
+        cfg->nallowed++;
+    }
+    return 0;
+}
+
 /* Read the plugin config into a fresh struct files_config; unknown settings are logged. */
 static int files_config_read(bgt_plugin *p, const cJSON *config, struct files_config **out)
 {
@@ -372,12 +454,13 @@ static int files_config_read(bgt_plugin *p, const cJSON *config, struct files_co
         bgt_plugin_log(p, BGT_LOG_ERR, "config: must be a group of settings");
         return -EINVAL;
     }
-    struct files_config *cfg = malloc(sizeof *cfg);
+    struct files_config *cfg = calloc(1, sizeof *cfg);
     if (cfg == NULL)
         return -ENOMEM;
     cfg->max_files = FILES_DEFAULT_MAX_FILES;
     cfg->cleanup_batch_size = CLEANUP_DEFAULT_BATCH;
 
+    int rc = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, config) {
         if (strcmp(item->string, "cleanup_batch_size") == 0) {
@@ -387,26 +470,31 @@ static int files_config_read(bgt_plugin *p, const cJSON *config, struct files_co
                 bgt_plugin_log(p, BGT_LOG_ERR,
                                "config: cleanup_batch_size must be an integer 1..%d",
                                CLEANUP_MAX_BATCH);
-                free(cfg);
-                return -EINVAL;
+                rc = -EINVAL;
+                break;
             }
             cfg->cleanup_batch_size = (int)item->valuedouble;
-            continue;
-        }
-        if (strcmp(item->string, "max_files") != 0) {
+        } else if (strcmp(item->string, "allowed_roots") == 0) {
+            if ((rc = read_allowed_roots(p, item, cfg)) < 0)
+                break;
+        } else if (strcmp(item->string, "max_files") == 0) {
+            if (!cJSON_IsNumber(item) || item->valuedouble < 1 ||
+                item->valuedouble > FILES_MAX_MAX_FILES ||
+                item->valuedouble != (double)(long)item->valuedouble) {
+                bgt_plugin_log(p, BGT_LOG_ERR, "config: max_files must be an integer 1..%d",
+                               FILES_MAX_MAX_FILES);
+                rc = -EINVAL;
+                break;
+            }
+            cfg->max_files = (long)item->valuedouble;
+        } else {
             bgt_plugin_log(p, BGT_LOG_WARNING, "config: unknown setting %s ignored",
                            item->string);
-            continue;
         }
-        if (!cJSON_IsNumber(item) || item->valuedouble < 1 ||
-            item->valuedouble > FILES_MAX_MAX_FILES ||
-            item->valuedouble != (double)(long)item->valuedouble) {
-            bgt_plugin_log(p, BGT_LOG_ERR, "config: max_files must be an integer 1..%d",
-                           FILES_MAX_MAX_FILES);
-            free(cfg);
-            return -EINVAL;
-        }
-        cfg->max_files = (long)item->valuedouble;
+    }
+    if (rc < 0) {
+        files_config_free(cfg);
+        return rc;
     }
     *out = cfg;
     return 0;
@@ -415,28 +503,30 @@ static int files_config_read(bgt_plugin *p, const cJSON *config, struct files_co
 /* Called once at load: read the config, register files.checksum and files.cleanup. */
 static int files_init(bgt_plugin *p, const cJSON *config)
 {
-    struct files_config *cfg;
-    int rc = files_config_read(p, config, &cfg);
+    struct files_config *ccfg;
+    int rc = files_config_read(p, config, &ccfg);
     if (rc < 0)
         return rc;
-    /* The host frees each handler's udata once: files.cleanup gets a copy of its own, made
-     * now, because cfg is the host's from the first registration on. */
-    struct files_config *ccfg = malloc(sizeof *ccfg);
-    if (ccfg == NULL) {
-        free(cfg);
+    /* The host frees each handler's udata once: files.checksum gets a copy of its own, made
+     * now (without the roots, which only files.cleanup reads), because ccfg is the host's
+     * from its registration on. */
+    struct files_config *cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL) {
+        files_config_free(ccfg);
         return -ENOMEM;
     }
-    *ccfg = *cfg;
-    /* cfg passes to the host here, whatever the call returns: the host frees it with free(). */
+    cfg->max_files = ccfg->max_files;
+    cfg->cleanup_batch_size = ccfg->cleanup_batch_size;
+    /* cfg passes to the host here, whatever the call returns. */
     rc = bgt_register_handler(p, (bgt_handler_def){
                                      .name = "files.checksum",
                                      .kind = BGT_SINGLE,
                                      .run = files_checksum,
                                      .udata = cfg,
-                                     .udata_free = free,
+                                     .udata_free = files_config_free,
                                  });
     if (rc < 0) {
-        free(ccfg);
+        files_config_free(ccfg);
         return rc;
     }
     /* The batches are made by the split, not by the host (batch_size stays 0), because the
@@ -449,7 +539,7 @@ static int files_init(bgt_plugin *p, const cJSON *config)
                                        .split = cleanup_split,
                                        .merge = cleanup_merge,
                                        .udata = ccfg,
-                                       .udata_free = free,
+                                       .udata_free = files_config_free,
                                    });
 }
 

@@ -15,7 +15,13 @@
 struct files_config {
     long max_files;         /* checksum: files per tree; cleanup: files per task */
     int cleanup_batch_size; /* cleanup: files per subtask when args.batch_size is absent */
+    char **allowed_roots;   /* cleanup: the folders it may clean up, as configured (absolute,
+                               resolved at each use); owned */
+    size_t nallowed;
 };
+
+/* Free a struct files_config and what it owns (its udata_free). */
+void files_config_free(void *cfg);
 
 /*
  * files.cleanup's split: checks args, lists the old files under args.path and adds one

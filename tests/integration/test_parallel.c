@@ -926,14 +926,18 @@ static bool exists(const char *path)
  * files.cleanup on a generated tree (old files 10 days old, recent ones 1 and
  * 4 days old, a link inside the tree to an old file outside it): a dry run
  * deletes nothing; the real run deletes exactly the old files, in batches of 4,
- * and counts them and their bytes.
+ * and counts them and their bytes. Subtasks a submitter wrote to reach outside
+ * the tree (the plugin's allowed_roots) fail and delete nothing.
  */
 static void test_files_cleanup(void **state)
 {
     it_need_redis();
-    it_host_start(
-        &(th_host_opts){.id = "files", .workers = PAR_WORKERS, .plugins = "{ name = \"files\"; }"});
     char *top = th_tmpdir("cleanup"), *root = NULL, *sub = NULL, *deep = NULL, *outside = NULL;
+    char *plugins = NULL;
+    assert_true(asprintf(&plugins,
+                         "{ name = \"files\"; config = { allowed_roots = [\"%s/tree\"]; }; }",
+                         top) > 0);
+    it_host_start(&(th_host_opts){.id = "files", .workers = PAR_WORKERS, .plugins = plugins});
     assert_true(asprintf(&root, "%s/tree", top) > 0);
     assert_true(asprintf(&sub, "%s/a", root) > 0);
     assert_true(asprintf(&deep, "%s/a/b", root) > 0);
@@ -999,6 +1003,25 @@ static void test_files_cleanup(void **state)
     for (int i = 0; i < 4; i++)
         assert_true(exists(dirs[i]));
 
+    /* Subtasks written by the submitter, not by the split: a root spelled "/." and a file
+     * spelled from it; a root outside allowed_roots. Each batch fails, the victim stays. */
+    char *hostile = NULL, *file = NULL;
+    assert_true(asprintf(&hostile,
+                         "[{\"root\": \"/.\", \"cutoff\": %ld, \"files\": [\"/.%s\"]}, "
+                         "{\"root\": \"%s\", \"cutoff\": %ld, \"files\": [\"%s\"]}]",
+                         (long)time(NULL), victim, outside, (long)time(NULL), victim) > 0);
+    assert_true(asprintf(&file, "%s/hostile.json", top) > 0);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs(hostile, f);
+    fclose(f);
+    free(id);
+    id = it_submit("files.cleanup", NULL, "--subtasks-file", file, NULL);
+    assert_true(it_wait_state(id, "FAILURE", 60));
+    assert_true(exists(victim));
+    free(hostile);
+    free(file);
+
     for (int i = 0; i < CLEAN_OLD; i++)
         free(old[i]);
     for (int i = 0; i < CLEAN_NEW; i++)
@@ -1012,6 +1035,7 @@ static void test_files_cleanup(void **state)
     free(deep);
     free(outside);
     free(top);
+    free(plugins);
     it_pass();
 }
 

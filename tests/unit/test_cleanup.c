@@ -37,6 +37,20 @@ static char *allowed_config(const char *root)
     return text;
 }
 
+/* The files plugin loaded with allowed_roots = [the scratch folder] and more settings (JSON
+ * members, "" for none); init must succeed. */
+static bgt_plugin *load_files(const char *more)
+{
+    char *config;
+    assert_true(asprintf(&config, "{\"allowed_roots\": [\"%s\"]%s%s}", scratch,
+                         more[0] ? ", " : "", more) > 0);
+    int rc;
+    bgt_plugin *p = load_plugin("files", config, &rc);
+    assert_int_equal(rc, 0);
+    free(config);
+    return p;
+}
+
 static int group_setup(void **state)
 {
     char dir[PATH_MAX];
@@ -303,8 +317,7 @@ static void test_cleanup_deletes(void **state)
 static void test_cleanup_config(void **state)
 {
     int rc;
-    bgt_plugin *p = load_plugin("files", "{\"cleanup_batch_size\": 1}", &rc);
-    assert_int_equal(rc, 0);
+    bgt_plugin *p = load_files("\"cleanup_batch_size\": 1");
     struct tree tr = make_tree("config");
     char *args = cleanup_args(tr.root, "\"dry_run\": true");
     bgt_task *t = task_new(1);
@@ -334,8 +347,7 @@ static void test_cleanup_config(void **state)
     unload_plugin(p);
 
     /* max_files caps the files one task deletes. */
-    p = load_plugin("files", "{\"max_files\": 3}", &rc);
-    assert_int_equal(rc, 0);
+    p = load_files("\"max_files\": 3");
     snprintf(want, sizeof want,
              "%s holds more than 3 files to clean up (the files plugin's max_files)", tr.root);
     expect_split_failure(p, "files.cleanup", args, 0, want);
@@ -506,9 +518,11 @@ static void test_cleanup_stays_inside(void **state)
     assert_true(cJSON_GetObjectItem(r, "deleted")->valuedouble == 1);
     const cJSON *errors = cJSON_GetObjectItem(r, "errors");
     assert_int_equal(cJSON_GetArraySize(errors), 2);
-    snprintf(want, sizeof want, "cannot delete %s: Not a directory", via_link);
+    snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up",
+             via_link);
     assert_string_equal(cJSON_GetArrayItem(errors, 0)->valuestring, want);
-    snprintf(want, sizeof want, "cannot delete %s: not a plain path under the folder", climb);
+    snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up",
+             climb);
     assert_string_equal(cJSON_GetArrayItem(errors, 1)->valuestring, want);
     cJSON_Delete(r);
     assert_true(exists(outside));
@@ -529,11 +543,10 @@ static void test_cleanup_stays_inside(void **state)
     task_free(t);
 
     /* Subtask args that did not come from the split. */
-    const char *bad[] = {"{}", "{\"root\": \"/\", \"cutoff\": 0, \"files\": []}",
-                         "{\"root\": \"rel\", \"cutoff\": 0, \"files\": []}",
+    const char *bad[] = {"{}", "{\"root\": \"rel\", \"cutoff\": 0, \"files\": []}",
                          "{\"root\": \"/x\", \"files\": []}",
                          "{\"root\": \"/x\", \"cutoff\": 0, \"dry_run\": 1, \"files\": []}"};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 4; i++) {
         s = run_subtask(files, "files.cleanup", 0, bad[i], &st);
         assert_int_equal(st, BGT_FAILED);
         assert_string_equal(s->error,
@@ -688,6 +701,270 @@ static void test_cleanup_unlink_fails(void **state)
     free(open_dir);
 }
 
+/* ---- the guard: allowed_roots, and subtask args written by the submitter ---- */
+
+/* Run one batch of subtask args (JSON text) on plugin p; returns the finished task. */
+static bgt_task *run_batch(bgt_plugin *p, const char *args, bgt_status *st)
+{
+    return run_subtask(p, "files.cleanup", 0, args, st);
+}
+
+/* An old file at scratch/rel that nothing may delete; returns its path. */
+static char *victim(const char *rel)
+{
+    char *path = write_file(rel, 8);
+    set_age(path, 10 * DAY_S);
+    return path;
+}
+
+/*
+ * Subtask args need not come from the split: a submitter writes them with --subtasks-file.
+ * Roots that resolve to "/" however they are spelled, and roots outside allowed_roots, fail
+ * the batch and delete nothing.
+ */
+static void test_guard_hostile_roots(void **state)
+{
+    char *allowed = scratch_path("guard/allowed");
+    char *other = scratch_path("guard/other");
+    char *doomed = victim("guard/other/old.bin");
+    char *inside = victim("guard/allowed/old.bin");
+    char *config = allowed_config(allowed);
+    int rc;
+    bgt_plugin *p = load_plugin("files", config, &rc);
+    assert_int_equal(rc, 0);
+
+    /* "/." and "/tmp/.." are "/": the files, spelled from them, are the victims. */
+    char via_dot[2 * PATH_MAX], via_tmp[2 * PATH_MAX];
+    snprintf(via_dot, sizeof via_dot, "/.%s", doomed);
+    snprintf(via_tmp, sizeof via_tmp, "/tmp/..%s", doomed);
+    struct {
+        const char *root, *file;
+    } cases[] = {
+        {"/.", via_dot},
+        {"/tmp/..", via_tmp},
+        {"//", via_dot},
+        {"/", doomed},
+    };
+    char want[3 * PATH_MAX];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *paths[] = {cases[i].file};
+        char *args = batch_args(cases[i].root, false, paths, 1);
+        bgt_status st;
+        bgt_task *t = run_batch(p, args, &st);
+        if (!exists(doomed))
+            fail_msg("root %s, file %s: deleted %s", cases[i].root, cases[i].file, doomed);
+        assert_int_equal(st, BGT_FAILED);
+        snprintf(want, sizeof want,
+                 "refusing to clean up %s: it is the root of the filesystem, and deleting every "
+                 "old file on the machine is never what was meant",
+                 cases[i].root);
+        assert_string_equal(t->error, want);
+        task_free(t);
+        free(args);
+    }
+
+    /* A real folder that is not allowed, named directly or through "..". */
+    char *climb = scratch_path("guard/allowed/../other");
+    const char *roots[] = {other, climb};
+    for (int i = 0; i < 2; i++) {
+        const char *paths[] = {doomed};
+        char *args = batch_args(roots[i], false, paths, 1);
+        bgt_status st;
+        bgt_task *t = run_batch(p, args, &st);
+        if (!exists(doomed))
+            fail_msg("root %s: deleted %s", roots[i], doomed);
+        assert_int_equal(st, BGT_FAILED);
+        snprintf(want, sizeof want,
+                 "refusing to clean up %s: it is not inside the files plugin's allowed_roots (%s)",
+                 roots[i], allowed);
+        assert_string_equal(t->error, want);
+        task_free(t);
+        free(args);
+    }
+
+    /* An allowed root whose files climb out of it. */
+    char *out = scratch_path("guard/allowed/../other/old.bin");
+    const char *paths[] = {out, inside};
+    char *args = batch_args(allowed, false, paths, 2);
+    bgt_status st;
+    bgt_task *t = run_batch(p, args, &st);
+    assert_int_equal(st, BGT_OK);
+    snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up", out);
+    cJSON *r = cJSON_Parse(t->result);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "errors"), 0)->valuestring,
+                        want);
+    assert_true(cJSON_GetObjectItem(r, "deleted")->valuedouble == 1);
+    cJSON_Delete(r);
+    assert_true(exists(doomed));
+    assert_false(exists(inside));
+    task_free(t);
+    free(args);
+
+    unload_plugin(p);
+    free(config);
+    free(out);
+    free(climb);
+    free(inside);
+    free(doomed);
+    free(other);
+    free(allowed);
+}
+
+/* Links inside an allowed root that lead out of it: as the root itself, or on a file's way. */
+static void test_guard_links_out(void **state)
+{
+    char *allowed = scratch_path("links/allowed");
+    char *doomed = victim("links/outside/old.bin");
+    char *outside = scratch_path("links/outside");
+    char *keep = victim("links/allowed/keep/old.bin");
+    char *link = scratch_path("links/allowed/out");
+    assert_int_equal(symlink(outside, link), 0);
+    char *via = scratch_path("links/allowed/out/old.bin");
+    char *config = allowed_config(allowed);
+    int rc;
+    bgt_plugin *p = load_plugin("files", config, &rc);
+    assert_int_equal(rc, 0);
+
+    /* The link as the root: it resolves outside. */
+    const char *paths[] = {via};
+    char *args = batch_args(link, false, paths, 1);
+    bgt_status st;
+    bgt_task *t = run_batch(p, args, &st);
+    assert_int_equal(st, BGT_FAILED);
+    char want[3 * PATH_MAX];
+    snprintf(want, sizeof want,
+             "refusing to clean up %s: it is not inside the files plugin's allowed_roots (%s)",
+             link, allowed);
+    assert_string_equal(t->error, want);
+    task_free(t);
+    free(args);
+
+    /* The link on a file's way, from the allowed root. */
+    args = batch_args(allowed, false, paths, 1);
+    t = run_batch(p, args, &st);
+    assert_int_equal(st, BGT_FAILED);
+    snprintf(want, sizeof want,
+             "every file of this batch failed (1); the first: cannot delete %s: not under the "
+             "folder being cleaned up",
+             via);
+    assert_string_equal(t->error, want);
+    task_free(t);
+    free(args);
+
+    /* The split never lists what is behind the link. */
+    char *split_args = cleanup_args(allowed, "\"dry_run\": true");
+    t = task_new(1);
+    assert_int_equal(run_split(p, "files.cleanup", t, split_args), BGT_OK);
+    assert_int_equal(t->nsubtasks, 1);
+    assert_null(strstr(t->subtasks[0], "outside"));
+    assert_non_null(strstr(t->subtasks[0], keep));
+    task_free(t);
+
+    assert_true(exists(doomed));
+    assert_true(exists(keep));
+    unload_plugin(p);
+    free(split_args);
+    free(config);
+    free(via);
+    free(link);
+    free(keep);
+    free(outside);
+    free(doomed);
+    free(allowed);
+}
+
+/* The split refuses a path outside allowed_roots; an empty list allows nothing. */
+static void test_guard_split(void **state)
+{
+    char *allowed = scratch_path("split/allowed");
+    char *other = scratch_path("split/other");
+    char *a = victim("split/allowed/deep/old.bin");
+    char *b = victim("split/other/old.bin");
+    char *config = allowed_config(allowed);
+    int rc;
+    bgt_plugin *p = load_plugin("files", config, &rc);
+    assert_int_equal(rc, 0);
+    char want[3 * PATH_MAX];
+
+    char *args = cleanup_args(other, "");
+    snprintf(want, sizeof want,
+             "refusing to clean up %s: it is not inside the files plugin's allowed_roots (%s)",
+             other, allowed);
+    expect_split_failure(p, "files.cleanup", args, 0, want);
+    free(args);
+
+    /* The allowed root itself and a folder inside it are fine. */
+    char *deep = scratch_path("split/allowed/deep");
+    const char *ok[] = {allowed, deep};
+    for (int i = 0; i < 2; i++) {
+        args = cleanup_args(ok[i], "\"dry_run\": true");
+        bgt_task *t = task_new(1);
+        assert_int_equal(run_split(p, "files.cleanup", t, args), BGT_OK);
+        assert_non_null(strstr(t->subtasks[0], a));
+        task_free(t);
+        free(args);
+    }
+    unload_plugin(p);
+
+    /* No allowed_roots: nothing may be cleaned up, and the message says where to allow it. */
+    p = load_plugin("files", "{}", &rc);
+    assert_int_equal(rc, 0);
+    args = cleanup_args(allowed, "");
+    snprintf(want, sizeof want,
+             "refusing to clean up %s: the files plugin's allowed_roots is empty, so "
+             "files.cleanup may clean up nothing (list the folders it may clean up in the "
+             "plugin's config)",
+             allowed);
+    expect_split_failure(p, "files.cleanup", args, 0, want);
+    free(args);
+    const char *paths[] = {a};
+    args = batch_args(allowed, false, paths, 1);
+    bgt_status st;
+    bgt_task *t = run_batch(p, args, &st);
+    assert_int_equal(st, BGT_FAILED);
+    assert_string_equal(t->error, want);
+    task_free(t);
+    free(args);
+    unload_plugin(p);
+
+    assert_true(exists(a));
+    assert_true(exists(b));
+    free(deep);
+    free(config);
+    free(a);
+    free(b);
+    free(other);
+    free(allowed);
+}
+
+/* allowed_roots in the plugin config: absolute paths, never "/". */
+static void test_guard_config(void **state)
+{
+    struct {
+        const char *config, *log;
+    } bad[] = {
+        {"{\"allowed_roots\": \"/srv\"}",
+         "config: allowed_roots must be a list of absolute folder paths"},
+        {"{\"allowed_roots\": [\"srv\"]}",
+         "config: allowed_roots must be a list of absolute folder paths, got \"srv\""},
+        {"{\"allowed_roots\": [5]}", "config: allowed_roots must be a list of absolute folder paths"},
+        {"{\"allowed_roots\": [\"/\"]}",
+         "config: allowed_roots: \"/\" is the root of the filesystem: files.cleanup must never "
+         "clean up everything"},
+        {"{\"allowed_roots\": [\"/srv\", \"/tmp/..\"]}",
+         "config: allowed_roots: \"/tmp/..\" is the root of the filesystem"},
+        {"{\"allowed_roots\": [\"//.\"]}", "config: allowed_roots: \"//.\" is the root"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc;
+        bgt_plugin *p = load_plugin("files", bad[i].config, &rc);
+        if (rc >= 0 || !strstr(p->log, bad[i].log))
+            fail_msg("config %s: init returned %d, log \"%s\", want \"%s\"", bad[i].config, rc,
+                     p->log, bad[i].log);
+        unload_plugin(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -699,6 +976,10 @@ int main(void)
         cmocka_unit_test(test_cleanup_stays_inside),
         cmocka_unit_test(test_cleanup_cancel),
         cmocka_unit_test(test_cleanup_unlink_fails),
+        cmocka_unit_test(test_guard_hostile_roots),
+        cmocka_unit_test(test_guard_links_out),
+        cmocka_unit_test(test_guard_split),
+        cmocka_unit_test(test_guard_config),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
