@@ -116,6 +116,7 @@ static const spec specs[] = {
     {"http.max_body", K_SIZE, 1024, 67108864, OFF(http_max_body), 0, NULL, NULL},
     {"http.max_connections", K_INT, 1, 100000, OFF(http_max_connections), 0, NULL, NULL},
     {"http.ui_dir", K_STRING, 0, 0, OFF(http_ui_dir), F_EMPTY_OFF | F_PATH, NULL, NULL},
+    {"http.allow_insecure", K_BOOL, 0, 0, OFF(http_allow_insecure), 0, NULL, NULL},
 };
 
 #define NSPECS (sizeof specs / sizeof specs[0])
@@ -671,6 +672,18 @@ static int finish(loader *l)
         (rc = read_secret_file(l, "redis.password_file", c->redis_password_file,
                                password_valid, "printable characters", &c->redis_password)) < 0)
         return rc;
+    if (c->http_listen && !c->http_token && !c->http_allow_insecure) {
+        /* A name is resolved (and judged) when the server starts; an address can be judged
+         * now, so --check-config catches it. */
+        char host[256];
+        const char *colon = strrchr(c->http_listen, ':');
+        const char *h = c->http_listen[0] == '[' ? c->http_listen + 1 : c->http_listen;
+        size_t n = (size_t)(colon - h) - (c->http_listen[0] == '[' && colon[-1] == ']');
+        snprintf(host, sizeof host, "%.*s", (int)(n < sizeof host ? n : sizeof host - 1), h);
+        if (host_is_loopback(host) == 0)
+            return fail_at(l, l->seen[spec_index("http.listen")], "http.listen " HTTP_INSECURE_FMT,
+                           c->http_listen);
+    }
     for (size_t i = 0; i < c->nplugins; i++)
         if (!c->plugins[i].file)
             c->plugins[i].file = xasprintf("%s/%s.so", c->plugins_dir, c->plugins[i].name);

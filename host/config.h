@@ -63,7 +63,17 @@ typedef struct bgt_config {
     int http_max_connections; /* 1..100000, default 1024 */
     char *http_ui_dir;        /* the dashboard's files (absolute); "" = no dashboard;
                                  default BGT_UI_DIR, where make install puts them */
+    bool http_allow_insecure; /* serve a non-loopback address without a token, default false */
 } bgt_config;
+
+/*
+ * Why an HTTP address (%s) that is not a loopback one is refused without a
+ * token: the config (http.listen) and the server (--http) say it alike.
+ */
+#define HTTP_INSECURE_FMT                                                                      \
+    "%s is not a loopback address and no http.token or http.token_file is set: anyone who "   \
+    "can reach it could submit, read and cancel tasks. Set a token, listen on a loopback "    \
+    "address such as 127.0.0.1, or set http.allow_insecure = true to serve it anyway"
 
 /* Fill c with the defaults (plugins_dir = "plugins" under the current folder). */
 void config_defaults(bgt_config *c);

@@ -1157,6 +1157,22 @@ static int listen_on(http_server *s, const char *where, bool *v6, char *err, siz
         snprintf(err, errlen, "http: %s: %s", where, gai_strerror(rc));
         return -EINVAL;
     }
+    /* Without a token, only a loopback address: judged on what the name resolved to, before
+     * anything is bound. */
+    const char *token = s->cfg->http_token;
+    char resolved[NI_MAXHOST];
+    if ((!token || !*token) &&
+        (getnameinfo(ai->ai_addr, ai->ai_addrlen, resolved, sizeof resolved, NULL, 0,
+                     NI_NUMERICHOST) != 0 ||
+         host_is_loopback(resolved) != 1)) {
+        if (!s->cfg->http_allow_insecure) {
+            snprintf(err, errlen, "http: " HTTP_INSECURE_FMT, where);
+            freeaddrinfo(ai);
+            return -EACCES;
+        }
+        log_warn("http: serving %s without a token (http.allow_insecure): anyone who can reach "
+                 "it can submit, read and cancel tasks", where);
+    }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1;
     if (fd >= 0) {

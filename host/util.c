@@ -1,6 +1,7 @@
 /* util.c - logging, clocks, ids and small helpers shared by the host and tools. */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -229,6 +230,21 @@ char *xasprintf(const char *fmt, ...)
     if (n < 0)
         oom();
     return s;
+}
+
+int host_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) != 1)
+        return -1;
+    if (IN6_IS_ADDR_LOOPBACK(&a6))
+        return 1;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
 size_t strlcpy_(char *dst, const char *src, size_t n)

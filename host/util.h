@@ -57,6 +57,14 @@ bool parse_long(const char *s, long min, long max, long *out);
 /* The same for a finite decimal number in [min, max]. */
 bool parse_double(const char *s, double min, double max, double *out);
 
+/*
+ * Whether host (an address as written in "host:port", without brackets) is a
+ * loopback address: 1 for 127.0.0.0/8, ::1, ::ffff:127.x.y.z and "localhost";
+ * 0 for any other numeric address (0.0.0.0 and :: included: they mean every
+ * interface); -1 for a name, which only resolving can tell.
+ */
+int host_is_loopback(const char *host);
+
 /* strdup that aborts on out-of-memory (the host cannot go on without memory). */
 char *xstrdup(const char *s);
 void *xmalloc(size_t n);

@@ -160,6 +160,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.http_max_body, 1048576);
     assert_int_equal(c.http_max_connections, 1024);
     assert_string_equal(c.http_ui_dir, BGT_UI_DIR);
+    assert_false(c.http_allow_insecure);
     config_free(&c);
     assert_true(all_zero(&c, sizeof c));
 }
@@ -423,6 +424,23 @@ static const bad_case bad_cases[] = {
      "1: http.max_body must be an integer 1024..67108864, got 1023"},
     {"http: { max_connections = 0; };\n",
      "1: http.max_connections must be an integer 1..100000, got 0"},
+    {"http: {\n  listen = \"0.0.0.0:9464\";\n};\n",
+     "2: http.listen 0.0.0.0:9464 is not a loopback address and no http.token or "
+     "http.token_file is set: anyone who can reach it could submit, read and cancel tasks. Set "
+     "a token, listen on a loopback address such as 127.0.0.1, or set http.allow_insecure = "
+     "true to serve it anyway"},
+    {"http: { listen = \"[::]:9464\"; };\n",
+     "1: http.listen [::]:9464 is not a loopback address and no http.token or "
+     "http.token_file is set: anyone who can reach it could submit, read and cancel tasks. Set "
+     "a token, listen on a loopback address such as 127.0.0.1, or set http.allow_insecure = "
+     "true to serve it anyway"},
+    {"http: { listen = \"10.1.2.3:9464\"; token = \"\"; };\n",
+     "1: http.listen 10.1.2.3:9464 is not a loopback address and no http.token or "
+     "http.token_file is set: anyone who can reach it could submit, read and cancel tasks. Set "
+     "a token, listen on a loopback address such as 127.0.0.1, or set http.allow_insecure = "
+     "true to serve it anyway"},
+    {"http: { allow_insecure = 1; };\n",
+     "1: http.allow_insecure must be true or false, got an integer"},
 };
 
 /* s with every "@D" replaced by the scratch folder; a heap string. */
@@ -487,6 +505,32 @@ static void test_secrets_not_in_messages(void **state)
     assert_true(config_load(f, &c, err, sizeof err) < 0);
     assert_null(strstr(err, "hunter"));
     free(f);
+}
+
+/* Without a token, http.listen must be a loopback address, unless http.allow_insecure says
+ * otherwise; a name is judged when the server resolves it. */
+static void test_http_loopback(void **state)
+{
+    (void)state;
+    const char *ok[] = {
+        "http: { listen = \"0.0.0.0:9464\"; allow_insecure = true; };\n",
+        "http: { listen = \"0.0.0.0:9464\"; token = \"t\"; };\n",
+        "http: { listen = \"127.0.0.2:1\"; };\n",
+        "http: { listen = \"[::1]:1\"; };\n",
+        "http: { listen = \"[::ffff:127.0.0.1]:1\"; };\n",
+        "http: { listen = \"localhost:1\"; };\n",
+        "http: { listen = \"myhost.example:1\"; };\n",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *f = write_file("loopback.conf", ok[i]);
+        bgt_config c;
+        char err[512];
+        if (config_load(f, &c, err, sizeof err) < 0)
+            fail_msg("%s: %s", ok[i], err);
+        assert_int_equal(c.http_allow_insecure, i == 0);
+        config_free(&c);
+        free(f);
+    }
 }
 
 static void test_values(void **state)
@@ -722,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_secrets_not_in_messages),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_http_loopback),
         cmocka_unit_test(test_password_file),
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_include_errors),
