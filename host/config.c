@@ -116,6 +116,9 @@ static const spec specs[] = {
     {"http.max_body", K_SIZE, 1024, 67108864, OFF(http_max_body), 0, NULL, NULL},
     {"http.max_connections", K_INT, 1, 100000, OFF(http_max_connections), 0, NULL, NULL},
     {"http.ui_dir", K_STRING, 0, 0, OFF(http_ui_dir), F_EMPTY_OFF | F_PATH, NULL, NULL},
+    {"http.max_connections_per_client", K_INT, 1, 100000, OFF(http_max_per_client), 0, NULL,
+     NULL},
+    {"http.request_timeout", K_DOUBLE, 0.1, 3600, OFF(http_request_timeout_s), 0, NULL, NULL},
     {"http.allow_insecure", K_BOOL, 0, 0, OFF(http_allow_insecure), 0, NULL, NULL},
 };
 
@@ -731,6 +734,8 @@ void config_defaults(bgt_config *c)
     c->http_max_body = 1048576;
     c->http_max_connections = 1024;
     c->http_ui_dir = xstrdup(BGT_UI_DIR);
+    c->http_max_per_client = 256;
+    c->http_request_timeout_s = 10;
 }
 
 /* The folder of path, absolute and canonical; NULL with errno set if it cannot be resolved. */

@@ -63,6 +63,8 @@ typedef struct bgt_config {
     int http_max_connections; /* 1..100000, default 1024 */
     char *http_ui_dir;        /* the dashboard's files (absolute); "" = no dashboard;
                                  default BGT_UI_DIR, where make install puts them */
+    int http_max_per_client;  /* connections of one client address, 1..100000, default 256 */
+    double http_request_timeout_s; /* a whole request must arrive within, 0.1..3600, default 10 */
     bool http_allow_insecure; /* serve a non-loopback address without a token, default false */
 } bgt_config;
 

@@ -28,13 +28,15 @@
 
 #include <microhttpd.h>
 
+#include "http_guard.h"
 #include "http_ui.h"
 #include "sse.h"
 #include "util.h"
 
 /* libmicrohttpd threads, and as many request stores. */
 #define HTTP_THREADS 4
-/* Seconds an idle keep-alive connection is kept (parked SSE streams do not time out). */
+/* Seconds a connection may stay silent while a response is written to it (waiting for a
+ * request is bounded by http.request_timeout; parked SSE streams do not time out). */
 #define HTTP_IDLE_TIMEOUT_S 60
 /* Largest `limit` of GET /v1/tasks and GET /v1/tasks/<id>/subtasks. */
 #define LIST_LIMIT_MAX 1000
@@ -57,9 +59,7 @@ struct http_server {
     pthread_cond_t pool_cond;
     store *stores[HTTP_THREADS];
     bool busy[HTTP_THREADS];
-    int conns;              /* open connections (atomic) */
-    long refused;           /* connections refused since the last warning (atomic) */
-    int64_t refused_warned; /* ms of that warning (atomic) */
+    http_guard *guard; /* what one client may hold of the connections */
     char address[96];
 };
 
@@ -86,6 +86,7 @@ typedef struct request {
     char raw_id[48];         /* R_TASK and below: what the path said, for messages */
     char ui_name[UI_NAME_MAX + 2]; /* R_UI: what follows "/ui/"; "/" for "/ui" itself */
     bool post, del;          /* the method, when it is not GET or HEAD */
+    guard_conn *conn;        /* the connection's slot in the guard */
     bool responded;
     char *body; /* POST body, NUL-terminated */
     size_t len, cap;
@@ -992,6 +993,11 @@ static enum MHD_Result first_call(http_server *s, struct MHD_Connection *c, requ
     bool open = rq->route == R_HEALTHZ || rq->route == R_UI || rq->route == R_ROOT ||
                 (rq->route == R_METRICS && !s->cfg->http_metrics_auth);
     rq->responded = true;
+    if (guard_reserved(rq->conn) && rq->route != R_HEALTHZ)
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                          "the server has http.max_connections (%d) open; the connections kept "
+                          "beyond them answer /healthz only",
+                          s->cfg->http_max_connections);
     if (!open && !authorized(s, c))
         return send_error(c, MHD_HTTP_UNAUTHORIZED, NULL,
                           "a valid bearer token is required (Authorization: Bearer <token>)");
@@ -1053,7 +1059,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!rq) {
         rq = xcalloc(1, sizeof *rq);
         *con_cls = rq;
-        return first_call(s, c, rq, url, method);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        rq->conn = ci ? ci->socket_context : NULL;
+        enum MHD_Result ok = first_call(s, c, rq, url, method);
+        if (rq->responded) /* refused at once: nothing more to wait for */
+            guard_received(s->guard, rq->conn);
+        return ok;
     }
     if (*upload_size) {
         if (rq->post && !rq->responded)
@@ -1067,6 +1079,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rq->responded)
         return MHD_YES;
     rq->responded = true;
+    guard_received(s->guard, rq->conn); /* the whole request is here */
     if (!rq->post)
         return dispatch(s, c, rq);
     if (rq->too_big)
@@ -1078,9 +1091,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    http_server *s = cls;
     request *rq = *con_cls;
     if (!rq)
         return;
+    guard_idle(s->guard, rq->conn); /* the next request's time starts now */
     if (rq->client)
         sse_client_close(rq->client);
     free(rq->body);
@@ -1088,33 +1103,33 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
-/* Count connections so http.max_connections holds for the whole server (the
- * library's own limit is split evenly between its threads). */
+/* Tell the guard where each connection is: http.max_connections and
+ * http.max_connections_per_client hold for the whole server (the library's
+ * own limits are split between its threads). */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
     http_server *s = cls;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)
-        __atomic_add_fetch(&s->conns, 1, __ATOMIC_RELAXED);
-    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
-        __atomic_sub_fetch(&s->conns, 1, __ATOMIC_RELAXED);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ad ? ad->client_addr : NULL;
+        socklen_t len = !sa                        ? 0
+                        : sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                    : sizeof(struct sockaddr_in);
+        *socket_context = fd ? guard_open(s->guard, sa, len, fd->connect_fd) : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        guard_close(s->guard, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     http_server *s = cls;
-    if (__atomic_load_n(&s->conns, __ATOMIC_RELAXED) < s->cfg->http_max_connections)
-        return MHD_YES;
-    /* One warning per 10 s at most, however many are refused. */
-    long n = __atomic_add_fetch(&s->refused, 1, __ATOMIC_RELAXED);
-    int64_t now = now_ms(), last = __atomic_load_n(&s->refused_warned, __ATOMIC_RELAXED);
-    if (now - last >= 10000 && __atomic_compare_exchange_n(&s->refused_warned, &last, now, false,
-                                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        __atomic_sub_fetch(&s->refused, n, __ATOMIC_RELAXED);
-        log_warn("http: %d connections open (http.max_connections): refused %ld",
-                 s->cfg->http_max_connections, n);
-    }
-    return MHD_NO;
+    return guard_admit(s->guard, addr, addrlen) ? MHD_YES : MHD_NO;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -1253,7 +1268,13 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
     int fd = listen_on(s, listen, &v6, err, errlen);
     if (fd < 0)
         goto fail;
-    raise_fd_limit(cfg->http_max_connections);
+    raise_fd_limit(cfg->http_max_connections + GUARD_RESERVE);
+    guard_limits gl = {cfg->http_max_connections, cfg->http_max_per_client,
+                       cfg->http_request_timeout_s};
+    if (!(s->guard = guard_new(&gl, err, errlen))) {
+        close(fd);
+        goto fail;
+    }
     sse_io io = {io_suspend, io_resume};
     s->hub = sse_hub_start(cfg, addr, &io, met, err, errlen);
     if (!s->hub) {
@@ -1266,7 +1287,8 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
     s->d = MHD_start_daemon(
         flags, 0, on_accept, s, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_THREADS, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->http_max_connections * HTTP_THREADS, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)(cfg->http_max_connections + GUARD_RESERVE) * HTTP_THREADS,
+        MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)HTTP_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_END);
@@ -1293,6 +1315,7 @@ void http_stop(http_server *s)
         sse_hub_shutdown(s->hub);
     if (s->d)
         MHD_stop_daemon(s->d);
+    guard_free(s->guard);
     sse_hub_free(s->hub);
     ui_files_free(s->ui); /* after the daemon: responses point into it */
     for (int i = 0; i < HTTP_THREADS; i++)

@@ -1,10 +1,17 @@
 /*
  * test_http_limits.c - what the HTTP interface refuses to let a client, or an
- * operator's mistake, cost: serving a non-loopback address without a token.
+ * operator's mistake, cost: serving a non-loopback address without a token;
+ * slow clients holding connections (per-client caps, a deadline for a whole
+ * request, eviction at the limit, the connections kept for /healthz).
  *
- * Each test starts its own hosts against the program's redis-server.
+ * Each test starts its own hosts against the program's redis-server. Raw
+ * sockets play the clients, bound to addresses of 127.0.0.0/8 so that each
+ * "client" has an address of its own on this one machine.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,13 +19,165 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "itest.h"
 
-/* ---- item: no token, no address but loopback ---- */
+
+#define TOKEN "t0k-limits"
+
+/* ---- raw clients ---- */
+
+/* The port a host serves HTTP on, from its log line "http: serving on http://ADDR:PORT/". */
+static int http_port(const th_host *h)
+{
+    int port = -1;
+    bool found = TH_WAIT_UNTIL(IT_READY_S, ({
+        FILE *f = fopen(h->log, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f)) {
+            char *at = strstr(line, "http: serving on http://127.0.0.1:");
+            if (at)
+                port = atoi(at + strlen("http: serving on http://127.0.0.1:"));
+        }
+        if (f)
+            fclose(f);
+        port > 0;
+    }));
+    if (!found)
+        fail_msg("host %s never said where it serves HTTP", h->id);
+    return port;
+}
+
+/* A host serving HTTP on a free loopback port with the token and the given http settings
+ * (libconfig members); *port gets its port. */
+static th_host *http_host(const char *settings, int *port)
+{
+    char *extra = NULL;
+    assert_true(asprintf(&extra, "http: { listen = \"127.0.0.1:0\"; token = \"" TOKEN "\"; %s };",
+                         settings) > 0);
+    th_host *h = it_host_start(&(th_host_opts){.extra = extra});
+    free(extra);
+    *port = http_port(h);
+    return h;
+}
+
+/* A TCP connection from src (an address of 127.0.0.0/8) to 127.0.0.1:port. */
+static int connect_from(const char *src, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &a.sin_addr), 1);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        fail_msg("bind %s: %s", src, strerror(errno));
+    a.sin_port = htons((uint16_t)port);
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &a.sin_addr), 1);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        fail_msg("connect from %s: %s", src, strerror(errno));
+    return fd;
+}
+
+/* Send text; false if the server has closed the connection. */
+static bool send_text(int fd, const char *text)
+{
+    return send(fd, text, strlen(text), MSG_NOSIGNAL) == (ssize_t)strlen(text);
+}
+
+/* Whether the server has closed fd (what it sent before is read and dropped), waiting up to
+ * timeout_s for it. */
+static bool closed_within(int fd, double timeout_s)
+{
+    double end = th_now() + timeout_s;
+    for (;;) {
+        double left = end - th_now();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = poll(&p, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+        if (n > 0) {
+            char buf[4096];
+            ssize_t r = recv(fd, buf, sizeof buf, 0);
+            if (r <= 0)
+                return true;
+            continue;
+        }
+        if (left <= 0)
+            return false;
+    }
+}
+
+/* Read a response's head from fd within timeout_s; its status, or -1 if the connection
+ * ended or the time ran out first. body (may be NULL) gets what followed the head, up to
+ * bodylen - 1 bytes of what had arrived. */
+static int read_status(int fd, double timeout_s, char *body, size_t bodylen)
+{
+    char buf[8192];
+    size_t n = 0;
+    double end = th_now() + timeout_s;
+    while (n < sizeof buf - 1) {
+        double left = end - th_now();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0)
+            return -1;
+        ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+        if (r <= 0)
+            return -1;
+        n += (size_t)r;
+        buf[n] = '\0';
+        char *head_end = strstr(buf, "\r\n\r\n");
+        if (head_end) {
+            int status = -1;
+            sscanf(buf, "HTTP/1.%*d %d", &status);
+            if (body)
+                snprintf(body, bodylen, "%s", head_end + 4);
+            return status;
+        }
+    }
+    return -1;
+}
+
+/* One request from src on a connection of its own; the response's status within timeout_s,
+ * or -1. body as read_status. */
+static int request_from(const char *src, int port, const char *path, bool token, double timeout_s,
+                        char *body, size_t bodylen)
+{
+    int fd = connect_from(src, port);
+    char req[512];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n", path,
+             token ? "Authorization: Bearer " TOKEN "\r\n" : "");
+    int status = send_text(fd, req) ? read_status(fd, timeout_s, body, bodylen) : -1;
+    close(fd);
+    return status;
+}
+
+/* n connections from src, each with the first line of a request sent and no more. */
+static void open_slow(const char *src, int port, int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = connect_from(src, port);
+        send_text(fds[i], "GET /healthz HTTP/1.1\r\n");
+    }
+}
+
+/* How many of fds the server has closed by now. */
+static int count_closed(const int *fds, int n)
+{
+    int closed = 0;
+    for (int i = 0; i < n; i++)
+        closed += closed_within(fds[i], 0);
+    return closed;
+}
+
+static void close_all(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* ---- no token, no address but loopback ---- */
 
 /* Run the host's binary with its config and more arguments; returns its exit code and
  * stderr (*err, malloc'd). */
@@ -91,10 +250,150 @@ static void test_insecure_refused(void **state)
     it_pass();
 }
 
+/* ---- slow clients ---- */
+
+/* One client address holds http.max_connections_per_client connections; more are closed at
+ * once. Other clients are not affected. */
+static void test_per_client_cap(void **state)
+{
+    it_need_redis();
+    int port;
+    http_host("max_connections_per_client = 4; request_timeout = 60.0;", &port);
+    int fds[10];
+    open_slow("127.0.0.2", port, fds, 10);
+    /* Which four are served depends on the order the server accepts them in; the other six
+     * are closed, and the four stay open (their deadline is a minute away). */
+    int closed = 0;
+    assert_true(TH_WAIT_UNTIL(10, (closed = count_closed(fds, 10)) >= 6));
+    assert_int_equal(closed, 6);
+    assert_int_equal(request_from("127.0.0.1", port, "/healthz", false, 10, NULL, 0), 200);
+    assert_int_equal(request_from("127.0.0.3", port, "/v1/tasks", true, 10, NULL, 0), 200);
+    close_all(fds, 10);
+    it_pass();
+}
+
+/*
+ * Slow clients from many addresses fill http.max_connections, trickling header lines: a new
+ * connection evicts the one that has waited longest for its request, so /healthz and an
+ * authenticated /v1 request are still answered.
+ */
+static void test_slow_clients_fill_the_server(void **state)
+{
+    it_need_redis();
+    int port;
+    http_host("max_connections = 32; max_connections_per_client = 4; request_timeout = 60.0;",
+              &port);
+    enum { ADDRS = 12, EACH = 4 };
+    int fds[ADDRS * EACH];
+    for (int a = 0; a < ADDRS; a++) {
+        char src[32];
+        snprintf(src, sizeof src, "127.0.1.%d", a + 1);
+        open_slow(src, port, fds + a * EACH, EACH);
+    }
+    for (int i = 0; i < ADDRS * EACH; i++)
+        send_text(fds[i], "X-Slow: 1\r\n");
+    char body[256];
+    assert_int_equal(request_from("127.0.0.1", port, "/healthz", false, 10, body, sizeof body),
+                     200);
+    assert_non_null(strstr(body, "\"status\":\"ok\""));
+    assert_int_equal(request_from("127.0.0.1", port, "/v1/tasks", true, 10, NULL, 0), 200);
+    /* The oldest slow ones made room: the server holds no more than its limit (once it has
+     * accepted every connection the kernel took for it). */
+    int open = ADDRS * EACH;
+    if (!TH_WAIT_UNTIL(10, (open = ADDRS * EACH - count_closed(fds, ADDRS * EACH)) <= 32))
+        fail_msg("%d slow connections still open", open);
+    close_all(fds, ADDRS * EACH);
+    it_pass();
+}
+
+/*
+ * When every connection is busy (streams, here) and none waits for a request, connections
+ * beyond http.max_connections are kept for /healthz: it is answered, anything else gets a 503
+ * saying why, and a slow client there is cut after GUARD_RESERVE_TIMEOUT_S.
+ */
+static void test_healthz_reserve(void **state)
+{
+    it_need_redis();
+    int port;
+    http_host("max_connections = 8; request_timeout = 60.0;", &port);
+    int streams[8];
+    for (int i = 0; i < 8; i++) {
+        char src[32];
+        snprintf(src, sizeof src, "127.0.2.%d", i + 1);
+        streams[i] = connect_from(src, port);
+        send_text(streams[i], "GET /v1/events HTTP/1.1\r\nHost: t\r\n"
+                              "Authorization: Bearer " TOKEN "\r\n\r\n");
+        assert_int_equal(read_status(streams[i], 10, NULL, 0), 200);
+    }
+    char body[512];
+    assert_int_equal(request_from("127.0.0.1", port, "/healthz", false, 10, body, sizeof body),
+                     200);
+    assert_int_equal(request_from("127.0.0.1", port, "/v1/tasks", true, 10, body, sizeof body),
+                     503);
+    assert_non_null(strstr(body, "answer /healthz only"));
+    int slow = connect_from("127.0.0.1", port);
+    send_text(slow, "GET /healthz HTTP/1.1\r\n");
+    double t0 = th_now();
+    assert_true(closed_within(slow, 15));
+    assert_true(th_now() - t0 > 1.0);
+    close(slow);
+    for (int i = 0; i < 8; i++)
+        assert_false(closed_within(streams[i], 0));
+    close_all(streams, 8);
+    it_pass();
+}
+
+/*
+ * A whole request must arrive within http.request_timeout, however the client spaces its
+ * bytes: header lines every 0.3 s, a body trickled after complete headers, and the silence
+ * of a kept-alive connection between two requests are all cut.
+ */
+static void test_request_timeout(void **state)
+{
+    it_need_redis();
+    int port;
+    http_host("request_timeout = 2.0;", &port);
+
+    int fd = connect_from("127.0.0.1", port);
+    double t0 = th_now();
+    send_text(fd, "GET /healthz HTTP/1.1\r\n");
+    bool cut = false;
+    while (!cut && th_now() - t0 < 15) {
+        cut = !send_text(fd, "X-Slow: 1\r\n") || closed_within(fd, 0.3);
+    }
+    assert_true(cut);
+    assert_true(th_now() - t0 > 1.5);
+    close(fd);
+
+    fd = connect_from("127.0.0.1", port);
+    t0 = th_now();
+    send_text(fd, "POST /v1/tasks HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " TOKEN "\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{");
+    cut = false;
+    while (!cut && th_now() - t0 < 15)
+        cut = !send_text(fd, " ") || closed_within(fd, 0.3);
+    assert_true(cut);
+    assert_true(th_now() - t0 > 1.5);
+    close(fd);
+
+    fd = connect_from("127.0.0.1", port);
+    send_text(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_int_equal(read_status(fd, 10, NULL, 0), 200);
+    t0 = th_now();
+    assert_true(closed_within(fd, 15));
+    assert_true(th_now() - t0 > 1.5);
+    close(fd);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_TEST(test_insecure_refused),
+        IT_TEST(test_per_client_cap),
+        IT_TEST(test_slow_clients_fill_the_server),
+        IT_TEST(test_healthz_reserve),
+        IT_TEST(test_request_timeout),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

@@ -100,7 +100,7 @@ async function startServers() {
         'tasks: { progress_interval = 0.0; };',
         'events: { maxlen = 1000000; };',
         `plugins: { dir = "${path.join(build, 'plugins')}"; load = ( { name = "demo"; } ); };`,
-        `http: { listen = "127.0.0.1:${hport}"; max_connections = 4096; };`,
+        `http: { listen = "127.0.0.1:${hport}"; max_connections = 4096; max_connections_per_client = 4096; };`,
         '',
     ].join('\n'));
     const log = fs.openSync(path.join(dir, 'bgtaskd.log'), 'w');

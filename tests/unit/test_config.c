@@ -161,6 +161,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.http_max_connections, 1024);
     assert_string_equal(c.http_ui_dir, BGT_UI_DIR);
     assert_false(c.http_allow_insecure);
+    assert_int_equal(c.http_max_per_client, 256);
+    assert_true(c.http_request_timeout_s == 10);
     config_free(&c);
     assert_true(all_zero(&c, sizeof c));
 }
@@ -441,6 +443,10 @@ static const bad_case bad_cases[] = {
      "true to serve it anyway"},
     {"http: { allow_insecure = 1; };\n",
      "1: http.allow_insecure must be true or false, got an integer"},
+    {"http: { max_connections_per_client = 0; };\n",
+     "1: http.max_connections_per_client must be an integer 1..100000, got 0"},
+    {"http: { request_timeout = 0.05; };\n",
+     "1: http.request_timeout must be a number 0.1..3600, got 0.05"},
 };
 
 /* s with every "@D" replaced by the scratch folder; a heap string. */
@@ -550,7 +556,8 @@ static void test_values(void **state)
                          "plugins: { autoload = true; required = false; load = []; };\n"
                          "http: { listen = \"[::1]:0\"; token = \"tok\"; metrics_auth = true;\n"
                          "        max_body = 67108864; max_connections = 100000;\n"
-                         "        ui_dir = \"/srv/ui\"; };\n");
+                         "        ui_dir = \"/srv/ui\";\n"
+                         "        max_connections_per_client = 100000; request_timeout = 3600; };\n");
     bgt_config c;
     char err[512];
     int rc = config_load(f, &c, err, sizeof err);
@@ -582,6 +589,8 @@ static void test_values(void **state)
     assert_int_equal(c.http_max_body, 67108864);
     assert_int_equal(c.http_max_connections, 100000);
     assert_string_equal(c.http_ui_dir, "/srv/ui");
+    assert_int_equal(c.http_max_per_client, 100000);
+    assert_true(c.http_request_timeout_s == 3600);
     config_free(&c);
 
     /* Empty strings mean "unset" where the schema says so. */
