@@ -119,6 +119,7 @@ static const spec specs[] = {
     {"http.max_connections_per_client", K_INT, 1, 100000, OFF(http_max_per_client), 0, NULL,
      NULL},
     {"http.request_timeout", K_DOUBLE, 0.1, 3600, OFF(http_request_timeout_s), 0, NULL, NULL},
+    {"http.sse_max_queued", K_SIZE, 65536, 2147483647, OFF(http_sse_max_queued), 0, NULL, NULL},
     {"http.allow_insecure", K_BOOL, 0, 0, OFF(http_allow_insecure), 0, NULL, NULL},
 };
 
@@ -736,6 +737,7 @@ void config_defaults(bgt_config *c)
     c->http_ui_dir = xstrdup(BGT_UI_DIR);
     c->http_max_per_client = 256;
     c->http_request_timeout_s = 10;
+    c->http_sse_max_queued = 67108864;
 }
 
 /* The folder of path, absolute and canonical; NULL with errno set if it cannot be resolved. */

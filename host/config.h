@@ -65,6 +65,8 @@ typedef struct bgt_config {
                                  default BGT_UI_DIR, where make install puts them */
     int http_max_per_client;  /* connections of one client address, 1..100000, default 256 */
     double http_request_timeout_s; /* a whole request must arrive within, 0.1..3600, default 10 */
+    size_t http_sse_max_queued; /* bytes queued for all SSE streams, 65536..2147483647,
+                                   default 67108864 */
     bool http_allow_insecure; /* serve a non-loopback address without a token, default false */
 } bgt_config;
 

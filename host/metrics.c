@@ -49,6 +49,8 @@ static const struct {
     [MC_FENCED] = {"bgtask_fenced_writes_total", "Writes refused because the lease was lost."},
     [MC_SSE_EVENTS] = {"bgtask_sse_events_sent_total",
                        "Events queued to SSE streams, counted once per stream."},
+    [MC_SSE_DROPPED] = {"bgtask_sse_dropped_total",
+                        "SSE streams ended for falling furthest behind past http.sse_max_queued."},
 };
 
 static const struct {
@@ -56,6 +58,8 @@ static const struct {
     const char *help;
 } gauge_info[MG_COUNT] = {
     [MG_SSE_CLIENTS] = {"bgtask_sse_clients", "Open SSE event streams."},
+    [MG_SSE_QUEUED] = {"bgtask_sse_queued_bytes",
+                       "Bytes queued for all SSE streams, each shared event counted once."},
 };
 
 metrics *metrics_new(void)

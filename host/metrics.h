@@ -25,12 +25,14 @@ typedef enum metric_counter {
     MC_PROGRESS_COALESCED, /* progress updates replaced by a later one before being written */
     MC_FENCED,             /* writes refused by fencing */
     MC_SSE_EVENTS,         /* events queued to SSE streams (one per stream it went to) */
+    MC_SSE_DROPPED,        /* SSE streams dropped for falling behind past http.sse_max_queued */
     MC_COUNT
 } metric_counter;
 
 /* Gauges that are not per handler. */
 typedef enum metric_gauge {
     MG_SSE_CLIENTS,        /* open SSE streams */
+    MG_SSE_QUEUED,         /* bytes queued for all SSE streams (shared events counted once) */
     MG_COUNT
 } metric_gauge;
 

@@ -2,6 +2,11 @@
  * sse.c - the SSE event hub: one pattern subscriber fanned out to per-client
  * output queues, keep-alives, and hang-up detection for parked streams.
  *
+ * Each event is formatted once into a message that every stream it goes to
+ * queues by reference (sse_queue.h). The bytes all queues hold are capped
+ * (http.sse_max_queued): past the cap, the stream furthest behind is
+ * dropped, its queue replaced by an end event that says why.
+ *
  * Locking: one mutex guards the client list and every client's queue and
  * flags. Connections are suspended with the lock held (from the reader, so a
  * wake-up can never come before the park) and resumed after it is released
@@ -22,12 +27,13 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "sse_queue.h"
 #include "util.h"
 
 /* A live event held for a task client until its opening is written. */
 typedef struct held {
     struct held *next;
-    char *text;    /* the formatted event */
+    sse_msg *msg;  /* the formatted event (a reference) */
     char sid[48];  /* its stream id, "" if none */
     int64_t ts_ms; /* the payload's ts_ms */
     bool progress; /* a progress update (EV_UPDATED) */
@@ -45,10 +51,10 @@ struct sse_client {
     bool linked;
     bool ready; /* opening written: live events go to out */
     held *held_head, *held_tail;
-    char *out; /* queued output: out[off..len) is unsent */
-    size_t off, len, cap;
+    sse_queue out; /* what it has yet to send */
     bool finished; /* the stream's end event is queued: end once out drains */
-    bool gone;     /* hung up or too slow: abort */
+    bool dropped;  /* fell furthest behind past the cap: only its end is queued */
+    bool gone;     /* hung up: abort */
     bool parked;   /* suspended through io.suspend */
     void *conn;
     double last_data; /* mono_s when output was last queued */
@@ -65,6 +71,12 @@ struct sse_hub {
     bool subscribed; /* atomic */
     sse_io io;
     metrics *met;
+    sse_pool pool;      /* the bytes every client's queue holds */
+    size_t max_queued;  /* http.sse_max_queued */
+    sse_msg *keepalive; /* shared by every stream (the hub holds a reference) */
+    sse_msg *end;       /* a task stream's end event, likewise */
+    long drops;         /* streams dropped since the last warning */
+    double drops_logged; /* mono_s of that warning */
     store *sub; /* the pattern subscriber; subscriber thread only */
     store *aux; /* record reads after a reconnect; subscriber thread only */
     int epfd, evfd;
@@ -148,48 +160,29 @@ static void client_wake(sse_client *cl, wakelist *wl)
     }
 }
 
-/* Queue bytes for cl (lock held). A client that falls too far behind is
- * dropped rather than let the host's memory grow without bound. */
-static void client_push(sse_client *cl, const char *s, size_t n, wakelist *wl)
+/* Queue message m for cl (lock held). */
+static void client_push(sse_client *cl, sse_msg *m, wakelist *wl)
 {
-    if (cl->gone)
+    if (cl->gone || cl->dropped)
         return;
-    if (cl->off > 0 && cl->off == cl->len)
-        cl->off = cl->len = 0;
-    if (cl->len - cl->off + n > SSE_MAX_QUEUED) {
-        log_warn("sse: a client of %s fell %zu bytes behind; dropping it",
-                 cl->task_id[0] ? cl->task_id : "all events", cl->len - cl->off);
-        cl->gone = true;
-        client_wake(cl, wl);
-        return;
-    }
-    if (cl->len + n > cl->cap) {
-        if (cl->off > 0) { /* reclaim the sent part before growing */
-            memmove(cl->out, cl->out + cl->off, cl->len - cl->off);
-            cl->len -= cl->off;
-            cl->off = 0;
-        }
-        if (cl->len + n > cl->cap) {
-            cl->cap = cl->cap * 2 > cl->len + n ? cl->cap * 2 : cl->len + n + 1024;
-            cl->out = xrealloc(cl->out, cl->cap);
-        }
-    }
-    memcpy(cl->out + cl->len, s, n);
-    cl->len += n;
+    sse_queue_push(&cl->hub->pool, &cl->out, m);
     cl->last_data = mono_s();
     client_wake(cl, wl);
 }
 
+/* Queue text of cl's own (lock held). */
 static void push_str(sse_client *cl, const char *s, wakelist *wl)
 {
-    client_push(cl, s, strlen(s), wl);
+    sse_msg *m = sse_msg_new(s, strlen(s));
+    client_push(cl, m, wl);
+    sse_msg_discard(m);
 }
 
 static void held_free(sse_client *cl)
 {
     for (held *e = cl->held_head, *next; e; e = next) {
         next = e->next;
-        free(e->text);
+        sse_msg_unref(&cl->hub->pool, e->msg);
         free(e);
     }
     cl->held_head = cl->held_tail = NULL;
@@ -226,18 +219,74 @@ static char *state_event(const cJSON *rec, bool *terminal)
 /* Queue the end of a task's stream (lock held): nothing follows it. */
 static void push_close(sse_client *cl, wakelist *wl)
 {
-    char text[64];
-    snprintf(text, sizeof text, "event: %s\ndata: {}\n\n", ev_stream_end_name());
-    push_str(cl, text, wl);
+    client_push(cl, cl->hub->end, wl);
     cl->finished = true;
 }
 
 /* Append a formatted event (lock held); after a terminal one, the stream's end. */
-static void push_event(sse_client *cl, const char *text, bool terminal, wakelist *wl)
+static void push_event(sse_client *cl, sse_msg *m, bool terminal, wakelist *wl)
 {
-    push_str(cl, text, wl);
+    client_push(cl, m, wl);
     if (terminal && cl->task_id[0])
         push_close(cl, wl);
+}
+
+/* The same for an event formatted for cl alone (text may be NULL: nothing). */
+static void push_text_event(sse_client *cl, const char *text, bool terminal, wakelist *wl)
+{
+    sse_msg *m = sse_msg_new(text, text ? strlen(text) : 0);
+    if (m)
+        push_event(cl, m, terminal, wl);
+    sse_msg_discard(m);
+}
+
+/*
+ * Keep the bytes queued for all streams under the cap (lock held): while they
+ * are over it, drop the queue of the stream furthest behind (what it is in
+ * the middle of sending aside, so the stream stays well-formed) and queue in
+ * its place an end event whose data says why; it ends once that is sent.
+ */
+static void trim(sse_hub *h, wakelist *wl)
+{
+    while (h->pool.bytes > h->max_queued) {
+        sse_client *worst = NULL;
+        for (sse_client *cl = h->clients; cl; cl = cl->next)
+            if (!cl->gone && !cl->dropped &&
+                cl->out.backlog > (worst ? worst->out.backlog : 0))
+                worst = cl;
+        if (!worst)
+            return;
+        size_t behind = worst->out.backlog;
+        sse_queue_drop(&h->pool, &worst->out, true);
+        char text[384];
+        snprintf(text, sizeof text,
+                 "event: %s\ndata: {\"reason\":\"this stream fell behind: %zu bytes of events "
+                 "unsent while all streams held more than http.sse_max_queued (%zu bytes)\"}\n\n",
+                 ev_stream_end_name(), behind, h->max_queued);
+        push_str(worst, text, wl);
+        worst->finished = worst->dropped = true;
+        client_wake(worst, wl);
+        metrics_inc(h->met, MC_SSE_DROPPED, 1);
+        double now = mono_s();
+        if (++h->drops == 1 || now - h->drops_logged >= 10) {
+            log_warn("sse: events queued for all streams passed http.sse_max_queued (%zu bytes): "
+                     "dropped %ld stream(s) furthest behind, the last one of %s with %zu bytes "
+                     "unsent",
+                     h->max_queued, h->drops, worst->task_id[0] ? worst->task_id : "all events",
+                     behind);
+            h->drops = 0;
+            h->drops_logged = now;
+        }
+    }
+}
+
+/* Publish the bytes queued (call after the lock is released). */
+static void report_queued(sse_hub *h)
+{
+    pthread_mutex_lock(&h->lock);
+    long bytes = (long)h->pool.bytes;
+    pthread_mutex_unlock(&h->lock);
+    metrics_set(h->met, MG_SSE_QUEUED, bytes);
 }
 
 /* ---- clients ---- */
@@ -299,7 +348,7 @@ void sse_client_begin(sse_client *cl, const cJSON *record, const cJSON *replay, 
             char *text = data ? format_event(name, data, sid) : NULL;
             free(data);
             if (text) {
-                push_event(cl, text, ev_name_terminal(name), &wl);
+                push_text_event(cl, text, ev_name_terminal(name), &wl);
                 sent++;
             }
             free(text);
@@ -310,35 +359,38 @@ void sse_client_begin(sse_client *cl, const cJSON *record, const cJSON *replay, 
         for (held *e2 = cl->held_head; e2 && !done; e2 = e2->next) {
             if (e2->sid[0] && sid_cmp(e2->sid, last) <= 0)
                 continue;
-            push_event(cl, e2->text, e2->terminal, &wl);
+            push_event(cl, e2->msg, e2->terminal, &wl);
             sent++;
             done = e2->terminal;
         }
         if (!done && rec_terminal && state) {
-            push_event(cl, state, true, &wl);
+            push_text_event(cl, state, true, &wl);
             sent++;
         }
     } else {
         /* The current state, then held events it does not cover: progress
          * stamped no later than the record's last update is already in it. */
         if (state) {
-            push_event(cl, state, rec_terminal, &wl);
+            push_text_event(cl, state, rec_terminal, &wl);
             sent++;
         }
         int64_t updated = (int64_t)num(record, "updated_ms");
         for (held *e2 = cl->held_head; e2 && !rec_terminal && !done; e2 = e2->next) {
             if (e2->progress && e2->ts_ms <= updated)
                 continue;
-            push_event(cl, e2->text, e2->terminal, &wl);
+            push_event(cl, e2->msg, e2->terminal, &wl);
             sent++;
             done = e2->terminal;
         }
     }
     held_free(cl);
     cl->ready = true;
+    trim(h, &wl);
     pthread_mutex_unlock(&h->lock);
+    report_queued(h);
     free(state);
-    free(wl.v);      /* not attached yet: nothing to resume */
+    wake_run(h, &wl); /* others the trim dropped; this one is not attached yet */
+    free(wl.v);
     wake_watcher(h); /* ready now: its keep-alives are due from now on */
     if (sent)
         metrics_inc(h->met, MC_SSE_EVENTS, sent);
@@ -366,15 +418,8 @@ ssize_t sse_client_read(sse_client *cl, char *buf, size_t max)
     pthread_mutex_lock(&h->lock);
     if (cl->gone) {
         n = SSE_ABORT;
-    } else if (cl->len > cl->off) {
-        size_t k = cl->len - cl->off;
-        if (k > max)
-            k = max;
-        memcpy(buf, cl->out + cl->off, k);
-        cl->off += k;
-        if (cl->off == cl->len)
-            cl->off = cl->len = 0;
-        n = (ssize_t)k;
+    } else if (cl->out.n) {
+        n = (ssize_t)sse_queue_read(&h->pool, &cl->out, buf, max);
     } else if (cl->finished || h->ending) {
         n = SSE_END;
     } else {
@@ -383,6 +428,8 @@ ssize_t sse_client_read(sse_client *cl, char *buf, size_t max)
         n = SSE_PARKED;
     }
     pthread_mutex_unlock(&h->lock);
+    if (n > 0)
+        report_queued(h);
     return n;
 }
 
@@ -403,6 +450,7 @@ static size_t unlink_client(sse_hub *h, sse_client *cl)
     cl->conn = NULL;
     cl->parked = false;
     held_free(cl);
+    sse_queue_free(&h->pool, &cl->out); /* nobody reads it any more */
     return h->nclients;
 }
 
@@ -413,6 +461,7 @@ void sse_client_close(sse_client *cl)
     size_t n = unlink_client(h, cl);
     pthread_mutex_unlock(&h->lock);
     metrics_set(h->met, MG_SSE_CLIENTS, (long)n);
+    report_queued(h);
     sse_client_release(cl);
 }
 
@@ -426,8 +475,7 @@ void sse_client_release(sse_client *cl)
 {
     if (__atomic_sub_fetch(&cl->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
-    held_free(cl);
-    free(cl->out);
+    /* sse_client_close (always called before the last release) freed its queue. */
     free(cl);
 }
 
@@ -454,7 +502,8 @@ static void dispatch(sse_hub *h, const char *name, const cJSON *data, const char
         log_debug("sse: skipped an event that cannot be framed: %.64s", name);
         return;
     }
-    size_t tlen = strlen(text);
+    sse_msg *m = sse_msg_new(text, strlen(text)); /* shared by every client it goes to */
+    free(text);
     bool terminal = ev_name_terminal(name), progress = ev_kind_of(name) == EV_UPDATED;
     int64_t ts = (int64_t)num(data, "ts_ms");
     long sent = 0;
@@ -467,7 +516,8 @@ static void dispatch(sse_hub *h, const char *name, const cJSON *data, const char
             continue;
         if (!cl->ready) {
             held *e = xcalloc(1, sizeof *e);
-            e->text = xstrdup(text);
+            e->msg = m;
+            sse_msg_ref(&h->pool, m);
             strlcpy_(e->sid, sid ? sid : "", sizeof e->sid);
             e->ts_ms = ts;
             e->progress = progress;
@@ -479,13 +529,13 @@ static void dispatch(sse_hub *h, const char *name, const cJSON *data, const char
             cl->held_tail = e;
             continue;
         }
-        client_push(cl, text, tlen, wl);
-        if (terminal && cl->task_id[0])
-            push_close(cl, wl);
+        push_event(cl, m, terminal, wl);
         sent++;
     }
+    sse_msg_discard(m); /* no client took it */
+    trim(h, wl);
     pthread_mutex_unlock(&h->lock);
-    free(text);
+    report_queued(h);
     wake_run(h, wl);
     if (sent)
         metrics_inc(h->met, MC_SSE_EVENTS, sent);
@@ -521,10 +571,11 @@ static void resync(sse_hub *h, wakelist *wl)
         pthread_mutex_lock(&h->lock);
         if (v[i]->linked && !v[i]->finished && !v[i]->gone) {
             if (ev)
-                push_event(v[i], ev, terminal, wl);
+                push_text_event(v[i], ev, terminal, wl);
             else if (rc == -ENOENT) /* expired meanwhile: nothing more will come */
                 push_close(v[i], wl);
         }
+        trim(h, wl);
         pthread_mutex_unlock(&h->lock);
         wake_run(h, wl);
         free(ev);
@@ -606,10 +657,12 @@ static int keepalive_pass(sse_hub *h, wakelist *wl)
         if (!cl->ready || cl->gone || cl->finished)
             continue;
         if (cl->last_data + SSE_KEEPALIVE_S <= now)
-            push_str(cl, KEEPALIVE, wl);
+            client_push(cl, h->keepalive, wl);
         next = fmin(next, cl->last_data + SSE_KEEPALIVE_S);
     }
+    trim(h, wl);
     pthread_mutex_unlock(&h->lock);
+    report_queued(h);
     if (isinf(next))
         return -1;
     return (int)((next - now) * 1000) + 1;
@@ -661,6 +714,13 @@ sse_hub *sse_hub_start(const bgt_config *cfg, const redis_addr *addr,
     pthread_cond_init(&h->cond, NULL);
     h->io = *io;
     h->met = met;
+    h->max_queued = cfg->http_sse_max_queued;
+    h->keepalive = sse_msg_new(KEEPALIVE, strlen(KEEPALIVE));
+    sse_msg_ref(&h->pool, h->keepalive);
+    char end[64];
+    snprintf(end, sizeof end, "event: %s\ndata: {}\n\n", ev_stream_end_name());
+    h->end = sse_msg_new(end, strlen(end));
+    sse_msg_ref(&h->pool, h->end);
     h->evfd = -1;
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (h->epfd < 0) {
@@ -735,6 +795,8 @@ void sse_hub_free(sse_hub *h)
         return;
     store_free(h->sub);
     store_free(h->aux);
+    sse_msg_unref(&h->pool, h->keepalive);
+    sse_msg_unref(&h->pool, h->end);
     if (h->epfd >= 0)
         close(h->epfd);
     if (h->evfd >= 0)

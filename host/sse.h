@@ -33,8 +33,6 @@
 
 /* Seconds between keep-alive comments on an idle stream. */
 #define SSE_KEEPALIVE_S 15.0
-/* A client whose unsent output grows past this is too slow and is dropped. */
-#define SSE_MAX_QUEUED (8u << 20)
 
 typedef struct sse_hub sse_hub;
 typedef struct sse_client sse_client;

@@ -2,7 +2,8 @@
  * test_http_limits.c - what the HTTP interface refuses to let a client, or an
  * operator's mistake, cost: serving a non-loopback address without a token;
  * slow clients holding connections (per-client caps, a deadline for a whole
- * request, eviction at the limit, the connections kept for /healthz).
+ * request, eviction at the limit, the connections kept for /healthz); event
+ * streams that stop reading (a cap on the bytes queued for all of them).
  *
  * Each test starts its own hosts against the program's redis-server. Raw
  * sockets play the clients, bound to addresses of 127.0.0.0/8 so that each
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -168,6 +170,119 @@ static int count_closed(const int *fds, int n)
     for (int i = 0; i < n; i++)
         closed += closed_within(fds[i], 0);
     return closed;
+}
+
+/* The whole response to one request on a connection of its own (read until the server
+ * closes it); malloc'd, or NULL. */
+static char *fetch(int port, const char *path, bool token)
+{
+    int fd = connect_from("127.0.0.1", port);
+    char req[512];
+    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n%s\r\n", path,
+             token ? "Authorization: Bearer " TOKEN "\r\n" : "");
+    size_t n = 0, cap = 65536;
+    char *buf = malloc(cap);
+    double end = th_now() + 30;
+    bool ok = send_text(fd, req);
+    while (ok) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        double left = end - th_now();
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0) {
+            ok = false;
+            break;
+        }
+        if (n + 4096 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* A metric's value in the host's /metrics (a sample without labels); -1 if absent. */
+static double metric(int port, const char *name)
+{
+    char *text = fetch(port, "/metrics", false);
+    double v = -1;
+    char needle[128];
+    snprintf(needle, sizeof needle, "\n%s ", name);
+    const char *at = text ? strstr(text, needle) : NULL;
+    if (at)
+        v = atof(at + strlen(needle));
+    free(text);
+    return v;
+}
+
+/* The resident memory of process pid, in KiB. */
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = atol(line + 6);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* A stream of task id's events over HTTP/1.0 (no chunks: the stream is the body, and ends
+ * when the server closes), with a receive buffer of rcvbuf bytes (0: the default). Returns
+ * the socket, the response head read. */
+static int open_stream(int port, const char *id, int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    if (rcvbuf)
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &a.sin_addr), 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[256];
+    snprintf(req, sizeof req,
+             "GET /events/background-task?taskId=%s HTTP/1.0\r\nAuthorization: Bearer " TOKEN
+             "\r\n\r\n",
+             id);
+    assert_true(send_text(fd, req));
+    assert_int_equal(read_status(fd, 10, NULL, 0), 200);
+    return fd;
+}
+
+/* Read what fd has now (without waiting longer than wait_s) and keep the last keep bytes
+ * of the stream in tail (NUL-terminated); false once the server has closed it. */
+static bool read_tail(int fd, double wait_s, char *tail, size_t keep)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(wait_s * 1000)) <= 0)
+        return true;
+    char buf[262144];
+    ssize_t r = recv(fd, buf, sizeof buf, 0);
+    if (r <= 0)
+        return false;
+    size_t have = strlen(tail), n = (size_t)r;
+    if (n >= keep - 1) {
+        memcpy(tail, buf + n - (keep - 1), keep - 1);
+        tail[keep - 1] = '\0';
+        return true;
+    }
+    if (have + n > keep - 1) {
+        size_t cut = have + n - (keep - 1);
+        memmove(tail, tail + cut, have - cut);
+        have -= cut;
+    }
+    memcpy(tail + have, buf, n);
+    tail[have + n] = '\0';
+    return true;
 }
 
 static void close_all(int *fds, int n)
@@ -386,6 +501,91 @@ static void test_request_timeout(void **state)
     it_pass();
 }
 
+/* ---- streams that stop reading ---- */
+
+#define SLOW_STREAMS 20
+#define SSE_CAP (1 << 20)
+
+/*
+ * Twenty streams of one task stop reading (a 4 KiB receive buffer each) while the task
+ * reports ~10 MB of progress; a twenty-first reads everything. The bytes queued for all
+ * streams stay under http.sse_max_queued (1 MiB) throughout, and so does the host's memory
+ * (each event is queued once, by reference, for all streams); the slow streams are dropped,
+ * each ending with a server_close that says why, and the reading one gets every event to
+ * the task's end.
+ */
+static void test_sse_memory_bounded(void **state)
+{
+    it_need_redis();
+    char *flood = th_plugin_path("flood", true), *plugins = NULL, *extra = NULL;
+    assert_true(asprintf(&plugins, "{ name = \"flood\"; file = \"%s\"; }", flood) > 0);
+    assert_true(asprintf(&extra, "http: { listen = \"127.0.0.1:0\"; token = \"" TOKEN "\"; "
+                                 "sse_max_queued = %d; };",
+                         SSE_CAP) > 0);
+    th_host *h = it_host_start(&(th_host_opts){.plugins = plugins,
+                                               .extra = extra,
+                                               .progress_interval_s = 0.0001,
+                                               .workers = 2});
+    int port = http_port(h);
+    char *dir = th_tmpdir("sse-go"), *go = NULL, *args = NULL;
+    assert_true(asprintf(&go, "%s/go", dir) > 0);
+    assert_true(asprintf(&args, "{\"reports\": 10000, \"bytes\": 1000, \"go\": \"%s\"}", go) > 0);
+    char *id = it_submit("flood.progress", args, NULL);
+
+    int slow[SLOW_STREAMS];
+    for (int i = 0; i < SLOW_STREAMS; i++)
+        slow[i] = open_stream(port, id, 4096);
+    int fast = open_stream(port, id, 0);
+    long base = rss_kib(h->pid), peak = base;
+    FILE *f = fopen(go, "w");
+    assert_non_null(f);
+    fclose(f);
+
+    char tail[512] = "";
+    double end = th_now() + 120, next_sample = 0;
+    bool open = true;
+    while (open && th_now() < end) {
+        open = read_tail(fast, 0.01, tail, sizeof tail);
+        if (th_now() < next_sample)
+            continue;
+        next_sample = th_now() + 0.25;
+        long rss = rss_kib(h->pid);
+        peak = rss > peak ? rss : peak;
+        double queued = metric(port, "bgtask_sse_queued_bytes");
+        if (!(queued >= 0 && queued <= SSE_CAP))
+            fail_msg("bgtask_sse_queued_bytes is %.0f, the cap %d", queued, SSE_CAP);
+    }
+    fprintf(stderr, "host RSS: %ld KiB before the flood, %ld KiB at most during it\n", base, peak);
+    if (peak - base > 32 * 1024)
+        fail_msg("the host grew by %ld KiB while its streams may hold %d bytes", peak - base,
+                 SSE_CAP);
+    assert_false(open); /* the reading stream ended: the task did */
+    if (!strstr(tail, "event: bgtask_done") ||
+        !strstr(tail, "event: server_close\ndata: {}\n\n"))
+        fail_msg("the reading stream ended with:\n%s", tail);
+    it_assert_field(id, "state", "SUCCESS");
+
+    for (int i = 0; i < SLOW_STREAMS; i++) {
+        char last[512] = "";
+        double stop = th_now() + 30;
+        while (read_tail(slow[i], 0.5, last, sizeof last) && th_now() < stop)
+            ;
+        if (!strstr(last, "event: server_close\ndata: {\"reason\":\"this stream fell behind: "))
+            fail_msg("slow stream %d ended with:\n%s", i, last);
+    }
+    assert_true(metric(port, "bgtask_sse_dropped_total") == SLOW_STREAMS);
+    close_all(slow, SLOW_STREAMS);
+    close(fast);
+    free(flood);
+    free(plugins);
+    free(extra);
+    free(dir);
+    free(go);
+    free(args);
+    free(id);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +594,7 @@ int main(void)
         IT_TEST(test_slow_clients_fill_the_server),
         IT_TEST(test_healthz_reserve),
         IT_TEST(test_request_timeout),
+        IT_TEST(test_sse_memory_bounded),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

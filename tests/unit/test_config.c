@@ -163,6 +163,7 @@ static void test_defaults(void **state)
     assert_false(c.http_allow_insecure);
     assert_int_equal(c.http_max_per_client, 256);
     assert_true(c.http_request_timeout_s == 10);
+    assert_int_equal(c.http_sse_max_queued, 67108864);
     config_free(&c);
     assert_true(all_zero(&c, sizeof c));
 }
@@ -447,6 +448,8 @@ static const bad_case bad_cases[] = {
      "1: http.max_connections_per_client must be an integer 1..100000, got 0"},
     {"http: { request_timeout = 0.05; };\n",
      "1: http.request_timeout must be a number 0.1..3600, got 0.05"},
+    {"http: { sse_max_queued = 1000; };\n",
+     "1: http.sse_max_queued must be an integer 65536..2147483647, got 1000"},
 };
 
 /* s with every "@D" replaced by the scratch folder; a heap string. */
