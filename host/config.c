@@ -120,6 +120,9 @@ static const spec specs[] = {
      NULL},
     {"http.request_timeout", K_DOUBLE, 0.1, 3600, OFF(http_request_timeout_s), 0, NULL, NULL},
     {"http.sse_max_queued", K_SIZE, 65536, 2147483647, OFF(http_sse_max_queued), 0, NULL, NULL},
+    {"http.metrics_interval", K_DOUBLE, 0, 3600, OFF(http_metrics_interval_s), 0, NULL, NULL},
+    {"http.metrics_max_handlers", K_INT, 0, 100000, OFF(http_metrics_max_handlers), 0, NULL,
+     NULL},
     {"http.allow_insecure", K_BOOL, 0, 0, OFF(http_allow_insecure), 0, NULL, NULL},
 };
 
@@ -738,6 +741,8 @@ void config_defaults(bgt_config *c)
     c->http_max_per_client = 256;
     c->http_request_timeout_s = 10;
     c->http_sse_max_queued = 67108864;
+    c->http_metrics_interval_s = 5;
+    c->http_metrics_max_handlers = 100;
 }
 
 /* The folder of path, absolute and canonical; NULL with errno set if it cannot be resolved. */

@@ -67,6 +67,10 @@ typedef struct bgt_config {
     double http_request_timeout_s; /* a whole request must arrive within, 0.1..3600, default 10 */
     size_t http_sse_max_queued; /* bytes queued for all SSE streams, 65536..2147483647,
                                    default 67108864 */
+    double http_metrics_interval_s; /* /metrics reads Redis at most this often, 0..3600,
+                                       default 5 */
+    int http_metrics_max_handlers; /* queue gauges of handlers this host does not serve,
+                                      0..100000, default 100 (the rest: handler="other") */
     bool http_allow_insecure; /* serve a non-loopback address without a token, default false */
 } bgt_config;
 

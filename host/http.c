@@ -60,6 +60,14 @@ struct http_server {
     store *stores[HTTP_THREADS];
     bool busy[HTTP_THREADS];
     http_guard *guard; /* what one client may hold of the connections */
+    /* The queue gauges' reading from Redis, shared by the scrapes of one
+     * http.metrics_interval: bounded (metrics_cap_handlers), NULL when Redis
+     * did not answer. Under scrape_lock. */
+    pthread_mutex_t scrape_lock;
+    pthread_cond_t scrape_cond;
+    cJSON *scrape;
+    double scrape_at; /* mono_s of that reading; 0 before the first */
+    bool scraping;    /* a scrape is reading Redis now */
     char address[96];
 };
 
@@ -400,14 +408,24 @@ static enum MHD_Result get_healthz(http_server *s, struct MHD_Connection *c)
     return send_json(c, reason ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, o, NULL);
 }
 
-static enum MHD_Result get_metrics(http_server *s, struct MHD_Connection *c)
+/*
+ * Read what the queue gauges show from Redis, if the last reading is older
+ * than http.metrics_interval and no other scrape is reading it now (that one
+ * refreshes it; this one serves the last reading). The first scrape waits for
+ * the first reading.
+ */
+static void refresh_scrape(http_server *s)
 {
-    size_t n = registry_handlers(s->reg, NULL, 0);
-    const handler **hs = xcalloc(n + 1, sizeof *hs);
-    n = registry_handlers(s->reg, hs, n);
-    for (size_t i = 0; i < n && hs[i]; i++)
-        metrics_declare(s->met, hs[i]->name);
-    free(hs);
+    pthread_mutex_lock(&s->scrape_lock);
+    bool mine = !s->scraping && (s->scrape_at == 0 ||
+                                 mono_s() - s->scrape_at >= s->cfg->http_metrics_interval_s);
+    if (mine)
+        s->scraping = true;
+    while (!mine && s->scrape_at == 0)
+        pthread_cond_wait(&s->scrape_cond, &s->scrape_lock);
+    pthread_mutex_unlock(&s->scrape_lock);
+    if (!mine)
+        return;
     store *st = pool_get(s);
     cJSON *stats = NULL;
     int rc = store_stats(st, &stats);
@@ -416,8 +434,29 @@ static enum MHD_Result get_metrics(http_server *s, struct MHD_Connection *c)
     pool_put(s, st);
     if (rc < 0)
         metrics_inc(s->met, MC_REDIS_ERRORS, 1);
-    char *text = metrics_render_scrape(s->met, rc == 0 ? stats : NULL);
-    cJSON_Delete(stats);
+    else
+        metrics_cap_handlers(s->met, stats, s->cfg->http_metrics_max_handlers);
+    pthread_mutex_lock(&s->scrape_lock);
+    cJSON_Delete(s->scrape);
+    s->scrape = rc == 0 ? stats : NULL;
+    s->scrape_at = mono_s();
+    s->scraping = false;
+    pthread_cond_broadcast(&s->scrape_cond);
+    pthread_mutex_unlock(&s->scrape_lock);
+}
+
+static enum MHD_Result get_metrics(http_server *s, struct MHD_Connection *c)
+{
+    size_t n = registry_handlers(s->reg, NULL, 0);
+    const handler **hs = xcalloc(n + 1, sizeof *hs);
+    n = registry_handlers(s->reg, hs, n);
+    for (size_t i = 0; i < n && hs[i]; i++)
+        metrics_declare(s->met, hs[i]->name);
+    free(hs);
+    refresh_scrape(s);
+    pthread_mutex_lock(&s->scrape_lock);
+    char *text = metrics_render_scrape(s->met, s->scrape);
+    pthread_mutex_unlock(&s->scrape_lock);
     return send_body(c, MHD_HTTP_OK, text, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
 }
 
@@ -1249,6 +1288,8 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
     s->met = met;
     s->reg = reg;
     pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_mutex_init(&s->scrape_lock, NULL);
+    pthread_cond_init(&s->scrape_cond, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
     for (int i = 0; i < HTTP_THREADS; i++) {
         s->stores[i] = store_open(cfg, addr);
@@ -1321,6 +1362,9 @@ void http_stop(http_server *s)
     for (int i = 0; i < HTTP_THREADS; i++)
         store_free(s->stores[i]);
     pthread_mutex_destroy(&s->pool_lock);
+    pthread_mutex_destroy(&s->scrape_lock);
+    pthread_cond_destroy(&s->scrape_cond);
+    cJSON_Delete(s->scrape);
     pthread_cond_destroy(&s->pool_cond);
     free(s);
 }

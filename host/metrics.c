@@ -1,8 +1,10 @@
 /* metrics.c - in-memory counters rendered in the Prometheus text format. */
 #include "metrics.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +139,102 @@ void metrics_ended(metrics *m, const char *handler, const char *status, double d
     h->count++;
     h->sum += duration_s;
     pthread_mutex_unlock(&m->lock);
+}
+
+/* Whether this host has series for handler (lock held). */
+static bool handler_known(const metrics *m, const char *handler)
+{
+    for (const hmetrics *h = m->handlers; h; h = h->next)
+        if (strcmp(h->handler, handler) == 0)
+            return true;
+    return false;
+}
+
+/* One entry of store_stats' "handlers" array, for ranking. */
+typedef struct qentry {
+    cJSON *item;
+    const char *name;
+    double queued;
+} qentry;
+
+/* Deepest queue first; equal depths by name, so the choice is stable. */
+static int cmp_depth(const void *a, const void *b)
+{
+    const qentry *x = a, *y = b;
+    if (x->queued != y->queued)
+        return x->queued < y->queued ? 1 : -1;
+    return strcmp(x->name, y->name);
+}
+
+static double entry_num(const cJSON *o, const char *f)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *entry_name(const cJSON *o)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "handler");
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+void metrics_cap_handlers(metrics *m, cJSON *stats, int max)
+{
+    cJSON *hs = cJSON_GetObjectItemCaseSensitive(stats, "handlers");
+    int n = cJSON_GetArraySize(hs);
+    if (!cJSON_IsArray(hs) || n <= max)
+        return;
+    qentry *others = xcalloc((size_t)n, sizeof *others);
+    size_t nothers = 0;
+    cJSON *own = NULL; /* this host's handler named "other", if it has one */
+    /* Take every entry out; this host's own go straight back. */
+    pthread_mutex_lock(&m->lock);
+    for (int i = 0; i < n; i++) {
+        cJSON *it = cJSON_DetachItemFromArray(hs, 0);
+        const char *name = entry_name(it);
+        if (handler_known(m, name)) {
+            cJSON_AddItemToArray(hs, it);
+            if (strcmp(name, "other") == 0)
+                own = it;
+        } else if (strcmp(name, "other") == 0) {
+            others[nothers++] = (qentry){it, name, INFINITY}; /* never kept on its own */
+        } else {
+            others[nothers++] = (qentry){it, name, entry_num(it, "queued")};
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    qsort(others, nothers, sizeof *others, cmp_depth);
+    /* The "other" handler sorts first (INFINITY): skip it when keeping. */
+    size_t first = nothers && isinf(others[0].queued) ? 1 : 0, kept = 0;
+    double queued = 0, due = 0, oldest = 0;
+    bool summed = false;
+    for (size_t i = 0; i < nothers; i++) {
+        if (i >= first && kept < (size_t)max) {
+            cJSON_AddItemToArray(hs, others[i].item);
+            kept++;
+            continue;
+        }
+        queued += entry_num(others[i].item, "queued");
+        due += entry_num(others[i].item, "due");
+        oldest = fmax(oldest, entry_num(others[i].item, "oldest_due_age_ms"));
+        summed = true;
+        cJSON_Delete(others[i].item);
+    }
+    free(others);
+    if (!summed)
+        return;
+    if (own) {
+        queued += entry_num(own, "queued");
+        due += entry_num(own, "due");
+        oldest = fmax(oldest, entry_num(own, "oldest_due_age_ms"));
+        cJSON_Delete(cJSON_DetachItemViaPointer(hs, own)); /* the sum below replaces it */
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "handler", "other");
+    cJSON_AddNumberToObject(o, "queued", queued);
+    cJSON_AddNumberToObject(o, "due", due);
+    cJSON_AddNumberToObject(o, "oldest_due_age_ms", oldest);
+    cJSON_AddItemToArray(hs, o);
 }
 
 /* A growing text buffer. */

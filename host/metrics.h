@@ -51,6 +51,17 @@ void metrics_started(metrics *m, const char *handler);
  * "released", "lost") after duration_s (running gauge -1). */
 void metrics_ended(metrics *m, const char *handler, const char *status, double duration_s);
 
+/*
+ * Bound the handlers of store_stats' answer (stats: its "handlers" array is
+ * changed in place) to the ones this host serves (declared or run) plus at
+ * most max others, the deepest queues first; the rest are summed into one
+ * entry "other" (queued and due added up, the largest oldest_due_age_ms), so
+ * the series a scrape exports do not grow with the handler names clients
+ * submit to. A handler named "other" that this host does not serve is summed
+ * there too.
+ */
+void metrics_cap_handlers(metrics *m, cJSON *stats, int max);
+
 /* Render everything in the Prometheus text format into a malloc'd string. */
 char *metrics_render(metrics *m);
 /*

@@ -301,6 +301,52 @@ int store_list_hosts(store *st, cJSON **out)
     return 0;
 }
 
+/*
+ * The depth, due count and oldest due age of each queue key of one SCAN
+ * page: three calls per key, run together (pipelined where they go to one
+ * server). A key that answers with an error (not a sorted set) is left out.
+ */
+static int stats_page(store *st, const redisReply *keys, long long now, cJSON *hs)
+{
+    size_t n = keys->elements * 3;
+    if (n == 0)
+        return 0;
+    size_t plen = strlen(st->prefix) + 3;
+    rcall *calls = xcalloc(n, sizeof *calls);
+    redisReply **reps = xcalloc(n, sizeof *reps);
+    int rc = 0;
+    for (size_t k = 0; k < keys->elements && rc == 0; k++) {
+        const char *q = keys->element[k]->str;
+        if ((rc = store__call_fmt(&calls[3 * k], q, "ZCARD %s", q)) == 0 &&
+            (rc = store__call_fmt(&calls[3 * k + 1], q, "ZCOUNT %s -inf %lld", q, now)) == 0)
+            rc = store__call_fmt(&calls[3 * k + 2], q,
+                                 "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", q, now);
+    }
+    if (rc == 0)
+        rc = store__run(st, calls, n, reps);
+    for (size_t k = 0; k < keys->elements && rc == 0; k++) {
+        redisReply **r = reps + 3 * k;
+        if (!r[0] || !r[1] || !r[2] || r[0]->type != REDIS_REPLY_INTEGER ||
+            r[1]->type != REDIS_REPLY_INTEGER || r[2]->type != REDIS_REPLY_ARRAY)
+            continue;
+        double oldest = r[2]->elements == 2 ? (double)now - atof(r[2]->element[1]->str) : 0;
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "handler", keys->element[k]->str + plen);
+        cJSON_AddNumberToObject(h, "queued", (double)r[0]->integer);
+        cJSON_AddNumberToObject(h, "due", (double)r[1]->integer);
+        cJSON_AddNumberToObject(h, "oldest_due_age_ms", oldest > 0 ? oldest : 0);
+        cJSON_AddItemToArray(hs, h);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (reps[i])
+            freeReplyObject(reps[i]);
+        free((char *)calls[i].cmd);
+    }
+    free(calls);
+    free(reps);
+    return rc;
+}
+
 int store_stats(store *st, cJSON **out)
 {
     *out = NULL;
@@ -314,40 +360,13 @@ int store_stats(store *st, cJSON **out)
     cJSON *o = cJSON_CreateObject();
     cJSON *hs = cJSON_AddArrayToObject(o, "handlers");
     char cursor[32] = "0";
-    size_t plen = strlen(st->prefix) + 3;
     do {
         rc = store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
         if (rc < 0)
             goto fail;
         strlcpy_(cursor, r->element[0]->str, sizeof cursor);
-        redisReply *keys = r->element[1];
-        for (size_t k = 0; k < keys->elements; k++) {
-            const char *q = keys->element[k]->str;
-            redisReply *a, *b;
-            if ((rc = store__cmd(st, q, &a, "ZCARD %s", q)) < 0)
-                goto fail;
-            if ((rc = store__cmd(st, q, &b, "ZCOUNT %s -inf %lld", q, now)) < 0) {
-                freeReplyObject(a);
-                goto fail;
-            }
-            redisReply *c;
-            if ((rc = store__cmd(st, q, &c, "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", q,
-                                 now)) < 0) {
-                freeReplyObject(a);
-                freeReplyObject(b);
-                goto fail;
-            }
-            double oldest = c->elements == 2 ? (double)now - atof(c->element[1]->str) : 0;
-            freeReplyObject(c);
-            cJSON *h = cJSON_CreateObject();
-            cJSON_AddStringToObject(h, "handler", q + plen);
-            cJSON_AddNumberToObject(h, "queued", (double)a->integer);
-            cJSON_AddNumberToObject(h, "due", (double)b->integer);
-            cJSON_AddNumberToObject(h, "oldest_due_age_ms", oldest > 0 ? oldest : 0);
-            cJSON_AddItemToArray(hs, h);
-            freeReplyObject(a);
-            freeReplyObject(b);
-        }
+        if ((rc = stats_page(st, r->element[1], now, hs)) < 0)
+            goto fail;
         freeReplyObject(r);
         r = NULL;
     } while (strcmp(cursor, "0") != 0);

@@ -3,7 +3,8 @@
  * operator's mistake, cost: serving a non-loopback address without a token;
  * slow clients holding connections (per-client caps, a deadline for a whole
  * request, eviction at the limit, the connections kept for /healthz); event
- * streams that stop reading (a cap on the bytes queued for all of them).
+ * streams that stop reading (a cap on the bytes queued for all of them);
+ * /metrics scraped with thousands of invented handler names in Redis.
  *
  * Each test starts its own hosts against the program's redis-server. Raw
  * sockets play the clients, bound to addresses of 127.0.0.0/8 so that each
@@ -586,6 +587,75 @@ static void test_sse_memory_bounded(void **state)
     it_pass();
 }
 
+/* ---- /metrics and invented handler names ---- */
+
+/* How many times Redis ran cmd (INFO commandstats). */
+static long redis_calls(const char *cmd)
+{
+    redisReply *rep = it_cmd("INFO commandstats");
+    char needle[64];
+    snprintf(needle, sizeof needle, "cmdstat_%s:calls=", cmd);
+    const char *at = strstr(rep->str, needle);
+    long n = at ? atol(at + strlen(needle)) : 0;
+    freeReplyObject(rep);
+    return n;
+}
+
+/* The samples of a family with a handler label in a /metrics text; *sum gets their total. */
+static int handler_samples(const char *text, const char *family, double *sum)
+{
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "\n%s{handler=\"", family);
+    int n = 0;
+    *sum = 0;
+    for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix)) {
+        n++;
+        *sum += strtod(strchr(p + 1, ' ') + 1, NULL);
+    }
+    return n;
+}
+
+/*
+ * 3000 handler names that clients made up, each with a queue in Redis (what submitting to it
+ * leaves): /metrics names the five handlers this host serves and the 20 deepest others
+ * (http.metrics_max_handlers), sums the rest into handler="other", and reads Redis once per
+ * http.metrics_interval however often it is scraped.
+ */
+static void test_metrics_bounded(void **state)
+{
+    it_need_redis();
+    int port;
+    http_host("metrics_max_handlers = 20; metrics_interval = 60.0;", &port);
+    for (int i = 0; i < 3000; i++)
+        redisAppendCommand(fx.c, "ZADD " IT_PREFIX ":q:invented-%d %d t%d", i, i, i);
+    for (int i = 0; i < 3000; i++) {
+        redisReply *rep;
+        assert_int_equal(redisGetReply(fx.c, (void **)&rep), REDIS_OK);
+        freeReplyObject(rep);
+    }
+    char *text = fetch(port, "/metrics", false);
+    assert_non_null(text);
+    double depth;
+    int n = handler_samples(text, "bgtask_queue_depth", &depth);
+    if (n != 5 + 20 + 1)
+        fail_msg("bgtask_queue_depth has %d handlers, want 26", n);
+    assert_true(depth == 3000);
+    assert_non_null(strstr(text, "\nbgtask_queue_depth{handler=\"other\"} 2980\n"));
+    assert_non_null(strstr(text, "\nbgtask_queue_depth{handler=\"demo.echo\"} 0\n"));
+    assert_true(strlen(text) < 32768);
+
+    long scans = redis_calls("scan");
+    for (int i = 0; i < 20; i++) {
+        char *again = fetch(port, "/metrics", false);
+        assert_non_null(again);
+        assert_int_equal(handler_samples(again, "bgtask_queue_depth", &depth), 26);
+        free(again);
+    }
+    assert_int_equal(redis_calls("scan"), scans);
+    free(text);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +665,7 @@ int main(void)
         IT_TEST(test_healthz_reserve),
         IT_TEST(test_request_timeout),
         IT_TEST(test_sse_memory_bounded),
+        IT_TEST(test_metrics_bounded),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

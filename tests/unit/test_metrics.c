@@ -1,8 +1,9 @@
 /*
  * test_metrics.c - the Prometheus text of metrics.c: counters, the
  * histogram's cumulative buckets, the gauges read from store_stats at scrape
- * time, label escaping, and promtool's verdict on all of it when promtool is
- * installed (the integration test runs it on a live host's output too).
+ * time, label escaping, the bound on the handlers those gauges name, and
+ * promtool's verdict on all of it when promtool is installed (the
+ * integration test runs it on a live host's output too).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -133,11 +134,89 @@ static void test_scrape_gauges(void **state)
     metrics_free(m);
 }
 
+/* The number of distinct handler label values of one family in a text. */
+static int handler_labels(const char *text, const char *family)
+{
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s{handler=\"", family);
+    int n = 0;
+    for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix))
+        n++; /* a family has one sample per handler */
+    return n;
+}
+
+/*
+ * Thousands of handler names that clients invented (each with a queue in Redis): the scrape
+ * names the handlers this host serves and the deepest 10 others; the rest are summed into
+ * handler="other", which a handler that is really named "other" joins.
+ */
+static void test_handler_cap(void **state)
+{
+    metrics *m = metrics_new();
+    metrics_declare(m, "served.a");
+    metrics_declare(m, "served.b");
+    cJSON *stats = cJSON_CreateObject();
+    cJSON *hs = cJSON_AddArrayToObject(stats, "handlers");
+    double total = 0;
+    for (int i = 0; i < 5000; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "invented-%d", i);
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "handler", name);
+        cJSON_AddNumberToObject(h, "queued", i % 100);
+        cJSON_AddNumberToObject(h, "due", i % 2);
+        cJSON_AddNumberToObject(h, "oldest_due_age_ms", i);
+        cJSON_AddItemToArray(hs, h);
+        total += i % 100;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "handler", "other");
+    cJSON_AddNumberToObject(o, "queued", 1000); /* deeper than any, summed all the same */
+    cJSON_AddNumberToObject(o, "due", 0);
+    cJSON_AddItemToArray(hs, o);
+    total += 1000;
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "handler", "served.b");
+    cJSON_AddNumberToObject(b, "queued", 3);
+    cJSON_AddNumberToObject(b, "due", 0);
+    cJSON_AddItemToArray(hs, b);
+
+    metrics_cap_handlers(m, stats, 10);
+    assert_int_equal(cJSON_GetArraySize(hs), 1 + 10 + 1); /* served.a has no queue in Redis */
+    char *t = metrics_render_scrape(m, stats);
+    assert_int_equal(handler_labels(t, "bgtask_queue_depth"), 13);
+    assert_int_equal(handler_labels(t, "bgtask_queue_due"), 13);
+    assert_true(value(t, "bgtask_queue_depth{handler=\"served.a\"}") == 0);
+    assert_true(value(t, "bgtask_queue_depth{handler=\"served.b\"}") == 3);
+    /* The deepest invented ones (99 each) keep their series, the smallest names first. */
+    assert_true(value(t, "bgtask_queue_depth{handler=\"invented-1099\"}") == 99);
+    assert_true(isnan(value(t, "bgtask_queue_depth{handler=\"invented-1\"}")));
+    double shown = 0;
+    for (const char *p = strstr(t, "bgtask_queue_depth{handler=\"invented-"); p;
+         p = strstr(p + 1, "bgtask_queue_depth{handler=\"invented-"))
+        shown += strtod(strchr(p, ' ') + 1, NULL);
+    assert_true(shown == 10 * 99);
+    assert_true(value(t, "bgtask_queue_depth{handler=\"other\"}") == total - shown);
+    assert_true(value(t, "bgtask_queue_oldest_due_age_seconds{handler=\"other\"}") == 4.999);
+    assert_true(strlen(t) < 16384);
+    assert_int_not_equal(promtool(t), 1);
+    free(t);
+
+    /* Under the bound, nothing changes. */
+    cJSON *few = cJSON_Parse("{\"handlers\": [{\"handler\": \"x\", \"queued\": 1, \"due\": 1}]}");
+    metrics_cap_handlers(m, few, 10);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(few, "handlers")), 1);
+    cJSON_Delete(few);
+    cJSON_Delete(stats);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counters_and_histogram),
         cmocka_unit_test(test_scrape_gauges),
+        cmocka_unit_test(test_handler_cap),
     };
     int rc = cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
     th_cleanup();
