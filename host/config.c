@@ -105,6 +105,7 @@ static const spec specs[] = {
     {"plugins.dir", K_STRING, 0, 0, OFF(plugins_dir), F_PATH, NULL, NULL},
     {"plugins.autoload", K_BOOL, 0, 0, OFF(plugins_autoload), 0, NULL, NULL},
     {"plugins.required", K_BOOL, 0, 0, OFF(plugins_required), 0, NULL, NULL},
+    {"plugins.init_timeout", K_DOUBLE, 0, 3600, OFF(plugins_init_timeout_s), 0, NULL, NULL},
     {"plugins.load", K_PLUGINS, 0, 0, 0, 0, NULL, NULL},
 
     {"http.listen", K_STRING, 0, 0, OFF(http_listen), F_EMPTY_NULL, listen_valid,
@@ -735,6 +736,7 @@ void config_defaults(bgt_config *c)
     c->plugins_dir = default_plugins_dir(NULL);
     c->plugins_autoload = false;
     c->plugins_required = true;
+    c->plugins_init_timeout_s = 60;
     c->http_max_body = 1048576;
     c->http_max_connections = 1024;
     c->http_ui_dir = xstrdup(BGT_UI_DIR);

@@ -51,6 +51,8 @@ typedef struct bgt_config {
     char *plugins_dir;        /* absolute (relative paths resolve against the config's folder) */
     bool plugins_autoload;    /* load every .so in plugins_dir too, default false */
     bool plugins_required;    /* a plugin that fails to load stops the host, default true */
+    double plugins_init_timeout_s; /* the longest a plugin's init may run, 0 = no limit,
+                                      0..3600, default 60 */
     plugin_conf *plugins;     /* plugins.load, in order */
     size_t nplugins;
 

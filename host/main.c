@@ -12,6 +12,7 @@
 #include "api.h"
 #include "config.h"
 #include "http.h"
+#include "init_guard.h"
 #include "manager.h"
 #include "metrics.h"
 #include "notify.h"
@@ -29,6 +30,10 @@ static void usage(FILE *f)
             "\n"
             "  -c, --config FILE   the config file (default: built-in defaults)\n"
             "      --check-config  validate the config and the plugins, then exit\n"
+            "      --check-plugin FILE\n"
+            "                      check a plugin file as the loader would (who could write it,\n"
+            "                      its ABI, its init with its section of -c FILE) and list what it\n"
+            "                      registers; exit 0 if it would load, 1 if not\n"
             "      --redis URL     Redis address (overrides $BGTASK_REDIS and the config)\n"
             "      --host-id ID    this host's id (default: config, else hostname:pid)\n"
             "      --http ADDR     serve the HTTP API on ADDR, host:port (overrides http.listen)\n"
@@ -37,8 +42,10 @@ static void usage(FILE *f)
             "      --version       print the version\n"
             "\n"
             "Signals: SIGTERM/SIGINT drain and exit (a second one releases running tasks at\n"
-            "once); SIGHUP loads plugins added to the config since the start.\n"
-            "Exit status: 0 after a clean shutdown, 1 on a config or plugin error.\n");
+            "once; while a plugin's init runs, a second one ends the host); SIGHUP loads\n"
+            "plugins added to the config since the start.\n"
+            "Exit status: 0 after a clean shutdown, 1 on a config or plugin error, 2 on a\n"
+            "usage error.\n");
 }
 
 /* The loaded plugins, in load order. */
@@ -82,12 +89,36 @@ static void unload_all(loaded *l)
     l->tail = NULL;
 }
 
+/* A plugin's init that will not return, or a second stop signal during it: the main
+ * thread is in the plugin's code, so only ending the process ends it. */
+static void give_up(const char *why)
+{
+    log_err("%s", why);
+    notify_stopping();
+    _exit(1);
+}
+
+/* Open path (checked against the plugins folder dir) and run its init under the guard g. */
+static int load_one(const char *path, const char *dir, const cJSON *config, registry *reg,
+                    init_guard *g, struct bgt_plugin **out, char *err, size_t errlen)
+{
+    int rc = plugin_open(path, dir, out, err, errlen);
+    if (rc < 0)
+        return rc;
+    init_guard_enter(g, (*out)->name, path);
+    rc = plugin_init(*out, config, reg, host_api(), err, errlen);
+    init_guard_leave(g);
+    if (rc < 0)
+        *out = NULL;
+    return rc;
+}
+
 /*
  * Load the plugins cfg names that are not loaded yet (and with autoload, every
- * .so of the plugins dir). Returns how many failed to load, or -1 when some
- * did and plugins.required is set.
+ * .so of the plugins dir), each init under the guard g. Returns how many
+ * failed to load, or -1 when some did and plugins.required is set.
  */
-static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
+static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l, init_guard *g)
 {
     char err[512];
     int failed = 0;
@@ -96,8 +127,7 @@ static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
         if (is_loaded(l, pc->file, pc->name))
             continue;
         struct bgt_plugin *p;
-        if (plugin_load(pc->file, cfg->plugins_dir, pc->config, reg, host_api(), &p, err,
-                        sizeof err) < 0) {
+        if (load_one(pc->file, cfg->plugins_dir, pc->config, reg, g, &p, err, sizeof err) < 0) {
             log_err("%s", err);
             failed++;
             continue;
@@ -117,8 +147,7 @@ static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l)
             char *real = realpath(paths[i], NULL);
             if (!is_loaded(l, real ? real : paths[i], NULL)) {
                 struct bgt_plugin *p;
-                if (plugin_load(paths[i], cfg->plugins_dir, NULL, reg, host_api(), &p, err,
-                                sizeof err) < 0) {
+                if (load_one(paths[i], cfg->plugins_dir, NULL, reg, g, &p, err, sizeof err) < 0) {
                     log_err("%s", err);
                     failed++;
                 } else if (is_loaded(l, NULL, p->name)) {
@@ -158,22 +187,35 @@ static void log_redis_addr(const redis_addr *a)
     log_info("redis at %s", redis_addr_describe(a, buf, sizeof buf));
 }
 
-/* SIGHUP: load plugins that were added to the config since the start. */
-static void reload(const char *path, registry *reg, loaded *l, manager *m)
+/* Load cfg's plugins while a guard reads the signals (sigs). Returns load_plugins' answer;
+ * *stops gets how many SIGTERM/SIGINT came meanwhile. */
+static int load_guarded(const bgt_config *cfg, registry *reg, loaded *l, const sigset_t *sigs,
+                        int *stops)
+{
+    init_guard *g = init_guard_start(sigs, cfg->plugins_init_timeout_s, give_up);
+    int rc = load_plugins(cfg, reg, l, g);
+    *stops = init_guard_stop(g);
+    return rc;
+}
+
+/* SIGHUP: load plugins that were added to the config since the start. Returns how many
+ * SIGTERM/SIGINT came while they loaded. */
+static int reload(const char *path, registry *reg, loaded *l, manager *m, const sigset_t *sigs)
 {
     if (!path) {
         log_warn("SIGHUP: no config file to reload");
-        return;
+        return 0;
     }
     bgt_config next;
     char err[512];
     if (config_load(path, &next, err, sizeof err) < 0) {
         log_err("SIGHUP: %s; keeping the running config", err);
-        return;
+        return 0;
     }
     unsigned before = reg->generation;
     next.plugins_required = false; /* a reload never stops a running host */
-    int failed = load_plugins(&next, reg, l);
+    int stops;
+    int failed = load_guarded(&next, reg, l, sigs, &stops);
     config_free(&next);
     if (reg->generation != before) {
         manager_handlers_changed(m);
@@ -183,18 +225,88 @@ static void reload(const char *path, registry *reg, loaded *l, manager *m)
     } else {
         log_notice("SIGHUP: no new plugins (settings other than plugins need a restart)");
     }
+    return stops;
+}
+
+/* How the plugin file of check_plugin is named in cfg: the config section of the
+ * plugins.load entry that loads that same file, or NULL. */
+static const cJSON *config_for(const bgt_config *cfg, const char *file)
+{
+    char *real = realpath(file, NULL);
+    const cJSON *found = NULL;
+    for (size_t i = 0; i < cfg->nplugins && real && !found; i++) {
+        char *r = realpath(cfg->plugins[i].file, NULL);
+        if (r && strcmp(r, real) == 0)
+            found = cfg->plugins[i].config;
+        free(r);
+    }
+    free(real);
+    return found;
+}
+
+/*
+ * bgtaskd --check-plugin FILE: what the loader checks of a plugin built
+ * elsewhere (who could have written it, from cfg's plugins folder or its own;
+ * its ABI and entry), then its init with its section of the config (or {})
+ * under the init guard, listing what it registers. Prints on stdout, refusals
+ * on stderr. Returns the exit status: 0 it would load, 1 it would not.
+ */
+static int check_plugin(const char *file, const bgt_config *cfg, const sigset_t *sigs)
+{
+    registry reg;
+    registry_init(&reg);
+    struct bgt_plugin *p = NULL;
+    char err[1024];
+    int status = 1;
+    if (plugin_open(file, cfg->plugins_dir, &p, err, sizeof err) < 0)
+        goto out;
+    printf("%s: plugin %s %s, built for plugin ABI %u.%u (this host speaks %d.%d)\n", file,
+           p->name, p->version, p->entry->abi_major, p->entry->abi_minor, BGT_ABI_MAJOR,
+           BGT_ABI_MINOR);
+    init_guard *g = init_guard_start(sigs, cfg->plugins_init_timeout_s, give_up);
+    init_guard_enter(g, p->name, file);
+    int rc = plugin_init(p, config_for(cfg, file), &reg, host_api(), err, sizeof err);
+    init_guard_leave(g);
+    init_guard_stop(g);
+    if (rc < 0) {
+        p = NULL; /* plugin_init unloaded it */
+        goto out;
+    }
+    size_t n = registry_handlers(&reg, NULL, 0);
+    const handler **hs = xcalloc(n + 1, sizeof *hs);
+    n = registry_handlers(&reg, hs, n);
+    for (size_t i = 0; i < n; i++)
+        printf("%s: handler %s (%s)\n", file, hs[i]->name,
+               hs[i]->def.kind == BGT_PARALLEL ? "parallel" : "single");
+    free(hs);
+    size_t nhooks = registry_hooks(&reg, NULL, 0);
+    if (nhooks)
+        printf("%s: %zu hook(s)\n", file, nhooks);
+    if (n == 0)
+        printf("%s: registers no handler: a host would load it and claim nothing for it\n",
+               file);
+    printf("%s: ok\n", file);
+    status = 0;
+out:
+    if (status != 0)
+        fprintf(stderr, "bgtaskd: %s\n", err);
+    plugin_unload(p);
+    registry_destroy(&reg);
+    return status;
 }
 
 int main(int argc, char **argv)
 {
     const char *conf_path = NULL, *redis_cli = NULL, *host_cli = NULL, *http_cli = NULL;
+    const char *check_file = NULL;
     bool check = false, verbose = false;
-    enum { OPT_CHECK = 256, OPT_REDIS, OPT_HOST, OPT_VERSION, OPT_HTTP };
+    enum { OPT_CHECK = 256, OPT_REDIS, OPT_HOST, OPT_VERSION, OPT_HTTP, OPT_CHECK_PLUGIN };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, OPT_CHECK},
         {"redis", required_argument, NULL, OPT_REDIS}, {"host-id", required_argument, NULL, OPT_HOST},
         {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION}, {"http", required_argument, NULL, OPT_HTTP},
+        {"check-plugin", required_argument, NULL, OPT_CHECK_PLUGIN},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -205,6 +317,7 @@ int main(int argc, char **argv)
         case OPT_REDIS: redis_cli = optarg; break;
         case OPT_HOST: host_cli = optarg; break;
         case OPT_HTTP: http_cli = optarg; break;
+        case OPT_CHECK_PLUGIN: check_file = optarg; break;
         case 'v': verbose = true; break;
         case 'h': usage(stdout); return 0;
         case OPT_VERSION: printf("bgtaskd %s (plugin ABI %d.%d, protocol %d)\n", BGT_VERSION,
@@ -231,6 +344,22 @@ int main(int argc, char **argv)
     }
     log_set_level(verbose ? BGT_LOG_DEBUG : log_level_parse(cfg.log_level ? cfg.log_level : "info"));
 
+    /* Signals are taken synchronously (by this thread, or while plugins load by the init
+     * guard's); every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (check_file) {
+        int st = check_plugin(check_file, &cfg, &sigs);
+        config_free(&cfg);
+        return st;
+    }
+
     redis_addr addr;
     if (redis_addr_resolve(redis_cli, cfg.redis_url, cfg.path, cfg.redis_password, &addr, err,
                            sizeof err) < 0 ||
@@ -240,15 +369,6 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-
-    /* Signals are taken synchronously by this thread; every thread inherits the mask. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     registry reg;
     registry_init(&reg);
@@ -260,8 +380,14 @@ int main(int argc, char **argv)
     store *submit_st = NULL;
     char *host_id = NULL;
 
-    if (load_plugins(&cfg, &reg, &plugins) < 0)
+    int stops = 0;
+    if (load_guarded(&cfg, &reg, &plugins, &sigs, &stops) < 0)
         goto out;
+    if (stops) {
+        log_notice("stopped before starting: a stop signal came while plugins loaded");
+        status = 0;
+        goto out;
+    }
     size_t nhandlers = registry_handlers(&reg, NULL, 0);
     if (check) {
         printf("%s: ok (%zu plugin(s), %zu handler(s))\n", conf_path ? conf_path : "defaults",
@@ -320,7 +446,6 @@ int main(int argc, char **argv)
 
     notify_ready();
     double wd_every = notify_watchdog_interval(), wd_next = 0;
-    int stops = 0;
     while (!manager_done(m)) {
         if (wd_every > 0 && mono_s() >= wd_next) {
             notify_watchdog();
@@ -328,14 +453,18 @@ int main(int argc, char **argv)
         }
         struct timespec tick = {0, 100 * 1000000L};
         int sig = sigtimedwait(&sigs, NULL, &tick);
-        if (sig == SIGTERM || sig == SIGINT) {
+        /* Stop signals that came while a reload loaded plugins count as received now. */
+        int got = sig == SIGTERM || sig == SIGINT;
+        if (sig == SIGHUP) {
+            notify_reloading();
+            got = reload(conf_path, &reg, &plugins, m, &sigs);
+            if (!got)
+                notify_ready();
+        }
+        for (; got > 0; got--) {
             if (stops == 0)
                 notify_stopping();
             manager_stop(m, stops++ > 0);
-        } else if (sig == SIGHUP) {
-            notify_reloading();
-            reload(conf_path, &reg, &plugins, m);
-            notify_ready();
         }
     }
     status = 0;

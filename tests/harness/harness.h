@@ -60,6 +60,7 @@ typedef struct th_host_opts {
     const char *extra;       /* more top-level libconfig text, verbatim (e.g. an http section) */
     const char *prefix;      /* key prefix; default "bgtask" */
     int max_subtasks;        /* tasks.max_subtasks; default: the host's own (10000) */
+    double plugins_init_timeout_s; /* plugins.init_timeout; default: the host's own (60) */
 } th_host_opts;
 
 /* A bgtaskd process. */

@@ -65,6 +65,8 @@ static bool write_host_conf(const char *path, const char *id, const th_redis *r,
     fputs("};\n", f);
     fputs("plugins: {\n    dir = ", f);
     put_conf_string(f, plugdir);
+    if (o->plugins_init_timeout_s > 0)
+        fprintf(f, ";\n    init_timeout = %f", o->plugins_init_timeout_s);
     fprintf(f, ";\n    load = ( %s );\n};\n", o->plugins ? o->plugins : "{ name = \"demo\"; }");
     if (o->extra)
         fprintf(f, "%s\n", o->extra);

@@ -164,6 +164,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.http_max_per_client, 256);
     assert_true(c.http_request_timeout_s == 10);
     assert_int_equal(c.http_sse_max_queued, 67108864);
+    assert_true(c.plugins_init_timeout_s == 60);
     assert_true(c.http_metrics_interval_s == 5);
     assert_int_equal(c.http_metrics_max_handlers, 100);
     config_free(&c);
@@ -452,6 +453,8 @@ static const bad_case bad_cases[] = {
      "1: http.request_timeout must be a number 0.1..3600, got 0.05"},
     {"http: { sse_max_queued = 1000; };\n",
      "1: http.sse_max_queued must be an integer 65536..2147483647, got 1000"},
+    {"plugins: { init_timeout = 3601; };\n",
+     "1: plugins.init_timeout must be a number 0..3600, got 3601"},
     {"http: { metrics_interval = -1; };\n",
      "1: http.metrics_interval must be a number 0..3600, got -1"},
     {"http: { metrics_max_handlers = 100001; };\n",
