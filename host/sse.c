@@ -77,6 +77,8 @@ struct sse_hub {
     sse_msg *end;       /* a task stream's end event, likewise */
     long drops;         /* streams dropped since the last warning */
     double drops_logged; /* mono_s of that warning */
+    size_t drop_behind; /* the last dropped stream's unsent bytes */
+    char drop_task[BGT_ID_LEN + 1]; /* and its task ("" for an all-tasks stream) */
     store *sub; /* the pattern subscriber; subscriber thread only */
     store *aux; /* record reads after a reconnect; subscriber thread only */
     int epfd, evfd;
@@ -91,6 +93,8 @@ typedef struct wakelist {
 } wakelist;
 
 static const char KEEPALIVE[] = ": keep-alive\n\n";
+/* The shortest time between two warnings about dropped streams. */
+#define SSE_DROP_LOG_S 10.0
 
 /* "ms-seq" into two numbers ("0" is 0-0). */
 static void sid_parse(const char *s, uint64_t *ms, uint64_t *seq)
@@ -240,6 +244,20 @@ static void push_text_event(sse_client *cl, const char *text, bool terminal, wak
     sse_msg_discard(m);
 }
 
+/* Say how many streams were dropped since the last warning (lock held): the first drop at
+ * once, then at most one line per SSE_DROP_LOG_S. */
+static void drops_say(sse_hub *h, double now)
+{
+    if (h->drops == 0 || now - h->drops_logged < SSE_DROP_LOG_S)
+        return;
+    log_warn("sse: events queued for all streams passed http.sse_max_queued (%zu bytes): "
+             "dropped %ld stream(s) furthest behind, the last one of %s with %zu bytes unsent",
+             h->max_queued, h->drops, h->drop_task[0] ? h->drop_task : "all events",
+             h->drop_behind);
+    h->drops = 0;
+    h->drops_logged = now;
+}
+
 /*
  * Keep the bytes queued for all streams under the cap (lock held): while they
  * are over it, drop the queue of the stream furthest behind (what it is in
@@ -267,16 +285,10 @@ static void trim(sse_hub *h, wakelist *wl)
         worst->finished = worst->dropped = true;
         client_wake(worst, wl);
         metrics_inc(h->met, MC_SSE_DROPPED, 1);
-        double now = mono_s();
-        if (++h->drops == 1 || now - h->drops_logged >= 10) {
-            log_warn("sse: events queued for all streams passed http.sse_max_queued (%zu bytes): "
-                     "dropped %ld stream(s) furthest behind, the last one of %s with %zu bytes "
-                     "unsent",
-                     h->max_queued, h->drops, worst->task_id[0] ? worst->task_id : "all events",
-                     behind);
-            h->drops = 0;
-            h->drops_logged = now;
-        }
+        h->drops++;
+        h->drop_behind = behind;
+        strlcpy_(h->drop_task, worst->task_id, sizeof h->drop_task);
+        drops_say(h, mono_s());
     }
 }
 
@@ -661,6 +673,9 @@ static int keepalive_pass(sse_hub *h, wakelist *wl)
         next = fmin(next, cl->last_data + SSE_KEEPALIVE_S);
     }
     trim(h, wl);
+    drops_say(h, now); /* drops not said yet, when no more came to say them */
+    if (h->drops)
+        next = fmin(next, h->drops_logged + SSE_DROP_LOG_S);
     pthread_mutex_unlock(&h->lock);
     report_queued(h);
     if (isinf(next))
