@@ -418,9 +418,8 @@ static int cleanup_one(struct cleanup_batch *b, const char *path)
     }
     if (rfolder == NULL)
         return err == ENOMEM ? -ENOMEM : batch_error(b, "delete", path, strerror(err));
-    size_t rootlen = strlen(b->root);
-    bool inside = at_or_below(rfolder, b->root) &&
-                  (rfolder[rootlen] == '/' || strlen(rfolder) == rootlen);
+    /* The folder at or below the root, and a plain name: the file is strictly inside. */
+    bool inside = at_or_below(rfolder, b->root);
     char *real = NULL;
     if (inside) {
         size_t len = strlen(rfolder) + strlen(slash) + 1;
