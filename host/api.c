@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "manager.h"
+#include "task_api.h"
 #include "plugin.h"
 #include "util.h"
 

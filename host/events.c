@@ -219,8 +219,7 @@ static void put_progress(ev_buf *b, double current, double total)
     ev_json_number(b, total);
 }
 
-size_t ev_progress(ev_buf *b, const ev_head *h, double current, double total,
-                   const char *message)
+size_t ev_progress(ev_buf *b, const ev_head *h, double current, double total, const char *message)
 {
     size_t off = open_event(b, h, message);
     put_progress(b, current, total);
@@ -260,8 +259,8 @@ void ev_progress_sub_close(ev_buf *b)
     close_event(b);
 }
 
-size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message,
-                 const char *result, const char *const *errors, size_t nerrors)
+size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message, const char *result,
+                 const char *const *errors, size_t nerrors)
 {
     size_t off = open_event(b, h, message);
     if (k == EV_PARTIAL_SUCCESS) {
@@ -307,8 +306,8 @@ ev_kind ev_of_record(ev_buf *b, const cJSON *rec, size_t *off)
                  .ts_ms = (int64_t)(ts > 0 ? ts : rec_num(rec, "updated_ms"))};
     const char *message = rec_str(rec, "message");
     if (k == EV_UPDATED) {
-        *off = ev_progress(b, &h, rec_num(rec, "progress_current"),
-                           rec_num(rec, "progress_total"), message);
+        *off = ev_progress(b, &h, rec_num(rec, "progress_current"), rec_num(rec, "progress_total"),
+                           message);
         return EV_UPDATED;
     }
     char *result = NULL;

@@ -74,8 +74,7 @@ typedef struct ev_head {
  */
 
 /* bgtask_updated for a progress report: current_progress, total_progress. */
-size_t ev_progress(ev_buf *b, const ev_head *h, double current, double total,
-                   const char *message);
+size_t ev_progress(ev_buf *b, const ev_head *h, double current, double total, const char *message);
 
 /*
  * The same for a parallel task, with its "subtasks" object: {"total",
@@ -93,8 +92,8 @@ void ev_progress_sub_close(ev_buf *b);
  * message" lines, and result), EV_FAILED, EV_CANCELLED, or EV_UPDATED for an
  * end that leaves the task ONGOING (a retry or a release): the message alone.
  */
-size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message,
-                 const char *result, const char *const *errors, size_t nerrors);
+size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message, const char *result,
+                 const char *const *errors, size_t nerrors);
 
 /*
  * The event that stands for a task record's state, for a reader who missed

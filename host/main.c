@@ -218,7 +218,7 @@ static int reload(const char *path, registry *reg, loaded *l, manager *m, const 
     int failed = load_guarded(&next, reg, l, sigs, &stops);
     config_free(&next);
     if (reg->generation != before) {
-        manager_handlers_changed(m);
+        mgr_handlers_changed(m);
         log_notice("SIGHUP: handlers reloaded%s", failed ? "; some plugins failed (see above)" : "");
     } else if (failed) {
         log_warn("SIGHUP: no new handlers: the plugins that failed to load are named above");
@@ -425,8 +425,8 @@ int main(int argc, char **argv)
     host_api_set_submit_store(submit_st);
 
     met = metrics_new();
-    m = manager_new(&cfg, &addr, &reg, met, host_id);
-    if (manager_start(m) < 0) {
+    m = mgr_new(&cfg, &addr, &reg, met, host_id);
+    if (mgr_start(m) < 0) {
         log_err("cannot start the worker threads");
         goto out;
     }
@@ -437,7 +437,7 @@ int main(int argc, char **argv)
         http = http_start(&cfg, http_at, &addr, met, &reg, err, sizeof err);
         if (!http) {
             log_err("%s", err);
-            manager_stop(m, true);
+            mgr_stop(m, true);
             goto out;
         }
         log_notice("http: serving on http://%s/%s", http_address(http),
@@ -446,7 +446,7 @@ int main(int argc, char **argv)
 
     notify_ready();
     double wd_every = notify_watchdog_interval(), wd_next = 0;
-    while (!manager_done(m)) {
+    while (!mgr_done(m)) {
         if (wd_every > 0 && mono_s() >= wd_next) {
             notify_watchdog();
             wd_next = mono_s() + wd_every;
@@ -464,14 +464,14 @@ int main(int argc, char **argv)
         for (; got > 0; got--) {
             if (stops == 0)
                 notify_stopping();
-            manager_stop(m, stops++ > 0);
+            mgr_stop(m, stops++ > 0);
         }
     }
     status = 0;
     log_notice("stopped");
 out:
     http_stop(http);
-    if (manager_free(m)) {
+    if (mgr_free(m)) {
         /* Handlers that ignored the stop request still run plugin code; their attempts
          * were released. Unloading the plugins under them would crash the exit. */
         log_warn("exiting with handler(s) still running; their attempts were released");

@@ -1,11 +1,37 @@
 /*
- * manager_int.h - what the parts of the manager share: the attempt and
- * manager structs and the mgr__ functions (internal, shared between
- * manager.c, writer.c, parallel.c and task_api.c; nothing else includes it).
+ * manager_int.h - what the files of the manager share (nothing else includes
+ * it): the attempt (struct bgt_task) and the manager, and the mgr__
+ * functions. manager.c: lifecycle and the manager thread. dispatcher.c:
+ * claims and cancel requests. worker.c: the jobs workers run. writer.c: the
+ * writes. task_api.c: what plugins call on an attempt. attempt.c: the
+ * attempts, the queues and the lock all of them share. parallel.c (no manager
+ * types): a parallel task's bookkeeping.
  *
- * One mutex (m->lock) guards the run queue, the list of owned attempts, the
- * write queue, each attempt's progress and flags, and parallel bookkeeping.
- * Handlers, hooks and merge functions run without it.
+ * Who does what. The manager alone decides what runs where: the dispatcher
+ * turns claims into jobs on the run queue; the manager thread (by the host's
+ * own clock) stops attempts whose lease, timeout or shutdown grace ran out,
+ * starts retries that fell due, queues the conclusion of a parallel task that
+ * has nothing left to run, releases what is left at shutdown, and frees
+ * attempts. Workers run jobs, and only they run plugin code. The writer only
+ * writes: it takes what is queued for it, writes it in batches, and reports
+ * back through flags (lost, stop) and through the done queue, on which it
+ * hands every attempt back once it holds no pointer to it.
+ *
+ * The lock. One mutex, m->lock, guards every field marked (L) below: the
+ * queues, the owned list and the counts, each attempt's progress and flags,
+ * and each parallel task's par. Its rules:
+ *   1. No plugin code (run, split, merge, hook callbacks, udata_free) and no
+ *      Redis call is ever made with m->lock held; worker.c checks the first
+ *      with mgr__assert_unlocked before every call into a plugin.
+ *   2. Under m->lock the only other locks taken are leaves that call nothing
+ *      back: the registry's (refresh_handlers reads the handlers), the
+ *      metrics' and the log's.
+ *   3. Read without it: t->stop (atomic), t->lease_until (atomic loads and
+ *      stores), par_halted(t->par); what the job running an attempt owns (the
+ *      fields marked (J)) is touched by that job's worker only.
+ *   4. An attempt queued for the writer belongs to it until the writer puts it
+ *      on the done queue; only the manager thread frees an attempt that was
+ *      owned (a subtask run that had nothing to write is freed by its worker).
  */
 #ifndef BGT_MANAGER_INT_H
 #define BGT_MANAGER_INT_H
@@ -13,9 +39,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "config.h"
 #include "events.h"
 #include "hooks.h"
-#include "manager.h"
+#include "metrics.h"
+#include "parallel.h"
+#include "registry.h"
+#include "store.h"
+
+typedef struct manager manager; /* as in manager.h, which only manager.c needs */
 
 /* Why an attempt was asked to stop. */
 enum { STOP_NONE = 0, STOP_CANCEL, STOP_LOST, STOP_TIMEOUT, STOP_SHUTDOWN };
@@ -29,100 +61,75 @@ enum { STOP_NONE = 0, STOP_CANCEL, STOP_LOST, STOP_TIMEOUT, STOP_SHUTDOWN };
 /* Longest the dispatcher blocks on the wake lists before looking again. */
 #define MAX_BLOCK_S 5.0
 
-/* One subtask of a parallel task, as the host tracks it. */
-typedef enum sub_state {
-    SUB_PENDING,   /* not run yet in this attempt (or to run again) */
-    SUB_RUNNING,   /* queued or running */
-    SUB_WAITING,   /* asked to retry: runs again at retry_at */
-    SUB_SUCCESS,
-    SUB_FAILURE,
-    SUB_CANCELLED,
-} sub_state;
-
-typedef struct par_sub {
-    sub_state state;
-    uint32_t attempt;  /* runs so far, over all attempts of the task */
-    char *args;        /* JSON text */
-    char *result;      /* JSON text or NULL */
-    char *message;     /* the failure, or NULL */
-    double frac;       /* its own progress while running, 0..1 */
-    double retry_at;   /* SUB_WAITING: mono time */
-} par_sub;
-
-/* The parallel side of a task. Guarded by m->lock. */
-typedef struct par {
-    int n;
-    par_sub *subs;
-    int next;          /* no SUB_PENDING below this index */
-    int inflight;      /* SUB_RUNNING */
-    int waiting;       /* SUB_WAITING */
-    int limit;         /* parallelism */
-    bool fail_fast;
-    bool halt;         /* start no more subtasks */
-    int failed_first;  /* fail_fast: the subtask that stopped it, or -1 */
-    int nsuccess, nfailure, ncancelled;
-    double frac_sum;   /* sum of running subtasks' own progress */
-    bool concluded;
-} par;
+/* What a worker does with an attempt it takes from the run queue. */
+typedef enum mgr_job {
+    JOB_RUN,      /* run a single attempt, or set a parallel task up (split, load, start) */
+    JOB_SUBTASK,  /* run one subtask of a parallel task */
+    JOB_CONCLUDE, /* conclude a parallel task: merge, after-hooks, its ending */
+    JOB_FAIL,     /* a claim that fails at once (why in t->bad): hooks, then its ending */
+} mgr_job;
 
 struct bgt_task {
+    /* Set when the attempt is made, then read-only. */
     manager *m;
-    const handler *h;
+    const handler *h; /* NULL when this host has no such handler (JOB_FAIL) */
     char id[BGT_ID_LEN + 1];
     char handler[BGT_NAME_MAX + 1];
-    uint32_t attempt;      /* the claim's (for a subtask: its own run count) */
+    uint32_t attempt; /* the claim's (for a subtask: its own run count) */
     uint32_t released;
     int max_attempts;
-    int subtask;           /* index, or -1 */
+    int subtask;             /* index, or -1 */
     struct bgt_task *parent; /* a subtask: its task */
-    char *args_text;
-    cJSON *args;
-    double last_current, last_total; /* persisted by earlier attempts */
     bgt_hook_info info;
-
-    /* Parallel tasks: what the claim said, then the subtasks. */
+    double last_current, last_total; /* persisted by earlier attempts */
+    double deadline;                 /* mono time of its timeout, 0 = none */
+    /* Parallel tasks: what the claim said. */
     int claimed_subtasks;
     int claimed_parallelism;
     int claimed_fail_fast;
-    par *par;
-    /* A split in progress (only the split function's thread touches it). */
-    bool in_split;
+
+    /* (J) The job's own: only the worker running the attempt's current job. */
+    mgr_job job;
+    char *bad; /* JOB_FAIL: why it fails */
+    char *args_text;
+    cJSON *args;
+    char *result; /* JSON text */
+    char *error;
+    double started;
+    bool in_split; /* a split function runs: bgt_add_subtask is allowed */
     char **split_items;
     int nsplit, split_cap;
 
-    /* Guarded by m->lock. */
+    /* (L) Under m->lock. */
+    par *par; /* a parallel task once set up */
     double p_current, p_total;
     char *p_message;
-    bool p_dirty;          /* a progress report not written yet */
-    double p_written_at;   /* mono time of the last progress write */
-    bool executing;        /* its handler is running */
-    bool lost;             /* lease lost: its outcome is discarded */
-    bool finishing;        /* outcome queued for the writer */
-    bool drop;             /* queued for the writer only to be freed (lost: nothing to write) */
-    bool released_stuck;   /* released while its handler still ran (shutdown) */
-    double lease_until;    /* mono time until which the lease surely holds; written under
-                              m->lock with __atomic_store, read by bgt_cancelled() without */
-    double deadline;       /* mono time of its timeout, 0 = none */
+    bool p_dirty;        /* a progress report not written yet */
+    double p_written_at; /* mono time of the last progress write */
+    bool executing;      /* a job of it runs on a worker */
+    bool lost;           /* lease lost: its outcome is discarded */
+    bool finishing;      /* queued for the writer: its outcome is decided */
+    bool drop;           /* queued for the writer only to be handed back (nothing to write) */
+    bool released_stuck; /* released while its handler still ran (shutdown) */
     struct bgt_task *prev, *next; /* m->owned */
-    struct bgt_task *qnext;       /* m->runq or m->writeq */
+    struct bgt_task *qnext;       /* the run queue, the write queue or the done queue */
 
-    _Atomic int stop;      /* STOP_*: read by bgt_cancelled() */
-
-    /* The worker's own while the handler runs. */
-    char *result;          /* JSON text */
-    char *error;
-    double started;
-
-    /* The outcome, set by the worker, read by the writer. */
+    /* The outcome: set by whoever concludes the attempt before it is queued for the
+     * writer (mgr__conclude, mgr__set_release), read by the writer after. */
     fin_op op;
-    end_kind end;          /* how the attempt ended */
-    int ev;                /* the event it publishes (ev_kind), or -1 for none */
-    int64_t ended_ms;      /* when it ended (the event's ts_ms) */
+    end_kind end;     /* how the attempt ended */
+    int ev;           /* the event it publishes (ev_kind), or -1 for none */
+    int64_t ended_ms; /* when it ended (the event's ts_ms) */
     char *end_message;
-    int64_t backoff_ms;    /* END_RETRY */
-    char **errors;         /* EV_PARTIAL_SUCCESS: "subtask i: message" per failed subtask */
+    int64_t backoff_ms; /* END_RETRY */
+    char **errors;      /* EV_PARTIAL_SUCCESS: "subtask i: message" per failed subtask */
     size_t nerrors;
     const char *sub_state_name; /* FIN_SUBTASK */
+
+    /* Lock-free. */
+    _Atomic int stop;   /* STOP_*: read by bgt_cancelled() */
+    double lease_until; /* mono time until which the lease surely holds: __atomic_store
+                                under m->lock, __atomic_load anywhere */
 };
 
 struct manager {
@@ -136,81 +143,97 @@ struct manager {
     int64_t started_ms;
 
     pthread_mutex_t lock;
-    pthread_cond_t work_cond;   /* workers: runq not empty or stopping */
-    pthread_cond_t slot_cond;   /* dispatcher: a slot freed, handlers changed, or stopping */
-    pthread_cond_t write_cond;  /* writer: something to write */
+    pthread_cond_t work_cond;  /* workers: a job queued, or exit */
+    pthread_cond_t slot_cond;  /* dispatcher: a slot freed, handlers changed, or stopping */
+    pthread_cond_t write_cond; /* writer: something to write, or drained */
+    pthread_cond_t mgr_cond;   /* manager thread: something handed back, or stopping */
 
-    bgt_task *owned;            /* every attempt this host holds */
+    /* (L) */
+    bgt_task *owned; /* every attempt this host holds */
     int nowned;
     bgt_task *runq_head, *runq_tail;
-    int nqueued;                /* in runq */
-    int nexecuting;
+    int nqueued;    /* in runq */
+    int nexecuting; /* jobs running on workers */
     bgt_task *writeq_head, *writeq_tail;
+    bgt_task *doneq_head, *doneq_tail; /* handed back by the writer, for the manager to free */
 
-    /* Handlers served; rebuilt when the registry changes. */
+    /* (L) Handlers served; rebuilt when the registry changes. */
     claim_handler *hs;
     size_t nhs;
     unsigned reg_generation;
-    char *handler_list;         /* comma-separated, for P:host:<id> */
+    char *handler_list; /* comma-separated, for P:host:<id> */
     bool handlers_changed;
 
-    bool stopping;              /* no more claims */
-    bool force_stop;            /* grace over: tell handlers to stop */
+    /* (L) */
+    bool stopping;   /* no more claims */
+    bool force_stop; /* grace over: handlers were told to stop */
     double grace_deadline;
-    double entry_until;         /* mono time until which this host's entry in P:hosts surely
+    double entry_until; /* mono time until which this host's entry in P:hosts surely
                                    lives (last heartbeat sent + its ttl); 0 before the first */
-    bool done;                  /* drained, left P:hosts */
+    bool drained;       /* stopping, and nothing is left to run or write */
+    bool done;          /* drained, left P:hosts */
     bool threads_exit;
 
-    store *st_claim, *st_write, *st_ctl;
-    pthread_t dispatcher, writer, control;
+    store *st_claim, *st_write, *st_ctl; /* the dispatcher's, the writer's, control's */
+    pthread_t dispatcher, writer, supervisor, control;
     pthread_t *workers;
     int nworkers;
     bool started;
 };
 
-/* manager.c */
+/* ---- attempt.c ---- */
+
+/* Free an attempt and everything it owns (its par too). */
 void mgr__task_free(bgt_task *t);
-/* Link t into / out of m->owned. Lock held. */
+/* Link t into / out of m->owned. (L) */
 void mgr__own(manager *m, bgt_task *t);
 void mgr__disown(manager *m, bgt_task *t);
-/* Queue t's outcome for the writer. Lock held. */
+/* Queue t for a worker to run job. (L) */
+void mgr__runq_push(manager *m, bgt_task *t, mgr_job job);
+/* Queue t's outcome for the writer. (L) */
 void mgr__writeq_push(manager *m, bgt_task *t);
-/* Queue t to run on a worker. Lock held. */
-void mgr__runq_push(manager *m, bgt_task *t);
+/* The writer is done with t: hand it back for the manager thread to free. (L) */
+void mgr__hand_back(manager *m, bgt_task *t);
+/* What parallel.c needs to know about t's situation. (L) */
+par_ctx mgr__par_ctx(const manager *m, const bgt_task *t, double now);
 /*
- * Run the after-hooks for t's end, decide its event and queue its write (frees t for
- * END_LOST). errors (a partial success's lines, or NULL) pass to t. Lock not held.
+ * Start what of parallel task t may run now (subtask jobs on the run queue), and queue
+ * its conclusion once nothing of it runs or will run. (L)
  */
-void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status,
-                   const char *message, int64_t backoff_ms, char **errors, size_t nerrors);
-/* Make t a release at shutdown that writes message and its bgtask_updated. Lock held. */
+void mgr__par_schedule(manager *m, bgt_task *t, double now);
+/* Make t a release at shutdown: it writes message (taken) and a bgtask_updated. (L) */
 void mgr__set_release(bgt_task *t, char *message);
-/* Conclude a single attempt from its handler's status and the stop reason. Lock not held. */
-void mgr__conclude_status(manager *m, bgt_task *t, bgt_status status, int stop);
 /* Backoff before retry number n (1-based), with jitter. */
 int64_t mgr__backoff_ms(const bgt_config *cfg, uint32_t n);
-/* Mark t's handler as no longer running; returns t->lost || t->released_stuck. */
-bool mgr__end_executing(manager *m, bgt_task *t);
+/* Name the calling thread ("bgt-worker-3"): how the thread check of the tests sees it. */
+void mgr__name_thread(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Take and give back m->lock; the calling thread's count of them is what
+ * mgr__assert_unlocked checks. */
+void mgr__lock(manager *m);
+void mgr__unlock(manager *m);
+/* Wait on cond with m->lock (taken with mgr__lock), at most timeout_s (< 0: no limit). */
+void mgr__wait(manager *m, pthread_cond_t *cond, double timeout_s);
+/* Abort if the calling thread holds m->lock: plugin code must never run under it. */
+void mgr__assert_unlocked(void);
 
-/* writer.c */
-void *mgr__writer_main(void *arg);
+/* ---- the threads ---- */
 
-/* parallel.c */
-/* Run the setup of a parallel task on a worker: split (once), load its
- * subtasks, queue the first of them. */
-void mgr__parallel_run(manager *m, bgt_task *t, store **wst);
-/* Run one subtask on a worker. */
-void mgr__subtask_run(manager *m, bgt_task *st);
-/* Writer tick: schedule due retries; true if t should be concluded now. Lock held. */
-bool mgr__parallel_tick(manager *m, bgt_task *t, double now);
-/* Conclude a parallel task once all its subtasks are done. Lock not held. */
-void mgr__parallel_conclude(manager *m, bgt_task *t);
-/* Drop a subtask that never started (shutdown). Lock held. */
-void mgr__subtask_drop(manager *m, bgt_task *st);
-/* Append the bgtask_updated payload of a parallel task's progress to b. Lock held. */
-size_t mgr__parallel_progress_event(const bgt_task *t, ev_buf *b, const ev_head *h,
-                                    const char *message);
-void mgr__par_free(par *p);
+void *mgr__dispatcher_main(void *arg); /* dispatcher.c */
+void *mgr__control_main(void *arg);    /* dispatcher.c */
+void *mgr__worker_main(void *arg);     /* worker.c */
+void *mgr__writer_main(void *arg);     /* writer.c */
+
+/* dispatcher.c: rebuild the list of handlers served. (L) */
+void mgr__refresh_handlers(manager *m);
+
+/* ---- worker.c ---- */
+
+/*
+ * Run the after-hooks for t's end, decide what it publishes and queue it for
+ * the writer (for END_LOST: only to be handed back). errors (a partial
+ * success's lines, or NULL) pass to t. On a worker, without the lock.
+ */
+void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status, const char *message,
+                   int64_t backoff_ms, char **errors, size_t nerrors);
 
 #endif

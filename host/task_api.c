@@ -1,8 +1,11 @@
 /*
- * task_api.c - the task side of the host table (struct bgt_api): what a
- * handler calls on the bgt_task it was given. A subtask's progress counts
- * towards its task's; its cancellation follows its task's.
+ * task_api.c - the task side of the host table (task_api.h): what a handler
+ * calls on the bgt_task it was given, on the worker that runs it. A
+ * subtask's progress counts towards its task's; its cancellation follows its
+ * task's.
  */
+#include "task_api.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,22 +19,14 @@ const char *task_api_handler(const bgt_task *t) { return t->handler; }
 uint32_t task_api_attempt(const bgt_task *t) { return t->attempt; }
 int task_api_subtask(const bgt_task *t) { return t->subtask; }
 
-/* A subtask's progress: its share of its task's (lock held). */
+/* A subtask's progress: its share of its task's. (L) */
 static void subtask_progress(bgt_task *st, double current, double total)
 {
     bgt_task *pt = st->parent;
-    par *p = pt->par;
-    par_sub *s = &p->subs[st->subtask];
-    double frac = total > 0 ? fmin(fmax(current / total, 0.0), 1.0) : 0.0;
-    if (s->state == SUB_RUNNING) {
-        p->frac_sum += frac - s->frac;
-        s->frac = frac;
-    }
-    int done = p->nsuccess + p->nfailure + p->ncancelled;
+    par_sub_progress(pt->par, st->subtask, current, total);
     if (pt->p_dirty)
         metrics_inc(pt->m->met, MC_PROGRESS_COALESCED, 1);
-    pt->p_current = done + p->frac_sum;
-    pt->p_total = p->n;
+    par_progress(pt->par, &pt->p_current, &pt->p_total);
     if (!pt->p_dirty && mono_s() - pt->p_written_at >= pt->m->cfg->progress_interval_s)
         pthread_cond_signal(&pt->m->write_cond);
     pt->p_dirty = true;
@@ -43,14 +38,15 @@ void task_api_progress(bgt_task *t, double current, double total, const char *me
     if (!isfinite(current) || !isfinite(total))
         return;
     if (t->parent) {
-        pthread_mutex_lock(&m->lock);
+        mgr__lock(m);
         subtask_progress(t, current, total);
-        pthread_mutex_unlock(&m->lock);
+        mgr__unlock(m);
+        mgr__assert_unlocked();
         hooks_progress(&m->hk, &t->info, current, total, message);
         return;
     }
     char *copy = message ? strndup(message, 1024) : NULL;
-    pthread_mutex_lock(&m->lock);
+    mgr__lock(m);
     if (t->p_dirty)
         metrics_inc(m->met, MC_PROGRESS_COALESCED, 1);
     t->p_current = current;
@@ -61,7 +57,8 @@ void task_api_progress(bgt_task *t, double current, double total, const char *me
     t->p_dirty = true;
     if (first && mono_s() - t->p_written_at >= m->cfg->progress_interval_s)
         pthread_cond_signal(&m->write_cond);
-    pthread_mutex_unlock(&m->lock);
+    mgr__unlock(m);
+    mgr__assert_unlocked();
     hooks_progress(&m->hk, &t->info, current, total, message);
 }
 
@@ -94,7 +91,7 @@ bool task_api_cancelled(const bgt_task *t)
     bgt_task *pt = self->parent;
     if (atomic_load_explicit(&pt->stop, memory_order_relaxed) != STOP_NONE)
         return true;
-    return __atomic_load_n(&pt->par->halt, __ATOMIC_RELAXED);
+    return par_halted(pt->par);
 }
 
 int task_api_set_result(bgt_task *t, const cJSON *result)
@@ -105,8 +102,8 @@ int task_api_set_result(bgt_task *t, const cJSON *result)
     if (!s)
         return -ENOMEM;
     if (strlen(s) > t->m->cfg->max_result_bytes) {
-        log_msg(BGT_LOG_WARNING, t->id, "result of %zu bytes is over the limit of %zu",
-                strlen(s), t->m->cfg->max_result_bytes);
+        log_msg(BGT_LOG_WARNING, t->id, "result of %zu bytes is over the limit of %zu", strlen(s),
+                t->m->cfg->max_result_bytes);
         free(s);
         return -E2BIG;
     }

@@ -1,9 +1,11 @@
 /*
  * writer.c - the manager's writer thread: every Redis write a host makes for
  * its attempts goes through here, batched: outcomes (in the order they were
- * queued, each with its last progress), throttled progress, one heartbeat per
- * interval for all attempts, and the checks made by the host's own clock
- * (lease ran out, timeouts, the end of the shutdown grace).
+ * queued, each with its last progress), throttled progress, and one heartbeat
+ * per interval for every attempt held. It decides nothing: what it learns
+ * (a lease lost, a cancel request) it reports through the attempts' flags,
+ * and every attempt queued for it goes back to the manager on the done queue
+ * once written (manager_int.h).
  */
 #include <math.h>
 #include <stdio.h>
@@ -82,7 +84,21 @@ static void wbatch_free(wbatch *b)
     ev_buf_free(&b->text);
 }
 
-/* Add t's pending progress (if any) to the last write of the batch. Lock held. */
+/* The progress event of a parallel task: with its subtasks, counted and running. (L) */
+static size_t parallel_progress(ev_buf *text, const bgt_task *t, const ev_head *h,
+                                const char *message)
+{
+    const par *p = t->par;
+    size_t off = ev_progress_sub_open(text, h, t->p_current, t->p_total, message, p->n, p->nsuccess,
+                                      p->nfailure);
+    for (int i = 0; i < p->n; i++)
+        if (p->subs[i].state == PAR_RUNNING)
+            ev_progress_sub_running(text, i, p->subs[i].frac);
+    ev_progress_sub_close(text);
+    return off;
+}
+
+/* Add t's pending progress (if any) to the last write of the batch. (L) */
 static void take_progress(wbatch *b, bgt_task *t)
 {
     if (!t->p_dirty)
@@ -95,7 +111,7 @@ static void take_progress(wbatch *b, bgt_task *t)
     f->total = t->p_total;
     o[OFF_PMSG] = ev_buf_add(&b->text, message);
     ev_head h = {t->id, t->handler, t->info.attempt, now_ms()};
-    o[OFF_PEVENT] = t->par ? mgr__parallel_progress_event(t, &b->text, &h, message)
+    o[OFF_PEVENT] = t->par ? parallel_progress(&b->text, t, &h, message)
                            : ev_progress(&b->text, &h, t->p_current, t->p_total, message);
     t->p_dirty = false;
     t->p_written_at = mono_s();
@@ -110,16 +126,11 @@ static void collect_writes(manager *m, wbatch *b, double now)
 {
     while (m->writeq_head && b->n < WRITE_BATCH_MAX) {
         bgt_task *t = m->writeq_head;
-        /* A dropped attempt is freed here, but not while writes of its subtasks that
-         * point at it are in this batch: then it waits for the next round. */
-        if (t->drop && t->par && b->n > 0)
-            break;
         m->writeq_head = t->qnext;
         if (!m->writeq_head)
             m->writeq_tail = NULL;
         if (t->drop) {
-            mgr__disown(m, t);
-            mgr__task_free(t);
+            mgr__hand_back(m, t); /* nothing to write */
             continue;
         }
         fin_item *f = wbatch_add(b, t);
@@ -164,11 +175,11 @@ static void collect_writes(manager *m, wbatch *b, double now)
     wbatch_seal(b);
 }
 
-/* Handle the answers to a batch of writes; frees finished attempts. */
+/* Handle the answers to a batch of writes; hand back what was queued. */
 static void writes_done(manager *m, wbatch *b)
 {
     long progress = 0, fenced = 0;
-    pthread_mutex_lock(&m->lock);
+    mgr__lock(m);
     for (size_t i = 0; i < b->n; i++) {
         fin_item *f = &b->items[i];
         bgt_task *t = b->tasks[i];
@@ -194,22 +205,16 @@ static void writes_done(manager *m, wbatch *b)
             log_msg(BGT_LOG_NOTICE, t->id, "attempt %u asked to retry; gave up at max attempts",
                     t->attempt);
         } else if (f->op == FIN_SUBTASK) {
-            log_msg(BGT_LOG_DEBUG, t->id, "subtask %d: %s", t->subtask,
-                    t->sub_state_name);
+            log_msg(BGT_LOG_DEBUG, t->id, "subtask %d: %s", t->subtask, t->sub_state_name);
         } else if (f->op != FIN_PROGRESS) {
-            log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt,
-                    hooks_end_status(t->end));
+            log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt, hooks_end_status(t->end));
         }
-        if (f->op == FIN_SUBTASK) {
-            mgr__task_free(t);
-            b->tasks[i] = NULL;
-        } else if (f->op != FIN_PROGRESS && !t->released_stuck) {
-            mgr__disown(m, t);
-            mgr__task_free(t);
+        if (f->op != FIN_PROGRESS) { /* it came from the write queue */
+            mgr__hand_back(m, t);
             b->tasks[i] = NULL;
         }
     }
-    pthread_mutex_unlock(&m->lock);
+    mgr__unlock(m);
     if (progress)
         metrics_inc(m->met, MC_PROGRESS_WRITES, progress);
     if (fenced)
@@ -219,7 +224,7 @@ static void writes_done(manager *m, wbatch *b)
 /* Put a batch that could not be written back at the head of the queues. */
 static void writes_requeue(manager *m, wbatch *b)
 {
-    pthread_mutex_lock(&m->lock);
+    mgr__lock(m);
     for (size_t i = b->n; i-- > 0;) {
         bgt_task *t = b->tasks[i];
         fin_item *f = &b->items[i];
@@ -234,22 +239,29 @@ static void writes_requeue(manager *m, wbatch *b)
                 m->writeq_tail = t;
         }
     }
-    pthread_mutex_unlock(&m->lock);
+    mgr__unlock(m);
 }
+
+/*
+ * Whether the heartbeat renews t: an attempt held and still running. One whose
+ * outcome is queued (finishing) is left out: the writer writes it before its
+ * next heartbeat, and it may be handed back and freed while a heartbeat is on
+ * its way, which must not point at it.
+ */
+static bool beats(const bgt_task *t) { return !t->lost && !t->released_stuck && !t->finishing; }
 
 /* One heartbeat for every attempt still held. */
 static int heartbeat(manager *m)
 {
-    pthread_mutex_lock(&m->lock);
+    mgr__lock(m);
     size_t n = 0;
     for (bgt_task *t = m->owned; t; t = t->next)
-        if (!t->lost && !t->released_stuck)
-            n++;
+        n += beats(t);
     hb_item *items = xcalloc(n + 1, sizeof *items);
     bgt_task **tasks = xcalloc(n + 1, sizeof *tasks);
     size_t i = 0;
     for (bgt_task *t = m->owned; t; t = t->next)
-        if (!t->lost && !t->released_stuck) {
+        if (beats(t)) {
             items[i] = (hb_item){t->id, t->handler, t->attempt, 0};
             tasks[i++] = t;
         }
@@ -258,14 +270,14 @@ static int heartbeat(manager *m)
      * beating for that long is taken for dead and its attempts are claimable
      * then, before their leases run out. */
     double ttl = fmin(m->cfg->lease_s, 2 * m->cfg->heartbeat_s + 1.0);
-    host_info hi = {m->host_id, m->machine, (int)getpid(), BGT_VERSION, handlers,
+    host_info hi = {m->host_id,      m->machine,    (int)getpid(), BGT_VERSION,          handlers,
                     m->cfg->workers, m->nexecuting, m->started_ms, (int64_t)(ttl * 1000)};
-    pthread_mutex_unlock(&m->lock);
+    mgr__unlock(m);
 
     double sent = mono_s();
     int rc = store_heartbeat(m->st_write, &hi, items, n, (int64_t)(m->cfg->lease_s * 1000));
     if (rc == 0) {
-        pthread_mutex_lock(&m->lock);
+        mgr__lock(m);
         m->entry_until = sent + ttl;
         for (i = 0; i < n; i++) {
             bgt_task *t = tasks[i];
@@ -274,8 +286,7 @@ static int heartbeat(manager *m)
                     t->lost = true;
                     atomic_store(&t->stop, STOP_LOST);
                     log_msg(BGT_LOG_WARNING, t->id,
-                            "attempt %u lost its lease (another host may run it now)",
-                            t->attempt);
+                            "attempt %u lost its lease (another host may run it now)", t->attempt);
                 }
             } else {
                 /* Not the lease: other hosts may bury this one and claim the attempt
@@ -289,7 +300,7 @@ static int heartbeat(manager *m)
                 }
             }
         }
-        pthread_mutex_unlock(&m->lock);
+        mgr__unlock(m);
     }
     free(handlers);
     free(items);
@@ -297,146 +308,30 @@ static int heartbeat(manager *m)
     return rc;
 }
 
-/*
- * Checks by the host's own clock: leases that ran out without renewal,
- * timeouts, the end of the shutdown grace. Called with the lock held.
- */
-static void check_clocks(manager *m, double now)
-{
-    for (bgt_task *t = m->owned; t; t = t->next) {
-        if (t->lost || t->finishing || t->released_stuck)
-            continue;
-        if (now > t->lease_until) {
-            t->lost = true;
-            atomic_store(&t->stop, STOP_LOST);
-            log_msg(BGT_LOG_WARNING, t->id,
-                    "attempt %u: lease ran out before it could be renewed; stopping it",
-                    t->attempt);
-            continue;
-        }
-        if ((t->executing || t->par) && t->deadline > 0 && now > t->deadline) {
-            int none = STOP_NONE;
-            if (atomic_compare_exchange_strong(&t->stop, &none, STOP_TIMEOUT))
-                log_msg(BGT_LOG_NOTICE, t->id, "attempt %u timed out; stopping it", t->attempt);
-        }
-    }
-    if (m->stopping && !m->force_stop && now >= m->grace_deadline) {
-        m->force_stop = true;
-        if (m->nexecuting)
-            log_notice("shutdown grace over: asking %d running attempt(s) to stop",
-                       m->nexecuting);
-        for (bgt_task *t = m->owned; t; t = t->next)
-            if (t->executing || t->par) {
-                int none = STOP_NONE;
-                atomic_compare_exchange_strong(&t->stop, &none, STOP_SHUTDOWN);
-            }
-    }
-    if (m->force_stop && now >= m->grace_deadline + STUCK_GRACE_S) {
-        /* Handlers that ignore the request: give their attempts back anyway. */
-        for (bgt_task *t = m->owned; t; t = t->next)
-            if ((t->executing || (t->par && t->par->inflight > 0)) && !t->released_stuck &&
-                !t->lost && !t->finishing) {
-                t->released_stuck = true;
-                log_msg(BGT_LOG_WARNING, t->id,
-                        "attempt %u did not stop within %.0fs; releasing it", t->attempt,
-                        STUCK_GRACE_S);
-                bgt_task *r = xcalloc(1, sizeof *r);
-                memcpy(r->id, t->id, sizeof r->id);
-                memcpy(r->handler, t->handler, sizeof r->handler);
-                r->attempt = t->attempt;
-                r->info = (bgt_hook_info){r->id, r->handler, r->attempt, -1};
-                mgr__set_release(r, xasprintf("released by host %s at shutdown; attempt "
-                                              "refunded",
-                                              m->host_id));
-                mgr__own(m, r);
-                mgr__writeq_push(m, r);
-            }
-    }
-}
-
-/* Release attempts claimed but not started (shutdown). Called with the lock held. */
-static void release_queued(manager *m)
-{
-    while (m->runq_head) {
-        bgt_task *t = m->runq_head;
-        m->runq_head = t->qnext;
-        m->nqueued--;
-        if (t->parent) {
-            mgr__subtask_drop(m, t); /* its task is released when its running ones end */
-            continue;
-        }
-        mgr__set_release(t, xasprintf("released by host %s at shutdown before it started",
-                                      m->host_id));
-        mgr__writeq_push(m, t);
-    }
-    m->runq_tail = NULL;
-}
-
-/*
- * Whether every attempt still owned was released while its handler went on
- * ignoring the stop request: those are written off and must not keep a
- * stopping host from exiting. Called with the lock held.
- */
-static bool only_released_left(const manager *m)
-{
-    for (const bgt_task *t = m->owned; t; t = t->next)
-        if (!t->released_stuck)
-            return false;
-    return true;
-}
-
 void *mgr__writer_main(void *arg)
 {
     manager *m = arg;
+    mgr__name_thread("bgt-writer");
     wbatch b = {0};
     double next_hb = 0, backoff = 0.05, last_ok = mono_s();
     bool was_down = false;
-    pthread_mutex_lock(&m->lock);
-    bgt_task **ready = NULL;
-    size_t nready = 0, ready_cap = 0;
+    mgr__lock(m);
     for (;;) {
+        if (m->drained && !m->writeq_head)
+            break; /* the manager has nothing left: leave P:hosts and exit */
         double now = mono_s();
-        check_clocks(m, now);
-        if (m->stopping)
-            release_queued(m);
-        /* Parallel tasks: start subtasks whose retry is due, conclude those that are done. */
-        nready = 0;
-        for (bgt_task *t = m->owned; t; t = t->next)
-            if (t->par && mgr__parallel_tick(m, t, now)) {
-                if (nready == ready_cap) {
-                    ready_cap = ready_cap ? ready_cap * 2 : 8;
-                    ready = xrealloc(ready, ready_cap * sizeof *ready);
-                }
-                ready[nready++] = t;
-            }
-        if (nready) {
-            pthread_mutex_unlock(&m->lock);
-            for (size_t i = 0; i < nready; i++)
-                mgr__parallel_conclude(m, ready[i]);
-            pthread_mutex_lock(&m->lock);
-            continue;
-        }
-        bool drained = m->stopping && !m->writeq_head && only_released_left(m);
-        if (drained)
-            break;
         collect_writes(m, &b, now);
         bool hb_due = now >= next_hb;
         if (b.n == 0 && !hb_due) {
-            /* Sleep until the next heartbeat, or sooner when attempts need watching. */
+            /* Sleep until the next heartbeat, or until progress may be due. */
             double wait = next_hb - now;
             if (m->nowned > 0)
                 wait = fmin(wait, fmax(0.005, fmin(m->cfg->progress_interval_s, 0.25)));
-            if (m->stopping)
-                wait = fmin(wait, 0.05);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + wait;
-            ts.tv_sec = (time_t)at;
-            ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-            pthread_cond_timedwait(&m->write_cond, &m->lock, &ts);
+            mgr__wait(m, &m->write_cond, wait);
             continue;
         }
-        pthread_mutex_unlock(&m->lock);
+        int owned = m->nowned;
+        mgr__unlock(m);
 
         int rc = 0;
         if (b.n) {
@@ -461,15 +356,19 @@ void *mgr__writer_main(void *arg)
                 log_err("writing to redis failed: %s; retrying", store_errstr(m->st_write));
             was_down = true;
             /* Give up on an outage that outlasts the lease at shutdown: others own it now. */
-            if (m->stopping && mono_s() - last_ok > m->cfg->lease_s + m->cfg->shutdown_grace_s) {
+            mgr__lock(m);
+            bool give_up =
+                m->stopping && mono_s() - last_ok > m->cfg->lease_s + m->cfg->shutdown_grace_s;
+            mgr__unlock(m);
+            if (give_up) {
                 log_err("redis unreachable for longer than the lease at shutdown; "
                         "leaving %d attempt(s) to be claimed again",
-                        m->nowned);
-                pthread_mutex_lock(&m->lock);
+                        owned);
+                mgr__lock(m);
                 break;
             }
-            /* Short naps: the store paces reconnects itself, and the checks by the host's
-             * own clock (a lease running out during the outage) must not wait for long. */
+            /* Short naps: the store paces reconnects itself, and a lease running out
+             * during the outage is the manager thread's to notice. */
             sleep_s(backoff);
             backoff = fmin(backoff * 2, 0.25);
         } else {
@@ -479,19 +378,18 @@ void *mgr__writer_main(void *arg)
             backoff = 0.05;
             last_ok = mono_s();
         }
-        pthread_mutex_lock(&m->lock);
+        mgr__lock(m);
     }
-    pthread_mutex_unlock(&m->lock);
+    mgr__unlock(m);
     if (store_host_remove(m->st_write, m->host_id) < 0)
         log_warn("could not remove this host from the host list: %s", store_errstr(m->st_write));
-    free(ready);
     wbatch_free(&b);
-    pthread_mutex_lock(&m->lock);
+    mgr__lock(m);
     m->done = true;
     m->threads_exit = true;
     pthread_cond_broadcast(&m->work_cond);
-    pthread_mutex_unlock(&m->lock);
+    pthread_cond_broadcast(&m->mgr_cond);
+    mgr__unlock(m);
     store_interrupt(m->st_ctl);
     return NULL;
 }
-

@@ -85,8 +85,8 @@ typedef struct bgt_task bgt_task;     /* a running attempt (or subtask), owned b
 typedef bgt_status (*bgt_run_fn)(bgt_task *t, const cJSON *args, void *udata);
 
 /*
- * The split function of a parallel handler: called once, on the first claim
- * of a task that was submitted without subtasks; it calls bgt_add_subtask once
+ * The split function of a parallel handler: called once, on a worker thread at
+ * the first claim of a task that was submitted without subtasks; it calls bgt_add_subtask once
  * per subtask. Its outcome is persisted, so recovery never splits again.
  * Returning anything but BGT_OK ends the task (BGT_FAILED with bgt_set_error).
  */
@@ -145,7 +145,10 @@ typedef struct bgt_hook_info {
 
 /*
  * A hook definition, passed to bgt_register_hook (which copies it). Every
- * callback is optional and runs on the thread of the attempt. A hook must not
+ * callback is optional and runs on a host worker thread, never with a host
+ * lock held, so it may call back into the host: before and after on the
+ * worker that runs the attempt (a parallel task's after on the worker that
+ * concludes it), progress on the thread that reported it. A hook must not
  * block for long; what it fails at is its own affair: it never changes the
  * task's outcome.
  */

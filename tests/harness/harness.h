@@ -115,6 +115,11 @@ char *th_task_field(redisContext *c, const char *prefix, const char *id, const c
 int th_count_events(redisContext *c, const char *prefix, const char *id, const char *event);
 /* True if the task's state is terminal (SUCCESS, FAILURE, CANCELLED). */
 bool th_task_terminal(redisContext *c, const char *prefix, const char *id);
+/* Set one field of the task record (a test that corrupts a record, say). */
+void th_task_set(redisContext *c, const char *prefix, const char *id, const char *field,
+                 const char *value);
+/* Make task id of handler claimable now and wake the hosts that serve it. */
+void th_task_due(redisContext *c, const char *prefix, const char *handler, const char *id);
 /* The protocol version the data under prefix is marked with (malloc'd), or NULL for none. */
 char *th_protocol_get(redisContext *c, const char *prefix);
 /* Mark the data under prefix as written by protocol `version` (to test a mismatch). */

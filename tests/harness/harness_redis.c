@@ -339,3 +339,28 @@ void th_protocol_set(redisContext *c, const char *prefix, const char *version)
     }
     freeReplyObject(rep);
 }
+
+void th_task_set(redisContext *c, const char *prefix, const char *id, const char *field,
+                 const char *value)
+{
+    redisReply *rep = redisCommand(c, "HSET %s:task:%s %s %s", prefix, id, field, value);
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "harness: HSET %s:task:%s: %s\n", prefix, id, rep ? rep->str : c->errstr);
+        abort();
+    }
+    freeReplyObject(rep);
+}
+
+void th_task_due(redisContext *c, const char *prefix, const char *handler, const char *id)
+{
+    redisReply *rep = redisCommand(c, "ZADD %s:q:%s 0 %s", prefix, handler, id);
+    if (rep)
+        freeReplyObject(rep);
+    rep = redisCommand(c, "LPUSH %s:wake:%s 1", prefix, handler);
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "harness: LPUSH %s:wake:%s: %s\n", prefix, handler,
+                rep ? rep->str : c->errstr);
+        abort();
+    }
+    freeReplyObject(rep);
+}

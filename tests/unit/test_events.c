@@ -70,12 +70,40 @@ static void check_number(double d)
 static void test_numbers_as_cjson(void **state)
 {
     static const double fixed[] = {
-        0,           -0.0,         1,           -1,          0.5,           0.1,
-        1.0 / 3,     2.0 / 3,      123.456,     -7.25,       1e-7,          1.5e-300,
-        2147483647,  2147483648.0, -2147483648, -2147483649, 1e15 - 1,      1e15,
-        1e15 + 1,    1e16,         1e17,        1e21,        1e300,         DBL_MAX,
-        DBL_MIN,     4.9e-324,     1795871183540.0, 1795871183540.5, 0.30000000000000004,
-        100,         99.99999999999999,        NAN,          INFINITY,      -INFINITY,
+        0,
+        -0.0,
+        1,
+        -1,
+        0.5,
+        0.1,
+        1.0 / 3,
+        2.0 / 3,
+        123.456,
+        -7.25,
+        1e-7,
+        1.5e-300,
+        2147483647,
+        2147483648.0,
+        -2147483648,
+        -2147483649,
+        1e15 - 1,
+        1e15,
+        1e15 + 1,
+        1e16,
+        1e17,
+        1e21,
+        1e300,
+        DBL_MAX,
+        DBL_MIN,
+        4.9e-324,
+        1795871183540.0,
+        1795871183540.5,
+        0.30000000000000004,
+        100,
+        99.99999999999999,
+        NAN,
+        INFINITY,
+        -INFINITY,
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         check_number(fixed[i]);
@@ -105,8 +133,8 @@ static void test_strings_as_cjson(void **state)
         free(want);
         ev_buf_free(&b);
     }
-    static const char *const texts[] = {"", "plain", "quote \" and \\ back", "\t\r\n\b\f",
-                                        "ünïcödé ✓", "\x01\x1f\x7f", "end\\"};
+    static const char *const texts[] = {
+        "", "plain", "quote \" and \\ back", "\t\r\n\b\f", "ünïcödé ✓", "\x01\x1f\x7f", "end\\"};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         char *want = cjson_text(cJSON_CreateString(texts[i]));
         ev_buf b = {0};
@@ -207,15 +235,14 @@ static void test_ending_payloads(void **state)
 {
     ev_buf b = {0};
     const char *errors[] = {"subtask 3: boom", "subtask 7: \"bad\" input"};
-    size_t done = ev_ending(&b, &head, EV_DONE, "Task finished", "{\"n\":1,\"s\":\"x\"}", NULL,
-                            0);
+    size_t done = ev_ending(&b, &head, EV_DONE, "Task finished", "{\"n\":1,\"s\":\"x\"}", NULL, 0);
     size_t bare = ev_ending(&b, &head, EV_DONE, "Task finished", NULL, NULL, 0);
     size_t part = ev_ending(&b, &head, EV_PARTIAL_SUCCESS, "8 of 10 subtasks succeeded, 2 failed",
                             "{\"succeeded\":8,\"failed\":2}", errors, 2);
     size_t failed = ev_ending(&b, &head, EV_FAILED, "boom", "{\"ignored\":1}", NULL, 0);
     size_t cancelled = ev_ending(&b, &head, EV_CANCELLED, "Cancelled", NULL, NULL, 0);
-    size_t retry = ev_ending(&b, &head, EV_UPDATED, "attempt 3 failed: x; retrying in 1.0s",
-                             NULL, NULL, 0);
+    size_t retry =
+        ev_ending(&b, &head, EV_UPDATED, "attempt 3 failed: x; retrying in 1.0s", NULL, NULL, 0);
 
     cJSON *w = base(&head, "Task finished");
     cJSON_AddItemToObject(w, "result", cJSON_Parse("{\"n\":1,\"s\":\"x\"}"));
@@ -277,39 +304,43 @@ static void assert_payload(const cJSON *got, const char *want_json)
 static void test_record_events(void **state)
 {
     cJSON *p;
-    assert_int_equal(of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"ONGOING\",\"attempt\":2,"
-                               "\"updated_ms\":50,\"finished_ms\":0,\"message\":\"step 2/5\","
-                               "\"progress_current\":2,\"progress_total\":5}",
-                               &p),
-                     EV_UPDATED);
+    assert_int_equal(
+        of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"ONGOING\",\"attempt\":2,"
+                  "\"updated_ms\":50,\"finished_ms\":0,\"message\":\"step 2/5\","
+                  "\"progress_current\":2,\"progress_total\":5}",
+                  &p),
+        EV_UPDATED);
     assert_payload(p, "{\"task_id\":\"i\",\"handler\":\"h\",\"attempt\":2,\"ts_ms\":50,"
                       "\"message\":\"step 2/5\",\"current_progress\":2,\"total_progress\":5}");
     cJSON_Delete(p);
 
-    assert_int_equal(of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"SUCCESS\",\"attempt\":1,"
-                               "\"updated_ms\":50,\"finished_ms\":60,\"message\":\"Task finished\","
-                               "\"result\":{\"ok\":true},\"sub_failure\":0}",
-                               &p),
-                     EV_DONE);
+    assert_int_equal(
+        of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"SUCCESS\",\"attempt\":1,"
+                  "\"updated_ms\":50,\"finished_ms\":60,\"message\":\"Task finished\","
+                  "\"result\":{\"ok\":true},\"sub_failure\":0}",
+                  &p),
+        EV_DONE);
     assert_payload(p, "{\"task_id\":\"i\",\"handler\":\"h\",\"attempt\":1,\"ts_ms\":60,"
                       "\"message\":\"Task finished\",\"result\":{\"ok\":true}}");
     cJSON_Delete(p);
 
     /* A partial success: the record keeps no errors list. */
-    assert_int_equal(of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"SUCCESS\",\"attempt\":1,"
-                               "\"updated_ms\":50,\"finished_ms\":60,\"message\":\"m\","
-                               "\"result\":null,\"sub_failure\":2}",
-                               &p),
-                     EV_PARTIAL_SUCCESS);
+    assert_int_equal(
+        of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"SUCCESS\",\"attempt\":1,"
+                  "\"updated_ms\":50,\"finished_ms\":60,\"message\":\"m\","
+                  "\"result\":null,\"sub_failure\":2}",
+                  &p),
+        EV_PARTIAL_SUCCESS);
     assert_payload(p, "{\"task_id\":\"i\",\"handler\":\"h\",\"attempt\":1,\"ts_ms\":60,"
                       "\"message\":\"m\",\"errors\":[]}");
     cJSON_Delete(p);
 
-    assert_int_equal(of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"FAILURE\",\"attempt\":3,"
-                               "\"updated_ms\":50,\"finished_ms\":0,\"message\":\"boom\","
-                               "\"result\":{\"x\":1}}",
-                               &p),
-                     EV_FAILED);
+    assert_int_equal(
+        of_record("{\"id\":\"i\",\"handler\":\"h\",\"state\":\"FAILURE\",\"attempt\":3,"
+                  "\"updated_ms\":50,\"finished_ms\":0,\"message\":\"boom\","
+                  "\"result\":{\"x\":1}}",
+                  &p),
+        EV_FAILED);
     /* No finished_ms: its last update stands in. */
     assert_payload(p, "{\"task_id\":\"i\",\"handler\":\"h\",\"attempt\":3,\"ts_ms\":50,"
                       "\"message\":\"boom\"}");

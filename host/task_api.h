@@ -1,0 +1,37 @@
+/*
+ * task_api.h - the task side of the host table (struct bgt_api of
+ * sdk/bgtask.h): what a handler, split or merge function calls on the
+ * bgt_task it was given. Implemented by task_api.c over the manager's
+ * attempts; api.c puts these functions into the table. Every one is called
+ * on the worker thread that runs the plugin function holding t, and t is
+ * borrowed for the length of that call (see bgtask.h for each entry's
+ * contract).
+ */
+#ifndef BGT_TASK_API_H
+#define BGT_TASK_API_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bgtask.h"
+
+const char *task_api_id(const bgt_task *t);
+const char *task_api_handler(const bgt_task *t);
+uint32_t task_api_attempt(const bgt_task *t);
+int task_api_subtask(const bgt_task *t);
+/* Progress: kept as the latest value for the writer (at most one write per
+ * progress_interval); a subtask's counts as its share of its task's. */
+void task_api_progress(bgt_task *t, double current, double total, const char *message);
+void task_api_last_progress(const bgt_task *t, double *current, double *total);
+/* True once t should stop: cancel, lease lost (also by this host's clock), timeout,
+ * shutdown; a subtask also when its task stops or fail_fast halted it. Lock-free. */
+bool task_api_cancelled(const bgt_task *t);
+/* Serialize result into t (0, -EINVAL, -ENOMEM, -E2BIG over tasks.max_result_bytes). */
+int task_api_set_result(bgt_task *t, const cJSON *result);
+void task_api_set_error(bgt_task *t, const char *fmt, va_list ap);
+void task_api_log(bgt_task *t, int level, const char *fmt, va_list ap);
+/* Split functions only: 0, -EPERM outside a split, -E2BIG past tasks.max_subtasks. */
+int task_api_add_subtask(bgt_task *t, const cJSON *args);
+
+#endif
