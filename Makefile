@@ -91,7 +91,9 @@ INTEG_SRC   := $(wildcard tests/integration/test_*.c)
 INTEG_BIN   := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 HARNESS_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/harness/*.c))
 
-BINS := $(BUILD)/bin/bgtaskd $(patsubst tools/%.c,$(BUILD)/bin/%,$(wildcard tools/*.c))
+# A program of tools/ is a folder: tools/<prog>/*.c builds $(BUILD)/bin/<prog>.
+TOOL_DIRS := $(patsubst tools/%/,%,$(sort $(dir $(wildcard tools/*/*.c))))
+BINS := $(BUILD)/bin/bgtaskd $(TOOL_DIRS:%=$(BUILD)/bin/%)
 
 .PHONY: all test unit integration test-run unit-run integration-run asan run bench install \
         uninstall check-abi format clean deps
@@ -109,14 +111,15 @@ $(BUILD)/bin/bgtaskd: $(BUILD)/obj/host/main.o $(HOST_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(HOST_LIBS) -o $@
 
-$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(HOST_LIB)
-	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) $^ $(HOST_LIBS) -o $@
 
 # A plugin is every .c in its folder, linked into one .so that needs nothing
 # from the host: -fvisibility=hidden and --no-undefined.
 .SECONDARY:
 .SECONDEXPANSION:
+$(BUILD)/bin/%: $$(addprefix $(BUILD)/obj/,$$(subst .c,.o,$$(wildcard tools/$$*/*.c))) $(HOST_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $^ $(HOST_LIBS) -o $@
+
 $(BUILD)/plugins/%.so: $$(wildcard plugins/%/*.c) $$(wildcard plugins/%/*.h) sdk/bgtask.h
 	@mkdir -p $(@D)
 	$(CC) $(PLUGIN_CFLAGS) $(filter %.c,$^) $(PLUGIN_LDFLAGS) $(CJSON_LIBS) $(CRYPTO_LIBS) -o $@

@@ -1,0 +1,166 @@
+/*
+ * bench.h - what the files of the bench share (bench.c: options, main, the
+ * report; host.c: the bgtaskd it starts; redis.c: Redis' own accounting;
+ * modes.c: submitting, waiting and the modes).
+ *
+ * The bench: throughput, latency and Redis cost of one bgtaskd running no-op tasks.
+ *
+ * It starts its own bgtaskd (build/bin/bgtaskd next to this binary, with the bench
+ * plugin from build/plugins) against the Redis given with --redis, which should be a
+ * private server: `make bench` (tools/run-bench) starts one. Each mode uses its own key
+ * prefix and its own host, so the modes do not see each other's tasks:
+ *
+ *   drain    N tasks are submitted in batches while no host runs (the submit rate),
+ *            then a host is started and timed until all N are finished.
+ *   mixed    a host is running; N tasks are submitted in batches while it consumes
+ *            them; timed from the first submit to the last finished.
+ *   latency  a host is running and idle; one bench.noop at a time, submit to the
+ *            arrival of its terminal event on a pub/sub subscription.
+ *   parallel a host is running and idle; one bench.parallel task of N no-op subtasks,
+ *            timed from its submit to the arrival of its terminal event.
+ *
+ * The Redis cost of drain, mixed and parallel comes from INFO commandstats and INFO cpu
+ * taken before and after. It talks to Redis only through the store (host/store.h).
+ */
+#ifndef BENCH_BENCH_H
+#define BENCH_BENCH_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "events.h"
+#include "store.h"
+#include "util.h"
+
+/* How often the finished count is read while waiting for a run to end. */
+#define POLL_S 0.002
+/* A run whose finished count does not move for this long has stalled. */
+#define STALL_S 10.0
+/* How long a host may take to show up in P:hosts, and to exit after SIGTERM. */
+#define HOST_START_S 10.0
+#define HOST_STOP_S 15.0
+/* How long one latency sample may take. */
+#define SAMPLE_S 5.0
+/* How often the parallel mode looks at its host while it waits for the task's end. */
+#define PARALLEL_CHECK_S 0.5
+
+enum {
+    MODE_DRAIN = 1,
+    MODE_MIXED = 2,
+    MODE_LATENCY = 4,
+    MODE_PARALLEL = 8,
+    MODE_AOF = 16,
+    MODE_ALL = 31
+};
+
+/* The bench's settings and what it measured. */
+typedef struct bench {
+    const char *url;
+    redis_addr addr;
+    int modes;
+    long tasks;
+    long samples;
+    long subtasks;
+    long aof_tasks;
+    int workers;
+    int batch;
+    double timeout_s;
+    bool keep_logs;
+    char bgtaskd[PATH_MAX]; /* the host binary */
+    char plugins[PATH_MAX]; /* the plugins dir */
+    char outdir[PATH_MAX];  /* config and log files */
+    cJSON *json;            /* the figures, printed as one line at the end */
+} bench;
+
+/* One bgtaskd started by the bench. */
+typedef struct host_proc {
+    pid_t pid;       /* 0 when not running */
+    char id[64];     /* its host id */
+    char prefix[64]; /* its key prefix */
+    char conf[PATH_MAX + 32];
+    char log[PATH_MAX + 32];
+    struct rusage usage; /* its CPU use, filled when it is reaped */
+    bool reaped;
+} host_proc;
+
+typedef struct cmdstat {
+    char name[48];
+    long long calls;
+    long long usec;
+} cmdstat;
+
+/* INFO commandstats and INFO cpu at one moment. */
+typedef struct snapshot {
+    cmdstat *cmds;
+    size_t n;
+    double cpu_s;    /* used_cpu_user + used_cpu_sys */
+    long long forks; /* background saves and AOF rewrites so far */
+    long long aof;   /* aof_current_size, -1 when AOF is off */
+    long long mem;   /* used_memory */
+} snapshot;
+
+/* Redis' cost of a run, per task (per subtask in the parallel mode). */
+typedef struct cost {
+    double calls;        /* every command, those inside scripts included */
+    double toplevel;     /* script calls + plain commands: what clients sent */
+    double script_calls; /* EVALSHA & co */
+    double usec;         /* commandstats usec of the top-level commands */
+    double cpu_usec;     /* INFO cpu: the server process' CPU time */
+    long long forks;     /* background saves and AOF rewrites during the run */
+    double aof_bytes;    /* AOF growth; -1 when AOF is off or a rewrite ran (it shrinks the file) */
+    double mem_bytes;    /* used_memory growth */
+} cost;
+
+/* Set by SIGINT/SIGTERM: every wait ends as if its deadline had come. */
+extern volatile sig_atomic_t interrupted;
+
+/* bench.c */
+__attribute__((format(printf, 1, 2))) void say(const char *fmt, ...);
+
+/* host.c: the bgtaskd a mode runs */
+int find_paths(bench *b);
+int host_write_config(const bench *b, host_proc *h, const char *mode);
+int host_start(const bench *b, host_proc *h);
+bool host_alive(host_proc *h);
+int host_wait_registered(store *st, host_proc *h);
+int host_stop(host_proc *h);
+void host_finish(const bench *b, host_proc *h, bool ok);
+double cpu_s(const struct rusage *u);
+
+/* redis.c: INFO commandstats and cpu, and the cost per task between two snapshots */
+void snapshot_free(snapshot *s);
+int snapshot_take(store *st, snapshot *s);
+cost snapshot_cost(const snapshot *a, const snapshot *z, long units, const char *unit,
+                   const char *title);
+void cost_print(const cost *c, const char *unit);
+void cost_json(cJSON *j, const char *pre, const char *unit, const cost *c);
+
+/* modes.c: each mode returns 0 or a negative errno */
+int submit_noops(const bench *b, store *st, long n);
+int wait_finished(const bench *b, store *st, host_proc *h, long n, double start, double *t_first,
+                  double *t_done, long long *got);
+store *open_store(const bench *b, const char *prefix);
+int wait_redis_quiet(store *st);
+int run_drain(bench *b);
+int run_mixed(bench *b);
+int run_aof(bench *b);
+int run_latency(bench *b);
+int run_parallel(bench *b);
+
+#endif

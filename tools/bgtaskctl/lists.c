@@ -1,0 +1,105 @@
+/* lists.c - bgtaskctl list, hosts and stats. */
+#include "ctl.h"
+
+/* ---- list, hosts, stats ---- */
+
+int cmd_list(ctl *c, const cmd_opts *o, const char *unused)
+{
+    static const char *const states[] = {"ONGOING", "SUCCESS", "FAILURE", "CANCELLED"};
+    const char *state = NULL;
+    for (size_t i = 0; o->state && i < 4; i++)
+        if (strcasecmp(o->state, states[i]) == 0)
+            state = states[i];
+    if (o->state && !state)
+        return usage_error("--state must be ONGOING, SUCCESS, FAILURE or CANCELLED, got '%s'",
+                           o->state);
+    if (o->handler && !name_valid(o->handler))
+        return usage_error("bad handler name '%s'", o->handler);
+    cJSON *tasks = NULL, *t;
+    int rc = store_list_tasks(c->st, state, o->handler, (int)o->limit, &tasks);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, "");
+    if (c->json) {
+        print_json(tasks, false);
+        cJSON_Delete(tasks);
+        return EX_OK;
+    }
+    table tb = {.ncols = 7,
+                .head = {"ID", "HANDLER", "STATE", "ATTEMPT", "PROGRESS", "UPDATED", "MESSAGE"}};
+    /* On a terminal, the message gets what is left of the line (the rest takes ~93). */
+    int room = isatty(STDOUT_FILENO) ? term_columns() - 93 : 60;
+    cJSON_ArrayForEach (t, tasks) {
+        char att[32], prog[64], age[32], msg[512];
+        double cur = jnum(t, "progress_current"), total = jnum(t, "progress_total");
+        if (total > 0)
+            snprintf(prog, sizeof prog, "%.0f%%", fmin(100, 100 * cur / total));
+        else
+            fmt_num(cur, prog, sizeof prog);
+        double upd = jnum(t, "updated_ms") > 0 ? jnum(t, "updated_ms") : jnum(t, "created_ms");
+        const char *m = *jstr(t, "error") ? jstr(t, "error") : jstr(t, "message");
+        char *row[] = {xstrdup(jstr(t, "id")),
+                       xstrdup(jstr(t, "handler")),
+                       xstrdup(jstr(t, "state")),
+                       xstrdup(fmt_num(jnum(t, "attempt"), att, sizeof att)),
+                       xstrdup(prog),
+                       xstrdup(fmt_age(upd, age, sizeof age)),
+                       xstrdup(clean(m, room > 20 ? (size_t)room : 20, msg, sizeof msg))};
+        table_row(&tb, row);
+    }
+    table_print(&tb);
+    cJSON_Delete(tasks);
+    return EX_OK;
+}
+
+int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused)
+{
+    static const char *const keys[] = {"id",       "machine", "pid",    "version",
+                                       "handlers", "workers", "running"};
+    cJSON *hosts = NULL;
+    int rc = store_list_hosts(c->st, &hosts);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, "");
+    if (c->json)
+        print_json(hosts, false);
+    else
+        print_objects(hosts, 7, keys);
+    cJSON_Delete(hosts);
+    return EX_OK;
+}
+
+/* store_stats' answer: its plain members as "name: value" lines, then each
+ * array of objects (the per-handler counts) as a table of the first one's keys. */
+int cmd_stats(ctl *c, const cmd_opts *o, const char *unused)
+{
+    cJSON *stats = NULL;
+    const cJSON *e, *f;
+    int rc = store_stats(c->st, &stats);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, "");
+    if (c->json) {
+        print_json(stats, false);
+        cJSON_Delete(stats);
+        return EX_OK;
+    }
+    cJSON_ArrayForEach (e, stats) {
+        if (!cJSON_IsArray(e)) {
+            char *s = cell_text(e);
+            printf("%s: %s\n", e->string, s);
+            free(s);
+        }
+    }
+    cJSON_ArrayForEach (e, stats) {
+        const char *keys[TABLE_MAX_COLS];
+        int n = 0;
+        if (!cJSON_IsArray(e))
+            continue;
+        cJSON_ArrayForEach (f, cJSON_GetArrayItem(e, 0))
+            if (n < TABLE_MAX_COLS)
+                keys[n++] = f->string;
+        printf("%s:%s\n", e->string, n ? "" : " none");
+        if (n)
+            print_objects(e, n, keys);
+    }
+    cJSON_Delete(stats);
+    return EX_OK;
+}

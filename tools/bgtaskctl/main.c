@@ -1,0 +1,332 @@
+/* main.c - bgtaskctl: options, the connection, and dispatch to the commands. */
+#include "ctl.h"
+
+static const char usage_short[] =
+    "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
+    "commands: submit, status, watch, cancel, retry, list, hosts, stats (bgtaskctl --help)\n";
+
+static const char usage_long[] =
+    "usage: bgtaskctl [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "Submit, follow and manage bgtask background tasks, whose state lives in Redis.\n"
+    "\n"
+    "Options (also accepted after the command):\n"
+    "  --redis URL    Redis address: redis://[:password@]host[:port][/db] or unix:///path\n"
+    "                 (default: $BGTASK_REDIS, else the config's redis.url, else\n"
+    "                 " STORE_DEFAULT_URL ")\n"
+    "                 The password: the URL's, else $BGTASK_REDIS_PASSWORD, else the\n"
+    "                 config's (keep it off the command line, where ps shows it)\n"
+    "  -c, --config FILE  read redis.url, redis.password (or redis.password_file),\n"
+    "                 redis.prefix and the task limits from a bgtaskd config file\n"
+    "  --prefix P     key prefix (default: the config's, else \"bgtask\")\n"
+    "  --json         machine-readable output\n"
+    "  -h, --help     this text\n"
+    "  --version      print the version\n"
+    "\n"
+    "Commands:\n"
+    "  submit HANDLER [--args JSON | --args-file F] [--id ID] [--delay S]\n"
+    "         [--max-attempts N] [--subtasks-file F] [--parallelism N]\n"
+    "         [--on-failure continue|fail_fast] [--wait]\n"
+    "                 create a task and print its id (F may be - for stdin);\n"
+    "                 --subtasks-file gives a parallel task its subtasks (a JSON\n"
+    "                 array: one element of args per subtask); --parallelism (1..1024)\n"
+    "                 and --on-failure override the handler's for this task;\n"
+    "                 --wait then follows it like watch and exits with its outcome\n"
+    "  status ID [--subtasks]\n"
+    "                 show a task's record; --subtasks adds a table of a parallel\n"
+    "                 task's subtasks (index, state, attempt, message), which with\n"
+    "                 --json is printed alone, as an array\n"
+    "  watch ID [--subtasks]\n"
+    "                 follow a task's progress until it ends; --subtasks adds one line\n"
+    "                 per running subtask of a parallel task, with its own progress\n"
+    "  cancel ID      cancel a task (a running one is asked to stop)\n"
+    "  retry ID [--wait]\n"
+    "                 run the failed and cancelled subtasks of a finished parallel task\n"
+    "                 again, as a new attempt (the others keep their outcome); exits 1\n"
+    "                 if the task is not parallel, still running or has none of those;\n"
+    "                 --wait then follows it like watch\n"
+    "  list [--state S] [--handler H] [--limit N]\n"
+    "                 recent tasks, newest first (default limit 20)\n"
+    "  hosts          live hosts\n"
+    "  stats          queue and outcome counts\n"
+    "\n"
+    "Exit codes:\n"
+    "  0  success (watch: the task is done)\n"
+    "  1  failure (watch: the task failed; retry: nothing to retry)\n"
+    "  2  usage error, bad input or Redis cannot be reached\n"
+    "  3  the task was cancelled\n"
+    "  4  partial success (some subtasks failed)\n"
+    "  5  task not found\n";
+
+__attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bgtaskctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fputs(usage_short, stderr);
+    return EX_USAGE;
+}
+
+/* ---- connection ---- */
+
+/* Resolve the address, password and prefix from the options, env and config. */
+int ctl_setup(ctl *c)
+{
+    char err[512];
+    if (c->conf_path) {
+        config_free(&c->cfg);
+        if (config_load(c->conf_path, &c->cfg, err, sizeof err) < 0) {
+            fprintf(stderr, "bgtaskctl: %s\n", err);
+            config_defaults(&c->cfg);
+            return EX_USAGE;
+        }
+    }
+    c->url = redis_url_pick(c->cli_url, c->conf_path ? c->cfg.redis_url : NULL);
+    char *shown = redis_url_mask(c->url);
+    snprintf(c->url_shown, sizeof c->url_shown, "%s", shown);
+    free(shown);
+    if (redis_addr_resolve(c->cli_url, c->conf_path ? c->cfg.redis_url : NULL, c->conf_path,
+                           c->conf_path ? c->cfg.redis_password : NULL, &c->addr, err,
+                           sizeof err) < 0 ||
+        store_addr_check(&c->addr, err, sizeof err) < 0) {
+        fprintf(stderr, "bgtaskctl: %s\n", err);
+        return EX_USAGE;
+    }
+    if (!c->prefix)
+        c->prefix = c->conf_path && c->cfg.prefix ? c->cfg.prefix : "bgtask";
+    if (!*c->prefix || strpbrk(c->prefix, " \t\r\n"))
+        return usage_error("bad prefix '%s': must be non-empty, without spaces", c->prefix);
+    /* store_open reads the prefix from the config: the one chosen here. */
+    if (c->prefix != c->cfg.prefix) {
+        free(c->cfg.prefix);
+        c->cfg.prefix = xstrdup(c->prefix);
+        c->prefix = c->cfg.prefix;
+    }
+    return EX_OK;
+}
+
+/* A new connected store in *out, or EX_USAGE after saying why. */
+int ctl_open(ctl *c, store **out)
+{
+    store *st = store_open(&c->cfg, &c->addr);
+    if (store_connect(st) < 0) {
+        fprintf(stderr, "bgtaskctl: cannot connect to redis at %s: %s\n", c->url_shown,
+                store_errstr(st));
+        store_free(st);
+        return EX_USAGE;
+    }
+    *out = st;
+    return EX_OK;
+}
+
+/* Report a failed store call and return the exit code for it. */
+int store_fail(ctl *c, store *st, int rc, const char *id)
+{
+    if (rc == -ENOENT) {
+        fprintf(stderr, "bgtaskctl: task %s not found\n", id);
+        return EX_NOTFOUND;
+    }
+    if (rc == -EIO) {
+        fprintf(stderr, "bgtaskctl: cannot reach redis at %s: %s\n", c->url_shown,
+                store_errstr(st));
+        return EX_USAGE;
+    }
+    fprintf(stderr, "bgtaskctl: %s\n", store_errstr(st));
+    return rc == -EINVAL ? EX_USAGE : EX_FAIL;
+}
+
+/* ---- options and main ---- */
+
+enum {
+    OPT_REDIS = 256,
+    OPT_PREFIX,
+    OPT_JSON,
+    OPT_VERSION,
+    OPT_ARGS,
+    OPT_ARGS_FILE,
+    OPT_ID,
+    OPT_DELAY,
+    OPT_MAX_ATTEMPTS,
+    OPT_SUBTASKS_FILE,
+    OPT_WAIT,
+    OPT_STATE,
+    OPT_HANDLER,
+    OPT_LIMIT,
+    OPT_PARALLELISM,
+    OPT_ON_FAILURE,
+    OPT_SUBTASKS
+};
+
+/* The options every command takes, first in each table. */
+// clang-format off
+#define COMMON_OPTIONS                                        \
+    {"redis", required_argument, NULL, OPT_REDIS},            \
+    {"config", required_argument, NULL, 'c'},                 \
+    {"prefix", required_argument, NULL, OPT_PREFIX},          \
+    {"json", no_argument, NULL, OPT_JSON},                    \
+    {"help", no_argument, NULL, 'h'}
+// clang-format on
+
+static const struct option global_options[] = {
+    COMMON_OPTIONS, {"version", no_argument, NULL, OPT_VERSION}, {0}};
+static const struct option plain_options[] = {COMMON_OPTIONS, {0}};
+static const struct option submit_options[] = {
+    COMMON_OPTIONS,
+    {"args", required_argument, NULL, OPT_ARGS},
+    {"args-file", required_argument, NULL, OPT_ARGS_FILE},
+    {"id", required_argument, NULL, OPT_ID},
+    {"delay", required_argument, NULL, OPT_DELAY},
+    {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
+    {"subtasks-file", required_argument, NULL, OPT_SUBTASKS_FILE},
+    {"parallelism", required_argument, NULL, OPT_PARALLELISM},
+    {"on-failure", required_argument, NULL, OPT_ON_FAILURE},
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {0},
+};
+static const struct option subtasks_options[] = {
+    COMMON_OPTIONS,
+    {"subtasks", no_argument, NULL, OPT_SUBTASKS},
+    {0},
+};
+static const struct option retry_options[] = {
+    COMMON_OPTIONS,
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {0},
+};
+static const struct option list_options[] = {
+    COMMON_OPTIONS,
+    {"state", required_argument, NULL, OPT_STATE},
+    {"handler", required_argument, NULL, OPT_HANDLER},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {0},
+};
+
+static const struct command {
+    const char *name;
+    int (*run)(ctl *c, const cmd_opts *o, const char *operand);
+    const struct option *options;
+    const char *operand; /* what the one operand is, or NULL for none */
+} commands[] = {
+    {"submit", cmd_submit, submit_options, "a handler name"},
+    {"status", cmd_status, subtasks_options, "a task id"},
+    {"watch", cmd_watch, subtasks_options, "a task id"},
+    {"cancel", cmd_cancel, plain_options, "a task id"},
+    {"retry", cmd_retry, retry_options, "a task id"},
+    {"list", cmd_list, list_options, NULL},
+    {"hosts", cmd_hosts, plain_options, NULL},
+    {"stats", cmd_stats, plain_options, NULL},
+};
+
+/* Apply one parsed option: EX_OK, -1 when the run is over (--help, --version), or EX_USAGE. */
+static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
+{
+    switch (opt) {
+    case OPT_REDIS: c->cli_url = optarg; break;
+    case 'c': c->conf_path = optarg; break;
+    case OPT_PREFIX: c->prefix = optarg; break;
+    case OPT_JSON: c->json = true; break;
+    case 'h': fputs(usage_long, stdout); return -1;
+    case OPT_VERSION:
+        printf("bgtaskctl %s (redis protocol %d)\n", BGT_VERSION, STORE_PROTOCOL_VERSION);
+        return -1;
+    case OPT_ARGS: o->args = optarg; break;
+    case OPT_ARGS_FILE: o->args_file = optarg; break;
+    case OPT_SUBTASKS_FILE: o->subtasks_file = optarg; break;
+    case OPT_ID: o->id = optarg; break;
+    case OPT_WAIT: o->wait = true; break;
+    case OPT_SUBTASKS: o->subtasks = true; break;
+    case OPT_STATE: o->state = optarg; break;
+    case OPT_HANDLER: o->handler = optarg; break;
+    case OPT_DELAY:
+        if (!parse_double(optarg, 0, 31536000, &o->delay))
+            return usage_error("--delay needs seconds 0..31536000, got '%s'", optarg);
+        break;
+    case OPT_MAX_ATTEMPTS:
+        if (!parse_long(optarg, 1, 1000, &o->max_attempts))
+            return usage_error("--max-attempts needs a number 1..1000, got '%s'", optarg);
+        break;
+    case OPT_LIMIT:
+        if (!parse_long(optarg, 1, 100000, &o->limit))
+            return usage_error("--limit needs a number 1..100000, got '%s'", optarg);
+        break;
+    case OPT_PARALLELISM:
+        if (!parse_long(optarg, 1, 1024, &o->parallelism))
+            return usage_error("--parallelism needs a number 1..1024, got '%s'", optarg);
+        break;
+    case OPT_ON_FAILURE:
+        if (strcmp(optarg, "continue") != 0 && strcmp(optarg, "fail_fast") != 0)
+            return usage_error("--on-failure must be continue or fail_fast, got '%s'", optarg);
+        o->on_failure = optarg;
+        break;
+    case ':': return usage_error("option %s needs an argument", argv[optind - 1]);
+    default:
+        if (optopt > 0 && optopt < 256)
+            return usage_error("unknown option -%c", optopt);
+        return usage_error("unknown option %s", argv[optind - 1]);
+    }
+    return EX_OK;
+}
+
+/* Parse options until the first operand (global) or all of them (a command's). */
+static int parse_options(ctl *c, cmd_opts *o, int argc, char **argv, const char *shortopts,
+                         const struct option *options)
+{
+    int opt, rc;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, shortopts, options, NULL)) != -1)
+        if ((rc = apply_option(c, o, opt, argv)) != EX_OK)
+            return rc;
+    return EX_OK;
+}
+
+static int run(ctl *c, int argc, char **argv)
+{
+    cmd_opts o = {.limit = 20};
+    int code = parse_options(c, &o, argc, argv, "+:c:h", global_options);
+    if (code != EX_OK)
+        return code;
+    if (optind >= argc)
+        return usage_error("no command given");
+    const struct command *cmd = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[optind], commands[i].name) == 0)
+            cmd = &commands[i];
+    if (!cmd)
+        return usage_error("unknown command '%s'", argv[optind]);
+    argc -= optind;
+    argv += optind;
+    optind = 0; /* glibc: start over on the command's own arguments */
+    if ((code = parse_options(c, &o, argc, argv, ":c:h", cmd->options)) != EX_OK)
+        return code;
+    const char *operand = optind < argc ? argv[optind] : NULL;
+    if (cmd->operand && argc - optind != 1)
+        return usage_error("%s needs %s", cmd->name, cmd->operand);
+    if (!cmd->operand && operand)
+        return usage_error("%s takes no operands, got '%s'", cmd->name, operand);
+    if ((code = ctl_setup(c)) != EX_OK)
+        return code;
+    /* A malformed id cannot name a task; submit checks its input before connecting. */
+    if (cmd->run != cmd_submit) {
+        if (operand && !id_valid(operand)) {
+            fprintf(stderr, "bgtaskctl: task %s not found (not a task id)\n", operand);
+            return EX_NOTFOUND;
+        }
+        if ((code = ctl_open(c, &c->st)) != EX_OK)
+            return code;
+    }
+    return cmd->run(c, &o, operand);
+}
+
+int main(int argc, char **argv)
+{
+    ctl c = {0};
+    config_defaults(&c.cfg);
+    int code = run(&c, argc, argv);
+    store_free(c.st);
+    redis_addr_free(&c.addr);
+    config_free(&c.cfg);
+    return code < 0 ? EX_OK : code;
+}

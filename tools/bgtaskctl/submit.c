@@ -1,0 +1,142 @@
+/* submit.c - bgtaskctl submit: args and subtasks from the command line or files, checked before anything is sent. */
+#include "ctl.h"
+
+/* ---- submit ---- */
+
+/* Read a whole file ("-" is stdin) into a NUL-terminated heap buffer; NULL with errno. */
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t n = 0, cap = 4096, r;
+    char *buf = xmalloc(cap);
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0)
+        if ((n += r) == cap - 1)
+            buf = xrealloc(buf, cap *= 2);
+    int bad = ferror(f) ? (errno ? errno : EIO) : 0;
+    if (f != stdin)
+        fclose(f);
+    if (bad) {
+        free(buf);
+        errno = bad;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/*
+ * Check that text (len bytes, from what) is JSON of the wanted type (cJSON_Object
+ * or cJSON_Array) and at most max bytes (0: any). Returns EX_OK, or EX_USAGE
+ * after saying where the text is wrong. *count gets the number of elements.
+ */
+static int check_json(const char *what, const char *text, size_t len, int type, size_t max,
+                      int *count)
+{
+    if (strlen(text) != len) {
+        fprintf(stderr, "bgtaskctl: %s: invalid JSON: a NUL byte at offset %zu\n", what,
+                strlen(text));
+        return EX_USAGE;
+    }
+    if (max && len > max) {
+        fprintf(stderr, "bgtaskctl: %s: %zu bytes, over the limit of %zu (tasks.max_args_bytes)\n",
+                what, len, max);
+        return EX_USAGE;
+    }
+    cJSON *v = cJSON_ParseWithOpts(text, NULL, true);
+    if (!v) {
+        const char *at = cJSON_GetErrorPtr(), *p;
+        if (!at || at < text || at > text + len)
+            at = text + len;
+        int line = 1, col = 1;
+        for (p = text; p < at; p++, col++)
+            if (*p == '\n')
+                line++, col = 0;
+        char near[64];
+        fprintf(stderr, "bgtaskctl: %s: invalid JSON at line %d, column %d (offset %zu): %s%s%s\n",
+                what, line, col, (size_t)(at - text), *at ? "near '" : "at the end of the text",
+                *at ? clean(at, 20, near, sizeof near) : "", *at ? "'" : "");
+        return EX_USAGE;
+    }
+    bool ok = (v->type & 0xFF) == type;
+    *count = cJSON_GetArraySize(v);
+    cJSON_Delete(v);
+    if (!ok)
+        fprintf(stderr, "bgtaskctl: %s: must be a JSON %s\n", what,
+                type == cJSON_Object ? "object" : "array");
+    return ok ? EX_OK : EX_USAGE;
+}
+
+/* Read and check the JSON of --args / --args-file or --subtasks-file into *text. */
+static int load_json(const char *inline_text, const char *file, int type, size_t max, char **text,
+                     int *count)
+{
+    size_t len;
+    const char *what = !file ? "--args" : strcmp(file, "-") == 0 ? "stdin" : file;
+    if (!file)
+        *text = xstrdup(inline_text), len = strlen(inline_text);
+    else if (!(*text = read_all(file, &len))) {
+        fprintf(stderr, "bgtaskctl: %s: %s\n", what, strerror(errno));
+        return EX_USAGE;
+    }
+    return check_json(what, *text, len, type, max, count);
+}
+
+int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
+{
+    char *args = NULL, *subs = NULL;
+    int code = EX_USAGE, n;
+    if (o->args && o->args_file)
+        return usage_error("give --args or --args-file, not both");
+    if (!name_valid(handler)) {
+        fprintf(stderr, "bgtaskctl: bad handler name '%s': must match [a-z0-9][a-z0-9._-]{0,62}\n",
+                handler);
+        return EX_USAGE;
+    }
+    if (o->id && !id_valid(o->id)) {
+        fprintf(stderr, "bgtaskctl: bad task id '%s': must be a UUID (36 characters, dashed)\n",
+                o->id);
+        return EX_USAGE;
+    }
+    if (load_json(o->args ? o->args : "{}", o->args_file, cJSON_Object, c->cfg.max_args_bytes,
+                  &args, &n) != EX_OK)
+        goto out;
+    if (o->subtasks_file && load_json(NULL, o->subtasks_file, cJSON_Array, 0, &subs, &n) != EX_OK)
+        goto out;
+    if (subs && (n < 1 || n > c->cfg.max_subtasks)) {
+        fprintf(stderr, "bgtaskctl: %s: a task has 1..%d subtasks (tasks.max_subtasks), got %d\n",
+                o->subtasks_file, c->cfg.max_subtasks, n);
+        goto out;
+    }
+    /* Everything is checked before connecting: bad input never reaches Redis. */
+    if ((code = ctl_open(c, &c->st)) != EX_OK)
+        goto out;
+    submit_req req = {.id = o->id,
+                      .handler = handler,
+                      .args = args,
+                      .subtasks = subs,
+                      .max_attempts = (int)o->max_attempts,
+                      .delay_s = o->delay,
+                      .parallelism = (int)o->parallelism,
+                      .on_failure = o->on_failure};
+    int rc = store_submit(c->st, &req, 1);
+    if (rc < 0) {
+        code = store_fail(c, c->st, rc, "");
+    } else if (req.rc == -EEXIST) {
+        fprintf(stderr, "bgtaskctl: task %s already exists (nothing was changed)\n", req.id_out);
+        code = EX_FAIL;
+    } else if (req.rc < 0) {
+        fprintf(stderr, "bgtaskctl: %s\n", req.err[0] ? req.err : strerror(-req.rc));
+        code = req.rc == -EPROTO ? EX_FAIL : EX_USAGE;
+    } else {
+        printf(c->json ? "{\"task_id\": \"%s\"}\n" : "%s\n", req.id_out);
+        fflush(stdout);
+        code = o->wait ? watch_task(c, req.id_out, false) : EX_OK;
+    }
+out:
+    free(args);
+    free(subs);
+    return code;
+}

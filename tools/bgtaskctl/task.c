@@ -1,0 +1,219 @@
+/* task.c - bgtaskctl status, watch, cancel and retry: one task. */
+#include "ctl.h"
+
+/* The highest tasks.max_subtasks a config may set: a record counting more is corrupted. */
+#define SUBTASKS_MAX 1000000
+
+/* ---- status, watch, cancel ---- */
+
+static void print_field(const char *key, const char *value)
+{
+    if (value && *value)
+        printf("%-10s %s\n", key, value);
+}
+
+/* A JSON text as a JSON value: parsed, else the text itself; NULL as null. */
+static cJSON *json_value(const char *text)
+{
+    cJSON *v = text && *text ? cJSON_Parse(text) : NULL;
+    if (v)
+        return v;
+    return text && *text ? cJSON_CreateString(text) : cJSON_CreateNull();
+}
+
+/* The record's count of subtasks, kept within int (a corrupted one reads SUBTASKS_MAX + 1). */
+static int sub_count(const cJSON *rec)
+{
+    return (int)fmin(fmax(jnum(rec, "subtasks"), 0), SUBTASKS_MAX + 1);
+}
+
+/*
+ * The n subtasks of task id: a table of index, state, attempt and message, or
+ * with --json an array of {index, state, attempt, message, args, result}.
+ * A running subtask reads PENDING: its state changes when it ends.
+ */
+static int print_subtasks(ctl *c, const char *id, int n)
+{
+    if (n > SUBTASKS_MAX) {
+        fprintf(stderr,
+                "bgtaskctl: task %s: its record counts %d subtasks, more than a host "
+                "allows (%d): the record is corrupted\n",
+                id, n, SUBTASKS_MAX);
+        return EX_FAIL;
+    }
+    sub_rec *subs = NULL;
+    int rc = store_load_subtasks(c->st, id, n, &subs);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, id);
+    if (c->json) {
+        cJSON *arr = cJSON_CreateArray();
+        for (int i = 0; i < n; i++) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddNumberToObject(s, "index", i);
+            cJSON_AddStringToObject(s, "state", subs[i].state);
+            cJSON_AddNumberToObject(s, "attempt", subs[i].attempt);
+            if (subs[i].message && *subs[i].message)
+                cJSON_AddStringToObject(s, "message", subs[i].message);
+            else
+                cJSON_AddNullToObject(s, "message");
+            cJSON_AddItemToObject(s, "args", json_value(subs[i].args));
+            cJSON_AddItemToObject(s, "result", json_value(subs[i].result));
+            cJSON_AddItemToArray(arr, s);
+        }
+        print_json(arr, false);
+        cJSON_Delete(arr);
+    } else {
+        table tb = {.ncols = 4, .head = {"INDEX", "STATE", "ATTEMPT", "MESSAGE"}};
+        int room = isatty(STDOUT_FILENO) ? term_columns() - 30 : 100;
+        for (int i = 0; i < n; i++) {
+            char idx[32], att[32], msg[512];
+            snprintf(idx, sizeof idx, "%d", i);
+            snprintf(att, sizeof att, "%u", subs[i].attempt);
+            const char *m = subs[i].message && *subs[i].message ? subs[i].message : "-";
+            char *row[] = {xstrdup(idx), xstrdup(subs[i].state), xstrdup(att),
+                           xstrdup(clean(m, room > 20 ? (size_t)room : 20, msg, sizeof msg))};
+            table_row(&tb, row);
+        }
+        table_print(&tb);
+        fflush(stdout);
+    }
+    store_sub_recs_free(subs, n);
+    return EX_OK;
+}
+
+int cmd_status(ctl *c, const cmd_opts *o, const char *id)
+{
+    cJSON *rec = NULL;
+    int rc = store_get_task(c->st, id, &rec);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, id);
+    if (c->json && o->subtasks) {
+        /* The table alone, as an array (empty for a task without subtasks). */
+        int n = sub_count(rec);
+        cJSON_Delete(rec);
+        if (n > 0)
+            return print_subtasks(c, id, n);
+        puts("[]");
+        return EX_OK;
+    }
+    if (c->json) {
+        print_json(rec, false);
+        cJSON_Delete(rec);
+        return EX_OK;
+    }
+    char buf[1024], a[32], b[32], s[32];
+    const char *state = jstr(rec, "state");
+    double cur = jnum(rec, "progress_current"), total = jnum(rec, "progress_total");
+    print_field("id:", jstr(rec, "id"));
+    snprintf(buf, sizeof buf, "%s (%s)", jstr(rec, "handler"), jstr(rec, "kind"));
+    print_field("handler:", *jstr(rec, "kind") ? buf : jstr(rec, "handler"));
+    bool cancelling = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "cancel_requested"));
+    snprintf(buf, sizeof buf, "%s%s", state,
+             cancelling && strcmp(state, "ONGOING") == 0 ? " (cancel requested)" : "");
+    print_field("state:", buf);
+    snprintf(buf, sizeof buf, "%s/%s", fmt_num(jnum(rec, "attempt"), a, sizeof a),
+             jnum(rec, "max_attempts") > 0 ? fmt_num(jnum(rec, "max_attempts"), b, sizeof b)
+                                           : "default");
+    print_field("attempt:", buf);
+    print_field("owner:", *jstr(rec, "owner") ? jstr(rec, "owner") : "-");
+    snprintf(buf, sizeof buf, "%s/%s", fmt_num(cur, a, sizeof a), fmt_num(total, b, sizeof b));
+    if (total > 0)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " (%.0f%%)",
+                 fmin(100, 100 * cur / total));
+    print_field("progress:", buf);
+    if (jnum(rec, "subtasks") > 0) {
+        snprintf(buf, sizeof buf, "%s (%s succeeded, %s failed)",
+                 fmt_num(jnum(rec, "subtasks"), s, sizeof s),
+                 fmt_num(jnum(rec, "sub_success"), a, sizeof a),
+                 fmt_num(jnum(rec, "sub_failure"), b, sizeof b));
+        print_field("subtasks:", buf);
+    }
+    /* A parallel task's own settings; "0" and "" stand for the handler's. */
+    if (strcmp(jstr(rec, "parallelism"), "0") != 0)
+        print_field("parallel:", jstr(rec, "parallelism"));
+    print_field("on fail:", jstr(rec, "on_failure"));
+    print_field("message:", clean(jstr(rec, "message"), 900, buf, sizeof buf));
+    print_field("error:", clean(jstr(rec, "error"), 900, buf, sizeof buf));
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(rec, "result");
+    if (res && !cJSON_IsNull(res)) {
+        char *text = cJSON_PrintUnformatted(res);
+        print_field("result:", clean(text, 900, buf, sizeof buf));
+        free(text);
+    }
+    static const char *const times[][2] = {
+        {"created_ms", "created:"}, {"started_ms", "started:"}, {"finished_ms", "finished:"}};
+    for (int i = 0; i < 3; i++)
+        if (jnum(rec, times[i][0]) > 0)
+            print_field(times[i][1], fmt_time(jnum(rec, times[i][0]), buf, sizeof buf));
+    int n = sub_count(rec);
+    cJSON_Delete(rec);
+    if (!o->subtasks)
+        return EX_OK;
+    if (n <= 0) {
+        puts("\nno subtasks (not a parallel task, or not split yet)");
+        return EX_OK;
+    }
+    putchar('\n');
+    return print_subtasks(c, id, n);
+}
+
+int cmd_watch(ctl *c, const cmd_opts *o, const char *id) { return watch_task(c, id, o->subtasks); }
+
+int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
+{
+    char state[128] = "";
+    int rc = store_cancel(c->st, id, state, sizeof state);
+    if (rc < 0)
+        return store_fail(c, c->st, rc, id);
+    /* For a request, the store answers the owner in state_out. */
+    const char *owner = rc == CANCEL_REQUESTED && *state ? state : "another host";
+    if (c->json) {
+        static const char *const outcome[] = {"cancelled", "requested", "final"};
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "task_id", id);
+        cJSON_AddStringToObject(j, "outcome", outcome[rc]);
+        cJSON_AddStringToObject(j, "state",
+                                rc == CANCEL_FINAL  ? state
+                                : rc == CANCEL_DONE ? "CANCELLED"
+                                                    : "ONGOING");
+        if (rc == CANCEL_REQUESTED)
+            cJSON_AddStringToObject(j, "owner", owner);
+        print_json(j, true);
+        cJSON_Delete(j);
+    } else if (rc == CANCEL_DONE) {
+        puts("cancelled");
+    } else if (rc == CANCEL_REQUESTED) {
+        printf("cancel requested (running on %s)\n", owner);
+    } else {
+        printf("already %s\n", state);
+    }
+    return EX_OK;
+}
+
+/*
+ * Run the failed and cancelled subtasks of a finished parallel task again.
+ * Not parallel, still running or nothing to run again: EX_FAIL with the
+ * store's reason; with --wait, follow the new attempt like watch.
+ */
+int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
+{
+    int n = 0;
+    int rc = store_retry(c->st, id, &n);
+    if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY) {
+        fprintf(stderr, "bgtaskctl: %s: nothing was changed\n", store_errstr(c->st));
+        return EX_FAIL;
+    }
+    if (rc < 0)
+        return store_fail(c, c->st, rc, id);
+    if (c->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "task_id", id);
+        cJSON_AddNumberToObject(j, "retrying", n);
+        print_json(j, true);
+        cJSON_Delete(j);
+    } else {
+        printf("retrying %d failed subtask(s)\n", n);
+        fflush(stdout);
+    }
+    return o->wait ? watch_task(c, id, false) : EX_OK;
+}
