@@ -350,8 +350,17 @@ char *th_tmpdir(const char *tag)
 }
 
 /* Remove a scratch folder now and forget it. */
+/* Whether BGT_TEST_KEEP asks to keep the scratch folders. */
+static bool keep_dirs(void)
+{
+    const char *keep = getenv("BGT_TEST_KEEP");
+    return keep && *keep && strcmp(keep, "0") != 0;
+}
+
 void th__tmpdir_remove(const char *dir)
 {
+    if (keep_dirs())
+        return; /* th_cleanup names it */
     for (size_t i = 0; i < ndirs; i++) {
         if (strcmp(dirs[i], dir) == 0) {
             rm_rf(dirs[i]);
@@ -372,11 +381,10 @@ void th_cleanup(void)
     children = NULL;
     nchildren = children_cap = 0;
 
-    const char *keep = getenv("BGT_TEST_KEEP");
-    bool keep_dirs = keep && *keep && strcmp(keep, "0") != 0;
+    bool keep = keep_dirs();
     char *root = NULL;
     for (size_t i = 0; i < ndirs; i++) {
-        if (keep_dirs) {
+        if (keep) {
             fprintf(stderr, "harness: kept %s\n", dirs[i]);
         } else {
             rm_rf(dirs[i]);

@@ -20,13 +20,16 @@
 
 #include <hiredis/hiredis.h>
 
-/* A private redis-server. */
+/* A private redis-server (or redis-sentinel). */
 typedef struct th_redis {
     pid_t pid;
     int port;
     bool aof;
     char dir[512];  /* its working folder (dump/AOF live here) */
     char url[128];  /* "redis://127.0.0.1:<port>/0" */
+    bool sentinel;  /* a redis-sentinel process */
+    int bus_port;   /* a cluster node: its cluster bus port; 0 = not one */
+    char conf[600]; /* a config file it reads first (in dir), or "" */
 } th_redis;
 
 /* Start redis-server on 127.0.0.1, a free port, in a fresh folder; with
@@ -42,6 +45,59 @@ int th_redis_restart(th_redis *r);
 void th_redis_stop(th_redis *r);
 /* A fresh hiredis connection to it (caller frees with redisFree); aborts on failure. */
 redisContext *th_redis_connect(const th_redis *r);
+
+/* The most replicas of a sentinel-watched master; the most nodes of a cluster. */
+#define TH_MAX_REPLICAS 4
+#define TH_MAX_CLUSTER_NODES 12
+
+/* A master with replicas, watched by three redis-sentinel processes. */
+typedef struct th_sentinels {
+    th_redis servers[1 + TH_MAX_REPLICAS]; /* [0] the first master, then its replicas */
+    int nservers;
+    th_redis sentinels[3];
+    char name[32];  /* the master's name in the sentinels */
+    char url[128];  /* "redis+sentinel://127.0.0.1:<p1>,...:<p3>/<name>/0" */
+} th_sentinels;
+
+/*
+ * Start a master, `replicas` replicas (1..TH_MAX_REPLICAS) and three sentinels
+ * (quorum 2, a master is down after 1 s of silence) on free loopback ports;
+ * waits until every sentinel sees the master, its replicas and the other two.
+ * 0, -1, or -2 when a binary is missing and CI is not set (skip). Stopped and
+ * removed by th_sentinels_stop or at exit.
+ */
+int th_sentinels_start(th_sentinels *s, int replicas);
+/* The server the sentinels name as the master now (NULL if none answers). */
+th_redis *th_sentinels_master(th_sentinels *s);
+/* Wait until every running sentinel names one master other than the server on old_port,
+ * and that server says it is a master; returns it, or NULL after timeout_s. */
+th_redis *th_sentinels_wait_failover(th_sentinels *s, int old_port, double timeout_s);
+void th_sentinels_stop(th_sentinels *s);
+
+/* A Redis Cluster: masters with replicas, node timeout 1 s. */
+typedef struct th_cluster {
+    th_redis nodes[TH_MAX_CLUSTER_NODES];
+    int n;
+    int replicas;  /* per master */
+    char url[128]; /* "redis+cluster://127.0.0.1:<p1>,...:<p3>" (three seeds) */
+} th_cluster;
+
+/*
+ * Start masters * (1 + replicas) cluster-enabled redis-servers and join them
+ * (redis-cli --cluster create ... --cluster-replicas R); waits until every
+ * node says the cluster is ok and every master's replicas are in sync.
+ * 0, -1, or -2 (skip, as th_redis_start).
+ */
+int th_cluster_start(th_cluster *c, int masters, int replicas);
+/* Wait until every running node says cluster_state ok with all slots served. */
+bool th_cluster_wait_ok(th_cluster *c, double timeout_s);
+/* The running node that serves slot now (asking the nodes), or NULL. */
+th_redis *th_cluster_master_of(th_cluster *c, unsigned slot);
+/* The node listening on port, or NULL. */
+th_redis *th_cluster_node(th_cluster *c, int port);
+/* The node's cluster id (malloc'd), or NULL. */
+char *th_cluster_node_id(const th_redis *node);
+void th_cluster_stop(th_cluster *c);
 
 /* Options for a test host; zero fields take the defaults noted. */
 typedef struct th_host_opts {
@@ -61,6 +117,8 @@ typedef struct th_host_opts {
     const char *prefix;      /* key prefix; default "bgtask" */
     int max_subtasks;        /* tasks.max_subtasks; default: the host's own (10000) */
     double plugins_init_timeout_s; /* plugins.init_timeout; default: the host's own (60) */
+    const char *redis_url;   /* redis.url; default: the th_redis's (a sentinel URL, ...) */
+    const char *redis_settings; /* more settings of the redis group, verbatim */
 } th_host_opts;
 
 /* A bgtaskd process. */

@@ -45,10 +45,10 @@ static bool write_host_conf(const char *path, const char *id, const th_redis *r,
 
     fprintf(f, "# Written by the test harness for host %s.\n", id);
     fputs("redis: {\n    url = ", f);
-    put_conf_string(f, r->url);
+    put_conf_string(f, o->redis_url ? o->redis_url : r->url);
     fputs(";\n    prefix = ", f);
     put_conf_string(f, prefix);
-    fputs(";\n};\nhost: {\n    id = ", f);
+    fprintf(f, ";\n    %s\n};\nhost: {\n    id = ", o->redis_settings ? o->redis_settings : "");
     put_conf_string(f, id);
     fprintf(f, ";\n    workers = %d;\n    log_level = \"debug\";\n    shutdown_grace = %f;\n};\n",
             o->workers > 0 ? o->workers : 4, o->shutdown_grace_s > 0 ? o->shutdown_grace_s : 5.0);

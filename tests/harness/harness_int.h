@@ -60,4 +60,14 @@ const char *th__status_text(int st, char *buf, size_t n);
  */
 pid_t th__spawn(char *const argv[], int fd_out, int fd_err);
 
+/* The path of name in $PATH (malloc'd), or NULL. */
+char *th__find_in_path(const char *name);
+/*
+ * Start r (its sentinel and bus_port fields say what kind: set bus_port to 1 for a cluster
+ * node) in a fresh folder named after tag, on free ports, reading conf_text (written into a
+ * file in its folder) first when not NULL. Waits until it answers. 0, -1, or -2 when the
+ * binary is missing and CI is not set (skip).
+ */
+int th__redis_start_as(th_redis *r, const char *tag, const char *conf_text);
+
 #endif

@@ -41,7 +41,7 @@ static int free_port(void)
 }
 
 /* The path of name in $PATH (malloc'd), or NULL. */
-static char *find_in_path(const char *name)
+char *th__find_in_path(const char *name)
 {
     const char *path = getenv("PATH");
     if (!path)
@@ -97,17 +97,38 @@ static int redis_wait_up(pid_t pid, int port, double timeout_s)
     }
 }
 
-/* Start redis-server for r on r->port in r->dir; 0, -1 (did not come up) or -2 (exited). */
+/* Start r's server on r->port (and r->bus_port) in r->dir; 0, -1 (did not come up) or -2
+ * (exited). */
 static int redis_spawn(th_redis *r, const char *bin)
 {
-    char port[16];
+    char port[16], bus[16];
     snprintf(port, sizeof port, "%d", r->port);
+    snprintf(bus, sizeof bus, "%d", r->bus_port);
     char *logfile = th__asprintf("%s/redis.log", r->dir);
     char *outfile = th__asprintf("%s/redis.out", r->dir);
-    char *aof = r->aof ? "yes" : "no";
-    char *argv[] = {(char *)bin, "--port",      port, "--bind",       "127.0.0.1", "--dir",
-                    r->dir,      "--save",      "",   "--appendonly", aof,         "--appendfsync",
-                    "always",    "--daemonize", "no", "--logfile",    logfile,     NULL};
+    char *argv[32];
+    int k = 0;
+    argv[k++] = (char *)bin;
+    if (r->conf[0])
+        argv[k++] = r->conf;
+    char *common[] = {"--port", port, "--bind", "127.0.0.1", "--dir", r->dir, "--daemonize", "no",
+                      "--logfile", logfile};
+    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
+        argv[k++] = common[i];
+    if (!r->sentinel) {
+        /* A replica that needs a full copy gets it at once, not after diskless sync's
+         * default wait of 5 s for more replicas. */
+        char *data[] = {"--save",       "",     "--appendonly",
+                        r->aof ? "yes" : "no", "--appendfsync", "always",
+                        "--repl-diskless-sync-delay", "0"};
+        for (size_t i = 0; i < sizeof data / sizeof data[0]; i++)
+            argv[k++] = data[i];
+    }
+    if (r->bus_port) {
+        argv[k++] = "--cluster-port";
+        argv[k++] = bus;
+    }
+    argv[k] = NULL;
     int rc = -1;
     int out = open(outfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (out < 0) {
@@ -141,27 +162,47 @@ static void redis_dump_logs(const th_redis *r)
     free(p);
 }
 
-int th_redis_start(th_redis *r, bool aof)
+/* The binary r runs (malloc'd), or NULL after saying why. */
+static char *redis_bin(const th_redis *r)
 {
-    memset(r, 0, sizeof *r);
-    r->aof = aof;
-    char *bin = find_in_path("redis-server");
+    const char *name = r->sentinel ? "redis-sentinel" : "redis-server";
+    char *bin = th__find_in_path(name);
+    if (!bin)
+        fprintf(stderr, "harness: %s not found in PATH\n", name);
+    return bin;
+}
+
+int th__redis_start_as(th_redis *r, const char *tag, const char *conf_text)
+{
+    char *bin = redis_bin(r);
     if (!bin) {
         const char *ci = getenv("CI");
         if (ci && *ci) {
-            fprintf(stderr, "harness: redis-server not found in PATH and CI is set: failing\n");
+            fprintf(stderr, "harness: CI is set: failing\n");
             return -1;
         }
-        fprintf(stderr, "harness: redis-server not found in PATH: skipping\n");
+        fprintf(stderr, "harness: skipping\n");
         return -2;
     }
-    char *dir = th_tmpdir("redis");
+    char *dir = th_tmpdir(tag);
     snprintf(r->dir, sizeof r->dir, "%s", dir);
     free(dir);
     int rc = -1;
+    if (conf_text) {
+        snprintf(r->conf, sizeof r->conf, "%s/%s.conf", r->dir, tag);
+        FILE *f = fopen(r->conf, "w");
+        if (!f || fputs(conf_text, f) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "harness: cannot write %s: %s\n", r->conf, strerror(errno));
+            free(bin);
+            return -1;
+        }
+    }
+    bool cluster = r->bus_port != 0;
     for (int try = 0; try < REDIS_START_TRIES; try++) {
         r->port = free_port();
-        if (r->port < 0) {
+        if (cluster)
+            r->bus_port = free_port();
+        if (r->port < 0 || r->bus_port < 0) {
             fprintf(stderr, "harness: no free port on 127.0.0.1: %s\n", strerror(errno));
             break;
         }
@@ -172,13 +213,21 @@ int th_redis_start(th_redis *r, bool aof)
     }
     free(bin);
     if (rc != 0) {
-        fprintf(stderr, "harness: redis-server did not come up in %s\n", r->dir);
+        fprintf(stderr, "harness: %s did not come up in %s\n",
+                r->sentinel ? "redis-sentinel" : "redis-server", r->dir);
         redis_dump_logs(r);
         r->pid = 0;
         return -1;
     }
     snprintf(r->url, sizeof r->url, "redis://127.0.0.1:%d/0", r->port);
     return 0;
+}
+
+int th_redis_start(th_redis *r, bool aof)
+{
+    memset(r, 0, sizeof *r);
+    r->aof = aof;
+    return th__redis_start_as(r, "redis", NULL);
 }
 
 void th_redis_kill(th_redis *r)
@@ -192,11 +241,9 @@ void th_redis_kill(th_redis *r)
 int th_redis_restart(th_redis *r)
 {
     th_redis_kill(r);
-    char *bin = find_in_path("redis-server");
-    if (!bin) {
-        fprintf(stderr, "harness: redis-server not found in PATH\n");
+    char *bin = redis_bin(r);
+    if (!bin)
         return -1;
-    }
     int rc = -1;
     /* The port must stay (clients and hosts know the URL): retry on it a few times. */
     for (int try = 0; try < 5; try++) {
@@ -207,7 +254,8 @@ int th_redis_restart(th_redis *r)
     }
     free(bin);
     if (rc != 0) {
-        fprintf(stderr, "harness: redis-server did not come back on port %d\n", r->port);
+        fprintf(stderr, "harness: %s did not come back on port %d\n",
+                r->sentinel ? "redis-sentinel" : "redis-server", r->port);
         redis_dump_logs(r);
         return -1;
     }
