@@ -34,6 +34,9 @@ static int api_submit(bgt_task *t, const char *name, const cJSON *args, char *id
     if (rc < 0)
         log_msg(BGT_LOG_WARNING, t ? task_api_id(t) : NULL, "submit %s failed: %s",
                 name ? name : "(null)", q.err[0] ? q.err : why);
+    else if (q.not_durable)
+        log_msg(BGT_LOG_WARNING, t ? task_api_id(t) : NULL, "submitted %s as %s: %s",
+                name ? name : "(null)", q.id_out, q.err);
     pthread_mutex_unlock(&submit_lock);
     if (rc == 0 && id_out)
         memcpy(id_out, q.id_out, BGT_ID_LEN + 1);

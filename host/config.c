@@ -76,6 +76,8 @@ static const spec specs[] = {
      password_valid, "printable characters"},
     {"redis.password_file", K_STRING, 0, 0, OFF(redis_password_file), F_EMPTY_NULL | F_PATH, NULL,
      NULL},
+    {"redis.min_replicas_ack", K_INT, 0, 64, OFF(min_replicas_ack), 0, NULL, NULL},
+    {"redis.ack_timeout", K_DOUBLE, 0.01, 60, OFF(ack_timeout_s), 0, NULL, NULL},
     {"redis.prefix", K_STRING, 0, 0, OFF(prefix), 0, prefix_valid,
      "1..64 characters without spaces or control characters"},
 
@@ -717,6 +719,7 @@ void config_defaults(bgt_config *c)
 {
     memset(c, 0, sizeof *c);
     c->redis_url = xstrdup("redis://127.0.0.1:6379/0");
+    c->ack_timeout_s = 1.0;
     c->prefix = xstrdup("bgtask");
     c->workers = 8;
     c->log_level = xstrdup("info");

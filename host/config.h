@@ -26,6 +26,9 @@ typedef struct bgt_config {
     char *redis_password;     /* NULL for none; never logged (also read from redis_password_file) */
     char *redis_password_file; /* file holding the password (resolved path), or NULL */
     char *prefix;             /* key prefix, default "bgtask" */
+    int min_replicas_ack;     /* submits and state changes wait for this many replicas, 0..64,
+                                 default 0 (no wait) */
+    double ack_timeout_s;     /* for at most this long, 0.01..60, default 1 */
 
     /* host */
     char *host_id;            /* NULL: hostname:pid */

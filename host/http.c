@@ -834,6 +834,10 @@ static enum MHD_Result post_task(http_server *s, struct MHD_Connection *c, reque
         snprintf(location, sizeof location, "/v1/tasks/%s", q.id_out);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "task_id", q.id_out);
+        if (q.not_durable) { /* redis.min_replicas_ack: created, on the master only */
+            cJSON_AddFalseToObject(o, "durable");
+            cJSON_AddStringToObject(o, "warning", q.err);
+        }
         ret = send_json(c, MHD_HTTP_ACCEPTED, o, location);
         break;
     }

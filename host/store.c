@@ -30,10 +30,8 @@ static const char *const script_src[SC_COUNT] = {
 int store_addr_check(const redis_addr *addr, char *err, size_t errlen)
 {
     switch (addr->kind) {
-    case REDIS_SERVER: return 0;
-    case REDIS_SENTINEL:
-        snprintf(err, errlen, "redis+sentinel:// addresses are not supported by this build");
-        return -ENOTSUP;
+    case REDIS_SERVER:
+    case REDIS_SENTINEL: return 0;
     case REDIS_CLUSTER:
         snprintf(err, errlen, "redis+cluster://: a Redis Cluster needs protocol 2 (hash-tagged "
                               "keys, one slot per script call); this build speaks protocol %d, "
@@ -95,6 +93,8 @@ store *store_open(const bgt_config *cfg, const redis_addr *addr)
                              .max_subtasks = cfg->max_subtasks,
                              .events_maxlen = cfg->events_maxlen,
                              .retention_s = cfg->retention_s};
+    st->ack_n = cfg->min_replicas_ack;
+    st->ack_ms = (int)(cfg->ack_timeout_s * 1000 + 0.5);
     if (pipe2(st->intr, O_CLOEXEC | O_NONBLOCK) < 0)
         st->intr[0] = st->intr[1] = -1;
     redis_addr a;
@@ -278,11 +278,18 @@ static int script_sha(store *st, int script, const char *key)
     return rc;
 }
 
-/* Call a script by SHA, routed by its first key (KEYS[1]) if it has one; a server that
- * answers NOSCRIPT gets the script loaded and the call again. */
-int store__eval_script(store *st, int script, argbuf *a, redisReply **out)
+/*
+ * Call a script by SHA, routed by its first key (KEYS[1]) if it has one; a
+ * server that answers NOSCRIPT gets the script loaded and the call again.
+ * With durable and redis.min_replicas_ack set, a WAIT goes right after it on
+ * the same connection, and *acked gets how many replicas confirmed the
+ * script's writes (else -1).
+ */
+static int eval_script(store *st, int script, argbuf *a, bool durable, redisReply **out,
+                       int *acked)
 {
     *out = NULL;
+    *acked = -1;
     const char *key = strcmp(a->v[2], "0") != 0 ? a->v[3] : NULL;
     int rc = script_sha(st, script, key);
     if (rc < 0)
@@ -293,20 +300,63 @@ int store__eval_script(store *st, int script, argbuf *a, redisReply **out)
     int len = redisFormatCommandArgv(&cmd, (int)a->n, a->v, a->len);
     if (len <= 0)
         return -ENOMEM;
-    rcall c = {.key = key, .keylen = key ? strlen(key) : 0, .cmd = cmd, .len = (size_t)len,
-               .script = script_src[script]};
-    redisReply *r;
-    rc = rconn_run(st->rc, &c, 1, &r);
+    rcall c[2] = {{.key = key, .keylen = key ? strlen(key) : 0, .cmd = cmd, .len = (size_t)len,
+                   .script = script_src[script]}};
+    size_t n = 1;
+    if (durable && st->ack_n > 0) {
+        if ((rc = store__call_fmt(&c[1], key, "WAIT %d %d", st->ack_n, st->ack_ms)) < 0) {
+            free(cmd);
+            return rc;
+        }
+        c[1].with_prev = true;
+        n = 2;
+    }
+    redisReply *r[2] = {NULL, NULL};
+    rc = rconn_run(st->rc, c, n, r);
     free(cmd);
+    if (n == 2)
+        free((char *)c[1].cmd);
     if (rc < 0)
         return rc;
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(st->err, sizeof st->err, "script failed: %s", r->str);
-        freeReplyObject(r);
-        return -EPROTO;
+    if (n == 2) {
+        if (r[1]->type == REDIS_REPLY_INTEGER) {
+            *acked = (int)r[1]->integer;
+        } else {
+            snprintf(st->err, sizeof st->err, "WAIT: %s",
+                     r[1]->type == REDIS_REPLY_ERROR ? r[1]->str : "unexpected reply");
+            rc = -EPROTO;
+        }
+        freeReplyObject(r[1]);
     }
-    *out = r;
+    if (rc == 0 && r[0]->type == REDIS_REPLY_ERROR) {
+        snprintf(st->err, sizeof st->err, "script failed: %s", r[0]->str);
+        rc = -EPROTO;
+    }
+    if (rc < 0) {
+        freeReplyObject(r[0]);
+        return rc;
+    }
+    if (*acked >= 0 && *acked < st->ack_n)
+        snprintf(st->err, sizeof st->err,
+                 "%d of %d replicas confirmed within %d ms (redis.min_replicas_ack): the "
+                 "change is on the master only and a failover may lose it",
+                 *acked, st->ack_n, st->ack_ms);
+    *out = r[0];
     return 0;
+}
+
+int store__eval_script(store *st, int script, argbuf *a, redisReply **out)
+{
+    int acked;
+    return eval_script(st, script, a, false, out, &acked);
+}
+
+int store__eval_script_durable(store *st, int script, argbuf *a, redisReply **out, bool *short_)
+{
+    int acked;
+    int rc = eval_script(st, script, a, true, out, &acked);
+    *short_ = rc == 0 && acked >= 0 && acked < st->ack_n;
+    return rc;
 }
 
 int store_ping(store *st)

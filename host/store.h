@@ -134,6 +134,11 @@ typedef struct submit_req {
     /* out */
     char id_out[37];         /* the task id */
     int rc;                  /* 0, -EINVAL or -E2BIG (err says why), -EEXIST (id taken) */
+    bool not_durable;        /* rc 0, but fewer replicas than redis.min_replicas_ack confirmed
+                                it within redis.ack_timeout (err says how many): the task is on
+                                the master only, and a failover before it replicates loses it.
+                                Submitting it again with the same id is safe: -EEXIST then
+                                means it was kept. */
     char err[200];
 } submit_req;
 
@@ -314,7 +319,11 @@ typedef struct fin_item {
 
 /*
  * Apply n writes of host_id in one script call, in order. Each item's rc says
- * whether fencing let it through. Returns 0 if the call reached Redis.
+ * whether fencing let it through. Returns 0 if the call reached Redis;
+ * -EAGAIN when it did but a change of state among them was not confirmed by
+ * redis.min_replicas_ack replicas in time (store_errstr says how many): the
+ * writes are on the master only. Sending the same writes again is safe: a
+ * write that went through answers rc 0 again, without changing anything.
  */
 int store_apply(store *st, const char *host_id, fin_item *items, size_t n);
 

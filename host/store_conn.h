@@ -122,12 +122,21 @@ struct rconn {
 };
 
 __attribute__((format(printf, 2, 3))) void rc__err(rconn *rc, const char *fmt, ...);
-/* Connect n (AUTH with the address's user and password, SELECT unless select_db is
- * false) within timeout_s. -EIO with the message in rc's buffer. */
-int rc__node_connect(rconn *rc, rnode *n, double timeout_s, bool select_db);
-/* Connect n unless it is connected or its backoff has not passed; -EIO then, or what the
+
+/* What a connection is for. */
+typedef enum rc_kind {
+    RC_DATA,     /* a server of one database: AUTH, SELECT, then the link's check */
+    RC_NODE,     /* a cluster node: AUTH, then the link's check */
+    RC_SENTINEL, /* a sentinel: AUTH when it wants a password, nothing else */
+} rc_kind;
+
+/* Connect n as kind within timeout_s. -EIO with the message in rc's buffer, or what the
  * link's check refused it with. */
-int rc__node_ensure(rconn *rc, rnode *n, bool select_db);
+int rc__node_connect(rconn *rc, rnode *n, double timeout_s, rc_kind kind);
+/* Connect n (for a Sentinel link: to wherever the sentinels say the master is) unless it
+ * is connected or its backoff has not passed (-EIO then, or what the check refused the
+ * last connection with). */
+int rc__node_ensure(rconn *rc, rnode *n);
 /* Close n's connection (it reconnects at once when asked to). */
 void rc__node_close(rnode *n);
 /* n's connection failed doing `what`: close it, say why, -EIO. */
@@ -147,9 +156,9 @@ int rc__node_wait(rconn *rc, rnode *n, double timeout_s, int extra_fd, redisRepl
 /* store_sentinel.c */
 sentinel *rc__sentinel_new(void);
 void rc__sentinel_free(sentinel *s);
-/* Ask the sentinels where the master is, point rc->node at it, connect and check with ROLE
- * that it is a master. */
-int rc__sentinel_connect(rconn *rc);
+/* Ask the sentinels where the master is, point n at it, connect and check with ROLE that
+ * it is a master. */
+int rc__sentinel_connect(rconn *rc, rnode *n);
 /* Read what the sentinels announced; true if the master moved (rc->node is then closed
  * and pointed at the new address). */
 bool rc__sentinel_poll(rconn *rc);

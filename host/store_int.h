@@ -28,6 +28,8 @@ struct store {
     store_limits lim;
     rconn *rc;              /* the link to Redis */
     char sha[SC_COUNT][41]; /* the scripts' SHAs, once a server told them */
+    int ack_n;              /* redis.min_replicas_ack: replicas a durable write waits for */
+    int ack_ms;             /* redis.ack_timeout, in ms */
     int intr[2];            /* self-pipe for store_interrupt */
     char err[512];
 };
@@ -69,5 +71,9 @@ void store__args_free(argbuf *a);
 void store__args_script(store *st, argbuf *a, int script);
 /* Call a script by SHA (routed by KEYS[1] if any); NOSCRIPT loads it where it is missing. */
 int store__eval_script(store *st, int script, argbuf *a, redisReply **out);
+/* The same for a write that must be durable: with redis.min_replicas_ack = N, a WAIT N is
+ * pipelined after it on the same connection; *short_ is true when fewer replicas confirmed
+ * it in time (store_errstr says how many), the change being on the master only. */
+int store__eval_script_durable(store *st, int script, argbuf *a, redisReply **out, bool *short_);
 
 #endif

@@ -330,11 +330,25 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
  * 1 success, 2 failure, 3 cancelled, 4 retry, 5 release, 6 subtask (its state
  * SUCCESS, FAILURE or CANCELLED is counted once however often it is reported;
  * RETRY records the attempt and message only). Returns per write 0 (fenced
- * out: nothing changed), 1 (applied), 2 (retry gave up: FAILURE).
+ * out: nothing changed), 1 (applied), 2 (retry gave up: FAILURE), 3 (this
+ * very change was applied before: nothing changed). A write is sent again
+ * when its first sending got no answer, or when the replicas it had to wait
+ * for did not confirm it (redis.min_replicas_ack); 3 tells the host it went
+ * through the first time, instead of a fencing refusal that it is not.
  */
 static const char LUA_APPLY[] = LUA_PRELUDE
     "local host = ARGV[4]\n"
     "local STATE = {[1] = 'SUCCESS', [2] = 'FAILURE', [3] = 'CANCELLED'}\n"
+    /* The end of this attempt (op) is already in the record r, as this host wrote it. */
+    "local function already(op, r, attempt)\n"
+    "  if r[3] ~= attempt then return false end\n"
+    "  if STATE[op] then return r[1] == STATE[op] and r[2] == host end\n"
+    "  if op == 4 or op == 5 then\n"
+    "    return (r[1] == 'ONGOING' and r[2] == '') or (op == 4 and r[1] == 'FAILURE' and\n"
+    "      r[2] == host)\n"
+    "  end\n"
+    "  return false\n"
+    "end\n"
     "local out = {}\n"
     "local i = 6\n"
     "local finished = false\n"
@@ -346,7 +360,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'released',\n"
     "    'max_attempts', 'kind')\n"
     "  if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then\n"
-    "    out[k] = 0\n"
+    "    if already(op, r, attempt) then out[k] = 3 else out[k] = 0 end\n"
     "  else\n"
     "    out[k] = 1\n"
     "    if ARGV[i + 4] == '1' then\n"

@@ -103,6 +103,7 @@ int store_submit(store *st, submit_req *reqs, size_t n)
     for (size_t i = 0; i < n; i++) {
         submit_req *q = &reqs[i];
         q->err[0] = '\0';
+        q->not_durable = false;
         q->rc = validate_submit(st, q, &norm[2 * i], &norm[2 * i + 1]);
         if (q->rc < 0)
             continue;
@@ -131,7 +132,8 @@ int store_submit(store *st, submit_req *reqs, size_t n)
         a.v[count_at] = cnt;
         a.len[count_at] = strlen(cnt);
         redisReply *r;
-        rc = store__eval_script(st, SC_SUBMIT, &a, &r);
+        bool short_ = false;
+        rc = store__eval_script_durable(st, SC_SUBMIT, &a, &r, &short_);
         if (rc == 0) {
             if (r->type == REDIS_REPLY_ARRAY && r->elements == m) {
                 for (size_t k = 0; k < m; k++) {
@@ -139,6 +141,9 @@ int store_submit(store *st, submit_req *reqs, size_t n)
                     if (r->element[k]->integer != 1) {
                         q->rc = -EEXIST;
                         snprintf(q->err, sizeof q->err, "task %s already exists", q->id_out);
+                    } else if (short_) {
+                        q->not_durable = true;
+                        snprintf(q->err, sizeof q->err, "%.190s", st->err);
                     }
                 }
             } else {
@@ -488,8 +493,14 @@ int store_apply(store *st, const char *host_id, fin_item *items, size_t n)
             store__args_push(&a, "");
         }
     }
+    /* A change of state waits for the replicas (redis.min_replicas_ack); progress does not. */
+    bool durable = false;
+    for (size_t i = 0; i < n && !durable; i++)
+        durable = items[i].op != FIN_PROGRESS;
     redisReply *r;
-    int rc = store__eval_script(st, SC_APPLY, &a, &r);
+    bool short_ = false;
+    int rc = durable ? store__eval_script_durable(st, SC_APPLY, &a, &r, &short_)
+                     : store__eval_script(st, SC_APPLY, &a, &r);
     store__args_free(&a);
     if (rc < 0)
         return rc;
@@ -503,7 +514,7 @@ int store_apply(store *st, const char *host_id, fin_item *items, size_t n)
         rc = -EPROTO;
     }
     freeReplyObject(r);
-    return rc;
+    return rc == 0 && short_ ? -EAGAIN : rc;
 }
 
 int store_split(store *st, const char *host_id, const char *id, uint32_t attempt,

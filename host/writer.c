@@ -339,17 +339,24 @@ void *mgr__writer_main(void *arg)
             if (rc == 0) {
                 writes_done(m, &b);
             } else {
+                /* -EAGAIN: written on the master, but not confirmed by the replicas it must
+                 * reach (redis.min_replicas_ack): not done until they do. Sent again, a write
+                 * that went through is answered as applied and changes nothing. */
                 metrics_inc(m->met, MC_REDIS_ERRORS, 1);
                 writes_requeue(m, &b);
             }
             wbatch_reset(&b);
         }
-        if (rc == 0 && hb_due) {
+        /* Unconfirmed writes must not cost the host its leases: it still beats. */
+        if ((rc == 0 || rc == -EAGAIN) && hb_due) {
+            int unconfirmed = rc;
             rc = heartbeat(m);
             if (rc == 0)
                 next_hb = mono_s() + m->cfg->heartbeat_s;
             else
                 metrics_inc(m->met, MC_REDIS_ERRORS, 1);
+            if (rc == 0)
+                rc = unconfirmed;
         }
         if (rc < 0) {
             if (!was_down)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "store.h"
 #include "util.h"
 
 /* The scratch folder, absolute and canonical (so expected paths can be built from it). */
@@ -625,6 +626,52 @@ static void test_values(void **state)
     free(f);
 }
 
+/* The deployment examples load, each with its password file next to it, and their Redis
+ * URLs parse as the shape they show. */
+static void test_shipped_deployments(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        redis_kind kind;
+        int min_replicas_ack;
+    } ex[] = {
+        {"redis-aof", REDIS_SERVER, 0},
+        {"sentinel", REDIS_SENTINEL, 1},
+        {"cluster", REDIS_CLUSTER, 1},
+    };
+    char *pw = write_file("deploy/redis.password", "a password\n");
+    for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+        char *src = xasprintf("config/examples/%s.conf", ex[i].name);
+        char *dst = xasprintf("deploy/%s.conf", ex[i].name);
+        char *path = copy_file(src, dst);
+        bgt_config c;
+        char err[512];
+        if (config_load(path, &c, err, sizeof err) != 0)
+            fail_msg("%s: %s", src, err);
+        assert_string_equal(c.redis_password, "a password");
+        assert_int_equal(c.min_replicas_ack, ex[i].min_replicas_ack);
+        redis_addr a;
+        if (redis_addr_parse(c.redis_url, &a, err, sizeof err) != 0)
+            fail_msg("%s: redis.url: %s", src, err);
+        assert_int_equal(a.kind, ex[i].kind);
+        /* A cluster needs protocol 2: refused with a message that says so. */
+        int rc = store_addr_check(&a, err, sizeof err);
+        if (ex[i].kind == REDIS_CLUSTER) {
+            assert_int_equal(rc, -ENOTSUP);
+            assert_non_null(strstr(err, "needs protocol 2"));
+        } else {
+            assert_int_equal(rc, 0);
+        }
+        redis_addr_free(&a);
+        config_free(&c);
+        free(path);
+        free(dst);
+        free(src);
+    }
+    free(pw);
+}
+
 /* redis.password_file: a relative path resolves against the config's folder; a final
  * newline is not part of the password; spaces are. */
 static void test_password_file(void **state)
@@ -789,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_http_loopback),
         cmocka_unit_test(test_password_file),
+        cmocka_unit_test(test_shipped_deployments),
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_include_errors),
         cmocka_unit_test(test_plugin_config_json),

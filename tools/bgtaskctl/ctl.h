@@ -41,6 +41,7 @@ enum {
     EX_CANCELLED = 3,
     EX_PARTIAL = 4,
     EX_NOTFOUND = 5,
+    EX_NOT_DURABLE = 7, /* submitted, but not confirmed by redis.min_replicas_ack replicas */
 };
 
 /* What every command shares: the global options and the connection. */
@@ -60,6 +61,7 @@ typedef struct ctl {
 typedef struct cmd_opts {
     const char *args, *args_file, *subtasks_file, *id, *state, *handler, *on_failure;
     long max_attempts, limit, parallelism;
+    long min_replicas_ack; /* -1: the config's */
     double delay;
     bool wait, subtasks;
 } cmd_opts;

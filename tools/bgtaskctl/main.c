@@ -11,7 +11,9 @@ static const char usage_long[] =
     "Submit, follow and manage bgtask background tasks, whose state lives in Redis.\n"
     "\n"
     "Options (also accepted after the command):\n"
-    "  --redis URL    Redis address: redis://[:password@]host[:port][/db] or unix:///path\n"
+    "  --redis URL    Redis address: redis://[:password@]host[:port][/db], unix:///path,\n"
+    "                 or a master watched by Redis Sentinel:\n"
+    "                 redis+sentinel://[:password@]host:port[,host:port...]/MASTER[/db]\n"
     "                 (default: $BGTASK_REDIS, else the config's redis.url, else\n"
     "                 " STORE_DEFAULT_URL ")\n"
     "                 The password: the URL's, else $BGTASK_REDIS_PASSWORD, else the\n"
@@ -26,12 +28,14 @@ static const char usage_long[] =
     "Commands:\n"
     "  submit HANDLER [--args JSON | --args-file F] [--id ID] [--delay S]\n"
     "         [--max-attempts N] [--subtasks-file F] [--parallelism N]\n"
-    "         [--on-failure continue|fail_fast] [--wait]\n"
+    "         [--on-failure continue|fail_fast] [--min-replicas-ack N] [--wait]\n"
     "                 create a task and print its id (F may be - for stdin);\n"
     "                 --subtasks-file gives a parallel task its subtasks (a JSON\n"
     "                 array: one element of args per subtask); --parallelism (1..1024)\n"
     "                 and --on-failure override the handler's for this task;\n"
-    "                 --wait then follows it like watch and exits with its outcome\n"
+    "                 --wait then follows it like watch and exits with its outcome;\n"
+    "                 --min-replicas-ack N (0..64) waits for N replicas to confirm the\n"
+    "                 task (default: the config's redis.min_replicas_ack, else 0)\n"
     "  status ID [--subtasks]\n"
     "                 show a task's record; --subtasks adds a table of a parallel\n"
     "                 task's subtasks (index, state, attempt, message), which with\n"
@@ -56,7 +60,11 @@ static const char usage_long[] =
     "  2  usage error, bad input or Redis cannot be reached\n"
     "  3  the task was cancelled\n"
     "  4  partial success (some subtasks failed)\n"
-    "  5  task not found\n";
+    "  5  task not found\n"
+    "  7  submitted, but fewer replicas than --min-replicas-ack (redis.min_replicas_ack)\n"
+    "     confirmed it in time: it is on the master only, and a failover may lose it;\n"
+    "     the id is printed: submit again with --id ID to make sure (exit 1 then\n"
+    "     means it was kept)\n";
 
 __attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...)
 {
@@ -157,7 +165,8 @@ enum {
     OPT_LIMIT,
     OPT_PARALLELISM,
     OPT_ON_FAILURE,
-    OPT_SUBTASKS
+    OPT_SUBTASKS,
+    OPT_MIN_REPLICAS_ACK
 };
 
 /* The options every command takes, first in each table. */
@@ -183,6 +192,7 @@ static const struct option submit_options[] = {
     {"subtasks-file", required_argument, NULL, OPT_SUBTASKS_FILE},
     {"parallelism", required_argument, NULL, OPT_PARALLELISM},
     {"on-failure", required_argument, NULL, OPT_ON_FAILURE},
+    {"min-replicas-ack", required_argument, NULL, OPT_MIN_REPLICAS_ACK},
     {"wait", no_argument, NULL, OPT_WAIT},
     {0},
 };
@@ -256,6 +266,10 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
         if (!parse_long(optarg, 1, 1024, &o->parallelism))
             return usage_error("--parallelism needs a number 1..1024, got '%s'", optarg);
         break;
+    case OPT_MIN_REPLICAS_ACK:
+        if (!parse_long(optarg, 0, 64, &o->min_replicas_ack))
+            return usage_error("--min-replicas-ack needs a number 0..64, got '%s'", optarg);
+        break;
     case OPT_ON_FAILURE:
         if (strcmp(optarg, "continue") != 0 && strcmp(optarg, "fail_fast") != 0)
             return usage_error("--on-failure must be continue or fail_fast, got '%s'", optarg);
@@ -284,7 +298,7 @@ static int parse_options(ctl *c, cmd_opts *o, int argc, char **argv, const char 
 
 static int run(ctl *c, int argc, char **argv)
 {
-    cmd_opts o = {.limit = 20};
+    cmd_opts o = {.limit = 20, .min_replicas_ack = -1};
     int code = parse_options(c, &o, argc, argv, "+:c:h", global_options);
     if (code != EX_OK)
         return code;

@@ -111,6 +111,8 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         goto out;
     }
     /* Everything is checked before connecting: bad input never reaches Redis. */
+    if (o->min_replicas_ack >= 0)
+        c->cfg.min_replicas_ack = (int)o->min_replicas_ack;
     if ((code = ctl_open(c, &c->st)) != EX_OK)
         goto out;
     submit_req req = {.id = o->id,
@@ -131,9 +133,19 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         fprintf(stderr, "bgtaskctl: %s\n", req.err[0] ? req.err : strerror(-req.rc));
         code = req.rc == -EPROTO ? EX_FAIL : EX_USAGE;
     } else {
-        printf(c->json ? "{\"task_id\": \"%s\"}\n" : "%s\n", req.id_out);
+        if (c->json && req.not_durable)
+            printf("{\"task_id\": \"%s\", \"durable\": false}\n", req.id_out);
+        else
+            printf(c->json ? "{\"task_id\": \"%s\"}\n" : "%s\n", req.id_out);
         fflush(stdout);
-        code = o->wait ? watch_task(c, req.id_out, false) : EX_OK;
+        if (req.not_durable)
+            fprintf(stderr,
+                    "bgtaskctl: warning: task %s is not durable yet: %s; to make sure, submit it "
+                    "again with --id %s (\"already exists\" then means it was kept)\n",
+                    req.id_out, req.err, req.id_out);
+        code = o->wait ? watch_task(c, req.id_out, false)
+               : req.not_durable ? EX_NOT_DURABLE
+                                 : EX_OK;
     }
 out:
     free(args);

@@ -1,0 +1,450 @@
+/*
+ * test_cluster.c - the store's Redis Cluster router (store_cluster.c through
+ * the link of store_conn.h) against a real cluster from the harness: three
+ * masters with a replica each, node timeout 1 s.
+ *
+ *   - slots: the router's hash slot of a key (hash tags included) is Redis'
+ *     own (CLUSTER KEYSLOT);
+ *   - routing: a pipeline of keys of every master, each landing on the master
+ *     that serves its slot; keyless calls go to any master;
+ *   - scripts: EVALSHA with a key in KEYS on masters that never saw the
+ *     script: each answers NOSCRIPT, gets it loaded, runs it;
+ *   - ASK while a slot migrates (CLUSTER SETSLOT ... MIGRATING/IMPORTING and
+ *     MIGRATE), then MOVED once it has moved (SETSLOT ... NODE), after which
+ *     calls go straight to the new owner;
+ *   - blocking calls and subscriptions;
+ *   - a master killed with kill -9: its replica is promoted and the same
+ *     link writes to it, after reading the slot map again;
+ *   - bgtaskd and bgtaskctl refuse a cluster URL until protocol 2.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../harness/harness.h"
+#include "store_conn.h"
+
+static th_cluster cl;
+static bool up;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    int rc = th_cluster_start(&cl, 3, 1);
+    up = rc == 0;
+    return rc == -1 ? -1 : 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (up)
+        th_cluster_stop(&cl);
+    th_cleanup();
+    return 0;
+}
+
+static void need_up(void)
+{
+    if (!up)
+        skip();
+}
+
+/* A link to the cluster; its messages go to err. */
+static char err[512];
+static rconn *link_open(void)
+{
+    redis_addr a;
+    assert_int_equal(redis_addr_parse(cl.url, &a, err, sizeof err), 0);
+    rconn *rc = rconn_new(&a, -1, err, sizeof err);
+    redis_addr_free(&a);
+    if (rconn_connect(rc) < 0)
+        fail_msg("connect: %s", err);
+    return rc;
+}
+
+/* A call routed by key, its command formatted from fmt; free with call_free. */
+static rcall call(const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    assert_true(len > 0);
+    return (rcall){.key = key, .keylen = key ? strlen(key) : 0, .cmd = cmd, .len = (size_t)len};
+}
+
+static void call_free(rcall *c) { free((char *)c->cmd); }
+
+/* Run one call; the reply (caller frees) must not be an error. */
+static redisReply *run1(rconn *rc, rcall c)
+{
+    redisReply *r = NULL;
+    int e = rconn_run(rc, &c, 1, &r);
+    call_free(&c);
+    if (e < 0)
+        fail_msg("call failed (%d): %s", e, err);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("error reply: %s", r->str);
+    return r;
+}
+
+/* A command on a fresh connection to node; the reply (caller frees) must not be an error. */
+__attribute__((format(printf, 2, 3))) static redisReply *node_cmd(const th_redis *node,
+                                                                   const char *fmt, ...)
+{
+    redisContext *c = th_redis_connect(node);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fail_msg("port %d: %s", node->port, r ? r->str : c->errstr);
+    redisFree(c);
+    return r;
+}
+
+/* The slot Redis computes for key (CLUSTER KEYSLOT on any running node). */
+static unsigned redis_slot(const char *key)
+{
+    for (int i = 0; i < cl.n; i++) {
+        if (!cl.nodes[i].pid)
+            continue;
+        redisReply *r = node_cmd(&cl.nodes[i], "CLUSTER KEYSLOT %s", key);
+        unsigned s = (unsigned)r->integer;
+        freeReplyObject(r);
+        return s;
+    }
+    fail_msg("no node runs");
+    return 0;
+}
+
+static void test_key_slot(void **state)
+{
+    (void)state;
+    need_up();
+    static const char *const keys[] = {
+        "foo", "bar", "{user1000}.following", "{user1000}.followers", "foo{}{bar}", "foo{{bar}}zap",
+        "foo{bar}{zap}", "{}", "{", "}", "a{b", "{bgtask:7}:task:6c1f4e0a", "", "\xff\xfe{\x01}",
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        unsigned mine = rc__key_slot(keys[i], strlen(keys[i]));
+        unsigned theirs = redis_slot(keys[i]);
+        if (mine != theirs)
+            fail_msg("slot of '%s': router %u, Redis %u", keys[i], mine, theirs);
+    }
+    /* The tag decides: two keys with one tag share a slot. */
+    assert_int_equal(rc__key_slot("{P:3}:q:a", 9), rc__key_slot("{P:3}:events", 12));
+}
+
+/* Keys spread over every master in one pipeline; each lands where its slot is served. */
+static void test_routing(void **state)
+{
+    (void)state;
+    need_up();
+    rconn *rc = link_open();
+    enum { N = 120 };
+    char keys[N][32];
+    rcall calls[N];
+    redisReply *reps[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "route:%d", i);
+        calls[i] = call(keys[i], "SET %s v%d", keys[i], i);
+    }
+    assert_int_equal(rconn_run(rc, calls, N, reps), 0);
+    int ports[TH_MAX_CLUSTER_NODES] = {0}, nports = 0;
+    for (int i = 0; i < N; i++) {
+        if (reps[i]->type != REDIS_REPLY_STATUS)
+            fail_msg("SET %s: %s", keys[i], reps[i]->str);
+        freeReplyObject(reps[i]);
+        call_free(&calls[i]);
+        th_redis *owner = th_cluster_master_of(&cl, rc__key_slot(keys[i], strlen(keys[i])));
+        assert_non_null(owner);
+        redisReply *r = node_cmd(owner, "GET %s", keys[i]);
+        char want[16];
+        snprintf(want, sizeof want, "v%d", i);
+        assert_int_equal(r->type, REDIS_REPLY_STRING);
+        assert_string_equal(r->str, want);
+        freeReplyObject(r);
+        bool seen = false;
+        for (int k = 0; k < nports; k++)
+            seen |= ports[k] == owner->port;
+        if (!seen)
+            ports[nports++] = owner->port;
+    }
+    assert_int_equal(nports, 3); /* every master got some */
+    /* Keyless calls go to any master. */
+    redisReply *r = run1(rc, call(NULL, "PING"));
+    assert_string_equal(r->str, "PONG");
+    freeReplyObject(r);
+    rconn_free(rc);
+}
+
+/* EVALSHA with a key on masters that never saw the script. */
+static void test_script_noscript(void **state)
+{
+    (void)state;
+    need_up();
+    for (int i = 0; i < cl.n; i++)
+        if (cl.nodes[i].pid)
+            freeReplyObject(node_cmd(&cl.nodes[i], "SCRIPT FLUSH"));
+    static const char src[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+    redisReply *l = node_cmd(&cl.nodes[0], "SCRIPT LOAD %s", src); /* for its SHA only */
+    char sha[41];
+    snprintf(sha, sizeof sha, "%s", l->str);
+    freeReplyObject(l);
+    freeReplyObject(node_cmd(&cl.nodes[0], "SCRIPT FLUSH"));
+
+    rconn *rc = link_open();
+    enum { N = 30 };
+    char keys[N][32];
+    rcall calls[N];
+    redisReply *reps[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "{script%d}:n", i);
+        calls[i] = call(keys[i], "EVALSHA %s 1 %s %d", sha, keys[i], i + 1);
+        calls[i].script = src;
+    }
+    assert_int_equal(rconn_run(rc, calls, N, reps), 0);
+    for (int i = 0; i < N; i++) {
+        if (reps[i]->type != REDIS_REPLY_INTEGER)
+            fail_msg("EVALSHA on %s: %s", keys[i],
+                     reps[i]->type == REDIS_REPLY_ERROR ? reps[i]->str : "not an integer");
+        assert_int_equal(reps[i]->integer, i + 1);
+        freeReplyObject(reps[i]);
+        call_free(&calls[i]);
+    }
+    /* Loaded where it ran: every master has it now; a second round needs no loading. */
+    for (int i = 0; i < cl.n; i++) {
+        redisReply *role = node_cmd(&cl.nodes[i], "ROLE");
+        bool master = strcmp(role->element[0]->str, "master") == 0;
+        freeReplyObject(role);
+        if (!master)
+            continue;
+        redisReply *e = node_cmd(&cl.nodes[i], "SCRIPT EXISTS %s", sha);
+        assert_int_equal(e->element[0]->integer, 1);
+        freeReplyObject(e);
+    }
+    rcall c = call(keys[0], "EVALSHA %s 1 %s 10", sha, keys[0]);
+    c.script = src;
+    redisReply *r = run1(rc, c);
+    assert_int_equal(r->integer, 11);
+    freeReplyObject(r);
+    rconn_free(rc);
+}
+
+/* A master other than a. */
+static th_redis *other_master(th_redis *a)
+{
+    for (unsigned slot = 0; slot < 16384; slot += 97) {
+        th_redis *m = th_cluster_master_of(&cl, slot);
+        if (m && m != a)
+            return m;
+    }
+    fail_msg("no other master");
+    return NULL;
+}
+
+/* ASK during a slot's migration, MOVED after it. */
+static void test_ask_and_moved(void **state)
+{
+    (void)state;
+    need_up();
+    rconn *rc = link_open();
+    const char *k1 = "{mig}:1", *k2 = "{mig}:2";
+    unsigned slot = rc__key_slot(k1, strlen(k1));
+    th_redis *a = th_cluster_master_of(&cl, slot);
+    assert_non_null(a);
+    th_redis *b = other_master(a);
+    char *aid = th_cluster_node_id(a), *bid = th_cluster_node_id(b);
+    assert_true(aid && bid);
+    freeReplyObject(run1(rc, call(k1, "SET %s one", k1)));
+
+    /* The slot starts to move from a to b. */
+    freeReplyObject(node_cmd(b, "CLUSTER SETSLOT %u IMPORTING %s", slot, aid));
+    freeReplyObject(node_cmd(a, "CLUSTER SETSLOT %u MIGRATING %s", slot, bid));
+    /* A key a does not have goes to b (a answers ASK). */
+    freeReplyObject(run1(rc, call(k2, "SET %s two", k2)));
+    redisContext *bc = th_redis_connect(b);
+    freeReplyObject(redisCommand(bc, "ASKING"));
+    redisReply *r = redisCommand(bc, "GET %s", k2);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_string_equal(r->str, "two");
+    freeReplyObject(r);
+    redisFree(bc);
+    /* k1 moves over: read through a's ASK. */
+    freeReplyObject(node_cmd(a, "MIGRATE 127.0.0.1 %d %s 0 5000 KEYS %s", b->port, "", k1));
+    r = run1(rc, call(k1, "GET %s", k1));
+    assert_string_equal(r->str, "one");
+    freeReplyObject(r);
+    /* While it migrates, the slot stays a's in the router's map. */
+    rnode *n = rc__cluster_route(rc, k1, strlen(k1));
+    assert_int_equal(n->port, a->port);
+
+    /* The slot is b's now: a answers MOVED, and the router goes to b from then on. */
+    for (int i = 0; i < cl.n; i++) {
+        redisReply *role = node_cmd(&cl.nodes[i], "ROLE");
+        bool master = strcmp(role->element[0]->str, "master") == 0;
+        freeReplyObject(role);
+        if (master)
+            freeReplyObject(node_cmd(&cl.nodes[i], "CLUSTER SETSLOT %u NODE %s", slot, bid));
+    }
+    r = run1(rc, call(k1, "GET %s", k1));
+    assert_string_equal(r->str, "one");
+    freeReplyObject(r);
+    n = rc__cluster_route(rc, k1, strlen(k1));
+    assert_int_equal(n->port, b->port);
+    r = run1(rc, call(k2, "GET %s", k2));
+    assert_string_equal(r->str, "two");
+    freeReplyObject(r);
+    /* A fresh link learns the new owner from the cluster's own map. */
+    assert_true(TH_WAIT_UNTIL(10, th_cluster_master_of(&cl, slot) == b));
+    rconn *fresh = link_open();
+    n = rc__cluster_route(fresh, k1, strlen(k1));
+    assert_int_equal(n->port, b->port);
+    rconn_free(fresh);
+    free(aid);
+    free(bid);
+    rconn_free(rc);
+}
+
+/* A blocking pop routed to its key's master; a subscriber on any master hears a PUBLISH
+ * sent through another. */
+static void test_block_and_subscribe(void **state)
+{
+    (void)state;
+    need_up();
+    rconn *rc = link_open();
+    rconn *sub = link_open();
+    const char *chans[] = {"bgt:chan"};
+    assert_int_equal(rconn_subscribe(sub, chans, 1), 0);
+    const char *q = "{blk}:list";
+    freeReplyObject(run1(rc, call(q, "RPUSH %s a", q)));
+    rcall c = call(q, "BLPOP %s 1", q);
+    redisReply *r = NULL;
+    assert_int_equal(rconn_block(rc, &c, 3.0, &r), 0);
+    call_free(&c);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_string_equal(r->element[1]->str, "a");
+    freeReplyObject(r);
+    /* Nothing there: Redis' own timeout answers nil. */
+    c = call(q, "BLPOP %s 0.2", q);
+    assert_int_equal(rconn_block(rc, &c, 3.0, &r), 0);
+    call_free(&c);
+    assert_int_equal(r->type, REDIS_REPLY_NIL);
+    freeReplyObject(r);
+
+    /* Published through each master in turn (keyless calls rotate over them). */
+    bool got = false;
+    for (int i = 0; i < 6 && !got; i++) {
+        freeReplyObject(run1(rc, call(NULL, "PUBLISH %s hello", chans[0])));
+        for (;;) {
+            int e = rconn_next_push(sub, 2.0, &r);
+            if (e < 0)
+                fail_msg("no message: %s", err);
+            bool msg = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+                       strcmp(r->element[0]->str, "message") == 0;
+            if (msg)
+                assert_string_equal(r->element[2]->str, "hello");
+            freeReplyObject(r);
+            if (msg) {
+                got = true;
+                break;
+            }
+        }
+    }
+    assert_true(got);
+    rconn_free(sub);
+    rconn_free(rc);
+}
+
+/* Kill a master: its replica is promoted and the link writes to it. */
+static void test_master_failover(void **state)
+{
+    (void)state;
+    need_up();
+    rconn *rc = link_open();
+    const char *k = "{fail}:counter";
+    unsigned slot = rc__key_slot(k, strlen(k));
+    freeReplyObject(run1(rc, call(k, "SET %s 1", k)));
+    th_redis *a = th_cluster_master_of(&cl, slot);
+    assert_non_null(a);
+    /* Wait for the replica to have it, so the promoted one does too. */
+    freeReplyObject(node_cmd(a, "WAIT 1 2000"));
+    int old_port = a->port;
+    th_redis_kill(a);
+    double killed = th_now();
+    redisReply *r = NULL;
+    int e = -EIO;
+    while (th_now() < killed + 30) {
+        rcall c = call(k, "INCR %s", k);
+        e = rconn_run(rc, &c, 1, &r);
+        call_free(&c);
+        if (e == 0 && r->type == REDIS_REPLY_INTEGER)
+            break;
+        if (r)
+            freeReplyObject(r);
+        r = NULL;
+        th_sleep(0.05);
+    }
+    if (!r)
+        fail_msg("no write after the master was killed within 30 s: %s", err);
+    assert_int_equal(r->integer, 2);
+    freeReplyObject(r);
+    printf("cluster failover: the link wrote to the promoted replica %.2f s after kill -9\n",
+           th_now() - killed);
+    rnode *n = rc__cluster_route(rc, k, strlen(k));
+    assert_int_not_equal(n->port, old_port);
+    th_redis *now = th_cluster_master_of(&cl, slot);
+    assert_non_null(now);
+    assert_int_equal(n->port, now->port);
+    rconn_free(rc);
+}
+
+/* Protocol 1 does not run on a cluster: bgtaskd and bgtaskctl say so, and stop. */
+static void test_refused_until_protocol_2(void **state)
+{
+    (void)state;
+    need_up();
+    th_redis view = cl.nodes[0];
+    snprintf(view.url, sizeof view.url, "%s", cl.url);
+    char *e = NULL;
+    assert_int_equal(th_ctl(&view, NULL, &e, "list", NULL), 2);
+    assert_non_null(strstr(e, "needs protocol 2"));
+    free(e);
+    const char *b = getenv("BUILD");
+    char *bin = NULL;
+    assert_true(asprintf(&bin, "%s/bin/bgtaskd", b && *b ? b : "build") > 0);
+    char *argv[] = {bin, "--redis", cl.url, NULL};
+    char *out = NULL;
+    assert_int_equal(th_run(30, argv, &out, &e), 1);
+    assert_non_null(strstr(e, "needs protocol 2"));
+    free(out);
+    free(e);
+    free(bin);
+}
+
+int main(void)
+{
+    const char *filter = getenv("BGT_TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_slot),
+        cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_script_noscript),
+        cmocka_unit_test(test_ask_and_moved),
+        cmocka_unit_test(test_block_and_subscribe),
+        cmocka_unit_test(test_refused_until_protocol_2),
+        cmocka_unit_test(test_master_failover),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
