@@ -284,29 +284,33 @@ void guard_free(http_guard *g)
     free(g);
 }
 
+/* Why a connection from client c cannot be let in now (lock held): 1 its client has
+ * per_client, 2 the server and the reserve are full with nothing to evict; 0 it can. */
+static int refusal(const http_guard *g, const client *c)
+{
+    if (c && c->conns >= g->lim.per_client)
+        return 1;
+    if (g->open - g->cut - g->reserve_live >= g->lim.max_connections && !g->recv[0].head &&
+        g->reserve_live >= GUARD_RESERVE)
+        return 2;
+    return 0;
+}
+
+/* A first look, before the library takes the connection in: refuses what guard_open would,
+ * and changes nothing else. Connections accepted at once on several threads all pass it;
+ * guard_open decides for each, one at a time. */
 bool guard_admit(http_guard *g, const struct sockaddr *addr, socklen_t len)
 {
     unsigned char key[16];
     client_key(addr, len, key);
-    bool ok = true;
     pthread_mutex_lock(&g->lock);
-    const client *c = client_find(g, key);
-    int normal = g->open - g->cut - g->reserve_live;
-    if (c && c->conns >= g->lim.per_client) {
+    int why = refusal(g, client_find(g, key));
+    if (why == 1)
         g->t.per_client++;
-        ok = false;
-    } else if (normal >= g->lim.max_connections) {
-        guard_conn *oldest = g->recv[0].head;
-        if (oldest) {
-            cut(g, oldest);
-            g->t.evicted++;
-        } else if (g->reserve_live >= GUARD_RESERVE) {
-            g->t.full++;
-            ok = false;
-        }
-    }
+    else if (why == 2)
+        g->t.full++;
     pthread_mutex_unlock(&g->lock);
-    return ok;
+    return why == 0;
 }
 
 guard_conn *guard_open(http_guard *g, const struct sockaddr *addr, socklen_t len, int fd)
@@ -317,14 +321,33 @@ guard_conn *guard_open(http_guard *g, const struct sockaddr *addr, socklen_t len
     c->fd = fd;
     pthread_mutex_lock(&g->lock);
     c->client = client_get(g, key);
+    int why = refusal(g, c->client);
     c->client->conns++;
-    c->reserve = g->open - g->cut - g->reserve_live >= g->lim.max_connections;
     g->open++;
-    if (c->reserve)
-        g->reserve_live++;
     c->since = mono_s();
-    list_push(&g->recv[c->reserve], c);
-    pthread_cond_signal(&g->cond); /* its deadline may be the first one */
+    if (why) {
+        /* Over a limit after all: shut down at once; the library closes it. */
+        c->cut = true;
+        g->cut++;
+        shutdown(fd, SHUT_RDWR);
+        if (why == 1)
+            g->t.per_client++;
+        else
+            g->t.full++;
+    } else {
+        if (g->open - 1 - g->cut - g->reserve_live >= g->lim.max_connections) {
+            guard_conn *oldest = g->recv[0].head;
+            if (oldest) {
+                cut(g, oldest); /* its place is this one's */
+                g->t.evicted++;
+            } else {
+                c->reserve = true;
+                g->reserve_live++;
+            }
+        }
+        list_push(&g->recv[c->reserve], c);
+        pthread_cond_signal(&g->cond); /* its deadline may be the first one */
+    }
     pthread_mutex_unlock(&g->lock);
     return c;
 }

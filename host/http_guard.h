@@ -45,11 +45,15 @@ http_guard *guard_new(const guard_limits *lim, char *err, size_t errlen);
 /* Stop the thread and free g; every connection must have been closed (NULL is fine). */
 void guard_free(http_guard *g);
 
-/* Whether to accept a connection from addr (which may evict another). */
+/* Whether to accept a connection from addr: a first look, which refuses
+ * cheaply what guard_open would and changes nothing else. */
 bool guard_admit(http_guard *g, const struct sockaddr *addr, socklen_t len);
 
-/* A connection from addr was accepted on socket fd; it starts receiving.
- * Returns its slot (owned by g until guard_close). */
+/* A connection from addr was accepted on socket fd. guard_open decides, one
+ * connection at a time: it starts receiving (on the reserve, or in the place
+ * of the one it evicts), or, over a limit after all (connections accepted at
+ * once on several threads all passed guard_admit), it is shut down at once.
+ * Returns its slot either way (owned by g until guard_close). */
 guard_conn *guard_open(http_guard *g, const struct sockaddr *addr, socklen_t len, int fd);
 /* The connection is closing: forget it. c may be NULL. */
 void guard_close(http_guard *g, guard_conn *c);
