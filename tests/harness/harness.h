@@ -93,6 +93,9 @@ int th_cluster_start(th_cluster *c, int masters, int replicas);
 bool th_cluster_wait_ok(th_cluster *c, double timeout_s);
 /* The running node that serves slot now (asking the nodes), or NULL. */
 th_redis *th_cluster_master_of(th_cluster *c, unsigned slot);
+/* The running node that serves key's slot now (the one to pass to th_host_wait_ready for
+ * the key of the host list), or NULL. */
+th_redis *th_cluster_master_of_key(th_cluster *c, const char *key);
 /* The node listening on port, or NULL. */
 th_redis *th_cluster_node(th_cluster *c, int port);
 /* The node's cluster id (malloc'd), or NULL. */

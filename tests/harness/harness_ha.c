@@ -407,6 +407,21 @@ th_redis *th_cluster_master_of(th_cluster *c, unsigned slot)
     return NULL;
 }
 
+th_redis *th_cluster_master_of_key(th_cluster *c, const char *key)
+{
+    for (int i = 0; i < c->n; i++) {
+        if (!c->nodes[i].pid)
+            continue;
+        redisReply *r = cmd_port(c->nodes[i].port, "CLUSTER KEYSLOT %s", key);
+        long long slot = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+        if (r)
+            freeReplyObject(r);
+        if (slot >= 0)
+            return th_cluster_master_of(c, (unsigned)slot);
+    }
+    return NULL;
+}
+
 char *th_cluster_node_id(const th_redis *node)
 {
     redisReply *r = cmd_port(node->port, "CLUSTER MYID");

@@ -166,7 +166,7 @@ static void test_routing(void **state)
             fail_msg("SET %s: %s", keys[i], reps[i]->str);
         freeReplyObject(reps[i]);
         call_free(&calls[i]);
-        th_redis *owner = th_cluster_master_of(&cl, rc__key_slot(keys[i], strlen(keys[i])));
+        th_redis *owner = th_cluster_master_of_key(&cl, keys[i]);
         assert_non_null(owner);
         redisReply *r = node_cmd(owner, "GET %s", keys[i]);
         char want[16];
