@@ -8,9 +8,10 @@
  * depend on each other (heartbeat and lease, backoff base and cap, the HTTP
  * token and its file) are checked after the walk, when all values are known.
  * The first error stops the load; its message is "file:line: what was
- * expected, got what", and a failed load leaves nothing allocated.
+ * expected, got what", and a failed load leaves nothing allocated. The
+ * entries of plugins.load are read by config_plugin.c.
  *
- * This is the only file that includes libconfig.
+ * Only this file and config_plugin.c include libconfig.
  */
 #include "config.h"
 
@@ -23,10 +24,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config_int.h"
 #include "util.h"
 
-/* The largest integer a JSON number (a double) holds exactly: 2^53. */
-#define JSON_INT_MAX 9007199254740992LL
 /* Where make install puts the dashboard (the Makefile says, from PREFIX). */
 #ifndef BGT_UI_DIR
 #define BGT_UI_DIR "/usr/local/share/bgtask/ui"
@@ -133,15 +133,6 @@ static const spec specs[] = {
 
 static const char *const groups[] = {"redis", "host", "tasks", "events", "plugins", "http"};
 
-/* The state of one load. */
-typedef struct loader {
-    const char *path;                  /* the file, as the caller named it */
-    char *dir;                         /* its folder, absolute (realpath) */
-    bgt_config *c;                     /* filled as settings are read */
-    const config_setting_t *seen[NSPECS]; /* the setting read for each spec, for lines */
-    char *err;
-    size_t errlen;
-} loader;
 
 /* True if s is non-empty, at most max bytes, with no spaces or control characters. */
 static bool word_valid(const char *s, size_t max)
@@ -198,8 +189,7 @@ static bool listen_valid(const char *s)
 }
 
 /* Format the message into l->err; returns -EINVAL so callers can `return fail_at(...)`. */
-__attribute__((format(printf, 3, 4))) static int fail_at(loader *l, const config_setting_t *s,
-                                                         const char *fmt, ...)
+static int vfail(loader *l, const config_setting_t *s, const char *fmt, va_list ap)
 {
     if (!l->err || l->errlen == 0)
         return -EINVAL;
@@ -216,11 +206,27 @@ __attribute__((format(printf, 3, 4))) static int fail_at(loader *l, const config
         n = snprintf(l->err, l->errlen, "%s: ", l->path);
     if (n < 0 || (size_t)n >= l->errlen)
         return -EINVAL;
+    vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
+    return -EINVAL;
+}
+
+__attribute__((format(printf, 3, 4))) static int fail_at(loader *l, const config_setting_t *s,
+                                                         const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
+    int rc = vfail(l, s, fmt, ap);
     va_end(ap);
-    return -EINVAL;
+    return rc;
+}
+
+int config__fail(loader *l, const config_setting_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vfail(l, s, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 /* What a setting is, for "got ..." in messages (never its value: it may be a secret). */
@@ -273,6 +279,10 @@ static char *resolve_path(const char *dir, const char *p)
     return out;
 }
 
+const char *config__type_name(const config_setting_t *s) { return type_name(s); }
+
+char *config__resolve_path(const char *dir, const char *p) { return resolve_path(dir, p); }
+
 /*
  * Read an integer setting s (int or int64) into *v; refuses other types.
  * libconfig 1.5 keeps a literal of 2^31 or more without the L suffix as a
@@ -294,8 +304,6 @@ static int get_integer(loader *l, const config_setting_t *s, const spec *sp, lon
                        sp->max, *v);
     return 0;
 }
-
-static int read_plugins(loader *l, const config_setting_t *s);
 
 /* Read setting s described by sp into l->c. */
 static int read_setting(loader *l, const config_setting_t *s, const spec *sp)
@@ -372,164 +380,9 @@ static int read_setting(loader *l, const config_setting_t *s, const spec *sp)
         return 0;
     }
     case K_PLUGINS:
-        return read_plugins(l, s);
+        return config__read_plugins(l, s);
     }
     return -EINVAL;
-}
-
-/*
- * Convert a libconfig value to cJSON. name is its path for messages
- * ("plugins.load[0].config.x"). Returns 0 with *out owned by the caller.
- */
-static int to_json(loader *l, const config_setting_t *s, const char *name, cJSON **out)
-{
-    cJSON *j = NULL;
-    *out = NULL;
-    switch (config_setting_type(s)) {
-    case CONFIG_TYPE_INT: j = cJSON_CreateNumber(config_setting_get_int(s)); break;
-    case CONFIG_TYPE_INT64: {
-        long long v = config_setting_get_int64(s);
-        /* A JSON number is a double: refuse what would silently change. */
-        if (v > JSON_INT_MAX || v < -JSON_INT_MAX)
-            return fail_at(l, s, "%s must be an integer -2^53..2^53 to fit JSON, got %lld", name,
-                           v);
-        j = cJSON_CreateNumber((double)v);
-        break;
-    }
-    case CONFIG_TYPE_FLOAT: j = cJSON_CreateNumber(config_setting_get_float(s)); break;
-    case CONFIG_TYPE_BOOL: j = cJSON_CreateBool(config_setting_get_bool(s)); break;
-    case CONFIG_TYPE_STRING: j = cJSON_CreateString(config_setting_get_string(s)); break;
-    case CONFIG_TYPE_GROUP:
-    case CONFIG_TYPE_ARRAY:
-    case CONFIG_TYPE_LIST: {
-        bool group = config_setting_type(s) == CONFIG_TYPE_GROUP;
-        j = group ? cJSON_CreateObject() : cJSON_CreateArray();
-        if (!j)
-            break;
-        int n = config_setting_length(s);
-        for (int i = 0; i < n; i++) {
-            const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-            char *sub = group ? xasprintf("%s.%s", name, config_setting_name(e))
-                              : xasprintf("%s[%d]", name, i);
-            cJSON *je;
-            int rc = to_json(l, e, sub, &je);
-            free(sub);
-            if (rc < 0) {
-                cJSON_Delete(j);
-                return rc;
-            }
-            if (!(group ? cJSON_AddItemToObject(j, config_setting_name(e), je)
-                        : cJSON_AddItemToArray(j, je))) {
-                cJSON_Delete(je);
-                cJSON_Delete(j);
-                fail_at(l, e, "%s: out of memory", name);
-                return -ENOMEM;
-            }
-        }
-        break;
-    }
-    default:
-        return fail_at(l, s, "%s has a value of an unknown type", name);
-    }
-    if (!j) {
-        fail_at(l, s, "%s: out of memory", name);
-        return -ENOMEM;
-    }
-    *out = j;
-    return 0;
-}
-
-/* Read element i of plugins.load (a group) into pc. */
-static int read_plugin(loader *l, const config_setting_t *g, int i, plugin_conf *pc)
-{
-    if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-        return fail_at(l, g, "plugins.load[%d] must be a group { name = \"...\"; }, got %s", i,
-                       type_name(g));
-    const config_setting_t *config = NULL;
-    int n = config_setting_length(g);
-    for (int k = 0; k < n; k++) {
-        const config_setting_t *m = config_setting_get_elem(g, (unsigned)k);
-        const char *mn = config_setting_name(m);
-        int t = config_setting_type(m);
-        if (strcmp(mn, "name") == 0) {
-            if (t != CONFIG_TYPE_STRING)
-                return fail_at(l, m, "plugins.load[%d].name must be a string, got %s", i,
-                               type_name(m));
-            const char *v = config_setting_get_string(m);
-            if (!name_valid(v))
-                return fail_at(l, m,
-                               "plugins.load[%d].name must match [a-z0-9][a-z0-9._-]{0,62}, "
-                               "got \"%s\"",
-                               i, v);
-            pc->name = xstrdup(v);
-        } else if (strcmp(mn, "file") == 0) {
-            if (t != CONFIG_TYPE_STRING)
-                return fail_at(l, m, "plugins.load[%d].file must be a string, got %s", i,
-                               type_name(m));
-            const char *v = config_setting_get_string(m);
-            if (!*v)
-                return fail_at(l, m, "plugins.load[%d].file must be a non-empty path, got \"\"",
-                               i);
-            pc->file = resolve_path(l->dir, v);
-        } else if (strcmp(mn, "config") == 0) {
-            if (t != CONFIG_TYPE_GROUP)
-                return fail_at(l, m, "plugins.load[%d].config must be a group { ... }, got %s",
-                               i, type_name(m));
-            config = m;
-        } else {
-            return fail_at(l, m, "unknown setting plugins.load[%d].%s (expected name, file, "
-                                 "config)", i, mn);
-        }
-    }
-    if (!pc->name)
-        return fail_at(l, g, "plugins.load[%d] must have a name, got none", i);
-    if (config) {
-        char *name = xasprintf("plugins.load[%d].config", i);
-        int rc = to_json(l, config, name, &pc->config);
-        free(name);
-        if (rc < 0)
-            return rc;
-    } else if (!(pc->config = cJSON_CreateObject())) {
-        fail_at(l, g, "plugins.load[%d].config: out of memory", i);
-        return -ENOMEM;
-    }
-    return 0;
-}
-
-/* Read plugins.load (a list of groups) into l->c->plugins. */
-static int read_plugins(loader *l, const config_setting_t *s)
-{
-    bgt_config *c = l->c;
-    int t = config_setting_type(s);
-    /* "load = [];" is an empty array: libconfig has no empty-list syntax other than "()". */
-    if (t == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)
-        return 0;
-    if (t != CONFIG_TYPE_LIST)
-        return fail_at(l, s, "plugins.load must be a list ( { name = \"...\"; }, ... ), got %s",
-                       type_name(s));
-    int n = config_setting_length(s);
-    if (n == 0)
-        return 0;
-    c->plugins = xcalloc((size_t)n, sizeof *c->plugins);
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
-        /* Count the entry before reading it so a partial one is freed on failure. */
-        c->nplugins = (size_t)i + 1;
-        int rc = read_plugin(l, g, i, &c->plugins[i]);
-        if (rc < 0)
-            return rc;
-        for (int k = 0; k < i; k++) {
-            if (strcmp(c->plugins[k].name, c->plugins[i].name) != 0)
-                continue;
-            const config_setting_t *prev = config_setting_get_elem(s, (unsigned)k);
-            return fail_at(l, g,
-                           "plugin names in plugins.load must be unique, got \"%s\" twice "
-                           "(lines %u and %u)",
-                           c->plugins[i].name, config_setting_source_line(prev),
-                           config_setting_source_line(g));
-        }
-    }
-    return 0;
 }
 
 /* The spec row for "group.name", or NULL. */
@@ -778,7 +631,8 @@ static char *folder_of(const char *path)
  */
 int config_load(const char *path, bgt_config *c, char *err, size_t errlen)
 {
-    loader l = {.path = path, .c = c, .err = err, .errlen = errlen};
+    const config_setting_t *seen[NSPECS] = {0};
+    loader l = {.path = path, .c = c, .seen = seen, .err = err, .errlen = errlen};
     config_t cfg;
     FILE *f = NULL;
     int rc;

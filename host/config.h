@@ -11,11 +11,39 @@
 
 #include <cjson/cJSON.h>
 
+/* Where a plugin's code runs. */
+typedef enum isolation_mode {
+    ISOLATION_THREAD = 0,  /* loaded into the host, run on its worker threads (the default) */
+    ISOLATION_PROCESS = 1, /* loaded only by worker processes; the host runs proxies */
+} isolation_mode;
+
+/* A system call filter for worker processes. */
+typedef enum seccomp_mode {
+    SECCOMP_OFF = 0,
+    SECCOMP_BASIC = 1,      /* refuse calls no handler needs (ptrace, mount, bpf, ...) */
+    SECCOMP_NO_NETWORK = 2, /* basic, and sockets other than AF_UNIX */
+} seccomp_mode;
+
+/* The isolation settings of one plugin entry (all but mode need mode = process). */
+typedef struct isolation_conf {
+    isolation_mode mode;
+    int processes;              /* worker processes, 1..1024; 0 = host.workers (default) */
+    long max_tasks_per_process; /* calls before a worker is replaced; 0 = never (default) */
+    size_t max_rss;             /* replace a worker left above this after a call; 0 = never */
+    size_t memory_max;          /* hard limit per worker, bytes; 0 = none (default) */
+    double kill_grace_s;        /* stop request to SIGKILL, 0..3600, default 5 */
+    int breaker_deaths;         /* crash breaker: this many deaths, 1..1000, default 5 */
+    double breaker_window_s;    /* within this window, 1..86400, default 60 */
+    double breaker_pause_s;     /* pause claims for this long, 1..86400, default 30 */
+    seccomp_mode seccomp;       /* default off */
+} isolation_conf;
+
 /* One entry of plugins.load. */
 typedef struct plugin_conf {
     char *name;     /* plugin name; the file is <plugins.dir>/<name>.so unless file is set */
     char *file;     /* absolute path of the .so (resolved) */
     cJSON *config;  /* the plugin's own section as JSON (an object, maybe empty); owned */
+    isolation_conf iso;
 } plugin_conf;
 
 typedef struct bgt_config {

@@ -390,7 +390,40 @@ static const bad_case bad_cases[] = {
     {"plugins: { load = ( { name = \"a\"; file = \"\"; } ); };\n",
      "1: plugins.load[0].file must be a non-empty path, got \"\""},
     {"plugins: { load = ( { name = \"a\";\n flie = \"x.so\"; } ); };\n",
-     "2: unknown setting plugins.load[0].flie (expected name, file, config)"},
+     "2: unknown setting plugins.load[0].flie (expected name, file, config, isolation, "
+     "processes, max_tasks_per_process, max_rss, memory_max, kill_grace, breaker_deaths, "
+     "breaker_window, breaker_pause, seccomp)"},
+    /* isolation */
+    {"plugins: { load = ( { name = \"a\";\n isolation = \"proc\"; } ); };\n",
+     "2: plugins.load[0].isolation must be \"thread\" or \"process\", got \"proc\""},
+    {"plugins: { load = ( { name = \"a\"; isolation = 1; } ); };\n",
+     "1: plugins.load[0].isolation must be \"thread\" or \"process\", got an integer"},
+    {"plugins: { load = ( { name = \"a\";\n processes = 2; } ); };\n",
+     "2: plugins.load[0].processes applies to worker processes: it needs isolation = "
+     "\"process\""},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"thread\";\n kill_grace = 2.0; } ); };\n",
+     "2: plugins.load[0].kill_grace applies to worker processes: it needs isolation = "
+     "\"process\""},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n processes = 0; } ); };\n",
+     "2: plugins.load[0].processes must be an integer 1..1024, got 0"},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n processes = 1.5; } ); };\n",
+     "2: plugins.load[0].processes must be an integer 1..1024, got a floating-point number"},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n max_rss = \"12X\"; } ); };\n",
+     "2: plugins.load[0].max_rss must be a size in bytes (an integer, or a string such as "
+     "\"512M\" or \"2G\") up to 1T, got \"12X\""},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n max_rss = -1; } ); };\n",
+     "2: plugins.load[0].max_rss must be a size in bytes (an integer, or a string such as "
+     "\"512M\" or \"2G\") up to 1T, got an integer"},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n memory_max = \"1M\"; } ); "
+     "};\n",
+     "2: plugins.load[0].memory_max must be 0 (none) or at least 16M, got 1048576 bytes"},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n kill_grace = -1.0; } ); };\n",
+     "2: plugins.load[0].kill_grace must be a number 0..3600, got -1"},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n breaker_deaths = 0; } ); };\n",
+     "2: plugins.load[0].breaker_deaths must be an integer 1..1000, got 0"},
+    {"plugins: { load = ( { name = \"a\"; isolation = \"process\";\n seccomp = \"strict\"; } ); "
+     "};\n",
+     "2: plugins.load[0].seccomp must be \"off\", \"basic\" or \"no-network\", got \"strict\""},
     {"plugins: {\n  load = (\n    { name = \"demo\"; },\n    { name = \"other\"; },\n"
      "    { name = \"demo\"; file = \"/x/demo2.so\"; }\n  );\n};\n",
      "5: plugin names in plugins.load must be unique, got \"demo\" twice (lines 3 and 5)"},
@@ -823,6 +856,49 @@ static void test_plugin_config_json(void **state)
     free(f);
 }
 
+/* The isolation settings of an entry: defaults, sizes with units, every setting read. */
+static void test_isolation_settings(void **state)
+{
+    (void)state;
+    char *f = write_file("iso.conf",
+                         "plugins: {\n"
+                         "  load = (\n"
+                         "    { name = \"plain\"; },\n"
+                         "    { name = \"boxed\"; isolation = \"process\"; processes = 3;\n"
+                         "      max_tasks_per_process = 100; max_rss = \"256M\";\n"
+                         "      memory_max = 1073741824L; kill_grace = 0.5; breaker_deaths = 2;\n"
+                         "      breaker_window = 10; breaker_pause = 2.5;\n"
+                         "      seccomp = \"no-network\"; config = { k = 1; }; },\n"
+                         "    { name = \"small\"; isolation = \"process\"; max_rss = \"64k\";\n"
+                         "      memory_max = \"2G\"; }\n"
+                         "  );\n"
+                         "};\n");
+    bgt_config c;
+    char err[512];
+    if (config_load(f, &c, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(c.nplugins, 3);
+    const isolation_conf *p = &c.plugins[0].iso, *b = &c.plugins[1].iso, *s = &c.plugins[2].iso;
+    assert_int_equal(p->mode, ISOLATION_THREAD);
+    assert_int_equal(p->processes, 0);
+    assert_true(p->kill_grace_s == 5 && p->breaker_deaths == 5 && p->breaker_window_s == 60 &&
+                p->breaker_pause_s == 30);
+    assert_int_equal(p->seccomp, SECCOMP_OFF);
+    assert_int_equal(b->mode, ISOLATION_PROCESS);
+    assert_int_equal(b->processes, 3);
+    assert_int_equal(b->max_tasks_per_process, 100);
+    assert_int_equal(b->max_rss, 256u << 20);
+    assert_int_equal(b->memory_max, 1u << 30);
+    assert_true(b->kill_grace_s == 0.5 && b->breaker_deaths == 2 && b->breaker_window_s == 10 &&
+                b->breaker_pause_s == 2.5);
+    assert_int_equal(b->seccomp, SECCOMP_NO_NETWORK);
+    assert_non_null(cJSON_GetObjectItem(c.plugins[1].config, "k"));
+    assert_int_equal(s->max_rss, 64u << 10);
+    assert_int_equal(s->memory_max, 2ull << 30);
+    config_free(&c);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -840,6 +916,7 @@ int main(void)
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_include_errors),
         cmocka_unit_test(test_plugin_config_json),
+        cmocka_unit_test(test_isolation_settings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
