@@ -39,34 +39,51 @@ static void metrics_after(hooks *hk, const bgt_hook_info *info, end_kind kind,
  * without a lock: a hook that blocks holds up only its own thread, and one
  * that calls back into the registry or the host's API cannot deadlock. */
 
-void hooks_before(hooks *hk, const bgt_hook_info *info)
+void hooks_plugins_before(registry *reg, const bgt_hook_info *info)
 {
-    metrics_before(hk, info);
-    hook_list *l = registry_hooks_get(hk->reg);
+    hook_list *l = registry_hooks_get(reg);
     for (size_t i = 0; l && i < l->n; i++)
         if (l->v[i]->def.before)
             l->v[i]->def.before(l->v[i]->def.udata, info);
     registry_hooks_put(l);
 }
 
-void hooks_progress(hooks *hk, const bgt_hook_info *info, double current, double total,
-                    const char *message)
+void hooks_plugins_progress(registry *reg, const bgt_hook_info *info, double current,
+                            double total, const char *message)
 {
-    hook_list *l = registry_hooks_get(hk->reg);
+    hook_list *l = registry_hooks_get(reg);
     for (size_t i = 0; l && i < l->n; i++)
         if (l->v[i]->def.progress)
             l->v[i]->def.progress(l->v[i]->def.udata, info, current, total, message);
     registry_hooks_put(l);
 }
 
-void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status status,
-                 double duration_s, const char *message)
+void hooks_plugins_after(registry *reg, const bgt_hook_info *info, bgt_status status,
+                         double duration_s, const char *message)
 {
-    /* Plugin hooks in reverse registration order, then the built-in. */
-    hook_list *l = registry_hooks_get(hk->reg);
+    hook_list *l = registry_hooks_get(reg);
     for (size_t i = l ? l->n : 0; i-- > 0;)
         if (l->v[i]->def.after)
             l->v[i]->def.after(l->v[i]->def.udata, info, status, duration_s, message);
     registry_hooks_put(l);
+}
+
+void hooks_before(hooks *hk, const bgt_hook_info *info)
+{
+    metrics_before(hk, info);
+    hooks_plugins_before(hk->reg, info);
+}
+
+void hooks_progress(hooks *hk, const bgt_hook_info *info, double current, double total,
+                    const char *message)
+{
+    hooks_plugins_progress(hk->reg, info, current, total, message);
+}
+
+void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status status,
+                 double duration_s, const char *message)
+{
+    /* Plugin hooks in reverse registration order, then the built-in. */
+    hooks_plugins_after(hk->reg, info, status, duration_s, message);
     metrics_after(hk, info, kind, duration_s);
 }

@@ -41,4 +41,15 @@ void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status
 /* The name of the metrics status for an end kind ("success", ...). */
 const char *hooks_end_status(end_kind k);
 
+/*
+ * The plugin part of the chain alone: the hooks registered in reg, "after" in
+ * reverse order. The host's chain above calls them; a worker process, which
+ * runs its plugin's hooks without the built-in, calls them directly.
+ */
+void hooks_plugins_before(registry *reg, const bgt_hook_info *info);
+void hooks_plugins_progress(registry *reg, const bgt_hook_info *info, double current,
+                            double total, const char *message);
+void hooks_plugins_after(registry *reg, const bgt_hook_info *info, bgt_status status,
+                         double duration_s, const char *message);
+
 #endif
