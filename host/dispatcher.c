@@ -153,6 +153,9 @@ void *mgr__dispatcher_main(void *arg)
                 until = fmin(until, m->entry_until - LEASE_MARGIN_S(m->cfg));
             __atomic_store(&t->lease_until, &until, __ATOMIC_RELAXED);
             mgr__own(m, t);
+            /* The manager thread may be asleep for seconds: it watches timeouts. */
+            if (t->deadline > 0)
+                pthread_cond_signal(&m->mgr_cond);
             if (bad)
                 log_msg(BGT_LOG_ERR, t->id, "%s", bad);
             t->bad = bad; /* it fails at once, on a worker: hooks run there */
