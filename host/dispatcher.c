@@ -20,6 +20,12 @@ void mgr__refresh_handlers(manager *m)
     size_t n = registry_handlers(m->reg, NULL, 0);
     const handler **hv = xcalloc(n + 1, sizeof *hv);
     n = registry_handlers(m->reg, hv, n);
+    /* A paused handler (its isolated plugin's crash breaker is open) is not claimed. */
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!registry_paused(hv[i]))
+            hv[kept++] = hv[i];
+    n = kept;
     free(m->hs);
     m->hs = xcalloc(n + 1, sizeof *m->hs);
     size_t len = 1;

@@ -405,6 +405,11 @@ static enum MHD_Result get_healthz(http_server *s, struct MHD_Connection *c)
     cJSON_AddStringToObject(o, "status", reason ? "unavailable" : "ok");
     if (reason)
         cJSON_AddStringToObject(o, "reason", reason);
+    /* Isolated plugins whose crash breaker is open: the host serves, but not their handlers. */
+    char *breakers = metrics_iso_breakers(s->met);
+    if (breakers)
+        cJSON_AddStringToObject(o, "breakers", breakers);
+    free(breakers);
     return send_json(c, reason ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, o, NULL);
 }
 

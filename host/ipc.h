@@ -21,7 +21,8 @@
  *           n = 0 is NULL, written "str?" where NULL is allowed
  *
  * Host -> worker
- *   INIT       u32 version, str plugin file, str config (a JSON object),
+ *   INIT       u32 version, str plugin file, str? plugins folder (for the loader's
+ *              checks of who could have written the file), str config (a JSON object),
  *              u32 max_args_bytes, u32 max_result_bytes, u32 max_subtasks,
  *              f64 progress gap (s), u32 log level, u32 seccomp (a seccomp_mode),
  *              f64 data limit (bytes for RLIMIT_DATA, 0: none)

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "http.h"
 #include "init_guard.h"
+#include "isolate.h"
 #include "manager.h"
 #include "metrics.h"
 #include "notify.h"
@@ -20,6 +21,7 @@
 #include "registry.h"
 #include "store.h"
 #include "util.h"
+#include "worker_main.h"
 
 static void usage(FILE *f)
 {
@@ -53,12 +55,13 @@ typedef struct loaded {
     struct bgt_plugin *head, *tail;
 } loaded;
 
-static bool is_loaded(const loaded *l, const char *path, const char *name)
+/* Whether a plugin of this file or name is loaded: in the host (l) or isolated (iso). */
+static bool is_loaded(const loaded *l, iso_host *iso, const char *path, const char *name)
 {
     for (struct bgt_plugin *p = l->head; p; p = p->next)
         if ((path && strcmp(p->path, path) == 0) || (name && strcmp(p->name, name) == 0))
             return true;
-    return false;
+    return iso_loaded(iso, path, name);
 }
 
 static void add_loaded(loaded *l, struct bgt_plugin *p)
@@ -118,14 +121,27 @@ static int load_one(const char *path, const char *dir, const cJSON *config, regi
  * .so of the plugins dir), each init under the guard g. Returns how many
  * failed to load, or -1 when some did and plugins.required is set.
  */
-static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l, init_guard *g)
+static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l, iso_host *iso,
+                        init_guard *g)
 {
-    char err[512];
+    char err[1400];
     int failed = 0;
     for (size_t i = 0; i < cfg->nplugins; i++) {
         const plugin_conf *pc = &cfg->plugins[i];
-        if (is_loaded(l, pc->file, pc->name))
+        if (is_loaded(l, iso, pc->file, pc->name))
             continue;
+        /* An isolated plugin's init runs in its worker, which iso bounds by
+         * plugins.init_timeout itself (killing the worker, not the host). */
+        if (pc->iso.mode == ISOLATION_PROCESS) {
+            if (iso_load(iso, pc, err, sizeof err) < 0) {
+                log_err("%s", err);
+                failed++;
+            } else {
+                log_info("loaded plugin %s from %s in worker processes (isolation = process)",
+                         pc->name, pc->file);
+            }
+            continue;
+        }
         struct bgt_plugin *p;
         if (load_one(pc->file, cfg->plugins_dir, pc->config, reg, g, &p, err, sizeof err) < 0) {
             log_err("%s", err);
@@ -145,12 +161,12 @@ static int load_plugins(const bgt_config *cfg, registry *reg, loaded *l, init_gu
         }
         for (size_t i = 0; i < n; i++) {
             char *real = realpath(paths[i], NULL);
-            if (!is_loaded(l, real ? real : paths[i], NULL)) {
+            if (!is_loaded(l, iso, real ? real : paths[i], NULL)) {
                 struct bgt_plugin *p;
                 if (load_one(paths[i], cfg->plugins_dir, NULL, reg, g, &p, err, sizeof err) < 0) {
                     log_err("%s", err);
                     failed++;
-                } else if (is_loaded(l, NULL, p->name)) {
+                } else if (is_loaded(l, iso, NULL, p->name)) {
                     log_err("%s: a plugin named '%s' is already loaded", paths[i], p->name);
                     plugin_unload(p);
                     failed++;
@@ -189,18 +205,19 @@ static void log_redis_addr(const redis_addr *a)
 
 /* Load cfg's plugins while a guard reads the signals (sigs). Returns load_plugins' answer;
  * *stops gets how many SIGTERM/SIGINT came meanwhile. */
-static int load_guarded(const bgt_config *cfg, registry *reg, loaded *l, const sigset_t *sigs,
-                        int *stops)
+static int load_guarded(const bgt_config *cfg, registry *reg, loaded *l, iso_host *iso,
+                        const sigset_t *sigs, int *stops)
 {
     init_guard *g = init_guard_start(sigs, cfg->plugins_init_timeout_s, give_up);
-    int rc = load_plugins(cfg, reg, l, g);
+    int rc = load_plugins(cfg, reg, l, iso, g);
     *stops = init_guard_stop(g);
     return rc;
 }
 
 /* SIGHUP: load plugins that were added to the config since the start. Returns how many
  * SIGTERM/SIGINT came while they loaded. */
-static int reload(const char *path, registry *reg, loaded *l, manager *m, const sigset_t *sigs)
+static int reload(const char *path, registry *reg, loaded *l, iso_host *iso, manager *m,
+                  const sigset_t *sigs)
 {
     if (!path) {
         log_warn("SIGHUP: no config file to reload");
@@ -215,7 +232,7 @@ static int reload(const char *path, registry *reg, loaded *l, manager *m, const 
     unsigned before = reg->generation;
     next.plugins_required = false; /* a reload never stops a running host */
     int stops;
-    int failed = load_guarded(&next, reg, l, sigs, &stops);
+    int failed = load_guarded(&next, reg, l, iso, sigs, &stops);
     config_free(&next);
     if (reg->generation != before) {
         mgr_handlers_changed(m);
@@ -295,8 +312,14 @@ out:
     return status;
 }
 
+/* A breaker paused or resumed handlers: the manager refreshes what it claims. */
+static void handlers_changed(void *m) { mgr_handlers_changed(m); }
+
 int main(int argc, char **argv)
 {
+    /* A worker process of an isolated plugin: nothing of the host runs in it. */
+    if (argc > 1 && strcmp(argv[1], WORKER_ARG) == 0)
+        return worker_main(argc, argv);
     const char *conf_path = NULL, *redis_cli = NULL, *host_cli = NULL, *http_cli = NULL;
     const char *check_file = NULL;
     bool check = false, verbose = false;
@@ -379,9 +402,12 @@ int main(int argc, char **argv)
     http_server *http = NULL;
     store *submit_st = NULL;
     char *host_id = NULL;
+    iso_host *iso = NULL;
 
+    met = metrics_new();
+    iso = iso_host_new(&cfg, &reg, met);
     int stops = 0;
-    if (load_guarded(&cfg, &reg, &plugins, &sigs, &stops) < 0)
+    if (load_guarded(&cfg, &reg, &plugins, iso, &sigs, &stops) < 0)
         goto out;
     if (stops) {
         log_notice("stopped before starting: a stop signal came while plugins loaded");
@@ -424,9 +450,9 @@ int main(int argc, char **argv)
     }
     host_api_set_submit_store(submit_st);
 
-    met = metrics_new();
     m = mgr_new(&cfg, &addr, &reg, met, host_id);
-    if (mgr_start(m) < 0) {
+    iso_set_notify(iso, handlers_changed, m);
+    if (iso_start(iso) < 0 || mgr_start(m) < 0) {
         log_err("cannot start the worker threads");
         goto out;
     }
@@ -457,7 +483,7 @@ int main(int argc, char **argv)
         int got = sig == SIGTERM || sig == SIGINT;
         if (sig == SIGHUP) {
             notify_reloading();
-            got = reload(conf_path, &reg, &plugins, m, &sigs);
+            got = reload(conf_path, &reg, &plugins, iso, m, &sigs);
             if (!got)
                 notify_ready();
         }
@@ -471,12 +497,15 @@ int main(int argc, char **argv)
     log_notice("stopped");
 out:
     http_stop(http);
+    if (iso)
+        iso_set_notify(iso, NULL, NULL); /* the manager goes first */
     if (mgr_free(m)) {
         /* Handlers that ignored the stop request still run plugin code; their attempts
          * were released. Unloading the plugins under them would crash the exit. */
         log_warn("exiting with handler(s) still running; their attempts were released");
         _exit(status);
     }
+    iso_host_free(iso);
     host_api_set_submit_store(NULL);
     store_free(submit_st);
     unload_all(&plugins);

@@ -29,11 +29,21 @@ typedef struct hmetrics {
     struct hmetrics *next;
 } hmetrics;
 
+/* The worker processes of one isolated plugin. */
+typedef struct imetrics {
+    char plugin[BGT_NAME_MAX + 1];
+    long events[MI_COUNT];
+    long workers;
+    char *breaker; /* why its breaker is open, or NULL */
+    struct imetrics *next;
+} imetrics;
+
 struct metrics {
     pthread_mutex_t lock;
     long counters[MC_COUNT];
     long gauges[MG_COUNT];
     hmetrics *handlers;
+    imetrics *isolated;
 };
 
 static const struct {
@@ -78,6 +88,11 @@ void metrics_free(metrics *m)
     for (hmetrics *h = m->handlers, *next; h; h = next) {
         next = h->next;
         free(h);
+    }
+    for (imetrics *i = m->isolated, *next; i; i = next) {
+        next = i->next;
+        free(i->breaker);
+        free(i);
     }
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -139,6 +154,64 @@ void metrics_ended(metrics *m, const char *handler, const char *status, double d
     h->count++;
     h->sum += duration_s;
     pthread_mutex_unlock(&m->lock);
+}
+
+/* The entry of an isolated plugin, created on first use. Called with the lock held. */
+static imetrics *iso_entry(metrics *m, const char *plugin)
+{
+    imetrics **pp = &m->isolated;
+    for (; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->plugin, plugin) == 0)
+            return *pp;
+    *pp = xcalloc(1, sizeof **pp);
+    strlcpy_((*pp)->plugin, plugin, sizeof (*pp)->plugin);
+    return *pp;
+}
+
+void metrics_iso_declare(metrics *m, const char *plugin)
+{
+    pthread_mutex_lock(&m->lock);
+    iso_entry(m, plugin);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_iso_inc(metrics *m, const char *plugin, iso_event e)
+{
+    pthread_mutex_lock(&m->lock);
+    iso_entry(m, plugin)->events[e]++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_iso_workers(metrics *m, const char *plugin, long n)
+{
+    pthread_mutex_lock(&m->lock);
+    iso_entry(m, plugin)->workers = n;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_iso_breaker(metrics *m, const char *plugin, const char *why)
+{
+    char *copy = why ? xstrdup(why) : NULL;
+    pthread_mutex_lock(&m->lock);
+    imetrics *i = iso_entry(m, plugin);
+    free(i->breaker);
+    i->breaker = copy;
+    pthread_mutex_unlock(&m->lock);
+}
+
+char *metrics_iso_breakers(metrics *m)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&m->lock);
+    for (imetrics *i = m->isolated; i; i = i->next)
+        if (i->breaker) {
+            char *next = xasprintf("%s%s%s: %s", out ? out : "", out ? "; " : "", i->plugin,
+                                   i->breaker);
+            free(out);
+            out = next;
+        }
+    pthread_mutex_unlock(&m->lock);
+    return out;
 }
 
 /* Whether this host has series for handler (lock held). */
@@ -350,6 +423,56 @@ static void render_redis(text *t, const metrics *m, const cJSON *stats)
             v);
 }
 
+/* The isolated plugins' worker processes. Called with the lock held. */
+static void render_isolated(text *t, const metrics *m)
+{
+    if (!m->isolated)
+        return;
+    static const struct {
+        const char *name, *help, *label;
+        iso_event ev;
+    } rows[] = {
+        {"bgtask_isolated_spawns_total", "Worker processes started, per isolated plugin.", NULL,
+         MI_SPAWN},
+        {"bgtask_isolated_deaths_total",
+         "Worker processes that died or were killed for breaking the protocol, per isolated "
+         "plugin and cause.",
+         "cause=\"signal\"", MI_DEATH_SIGNAL},
+        {NULL, NULL, "cause=\"oom\"", MI_DEATH_OOM},
+        {NULL, NULL, "cause=\"exit\"", MI_DEATH_EXIT},
+        {NULL, NULL, "cause=\"protocol\"", MI_DEATH_PROTOCOL},
+        {NULL, NULL, "cause=\"init\"", MI_DEATH_INIT},
+        {"bgtask_isolated_kills_total",
+         "Worker processes killed kill_grace after a stop request they ignored, per isolated "
+         "plugin.",
+         NULL, MI_KILL},
+        {"bgtask_isolated_recycles_total",
+         "Worker processes replaced, per isolated plugin and reason.", "reason=\"max_tasks\"",
+         MI_RECYCLE_TASKS},
+        {NULL, NULL, "reason=\"max_rss\"", MI_RECYCLE_RSS},
+    };
+    put(t, "# HELP bgtask_isolated_workers Live worker processes, per isolated plugin.\n"
+           "# TYPE bgtask_isolated_workers gauge\n");
+    for (const imetrics *i = m->isolated; i; i = i->next)
+        put(t, "bgtask_isolated_workers{plugin=\"%s\"} %ld\n", i->plugin, i->workers);
+    put(t, "# HELP bgtask_isolated_breaker_open Whether the crash breaker of an isolated plugin "
+           "is open (its handlers are not claimed).\n"
+           "# TYPE bgtask_isolated_breaker_open gauge\n");
+    for (const imetrics *i = m->isolated; i; i = i->next)
+        put(t, "bgtask_isolated_breaker_open{plugin=\"%s\"} %d\n", i->plugin,
+            i->breaker != NULL);
+    const char *family = NULL;
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        if (rows[r].name) {
+            family = rows[r].name;
+            put(t, "# HELP %s %s\n# TYPE %s counter\n", family, rows[r].help, family);
+        }
+        for (const imetrics *i = m->isolated; i; i = i->next)
+            put(t, "%s{plugin=\"%s\"%s%s} %ld\n", family, i->plugin, rows[r].label ? "," : "",
+                rows[r].label ? rows[r].label : "", i->events[rows[r].ev]);
+    }
+}
+
 static char *render(metrics *m, bool scrape, const cJSON *stats)
 {
     text t = {xmalloc(4096), 0, 4096};
@@ -385,6 +508,7 @@ static char *render(metrics *m, bool scrape, const cJSON *stats)
     for (int g = 0; g < MG_COUNT; g++)
         put(&t, "# HELP %s %s\n# TYPE %s gauge\n%s %ld\n", gauge_info[g].name,
             gauge_info[g].help, gauge_info[g].name, gauge_info[g].name, m->gauges[g]);
+    render_isolated(&t, m);
     if (scrape)
         render_redis(&t, m, stats);
     pthread_mutex_unlock(&m->lock);

@@ -62,6 +62,30 @@ void metrics_ended(metrics *m, const char *handler, const char *status, double d
  */
 void metrics_cap_handlers(metrics *m, cJSON *stats, int max);
 
+/* What happens to the worker processes of isolated plugins, per plugin. */
+typedef enum iso_event {
+    MI_SPAWN,          /* a worker started (its plugin's init succeeded) */
+    MI_DEATH_SIGNAL,   /* a worker died of a signal */
+    MI_DEATH_OOM,      /* a worker ran out of memory */
+    MI_DEATH_EXIT,     /* a worker exited on its own during a call */
+    MI_DEATH_PROTOCOL, /* a worker was killed for a malformed or unexpected frame */
+    MI_DEATH_INIT,     /* a worker failed or died while starting */
+    MI_KILL,           /* a worker was killed kill_grace after a stop request it ignored */
+    MI_RECYCLE_TASKS,  /* a worker was replaced after max_tasks_per_process calls */
+    MI_RECYCLE_RSS,    /* a worker was replaced for being left above max_rss */
+    MI_COUNT
+} iso_event;
+
+/* Make the plugin's isolation series exist (at zero). */
+void metrics_iso_declare(metrics *m, const char *plugin);
+void metrics_iso_inc(metrics *m, const char *plugin, iso_event e);
+/* The plugin's live worker processes. */
+void metrics_iso_workers(metrics *m, const char *plugin, long n);
+/* The plugin's crash breaker opened (why says so, copied) or closed (why NULL). */
+void metrics_iso_breaker(metrics *m, const char *plugin, const char *why);
+/* "plugin: why; ..." for every open breaker (malloc'd), or NULL when none is open. */
+char *metrics_iso_breakers(metrics *m);
+
 /* Render everything in the Prometheus text format into a malloc'd string. */
 char *metrics_render(metrics *m);
 /*

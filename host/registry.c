@@ -393,6 +393,18 @@ size_t registry_hooks(registry *r, const hook **out, size_t max)
     return n;
 }
 
+void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused)
+{
+    pthread_mutex_lock(&r->lock);
+    for (handler *h = r->handlers; h; h = h->next)
+        if (h->plugin == p)
+            __atomic_store_n(&h->paused, paused, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&r->generation, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&r->lock);
+}
+
+bool registry_paused(const handler *h) { return __atomic_load_n(&h->paused, __ATOMIC_ACQUIRE); }
+
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p)
 {
     size_t n = 0;

@@ -16,17 +16,20 @@
 #define BGT_REGISTRY_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "bgtask.h"
 
 struct bgt_plugin;
 
-/* One registered handler. Read-only once registered. */
+/* One registered handler. Read-only once registered, but for paused. */
 typedef struct handler {
     char name[BGT_NAME_MAX + 1];
     bgt_handler_def def;        /* copy of the plugin's definition; def.name points at name */
     struct bgt_plugin *plugin;  /* owner, or NULL for handlers the host registers itself */
+    bool paused;                /* not to be claimed for now (registry_pause_plugin); read it
+                                   with registry_paused */
     struct handler *next;
 } handler;
 
@@ -100,6 +103,15 @@ size_t registry_hooks(registry *r, const hook **out, size_t max);
 hook_list *registry_hooks_get(registry *r);
 /* Give back a reference from registry_hooks_get. NULL is allowed. */
 void registry_hooks_put(hook_list *l);
+
+/*
+ * Pause (or resume) every handler of p: the manager stops claiming their
+ * tasks (attempts already claimed run on). Bumps the generation so readers
+ * refresh.
+ */
+void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused);
+/* Whether h is paused. */
+bool registry_paused(const handler *h);
 
 /* Number of handlers p registered. */
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p);

@@ -158,7 +158,8 @@ int store_get_task(store *st, const char *id, cJSON **out);
 /* Tasks, newest first: state NULL or "ONGOING"/"SUCCESS"/..., handler NULL or
  * a name; at most limit. *out is a JSON array of records. */
 int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out);
-/* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms, expires_ms}. */
+/* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms,
+ * expires_ms, breakers}. */
 int store_list_hosts(store *st, cJSON **out);
 /* {"handlers": [{handler, queued, due, oldest_due_age_ms}], "finished": N (in P:done),
  * "hosts": N (live)}. queued counts running tasks too (their lease is their score). */
@@ -269,6 +270,7 @@ typedef struct host_info {
     int running;
     int64_t started_ms;
     int64_t ttl_ms;        /* the entry expires after this without a heartbeat (0 = the lease) */
+    const char *breakers;  /* the open crash breakers of its isolated plugins; "" or NULL: none */
 } host_info;
 
 /*

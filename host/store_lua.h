@@ -285,9 +285,9 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "return out\n";
 
 /*
- * heartbeat: ARGV[4] = host, [5] = lease_ms, [6] = host ttl ms, [7..13] =
- * machine, pid, version, handlers, workers, running, started_ms, [14] = n,
- * then 3 per attempt: id, handler, attempt. Returns per attempt 0 (renewed),
+ * heartbeat: ARGV[4] = host, [5] = lease_ms, [6] = host ttl ms, [7..14] =
+ * machine, pid, version, handlers, workers, running, started_ms, breakers,
+ * [15] = n, then 3 per attempt: id, handler, attempt. Returns per attempt 0 (renewed),
  * 1 (lost), 2 (renewed, cancel requested).
  *
  * It also buries hosts whose entry expired (see bury), drops the lost attempts
@@ -298,8 +298,8 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "bury(host)\n"
     "redis.call('ZADD', P .. ':hosts', NOW + ttl, host)\n"
     "local out, lost = {}, {}\n"
-    "local i = 15\n"
-    "for k = 1, tonumber(ARGV[14]) do\n"
+    "local i = 16\n"
+    "for k = 1, tonumber(ARGV[15]) do\n"
     "  local id, h, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
     "  i = i + 3\n"
     "  local key = P .. ':task:' .. id\n"
@@ -317,7 +317,7 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
     "local hk = P .. ':host:' .. host\n"
     "redis.call('HSET', hk, 'id', host, 'machine', ARGV[7], 'pid', ARGV[8], 'version', ARGV[9],\n"
     "  'handlers', ARGV[10], 'workers', ARGV[11], 'running', ARGV[12], 'started_ms', ARGV[13],\n"
-    "  'updated_ms', NOW)\n"
+    "  'breakers', ARGV[14], 'updated_ms', NOW)\n"
     "redis.call('PEXPIRE', hk, math.max(ttl * 2, lease * 2))\n"
     "redis.call('PEXPIRE', hkey, math.max(ttl * 2, lease * 2))\n"
     "return out\n";

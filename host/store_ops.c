@@ -425,6 +425,7 @@ int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n, in
     store__args_pushf(&a, "%d", hi->workers);
     store__args_pushf(&a, "%d", hi->running);
     store__args_pushf(&a, "%lld", (long long)hi->started_ms);
+    store__args_push(&a, hi->breakers ? hi->breakers : "");
     store__args_pushf(&a, "%zu", n);
     for (size_t i = 0; i < n; i++) {
         store__args_push(&a, items[i].id);

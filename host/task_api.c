@@ -94,6 +94,23 @@ bool task_api_cancelled(const bgt_task *t)
     return par_halted(pt->par);
 }
 
+task_stop task_api_stop_reason(const bgt_task *t)
+{
+    _Static_assert(STOP_CANCEL == (int)TASK_STOP_CANCEL && STOP_LOST == (int)TASK_STOP_LOST &&
+                       STOP_TIMEOUT == (int)TASK_STOP_TIMEOUT &&
+                       STOP_SHUTDOWN == (int)TASK_STOP_SHUTDOWN,
+                   "task_stop follows the STOP_ values");
+    if (!task_api_cancelled(t))
+        return TASK_STOP_NONE;
+    int own = atomic_load(&((bgt_task *)t)->stop);
+    if (own != STOP_NONE || !t->parent)
+        return own != STOP_NONE ? (task_stop)own : TASK_STOP_LOST;
+    int parent = atomic_load(&t->parent->stop);
+    return parent != STOP_NONE ? (task_stop)parent : TASK_STOP_CANCEL; /* fail_fast halted it */
+}
+
+const bgt_hook_info *task_api_hook_info(const bgt_task *t) { return &t->info; }
+
 int task_api_set_result(bgt_task *t, const cJSON *result)
 {
     if (!result)

@@ -266,12 +266,14 @@ static int heartbeat(manager *m)
             tasks[i++] = t;
         }
     char *handlers = xstrdup(m->handler_list ? m->handler_list : "");
+    char *breakers = metrics_iso_breakers(m->met);
     /* The host's entry lives two heartbeats and a second: a host that stops
      * beating for that long is taken for dead and its attempts are claimable
      * then, before their leases run out. */
     double ttl = fmin(m->cfg->lease_s, 2 * m->cfg->heartbeat_s + 1.0);
-    host_info hi = {m->host_id,      m->machine,    (int)getpid(), BGT_VERSION,          handlers,
-                    m->cfg->workers, m->nexecuting, m->started_ms, (int64_t)(ttl * 1000)};
+    host_info hi = {m->host_id,      m->machine,    (int)getpid(), BGT_VERSION,
+                    handlers,        m->cfg->workers, m->nexecuting, m->started_ms,
+                    (int64_t)(ttl * 1000), breakers};
     mgr__unlock(m);
 
     double sent = mono_s();
@@ -303,6 +305,7 @@ static int heartbeat(manager *m)
         mgr__unlock(m);
     }
     free(handlers);
+    free(breakers);
     free(items);
     free(tasks);
     return rc;

@@ -59,10 +59,17 @@ int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused)
     int rc = store_list_hosts(c->st, &hosts);
     if (rc < 0)
         return store_fail(c, c->st, rc, "");
-    if (c->json)
+    if (c->json) {
         print_json(hosts, false);
-    else
+    } else {
         print_objects(hosts, 7, keys);
+        /* An isolated plugin whose crash breaker is open: its handlers are not claimed. */
+        const cJSON *h;
+        cJSON_ArrayForEach(h, hosts) {
+            if (*jstr(h, "breakers"))
+                printf("%s: %s\n", jstr(h, "id"), jstr(h, "breakers"));
+        }
+    }
     cJSON_Delete(hosts);
     return EX_OK;
 }
