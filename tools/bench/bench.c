@@ -9,13 +9,15 @@ static const char usage_text[] =
     "one JSON line.\n"
     "\n"
     "  --redis URL      the Redis to use (default: $BGTASK_REDIS, else " STORE_DEFAULT_URL ")\n"
-    "  --mode M         drain, mixed, latency, parallel, aof or all (default all)\n"
+    "  --mode M         drain, mixed, latency, parallel, aof, isolation or all (default all)\n"
     "  --tasks N        tasks per throughput mode (default 100000)\n"
     "  --samples M      latency samples (default 2000)\n"
     "  --subtasks N     subtasks of the parallel mode's task (default 10000, at most 1000000)\n"
     "  --aof-tasks N    tasks of the aof mode's drain (default 20000); the aof mode measures\n"
     "                   AOF bytes per task with automatic AOF rewrites off, and is skipped\n"
     "                   when the server keeps no AOF\n"
+    "  --processes P    worker processes of the isolation mode's process host (default: as\n"
+    "                   many as --workers)\n"
     "  --workers W      the host's worker threads (default 64: a host claims as many tasks\n"
     "                   per call as it has free workers, and for no-op tasks larger claims\n"
     "                   are what lowers the Redis cost per task)\n"
@@ -101,6 +103,7 @@ int main(int argc, char **argv)
         O_SUBTASKS,
         O_AOF_TASKS,
         O_WORKERS,
+        O_PROCESSES,
         O_BATCH,
         O_TIMEOUT,
         O_KEEP
@@ -113,6 +116,7 @@ int main(int argc, char **argv)
         {"subtasks", required_argument, NULL, O_SUBTASKS},
         {"aof-tasks", required_argument, NULL, O_AOF_TASKS},
         {"workers", required_argument, NULL, O_WORKERS},
+        {"processes", required_argument, NULL, O_PROCESSES},
         {"batch", required_argument, NULL, O_BATCH},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"keep-logs", no_argument, NULL, O_KEEP},
@@ -135,10 +139,12 @@ int main(int argc, char **argv)
                 b.modes = MODE_AOF;
             else if (strcmp(optarg, "parallel") == 0)
                 b.modes = MODE_PARALLEL;
+            else if (strcmp(optarg, "isolation") == 0)
+                b.modes = MODE_ISOLATION;
             else if (strcmp(optarg, "all") == 0)
                 b.modes = MODE_ALL;
             else
-                return usage_error("--mode must be drain, mixed, latency, parallel, aof or all",
+                return usage_error("--mode must be drain, mixed, latency, parallel, aof, isolation or all",
                                    optarg);
             break;
         case O_TASKS:
@@ -161,6 +167,11 @@ int main(int argc, char **argv)
             if (!parse_long(optarg, 1, 1024, &v))
                 return usage_error("--workers must be 1..1024", optarg);
             b.workers = (int)v;
+            break;
+        case O_PROCESSES:
+            if (!parse_long(optarg, 1, 1024, &v))
+                return usage_error("--processes must be 1..1024", optarg);
+            b.processes = (int)v;
             break;
         case O_BATCH:
             if (!parse_long(optarg, 1, 100000, &v))
@@ -218,6 +229,8 @@ int main(int argc, char **argv)
     if (!failed && !interrupted && (b.modes & MODE_PARALLEL) && run_parallel(&b) < 0)
         failed++;
     if (!failed && !interrupted && (b.modes & MODE_AOF) && run_aof(&b) < 0)
+        failed++;
+    if (!failed && !interrupted && (b.modes & MODE_ISOLATION) && run_isolation(&b) < 0)
         failed++;
     if (interrupted)
         failed++;

@@ -1,7 +1,7 @@
 /*
  * bench.h - what the files of the bench share (bench.c: options, main, the
  * report; host.c: the bgtaskd it starts; redis.c: Redis' own accounting;
- * modes.c: submitting, waiting and the modes).
+ * modes.c: submitting, waiting and the modes; isolation.c: the isolation mode).
  *
  * The bench: throughput, latency and Redis cost of one bgtaskd running no-op tasks.
  *
@@ -18,6 +18,10 @@
  *            arrival of its terminal event on a pub/sub subscription.
  *   parallel a host is running and idle; one bench.parallel task of N no-op subtasks,
  *            timed from its submit to the arrival of its terminal event.
+ *   isolation  the drain of N no-op tasks by a host whose bench plugin runs in its own
+ *            threads (isolation = "thread") and by one where it runs in worker processes
+ *            (isolation = "process", one per worker thread), twice each, alternating; the
+ *            best rate of each mode and process/thread.
  *
  * The Redis cost of drain, mixed and parallel comes from INFO commandstats and INFO cpu
  * taken before and after. It talks to Redis only through the store (host/store.h).
@@ -66,7 +70,8 @@ enum {
     MODE_LATENCY = 4,
     MODE_PARALLEL = 8,
     MODE_AOF = 16,
-    MODE_ALL = 31
+    MODE_ISOLATION = 32,
+    MODE_ALL = 63
 };
 
 /* The bench's settings and what it measured. */
@@ -79,6 +84,8 @@ typedef struct bench {
     long subtasks;
     long aof_tasks;
     int workers;
+    int processes;          /* the isolation mode's worker processes; 0 = workers */
+    const char *isolation;  /* more settings of the bench plugin's entry, or NULL */
     int batch;
     double timeout_s;
     bool keep_logs;
@@ -162,5 +169,8 @@ int run_mixed(bench *b);
 int run_aof(bench *b);
 int run_latency(bench *b);
 int run_parallel(bench *b);
+
+/* isolation.c */
+int run_isolation(bench *b);
 
 #endif

@@ -58,8 +58,9 @@ int host_write_config(const bench *b, host_proc *h, const char *mode)
             "redis: { prefix = \"%s\"; };\n"
             "host: { id = \"%s\"; workers = %d; log_level = \"warning\"; shutdown_grace = 5.0; };\n"
             "tasks: { max_subtasks = %ld; };\n"
-            "plugins: { dir = \"%s\"; load = ( { name = \"bench\"; } ); };\n",
-            mode, h->prefix, h->id, b->workers, b->subtasks, b->plugins);
+            "plugins: { dir = \"%s\"; load = ( { name = \"bench\"; %s } ); };\n",
+            mode, h->prefix, h->id, b->workers, b->subtasks, b->plugins,
+            b->isolation ? b->isolation : "");
     if (fclose(f) != 0) {
         say("bench: %s: %s", h->conf, strerror(errno));
         return -EIO;
