@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "api.h"
 #include "isolate_int.h"
@@ -251,8 +252,16 @@ static bool serve_call(call *c, bool *killed, double *grace)
                 return false;
             }
         }
+        size_t had = conn->in_len;
         if (iso__exchange(conn, fmin(wait, ISO_TICK_S)) < 0)
             return false; /* its end closed: it died (or closed it on purpose: it ends too) */
+        /* A quiet tick: is the worker still there? A process it forked may hold the socket
+         * open after the worker itself died (WNOWAIT: iso__bury reaps it). */
+        siginfo_t si = {0};
+        if (conn->in_len == had &&
+            waitid(P_PID, (id_t)c->s->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            si.si_pid == c->s->pid)
+            return false;
     }
 }
 

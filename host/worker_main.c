@@ -16,6 +16,7 @@
  */
 #include "worker_main.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -763,8 +764,10 @@ int worker_main(int argc, char **argv)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (!parse_long(argv[3], 1, 1L << 30, &host) || getppid() != (pid_t)host)
         return 1;
-    /* Nothing of the host but the socket: no Redis connection, no listening socket. */
+    /* Nothing of the host but the socket: no Redis connection, no listening socket. And
+     * not the socket for a program the plugin runs: the host must see EOF when we die. */
     close_range(IPC_WORKER_FD + 1, ~0U, 0);
+    fcntl(IPC_WORKER_FD, F_SETFD, FD_CLOEXEC);
     signal(SIGPIPE, SIG_IGN);
     /* The worker exits right after unloading its plugin: unmapping it first gains nothing. */
     setenv("BGT_NO_DLCLOSE", "1", 1);

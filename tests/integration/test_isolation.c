@@ -270,6 +270,24 @@ static void test_crashes_cost_only_their_attempt(void **state)
 }
 
 /*
+ * A worker that dies while a process it forked keeps its socket open: the host does not wait
+ * for an end of file that will not come (the child holds it 5 s), it sees the worker gone.
+ */
+static void test_fork_keeps_socket(void **state)
+{
+    it_need_redis();
+    th_host_opts o = opts("A", "", "");
+    it_host_start(&o);
+    char *id = submit("hostile.forkcrash", NULL, 1);
+    wait_end(id, "FAILURE", 15);
+    long long ran = it_field_ll(id, "finished_ms") - it_field_ll(id, "started_ms");
+    assert_true(ran < 4000);
+    assert_error_has(id, "worker died: signal 11 (SIGSEGV)");
+    free(id);
+    it_pass();
+}
+
+/*
  * A handler that spins past its 1 s timeout ignoring bgt_cancelled(): FAILURE within
  * timeout + kill_grace + 1 s of its start, its worker killed and reaped (the CPU comes back),
  * and the plugin's next task runs in a new worker.
@@ -705,6 +723,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         ISO_TEST(test_crashes_cost_only_their_attempt),
+        ISO_TEST(test_fork_keeps_socket),
         ISO_TEST(test_spin_past_timeout),
         ISO_TEST(test_cancel_and_shutdown),
         ISO_TEST(test_leak_recycled),

@@ -8,6 +8,8 @@
  *   hostile.spin      {}                   spins forever, never looking at bgt_cancelled();
  *                                          registered with timeout_s = 1
  *   hostile.hang      {}                   sleeps forever, never looking at bgt_cancelled()
+ *   hostile.forkcrash {}                   forks a child that keeps the worker's socket open
+ *                                          for 5 s, then writes through a NULL pointer
  *   hostile.leak      {"mb": M=64}         leaks M MiB (touched) and succeeds
  *   hostile.oom       {"chunk_mb": C=8, "max_mb": X=1024}
  *                                          allocates and touches C MiB at a time without
@@ -114,6 +116,18 @@ static bool in_list(const cJSON *args, const char *field, int i)
 static bgt_status h_segv(bgt_task *t, const cJSON *args, void *udata)
 {
     record_run(t);
+    segv();
+}
+
+static bgt_status h_forkcrash(bgt_task *t, const cJSON *args, void *udata)
+{
+    record_run(t);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct timespec ts = {5, 0};
+        nanosleep(&ts, NULL);
+        _exit(0);
+    }
     segv();
 }
 
@@ -430,7 +444,7 @@ static int hostile_init(bgt_plugin *p, const cJSON *config)
     } singles[] = {
         {"hostile.segv", h_segv, 0},       {"hostile.abort", h_abort, 0},
         {"hostile.exit", h_exit, 0},       {"hostile.spin", h_spin, 1},
-        {"hostile.hang", h_hang, 0},
+        {"hostile.hang", h_hang, 0},       {"hostile.forkcrash", h_forkcrash, 0},
         {"hostile.leak", h_leak, 0},       {"hostile.oom", h_oom, 0},
         {"hostile.garbage", h_garbage, 0}, {"hostile.syscalls", h_syscalls, 0},
         {"hostile.sdk", h_sdk, 0},
