@@ -89,7 +89,9 @@ UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INTEG_SRC   := $(wildcard tests/integration/test_*.c)
 INTEG_BIN   := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
+# The test harness: one library every test program links (tests/harness/*.c).
 HARNESS_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/harness/*.c))
+HARNESS_LIB := $(BUILD)/lib/libbgtharness.a
 
 # A program of tools/ is a folder: tools/<prog>/*.c builds $(BUILD)/bin/<prog>.
 TOOL_DIRS := $(patsubst tools/%/,%,$(sort $(dir $(wildcard tools/*/*.c))))
@@ -132,11 +134,15 @@ $(BUILD)/tests/fixtures/%.so: tests/fixtures/%.c sdk/bgtask.h
 	@mkdir -p $(@D)
 	$(CC) $(PLUGIN_CFLAGS) $< $(PLUGIN_LDFLAGS) $(CJSON_LIBS) -o $@
 
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(HARNESS_OBJ) $(HOST_LIB)
+$(HARNESS_LIB): $(HARNESS_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(HARNESS_LIB) $(HOST_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(HOST_LIBS) $(CMOCKA_LIBS) $(CRYPTO_LIBS) -o $@
 
-$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(HARNESS_OBJ) $(HOST_LIB)
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(HARNESS_LIB) $(HOST_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $^ $(HOST_LIBS) $(CMOCKA_LIBS) -o $@
 

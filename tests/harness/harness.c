@@ -36,42 +36,6 @@ static size_t ndirs, dirs_cap;
 static pid_t owner_pid; /* the test program; its forked children never clean up */
 static int tmp_seq;
 
-/* ---- small helpers ---- */
-
-static void die_oom(void)
-{
-    fputs("harness: out of memory\n", stderr);
-    abort();
-}
-
-void *th__xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p)
-        die_oom();
-    return p;
-}
-
-char *th__xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (!d)
-        die_oom();
-    return d;
-}
-
-__attribute__((format(printf, 1, 2))) char *th__asprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        die_oom();
-    return s;
-}
-
 /*
  * Runs before main: line-buffered stdout so cmocka's lines and the messages
  * on stderr come out in order through a pipe; SIGPIPE ignored so a write to a
@@ -100,11 +64,11 @@ char *th__read_file(const char *path, size_t *len)
     if (fd < 0)
         return NULL;
     size_t n = 0, cap = 4096;
-    char *buf = th__xrealloc(NULL, cap);
+    char *buf = xrealloc(NULL, cap);
     for (;;) {
         if (n + 1 >= cap) {
             cap *= 2;
-            buf = th__xrealloc(buf, cap);
+            buf = xrealloc(buf, cap);
         }
         ssize_t r = read(fd, buf + n, cap - n - 1);
         if (r < 0 && errno == EINTR)
@@ -135,7 +99,7 @@ void th__dump_tail(const char *title, const char *path, size_t max)
 
 static int mkdir_p(const char *path)
 {
-    char *p = th__xstrdup(path);
+    char *p = xstrdup(path);
     for (char *s = p + 1; *s; s++) {
         if (*s != '/')
             continue;
@@ -184,7 +148,7 @@ void th__child_add(pid_t pid, enum child_kind kind, const char *prefix)
 {
     if (nchildren == children_cap) {
         children_cap = children_cap ? children_cap * 2 : 16;
-        children = th__xrealloc(children, children_cap * sizeof *children);
+        children = xrealloc(children, children_cap * sizeof *children);
     }
     struct child *c = &children[nchildren++];
     memset(c, 0, sizeof *c);
@@ -315,7 +279,7 @@ pid_t th__spawn(char *const argv[], int fd_out, int fd_err)
 char *th_tmpdir(const char *tag)
 {
     char *build = th__build_dir();
-    char *root = th__asprintf("%s/tmp", build);
+    char *root = xasprintf("%s/tmp", build);
     free(build);
     if (mkdir_p(root) < 0) {
         fprintf(stderr, "harness: cannot create %s: %s\n", root, strerror(errno));
@@ -332,8 +296,8 @@ char *th_tmpdir(const char *tag)
         }
         safe[i] = '\0';
     }
-    char *dir = th__asprintf("%s/%s-%d-%d%s%s", root, program_invocation_short_name, (int)getpid(),
-                             ++tmp_seq, *safe ? "-" : "", safe);
+    char *dir = xasprintf("%s/%s-%d-%d%s%s", root, program_invocation_short_name, (int)getpid(),
+                          ++tmp_seq, *safe ? "-" : "", safe);
     free(root);
     /* A folder of that name can only be left over from an earlier program with our pid. */
     rm_rf(dir);
@@ -343,9 +307,9 @@ char *th_tmpdir(const char *tag)
     }
     if (ndirs == dirs_cap) {
         dirs_cap = dirs_cap ? dirs_cap * 2 : 16;
-        dirs = th__xrealloc(dirs, dirs_cap * sizeof *dirs);
+        dirs = xrealloc(dirs, dirs_cap * sizeof *dirs);
     }
-    dirs[ndirs++] = th__xstrdup(dir);
+    dirs[ndirs++] = xstrdup(dir);
     return dir;
 }
 
@@ -389,7 +353,7 @@ void th_cleanup(void)
         } else {
             rm_rf(dirs[i]);
             if (!root) {
-                root = th__xstrdup(dirs[i]);
+                root = xstrdup(dirs[i]);
                 char *slash = strrchr(root, '/');
                 if (slash)
                     *slash = '\0';
@@ -418,7 +382,7 @@ static bool sink_read(struct sink *s)
 {
     if (s->cap - s->len < 4096) {
         s->cap = s->cap ? s->cap * 2 : 8192;
-        s->buf = th__xrealloc(s->buf, s->cap);
+        s->buf = xrealloc(s->buf, s->cap);
     }
     ssize_t n = read(s->fd, s->buf + s->len, s->cap - s->len - 1);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
@@ -431,7 +395,7 @@ static bool sink_read(struct sink *s)
 
 static char *sink_take(struct sink *s)
 {
-    char *b = s->buf ? s->buf : th__xrealloc(NULL, 1);
+    char *b = s->buf ? s->buf : xrealloc(NULL, 1);
     b[s->len] = '\0';
     s->buf = NULL;
     return b;

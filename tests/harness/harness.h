@@ -7,8 +7,14 @@
  * $BUILD/bin/bgtaskctl, $BUILD/plugins/<name>.so, $BUILD/tests/plugins/<name>.so.
  * Scratch files go under $BUILD/tmp/<test>-<pid>-<n>/ and are removed on stop.
  *
- * Include it from tests/unit and tests/integration as "../harness/harness.h":
- * the Makefile compiles tests with -Isdk -Ihost only.
+ * The harness is one library that every test program links
+ * ($BUILD/lib/libbgtharness.a, from the .c files of tests/harness): harness.c (child
+ * processes, scratch folders), harness_redis.c (the redis-server),
+ * harness_ha.c (replicas, sentinels, a Redis Cluster), harness_host.c (bgtaskd and bgtaskctl), harness_keys.c (the key layout:
+ * the only test code that spells key names), itest.[ch] (the integration
+ * tests' fixture), crashkit.[ch] (the crash tests' pool and checks) and
+ * fake_host.[ch] (the unit tests' host table). Include its headers as
+ * "../harness/<name>.h": the Makefile compiles tests with -Isdk -Ihost only.
  * Every process the harness starts is killed and every folder it made is
  * removed at exit (BGT_TEST_KEEP=1 in the environment keeps the folders).
  */
@@ -104,21 +110,21 @@ void th_cluster_stop(th_cluster *c);
 
 /* Options for a test host; zero fields take the defaults noted. */
 typedef struct th_host_opts {
-    const char *id;          /* host id; default "h<n>" */
-    int workers;             /* default 4 */
-    double lease_s;          /* default 3 */
-    double heartbeat_s;      /* default 0.5 */
+    const char *id;             /* host id; default "h<n>" */
+    int workers;                /* default 4 */
+    double lease_s;             /* default 3 */
+    double heartbeat_s;         /* default 0.5 */
     double progress_interval_s; /* default 0.05 */
-    double shutdown_grace_s; /* default 5 */
-    double backoff_base_s;   /* default 0.05 */
-    double backoff_max_s;    /* default 1 */
-    int max_attempts;        /* default 3 */
+    double shutdown_grace_s;    /* default 5 */
+    double backoff_base_s;      /* default 0.05 */
+    double backoff_max_s;       /* default 1 */
+    int max_attempts;           /* default 3 */
     /* Body of plugins.load, e.g. "{ name = \"demo\"; }" ; default loads demo.
      * Test plugins: { name = "crash"; file = "<abs path>"; } - use th_test_plugin(). */
     const char *plugins;
-    const char *extra;       /* more top-level libconfig text, verbatim (e.g. an http section) */
-    const char *prefix;      /* key prefix; default "bgtask" */
-    int max_subtasks;        /* tasks.max_subtasks; default: the host's own (10000) */
+    const char *extra;  /* more top-level libconfig text, verbatim (e.g. an http section) */
+    const char *prefix; /* key prefix; default "bgtask" */
+    int max_subtasks;   /* tasks.max_subtasks; default: the host's own (10000) */
     double plugins_init_timeout_s; /* plugins.init_timeout; default: the host's own (60) */
     const char *redis_url;   /* redis.url; default: the th_redis's (a sentinel URL, ...) */
     const char *redis_settings; /* more settings of the redis group, verbatim */
@@ -128,8 +134,8 @@ typedef struct th_host_opts {
 typedef struct th_host {
     pid_t pid;
     char id[64];
-    char conf[512];  /* config file written for it */
-    char log[512];   /* its stderr */
+    char conf[512]; /* config file written for it */
+    char log[512];  /* its stderr */
 } th_host;
 
 /* Write a config for o and start bgtaskd -c <conf> with stderr to h->log.
@@ -162,42 +168,93 @@ int th_ctl(const th_redis *r, char **out, char **err, const char *arg, ...)
     __attribute__((sentinel));
 /* Same with a timeout in seconds (kills it and returns -2 past that).
  * th_ctl itself bounds a run at 120 s the same way. */
-int th_ctl_timeout(double timeout_s, const th_redis *r, char **out, char **err, const char *arg, ...)
-    __attribute__((sentinel));
+int th_ctl_timeout(double timeout_s, const th_redis *r, char **out, char **err, const char *arg,
+                   ...) __attribute__((sentinel));
 /* Run argv (argv[0] a path) as th_ctl does: stdin from /dev/null, stdout into
  * *out and stderr into *err (malloc'd; stderr is inherited when err is NULL).
  * Returns the exit code, -1 if it died by a signal, -2 if killed after
  * timeout_s (<= 0: no limit). */
 int th_run(double timeout_s, char *const argv[], char **out, char **err);
 
-/* HGET <prefix>:task:<id> field into a malloc'd string (NULL if missing). */
+/*
+ * The key layout, as tests see it (harness_keys.c, the only test code that
+ * knows key names). prefix is the hosts' key prefix. Readers return NULL or
+ * -1 for what is not there; writers abort on a Redis error.
+ */
+/* A field of task id's record (malloc'd), or NULL. */
 char *th_task_field(redisContext *c, const char *prefix, const char *id, const char *field);
-/* Count entries of <prefix>:events with this task_id and event name (NULL = any). */
-int th_count_events(redisContext *c, const char *prefix, const char *id, const char *event);
 /* True if the task's state is terminal (SUCCESS, FAILURE, CANCELLED). */
 bool th_task_terminal(redisContext *c, const char *prefix, const char *id);
+/* Whether task id has a record. */
+bool th_task_exists(redisContext *c, const char *prefix, const char *id);
 /* Set one field of the task record (a test that corrupts a record, say). */
 void th_task_set(redisContext *c, const char *prefix, const char *id, const char *field,
                  const char *value);
+/* Delete task id's record (only the record: its queue entry stays). */
+void th_task_delete(redisContext *c, const char *prefix, const char *id);
+/* Replace task id's record with text, a value that is no record at all. */
+void th_corrupt_record(redisContext *c, const char *prefix, const char *id, const char *text);
+/* Set field of subtask index of task id ("state", "attempt", ...). */
+void th_subtask_set(redisContext *c, const char *prefix, const char *id, int index,
+                    const char *field, const char *value);
 /* Make task id of handler claimable now and wake the hosts that serve it. */
 void th_task_due(redisContext *c, const char *prefix, const char *handler, const char *id);
+/* Put id in the queue of handler with score (what a submission leaves, without a record). */
+void th_queue_plant(redisContext *c, const char *prefix, const char *handler, const char *id,
+                    double score);
+/* Task id's score in the queue of handler (ms from which it may be claimed), or -1. */
+double th_queue_score(redisContext *c, const char *prefix, const char *handler, const char *id);
+/* Whether no task waits or runs (every queue is empty). */
+bool th_queues_empty(redisContext *c, const char *prefix);
+/* When task id finished (its entry among the finished, ms), or -1. */
+double th_finished_at(redisContext *c, const char *prefix, const char *id);
+/* Fields of n task records, read in one pipeline: out[i * nfields + k] gets field k of
+ * ids[i] (malloc'd), or NULL. */
+void th_task_fields(redisContext *c, const char *prefix, char (*ids)[37], size_t n,
+                    const char *const *fields, size_t nfields, char **out);
+/* What th_each_event calls for each event: its stream id, task id, name and payload (any
+ * may be NULL when the entry lacks it), borrowed for the call. */
+typedef void (*th_event_fn)(void *arg, const char *sid, const char *task_id, const char *name,
+                            const char *data);
+/* Call fn for every event in the stream, oldest first; returns how many there were, or
+ * -1 when Redis answered with an error (it says so on stderr). */
+long th_each_event(redisContext *c, const char *prefix, th_event_fn fn, void *arg);
+/* Count events of task id with this name (NULL = any); -1 on a Redis error. */
+int th_count_events(redisContext *c, const char *prefix, const char *id, const char *event);
+/* How many events the stream holds, of every task. */
+long long th_event_total(redisContext *c, const char *prefix);
+/* Every key that holds task state, and the event and finished counts, as text
+ * (malloc'd): equal snapshots prove that nothing was written between them. */
+char *th_task_snapshot(redisContext *c, const char *prefix);
+/* When host_id's entry runs out (ms), or -1 when it is not among the live hosts. */
+double th_host_expiry(redisContext *c, const char *prefix, const char *host_id);
+/* How many hosts are listed. */
+long long th_host_count(redisContext *c, const char *prefix);
+/* A field of host_id's entry ("handlers", "pid", ...; malloc'd), or NULL (also when Redis
+ * cannot be read: a test may ask while a failover is under way). */
+char *th_host_field(redisContext *c, const char *prefix, const char *host_id, const char *field);
+/* The attempts host_id holds, as "<id>,<handler attempt>," pairs (malloc'd; "" for none),
+ * or NULL when Redis cannot be read. */
+char *th_host_held(redisContext *c, const char *prefix, const char *host_id);
+/* Whether host_id's entry (its details) is there. */
+bool th_host_entry_exists(redisContext *c, const char *prefix, const char *host_id);
 /* The protocol version the data under prefix is marked with (malloc'd), or NULL for none. */
 char *th_protocol_get(redisContext *c, const char *prefix);
 /* Mark the data under prefix as written by protocol `version` (to test a mismatch). */
 void th_protocol_set(redisContext *c, const char *prefix, const char *version);
 
 /* Poll cond every few ms until it is true or timeout_s passes; returns its last value. */
-#define TH_WAIT_UNTIL(timeout_s, cond)                                   \
-    ({                                                                   \
-        double th__end = th_now() + (timeout_s);                         \
-        bool th__ok;                                                     \
-        while (!(th__ok = (cond)) && th_now() < th__end)                 \
-            th_sleep(0.005);                                             \
-        th__ok;                                                          \
+#define TH_WAIT_UNTIL(timeout_s, cond)                                                             \
+    ({                                                                                             \
+        double th__end = th_now() + (timeout_s);                                                   \
+        bool th__ok;                                                                               \
+        while (!(th__ok = (cond)) && th_now() < th__end)                                           \
+            th_sleep(0.005);                                                                       \
+        th__ok;                                                                                    \
     })
 
-double th_now(void);        /* monotonic seconds */
-void th_sleep(double s);    /* only inside polling loops */
+double th_now(void);     /* monotonic seconds */
+void th_sleep(double s); /* only inside polling loops */
 
 /* A fresh scratch folder under $BUILD/tmp (malloc'd path); removed by th_cleanup. */
 char *th_tmpdir(const char *tag);

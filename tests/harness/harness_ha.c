@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 /* How long a setup may take to come together (sentinels finding each other take ~2 s). */
 #define HA_SETUP_TIMEOUT_S 60.0
 /* Sentinel: a master that does not answer for this long is down. */
@@ -57,7 +59,7 @@ static char *info_field(const char *info, const char *field)
         if (strncmp(p, field, n) == 0 && p[n] == ':') {
             const char *v = p + n + 1;
             size_t len = strcspn(v, "\r\n");
-            char *out = th__xrealloc(NULL, len + 1);
+            char *out = xrealloc(NULL, len + 1);
             memcpy(out, v, len);
             out[len] = '\0';
             return out;
@@ -165,7 +167,7 @@ int th_sentinels_start(th_sentinels *s, int replicas)
         return rc;
     s->nservers = 1;
     int mport = s->servers[0].port;
-    char *conf = th__asprintf("replicaof 127.0.0.1 %d\n", mport);
+    char *conf = xasprintf("replicaof 127.0.0.1 %d\n", mport);
     for (int i = 1; i <= replicas && rc == 0; i++) {
         rc = th__redis_start_as(&s->servers[i], "replica", conf);
         if (rc == 0)
@@ -180,7 +182,7 @@ int th_sentinels_start(th_sentinels *s, int replicas)
         rc = -1;
         goto fail;
     }
-    conf = th__asprintf("sentinel monitor %s 127.0.0.1 %d 2\n"
+    conf = xasprintf("sentinel monitor %s 127.0.0.1 %d 2\n"
                         "sentinel down-after-milliseconds %s %d\n"
                         "sentinel failover-timeout %s %d\n"
                         "sentinel parallel-syncs %s 1\n",
@@ -308,7 +310,7 @@ int th_cluster_start(th_cluster *c, int masters, int replicas)
                 TH_MAX_CLUSTER_NODES, masters, n);
         return -1;
     }
-    char *conf = th__asprintf("cluster-enabled yes\n"
+    char *conf = xasprintf("cluster-enabled yes\n"
                               "cluster-config-file nodes.conf\n"
                               "cluster-node-timeout %d\n",
                               CLUSTER_NODE_TIMEOUT_MS);
@@ -323,7 +325,7 @@ int th_cluster_start(th_cluster *c, int masters, int replicas)
     if (rc < 0)
         goto fail;
     /* redis-cli --cluster create 127.0.0.1:p ... --cluster-replicas R --cluster-yes */
-    char **argv = th__xrealloc(NULL, (size_t)(n + 8) * sizeof *argv);
+    char **argv = xrealloc(NULL, (size_t)(n + 8) * sizeof *argv);
     char reps[16];
     snprintf(reps, sizeof reps, "%d", replicas);
     int k = 0;
@@ -338,7 +340,7 @@ int th_cluster_start(th_cluster *c, int masters, int replicas)
     argv[k++] = "--cluster";
     argv[k++] = "create";
     for (int i = 0; i < n; i++)
-        argv[k++] = th__asprintf("127.0.0.1:%d", c->nodes[i].port);
+        argv[k++] = xasprintf("127.0.0.1:%d", c->nodes[i].port);
     argv[k++] = "--cluster-replicas";
     argv[k++] = reps;
     argv[k++] = "--cluster-yes";
@@ -425,7 +427,7 @@ th_redis *th_cluster_master_of_key(th_cluster *c, const char *key)
 char *th_cluster_node_id(const th_redis *node)
 {
     redisReply *r = cmd_port(node->port, "CLUSTER MYID");
-    char *id = r && r->type == REDIS_REPLY_STRING ? th__xstrdup(r->str) : NULL;
+    char *id = r && r->type == REDIS_REPLY_STRING ? xstrdup(r->str) : NULL;
     if (r)
         freeReplyObject(r);
     return id;

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "util.h"
+
 /* The bound th_ctl puts on a bgtaskctl run, so a hung client cannot hang a test. */
 #define CTL_DEFAULT_TIMEOUT_S 120.0
 
@@ -40,7 +42,7 @@ static bool write_host_conf(const char *path, const char *id, const th_redis *r,
         return false;
     }
     char *build = th__build_dir();
-    char *plugdir = th__asprintf("%s/plugins", build);
+    char *plugdir = xasprintf("%s/plugins", build);
     free(build);
 
     fprintf(f, "# Written by the test harness for host %s.\n", id);
@@ -91,7 +93,7 @@ int th_host_start(th_host *h, const th_redis *r, const th_host_opts *o)
         snprintf(h->id, sizeof h->id, "h%d", ++host_seq);
     const char *prefix = o->prefix ? o->prefix : "bgtask";
 
-    char *tag = th__asprintf("host-%s", h->id);
+    char *tag = xasprintf("host-%s", h->id);
     char *dir = th_tmpdir(tag);
     free(tag);
     snprintf(h->conf, sizeof h->conf, "%s/bgtaskd.conf", dir);
@@ -99,7 +101,7 @@ int th_host_start(th_host *h, const th_redis *r, const th_host_opts *o)
     free(dir);
 
     char *build = th__build_dir();
-    char *bin = th__asprintf("%s/bin/bgtaskd", build);
+    char *bin = xasprintf("%s/bin/bgtaskd", build);
     free(build);
     int rc = -1;
     int log = -1;
@@ -128,31 +130,6 @@ fail:
     return rc;
 }
 
-/*
- * Whether host h is in the hosts zset (key) and, when its hash (hkey) names a
- * pid, that pid is h's: an entry left by an earlier process with the same id
- * (killed, its lease not yet expired) must not pass for this one. Sets *ready;
- * false when the connection failed.
- */
-static bool host_registered(redisContext *c, const char *key, const char *hkey, const th_host *h,
-                            bool *ready)
-{
-    *ready = false;
-    redisReply *rep = redisCommand(c, "ZSCORE %s %s", key, h->id);
-    if (!rep)
-        return false;
-    bool listed = rep->type == REDIS_REPLY_STRING;
-    freeReplyObject(rep);
-    if (!listed)
-        return true;
-    rep = redisCommand(c, "HGET %s pid", hkey);
-    if (!rep)
-        return false;
-    *ready = rep->type != REDIS_REPLY_STRING || atoi(rep->str) == (int)h->pid;
-    freeReplyObject(rep);
-    return true;
-}
-
 bool th_host_wait_ready(th_host *h, const th_redis *r, double timeout_s)
 {
     struct child *ch = th__child_find(h->pid);
@@ -160,8 +137,6 @@ bool th_host_wait_ready(th_host *h, const th_redis *r, double timeout_s)
         fprintf(stderr, "harness: host %s was not started by the harness\n", h->id);
         return false;
     }
-    char *key = th__asprintf("%s:hosts", ch->prefix);
-    char *hkey = th__asprintf("%s:host:%s", ch->prefix, h->id);
     double end = th_now() + timeout_s;
     redisContext *c = NULL;
     bool ready = false;
@@ -182,22 +157,21 @@ bool th_host_wait_ready(th_host *h, const th_redis *r, double timeout_s)
             if (c)
                 redisSetTimeout(c, tv);
         }
-        if (c && !host_registered(c, key, hkey, h, &ready)) {
+        if (c && !th__host_registered(c, ch->prefix, h->id, h->pid, &ready)) {
             redisFree(c);
             c = NULL;
         }
         if (ready)
             break;
         if (th_now() >= end) {
-            fprintf(stderr, "harness: host %s not in %s after %.1f s\n", h->id, key, timeout_s);
+            fprintf(stderr, "harness: host %s not among the live hosts after %.1f s\n", h->id,
+                    timeout_s);
             break;
         }
         th_sleep(0.01);
     }
     if (c)
         redisFree(c);
-    free(key);
-    free(hkey);
     return ready;
 }
 
@@ -251,7 +225,7 @@ bool th_log_contains(const th_host *h, const char *needle)
 
 void th_log_dump(const th_host *h)
 {
-    char *title = th__asprintf("log of host %s", h->id);
+    char *title = xasprintf("log of host %s", h->id);
     th__dump_tail(title, h->log, (size_t)1 << 20);
     free(title);
 }
@@ -259,7 +233,7 @@ void th_log_dump(const th_host *h)
 char *th_plugin_path(const char *name, bool test_plugin)
 {
     char *build = th__build_dir();
-    char *p = th__asprintf("%s/%s/%s.so", build, test_plugin ? "tests/plugins" : "plugins", name);
+    char *p = xasprintf("%s/%s/%s.so", build, test_plugin ? "tests/plugins" : "plugins", name);
     free(build);
     return p;
 }
@@ -274,9 +248,9 @@ static int ctl_v(double timeout_s, const th_redis *r, char **out, char **err, co
     va_end(count);
 
     char *build = th__build_dir();
-    char *bin = th__asprintf("%s/bin/bgtaskctl", build);
+    char *bin = xasprintf("%s/bin/bgtaskctl", build);
     free(build);
-    char **argv = th__xrealloc(NULL, (n + 4) * sizeof *argv);
+    char **argv = xrealloc(NULL, (n + 4) * sizeof *argv);
     size_t k = 0;
     argv[k++] = bin;
     argv[k++] = "--redis";

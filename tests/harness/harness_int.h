@@ -24,11 +24,14 @@ struct child {
     char prefix[128]; /* key prefix of a host */
 };
 
-/* Allocation that aborts on out-of-memory (a test cannot go on without memory). */
-void *th__xrealloc(void *p, size_t n);
-char *th__xstrdup(const char *s);
-__attribute__((format(printf, 1, 2))) char *th__asprintf(const char *fmt, ...);
-
+/*
+ * Whether host_id is among the live hosts under prefix and, when its entry
+ * names a pid, that pid is pid: an entry left by an earlier process with the
+ * same id (killed, its lease not yet expired) must not pass for this one.
+ * Sets *ready; false when the connection failed (harness_keys.c).
+ */
+bool th__host_registered(redisContext *c, const char *prefix, const char *host_id, pid_t pid,
+                         bool *ready);
 /* A whole file as a malloc'd NUL-terminated string (length in *len); NULL if unreadable. */
 char *th__read_file(const char *path, size_t *len);
 /* Print the last max bytes of a file on stderr, under a title. */

@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util.h"
+
 /* How long a redis-server may take to answer PING after it was started. */
 #define REDIS_START_TIMEOUT_S 15.0
 /* How many fresh ports th_redis_start tries before it gives up. */
@@ -46,10 +48,10 @@ char *th__find_in_path(const char *name)
     const char *path = getenv("PATH");
     if (!path)
         return NULL;
-    char *copy = th__xstrdup(path);
+    char *copy = xstrdup(path);
     char *save = NULL, *found = NULL;
     for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-        char *cand = th__asprintf("%s/%s", *d ? d : ".", name);
+        char *cand = xasprintf("%s/%s", *d ? d : ".", name);
         if (access(cand, X_OK) == 0)
             found = cand;
         else
@@ -104,8 +106,8 @@ static int redis_spawn(th_redis *r, const char *bin)
     char port[16], bus[16];
     snprintf(port, sizeof port, "%d", r->port);
     snprintf(bus, sizeof bus, "%d", r->bus_port);
-    char *logfile = th__asprintf("%s/redis.log", r->dir);
-    char *outfile = th__asprintf("%s/redis.out", r->dir);
+    char *logfile = xasprintf("%s/redis.log", r->dir);
+    char *outfile = xasprintf("%s/redis.out", r->dir);
     char *argv[32];
     int k = 0;
     argv[k++] = (char *)bin;
@@ -154,10 +156,10 @@ fail:
 
 static void redis_dump_logs(const th_redis *r)
 {
-    char *p = th__asprintf("%s/redis.log", r->dir);
+    char *p = xasprintf("%s/redis.log", r->dir);
     th__dump_tail("redis.log", p, 3000);
     free(p);
-    p = th__asprintf("%s/redis.out", r->dir);
+    p = xasprintf("%s/redis.out", r->dir);
     th__dump_tail("redis-server output", p, 3000);
     free(p);
 }
@@ -288,127 +290,4 @@ redisContext *th_redis_connect(const th_redis *r)
     struct timeval cmd = {60, 0};
     redisSetTimeout(c, cmd);
     return c;
-}
-/* ---- reading Redis ---- */
-
-char *th_task_field(redisContext *c, const char *prefix, const char *id, const char *field)
-{
-    char *key = th__asprintf("%s:task:%s", prefix, id);
-    redisReply *rep = redisCommand(c, "HGET %s %s", key, field);
-    free(key);
-    char *v = NULL;
-    if (!rep)
-        fprintf(stderr, "harness: HGET: %s\n", c->errstr);
-    else if (rep->type == REDIS_REPLY_STRING)
-        v = th__xstrdup(rep->str);
-    else if (rep->type == REDIS_REPLY_ERROR)
-        fprintf(stderr, "harness: HGET: %s\n", rep->str);
-    if (rep)
-        freeReplyObject(rep);
-    return v;
-}
-
-/* The value of field in a stream entry's flat [field, value, ...] array, or NULL. */
-static const char *entry_field(const redisReply *fields, const char *name)
-{
-    if (!fields || fields->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
-        const redisReply *f = fields->element[i], *v = fields->element[i + 1];
-        if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
-            strcmp(f->str, name) == 0)
-            return v->str;
-    }
-    return NULL;
-}
-
-int th_count_events(redisContext *c, const char *prefix, const char *id, const char *event)
-{
-    char *key = th__asprintf("%s:events", prefix);
-    char start[80] = "-";
-    int count = 0;
-    /* Page through the stream, each page starting after the last id seen. */
-    for (;;) {
-        redisReply *rep = redisCommand(c, "XRANGE %s %s + COUNT 1000", key, start);
-        if (!rep || rep->type != REDIS_REPLY_ARRAY) {
-            fprintf(stderr, "harness: XRANGE %s: %s\n", key,
-                    !rep                             ? c->errstr
-                    : rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                     : "bad reply");
-            if (rep)
-                freeReplyObject(rep);
-            count = -1;
-            break;
-        }
-        size_t n = rep->elements;
-        for (size_t i = 0; i < n; i++) {
-            const redisReply *e = rep->element[i];
-            if (e->type != REDIS_REPLY_ARRAY || e->elements < 2)
-                continue;
-            const char *tid = entry_field(e->element[1], "task_id");
-            const char *name = entry_field(e->element[1], "event");
-            if (tid && strcmp(tid, id) == 0 && (!event || (name && strcmp(name, event) == 0)))
-                count++;
-            if (i == n - 1 && e->element[0]->type == REDIS_REPLY_STRING)
-                snprintf(start, sizeof start, "(%s", e->element[0]->str);
-        }
-        freeReplyObject(rep);
-        if (n < 1000)
-            break;
-    }
-    free(key);
-    return count;
-}
-
-bool th_task_terminal(redisContext *c, const char *prefix, const char *id)
-{
-    char *state = th_task_field(c, prefix, id, "state");
-    bool t = state && (strcmp(state, "SUCCESS") == 0 || strcmp(state, "FAILURE") == 0 ||
-                       strcmp(state, "CANCELLED") == 0);
-    free(state);
-    return t;
-}
-
-char *th_protocol_get(redisContext *c, const char *prefix)
-{
-    redisReply *rep = redisCommand(c, "GET %s:protocol", prefix);
-    char *v = rep && rep->type == REDIS_REPLY_STRING ? th__xstrdup(rep->str) : NULL;
-    if (rep)
-        freeReplyObject(rep);
-    return v;
-}
-
-void th_protocol_set(redisContext *c, const char *prefix, const char *version)
-{
-    redisReply *rep = redisCommand(c, "SET %s:protocol %s", prefix, version);
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "harness: SET %s:protocol: %s\n", prefix, rep ? rep->str : c->errstr);
-        abort();
-    }
-    freeReplyObject(rep);
-}
-
-void th_task_set(redisContext *c, const char *prefix, const char *id, const char *field,
-                 const char *value)
-{
-    redisReply *rep = redisCommand(c, "HSET %s:task:%s %s %s", prefix, id, field, value);
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "harness: HSET %s:task:%s: %s\n", prefix, id, rep ? rep->str : c->errstr);
-        abort();
-    }
-    freeReplyObject(rep);
-}
-
-void th_task_due(redisContext *c, const char *prefix, const char *handler, const char *id)
-{
-    redisReply *rep = redisCommand(c, "ZADD %s:q:%s 0 %s", prefix, handler, id);
-    if (rep)
-        freeReplyObject(rep);
-    rep = redisCommand(c, "LPUSH %s:wake:%s 1", prefix, handler);
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "harness: LPUSH %s:wake:%s: %s\n", prefix, handler,
-                rep ? rep->str : c->errstr);
-        abort();
-    }
-    freeReplyObject(rep);
 }

@@ -8,7 +8,7 @@
  */
 #include <sys/stat.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* ---- submissions ---- */
 
@@ -81,7 +81,7 @@ static void test_submit_refused(void **state)
         REFUSED(NULL, "submit", bad[i]);
     REFUSED(NULL, "submit", long_name);
     assert_int_equal(it_dbsize(), keys);
-    assert_false(it_exists(IT_PREFIX ":events"));
+    assert_int_equal(th_event_total(fx.c, IT_PREFIX), 0);
 
     /* The boundary passes: a 63-character name. */
     long_name[63] = '\0';
@@ -165,10 +165,9 @@ static void plant(const char *id, const char *handler, const char *const *overri
             }
         }
         if (!skip)
-            freeReplyObject(it_cmd("HSET %s:task:%s %s %s", IT_PREFIX, id, name, v));
+            th_task_set(fx.c, IT_PREFIX, id, name, v);
     }
-    freeReplyObject(it_cmd("ZADD %s:q:%s 0 %s", IT_PREFIX, handler, id));
-    freeReplyObject(it_cmd("LPUSH %s:wake:%s 1", IT_PREFIX, handler));
+    th_task_due(fx.c, IT_PREFIX, handler, id);
 }
 
 /* The task failed with a message saying its record is corrupted, and left its queue. */
@@ -182,10 +181,7 @@ static void assert_failed_corrupt(const char *id, const char *handler, const cha
                  detail ? detail : "");
     free(err);
     it_assert_one_terminal(id, "bgtask_failed");
-    char *q = NULL;
-    assert_true(asprintf(&q, "%s:q:%s", IT_PREFIX, handler) > 0);
-    assert_true(it_zscore(q, id) < 0);
-    free(q);
+    assert_true(th_queue_score(fx.c, IT_PREFIX, handler, id) < 0);
 }
 
 static void test_corrupted_records(void **state)
@@ -235,7 +231,7 @@ static void test_corrupted_records(void **state)
     /* A state that is no state: not ONGOING, so it is dropped from the queue untouched. */
     const char *e = "5b0a4c8e-1f8e-4a55-9d3c-2b8f3c1d9e05";
     plant(e, "demo.echo", (const char *const[]){"state", "WEIRD", NULL});
-    assert_true(TH_WAIT_UNTIL(10, it_zscore(IT_PREFIX ":q:demo.echo", e) < 0));
+    assert_true(TH_WAIT_UNTIL(10, th_queue_score(fx.c, IT_PREFIX, "demo.echo", e) < 0));
     it_assert_field(e, "state", "WEIRD");
     it_assert_field(e, "attempt", "0");
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, e, NULL), 0);
@@ -258,26 +254,22 @@ static void test_deleted_records(void **state)
     th_host *h = it_host_start(NULL);
 
     const char *gone = "0a6c7d2e-3b4f-4c5d-8e9f-0a1b2c3d4e5f";
-    freeReplyObject(it_cmd("ZADD %s:q:demo.echo 0 %s", IT_PREFIX, gone));
-    freeReplyObject(it_cmd("LPUSH %s:wake:demo.echo 1", IT_PREFIX));
-    assert_true(TH_WAIT_UNTIL(10, it_zscore(IT_PREFIX ":q:demo.echo", gone) < 0));
-    assert_false(it_exists(IT_PREFIX ":task:0a6c7d2e-3b4f-4c5d-8e9f-0a1b2c3d4e5f"));
+    th_task_due(fx.c, IT_PREFIX, "demo.echo", gone);
+    assert_true(TH_WAIT_UNTIL(10, th_queue_score(fx.c, IT_PREFIX, "demo.echo", gone) < 0));
+    assert_false(th_task_exists(fx.c, IT_PREFIX, gone));
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, gone, NULL), 0);
 
     /* Deleted while it runs: the host's next heartbeat finds it gone, the handler is told
      * to stop, and nothing brings the record back. */
     char *id = it_submit("demo.sleep", "{\"seconds\": 30, \"steps\": 300}", NULL);
     assert_true(TH_WAIT_UNTIL(10, it_field_ll(id, "progress_current") >= 1));
-    char *key = NULL;
-    assert_true(asprintf(&key, "%s:task:%s", IT_PREFIX, id) > 0);
-    freeReplyObject(it_cmd("DEL %s", key));
+    th_task_delete(fx.c, IT_PREFIX, id);
     assert_true(TH_WAIT_UNTIL(10, th_log_contains(h, "cancelled during step")));
     assert_true(th_log_contains(h, "lost its lease"));
     /* Its queue entry goes once the lease it had runs out and a claim finds no record. */
-    assert_true(TH_WAIT_UNTIL(10, it_zscore(IT_PREFIX ":q:demo.sleep", id) < 0));
-    assert_false(it_exists(key));
+    assert_true(TH_WAIT_UNTIL(10, th_queue_score(fx.c, IT_PREFIX, "demo.sleep", id) < 0));
+    assert_false(th_task_exists(fx.c, IT_PREFIX, id));
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, "bgtask_done"), 0);
-    free(key);
 
     assert_true(it_host_alive(h));
     char *ok = it_submit("demo.echo", "{}", NULL);
@@ -300,18 +292,17 @@ static void test_record_wrong_type(void **state)
     th_host *h = it_host_start(NULL);
 
     const char *bad = "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
-    freeReplyObject(it_cmd("SET %s:task:%s %s", IT_PREFIX, bad, "not a hash"));
-    freeReplyObject(it_cmd("ZADD %s:q:demo.echo 0 %s", IT_PREFIX, bad));
-    freeReplyObject(it_cmd("LPUSH %s:wake:demo.echo 1", IT_PREFIX));
+    th_corrupt_record(fx.c, IT_PREFIX, bad, "not a hash");
+    th_task_due(fx.c, IT_PREFIX, "demo.echo", bad);
     char *ok = it_submit("demo.echo", "{\"n\": 1}", NULL);
     assert_true(it_wait_state(ok, "SUCCESS", 10));
-    assert_true(TH_WAIT_UNTIL(5, it_zscore(IT_PREFIX ":q:demo.echo", bad) < 0));
+    assert_true(TH_WAIT_UNTIL(5, th_queue_score(fx.c, IT_PREFIX, "demo.echo", bad) < 0));
     free(ok);
 
     /* Overwritten while it runs. */
     char *id = it_submit("demo.sleep", "{\"seconds\": 30, \"steps\": 300}", NULL);
     assert_true(TH_WAIT_UNTIL(10, it_field_ll(id, "progress_current") >= 1));
-    freeReplyObject(it_cmd("SET %s:task:%s %s", IT_PREFIX, id, "not a hash either"));
+    th_corrupt_record(fx.c, IT_PREFIX, id, "not a hash either");
     /* The next progress write or heartbeat finds the attempt lost; the handler is told
      * to stop. */
     assert_true(TH_WAIT_UNTIL(10, th_log_contains(h, "lost its lease")));
@@ -322,7 +313,7 @@ static void test_record_wrong_type(void **state)
     /* Heartbeats and writes kept going: the host's entry is renewed past the time the
      * stalled host would have been given up (its entry lives 2 s). */
     long long until = it_redis_ms() + 2500;
-    assert_true(TH_WAIT_UNTIL(10, it_zscore(IT_PREFIX ":hosts", h->id) > (double)until));
+    assert_true(TH_WAIT_UNTIL(10, th_host_expiry(fx.c, IT_PREFIX, h->id) > (double)until));
     assert_false(th_log_contains(h, "failed: script"));
     assert_true(it_host_alive(h));
     free(id);
@@ -404,7 +395,7 @@ static void test_bad_config(void **state)
     daemon_refuses(missing, true, wants);
     daemon_refuses(missing, false, wants);
     free(missing);
-    assert_false(it_exists(IT_PREFIX ":hosts"));
+    assert_int_equal(th_host_count(fx.c, IT_PREFIX), 0);
     free(dir);
     it_pass();
 }
@@ -543,7 +534,7 @@ static void test_protocol_mismatch(void **state)
     char *argv[] = {bin, "-c", path, NULL};
     char *out = NULL, *err = NULL;
     assert_int_equal(th_run(30, argv, &out, &err), 1);
-    if (!strstr(err, "protocol version 2") || !strstr(err, IT_PREFIX ":protocol"))
+    if (!strstr(err, "protocol version 2") || !strstr(err, "this build speaks version 1"))
         fail_msg("bgtaskd: stderr lacks the protocol mismatch:\n%s", err);
     assert_int_equal(it_dbsize(), 1);
     free(out);

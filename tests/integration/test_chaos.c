@@ -13,7 +13,7 @@
  */
 #include <inttypes.h>
 
-#include "crashkit.h"
+#include "../harness/crashkit.h"
 
 enum {
     NHOSTS = 3,

@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* A UUIDv4 in dashed lower-case form followed by one newline. */
 static bool is_uuid_line(const char *s)
@@ -55,16 +55,10 @@ static void test_submit_creates_record(void **state)
     it_assert_field(id, "message", "Task started");
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), 1);
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, "bgtask_updated"), 1);
-    redisReply *rep = redisCommand(fx.c, "XRANGE %s:events - +", IT_PREFIX);
-    assert_non_null(rep);
-    assert_int_equal(rep->elements, 1);
-    bool started = false;
-    redisReply *kv = rep->element[0]->element[1];
-    for (size_t i = 0; i + 1 < kv->elements; i += 2)
-        started |= strcmp(kv->element[i]->str, "data") == 0 &&
-                   strstr(kv->element[i + 1]->str, "\"Task started\"") != NULL;
-    freeReplyObject(rep);
-    assert_true(started);
+    assert_int_equal(th_event_total(fx.c, IT_PREFIX), 1);
+    cJSON *evs = it_events(id);
+    assert_string_equal(it_ev_message(cJSON_GetArrayItem(evs, 0)), "Task started");
+    cJSON_Delete(evs);
 
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "submit", "demo", NULL), 0);
@@ -319,9 +313,7 @@ static void test_submit_parallel(void **state)
     free(out);
 
     /* A count no host could have written is reported, not allocated. */
-    redisReply *rep = redisCommand(fx.c, "HSET %s:task:%s subtasks 99999999999", IT_PREFIX, id);
-    assert_non_null(rep);
-    freeReplyObject(rep);
+    th_task_set(fx.c, IT_PREFIX, id, "subtasks", "99999999999");
     char *err = NULL;
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "status", id, "--subtasks", NULL), 1);
     assert_non_null(strstr(err, "corrupted"));
@@ -377,9 +369,7 @@ static void test_retry_exit_codes(void **state)
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), events);
 
     /* One subtask failed (as a host would have recorded it): it runs again. */
-    redisReply *rep = redisCommand(fx.c, "HSET %s:sub:%s 1:state FAILURE", IT_PREFIX, id);
-    assert_non_null(rep);
-    freeReplyObject(rep);
+    th_subtask_set(fx.c, IT_PREFIX, id, 1, "state", "FAILURE");
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "retry", id, NULL), 0);
     assert_string_equal(out, "retrying 1 failed subtask(s)\n");
     free(out);
@@ -389,9 +379,8 @@ static void test_retry_exit_codes(void **state)
 
     /* --json says how many. */
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", id, NULL), 0);
-    rep = redisCommand(fx.c, "HSET %s:sub:%s 0:state FAILURE 2:state CANCELLED", IT_PREFIX, id);
-    assert_non_null(rep);
-    freeReplyObject(rep);
+    th_subtask_set(fx.c, IT_PREFIX, id, 0, "state", "FAILURE");
+    th_subtask_set(fx.c, IT_PREFIX, id, 2, "state", "CANCELLED");
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "retry", id, NULL), 0);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(j);

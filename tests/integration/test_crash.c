@@ -12,7 +12,7 @@
  * Handlers come from the crash test plugin, which records every run (task,
  * attempt, host pid) in a file: the record proves which process ran what.
  */
-#include "crashkit.h"
+#include "../harness/crashkit.h"
 
 /* A number field of the task's result; fails the test when it is missing. */
 static double result_number(const char *id, const char *name)
@@ -334,7 +334,7 @@ static void test_sigterm_releases(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     printf("host A exited %.3f s after SIGTERM (grace 0.5 s)\n", exit_s);
     assert_false(it_host_listed("A"));
-    assert_false(it_exists(IT_PREFIX ":host:A"));
+    assert_false(th_host_entry_exists(fx.c, IT_PREFIX, "A"));
 
     for (int i = 0; i < N; i++) {
         /* Released, not lost: B takes it without waiting for a lease or a burial. */

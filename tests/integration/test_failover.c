@@ -8,7 +8,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* Short leases so a dead host's task is claimable again within seconds. */
 #define LEASE_S 2.5
@@ -107,7 +107,7 @@ static void test_sigterm_releases(void **state)
     printf("SIGTERM of host A to the task running on host B: %.3f s\n", th_now() - term);
     it_assert_field(id, "released", "1");
     assert_false(it_host_listed("A"));
-    assert_false(it_exists(IT_PREFIX ":host:A"));
+    assert_false(th_host_entry_exists(fx.c, IT_PREFIX, "A"));
     assert_true(it_host_listed("B"));
 
     assert_true(it_wait_state(id, "SUCCESS", 15));

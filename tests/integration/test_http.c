@@ -806,59 +806,11 @@ static void test_submit_status_list_cancel(void **state)
     free(running);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Whether a key is one a submission or a cancel writes (hosts' own keys
- * change with their heartbeats and are left out). */
-static bool task_key(const char *k)
-{
-    static const char *const kinds[] = {":task:", ":sub:", ":q:", ":done", NULL};
-    for (int i = 0; kinds[i]; i++)
-        if (strstr(k, kinds[i]))
-            return true;
-    return false;
-}
-
 /* Every task key and the event and finished counts, to prove nothing was written. */
-static char *redis_snapshot(void)
-{
-    redisReply *k = redisCommand(fx.c, "KEYS %s:*", PREFIX);
-    assert_non_null(k);
-    size_t n = 0;
-    char **v = calloc(k->elements + 1, sizeof *v);
-    for (size_t i = 0; i < k->elements; i++)
-        if (task_key(k->element[i]->str))
-            v[n++] = k->element[i]->str;
-    qsort(v, n, sizeof *v, cmp_str);
-    size_t len = 64;
-    for (size_t i = 0; i < n; i++)
-        len += strlen(v[i]) + 1;
-    char *s = calloc(1, len);
-    redisReply *x = redisCommand(fx.c, "XLEN %s:events", PREFIX);
-    redisReply *d = redisCommand(fx.c, "ZCARD %s:done", PREFIX);
-    assert_non_null(x);
-    assert_non_null(d);
-    int off = snprintf(s, len, "events=%lld done=%lld\n", x->integer, d->integer);
-    freeReplyObject(x);
-    freeReplyObject(d);
-    for (size_t i = 0; i < n; i++)
-        off += snprintf(s + off, len - (size_t)off, "%s\n", v[i]);
-    free(v);
-    freeReplyObject(k);
-    return s;
-}
+static char *redis_snapshot(void) { return th_task_snapshot(fx.c, PREFIX); }
 
-/* No unfinished task left (an empty queue has no key). */
-static bool queues_empty(void)
-{
-    redisReply *k = redisCommand(fx.c, "KEYS %s:q:*", PREFIX);
-    bool empty = k && k->elements == 0;
-    freeReplyObject(k);
-    return empty;
-}
+/* No unfinished task left. */
+static bool queues_empty(void) { return th_queues_empty(fx.c, PREFIX); }
 
 static void test_bad_input_changes_nothing(void **state)
 {

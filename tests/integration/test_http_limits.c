@@ -27,7 +27,7 @@
 
 #include <cmocka.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 
 #define TOKEN "t0k-limits"
@@ -639,12 +639,11 @@ static void test_metrics_bounded(void **state)
     it_need_redis();
     int port;
     http_host("metrics_max_handlers = 20; metrics_interval = 60.0;", &port);
-    for (int i = 0; i < 3000; i++)
-        redisAppendCommand(fx.c, "ZADD " IT_PREFIX ":q:invented-%d %d t%d", i, i, i);
     for (int i = 0; i < 3000; i++) {
-        redisReply *rep;
-        assert_int_equal(redisGetReply(fx.c, (void **)&rep), REDIS_OK);
-        freeReplyObject(rep);
+        char handler[32], id[32];
+        snprintf(handler, sizeof handler, "invented-%d", i);
+        snprintf(id, sizeof id, "t%d", i);
+        th_queue_plant(fx.c, IT_PREFIX, handler, id, i);
     }
     char *text = fetch(port, "/metrics", false);
     assert_non_null(text);

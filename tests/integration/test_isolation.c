@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 static char *rec; /* the hostile plugin's record file of the current test */
 

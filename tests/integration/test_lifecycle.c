@@ -5,7 +5,7 @@
  * cancellation while running and before a claim, a handler no host has yet,
  * progress (events, throttling, the persisted last value), and delayed tasks.
  */
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* The JSON args must come back as the result, value for value. */
 static void test_success_with_result(void **state)
@@ -33,8 +33,8 @@ static void test_success_with_result(void **state)
     assert_true(cJSON_Compare(want, cJSON_GetObjectItem(it_ev_data(done), "result"), true));
     assert_int_equal((int)it_ev_number(done, "attempt"), 1);
     assert_string_equal(cJSON_GetObjectItem(it_ev_data(done), "handler")->valuestring, "demo.echo");
-    assert_true(it_zscore(IT_PREFIX ":q:demo.echo", id) < 0);
-    assert_true(it_zscore(IT_PREFIX ":done", id) > 0);
+    assert_true(th_queue_score(fx.c, IT_PREFIX, "demo.echo", id) < 0);
+    assert_true(th_finished_at(fx.c, IT_PREFIX, id) > 0);
 
     /* bgtaskctl reads the same record, with the result as a JSON value. */
     char *out = NULL;
@@ -198,7 +198,7 @@ static void test_cancel_running(void **state)
     assert_true(took < 1.5);
     it_assert_one_terminal(id, "bgtask_cancelled");
     it_assert_field(id, "attempt", "1");
-    assert_true(it_zscore(IT_PREFIX ":q:demo.sleep", id) < 0);
+    assert_true(th_queue_score(fx.c, IT_PREFIX, "demo.sleep", id) < 0);
 
     /* The handler itself stopped: it says so in the host's log. */
     assert_true(TH_WAIT_UNTIL(5, th_log_contains(h, "cancelled during step")));
@@ -235,7 +235,7 @@ static void test_cancel_before_claim(void **state)
     it_assert_field(id, "attempt", "0");
     it_assert_field(id, "owner", "");
     it_assert_one_terminal(id, "bgtask_cancelled");
-    assert_true(it_zscore(IT_PREFIX ":q:demo.echo", id) < 0);
+    assert_true(th_queue_score(fx.c, IT_PREFIX, "demo.echo", id) < 0);
 
     /* A host running and a delayed task it has not claimed yet. */
     th_host *h = it_host_start(NULL);
@@ -288,7 +288,7 @@ static void test_unknown_handler_waits(void **state)
     it_assert_field(id, "attempt", "0");
     it_assert_field(id, "owner", "");
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), 1);
-    assert_true(it_zscore(IT_PREFIX ":q:demo.echo", id) > 0);
+    assert_true(th_queue_score(fx.c, IT_PREFIX, "demo.echo", id) > 0);
     assert_false(th_log_contains(a, id));
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "hosts", "--json", NULL), 0);
@@ -403,7 +403,7 @@ static void test_delayed_task(void **state)
     th_host *h = it_host_start(NULL);
     long long before = it_redis_ms();
     char *id = it_submit("demo.echo", "{\"late\": true}", "--delay", "1", NULL);
-    double score = it_zscore(IT_PREFIX ":q:demo.echo", id);
+    double score = th_queue_score(fx.c, IT_PREFIX, "demo.echo", id);
     long long created = it_field_ll(id, "created_ms");
     assert_true(score >= (double)before + 1000);
     assert_true(score == (double)created + 1000);

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* The workers of a test host: more than partest.run's parallelism (8). */
 #define PAR_WORKERS 10

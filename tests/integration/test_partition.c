@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "crashkit.h"
+#include "../harness/crashkit.h"
 
 /* ---- a TCP proxy that can be cut ---- */
 
@@ -244,7 +244,7 @@ static void check_takeover(th_host *a, th_host *b, const char *id, double cut)
     proxy_blackhole(&px, false);
     assert_true(TH_WAIT_UNTIL(15, th_log_contains(a, "redis is back")));
     assert_int_equal(th_host_stop(b, 10), 0);
-    assert_true(TH_WAIT_UNTIL(10, it_zscore(IT_PREFIX ":hosts", "A") >= 0));
+    assert_true(TH_WAIT_UNTIL(10, th_host_expiry(fx.c, IT_PREFIX, "A") >= 0));
     char *next = it_submit("demo.echo", "{}", NULL);
     assert_true(it_wait_state(next, "SUCCESS", 15));
     it_assert_field(next, "owner", "A");

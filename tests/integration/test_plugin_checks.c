@@ -25,7 +25,7 @@
 
 #include <cmocka.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* ---- helpers ---- */
 

@@ -5,7 +5,7 @@
  * state with exactly one terminal event, no attempt runs twice, and the hosts
  * ride out the outage and reconnect without a restart.
  */
-#include "crashkit.h"
+#include "../harness/crashkit.h"
 
 enum { NTASKS = 200, NLONG = 4 };
 /* How long Redis stays down: past the lease, so the hosts also give up the attempts that
@@ -101,7 +101,7 @@ static void test_redis_kill9_with_aof(void **state)
     for (int i = 0; i < 2; i++) {
         assert_true(it_host_alive(h[i]));
         assert_int_equal(h[i]->pid, pids[i]);
-        assert_true(TH_WAIT_UNTIL(5, it_zscore(IT_PREFIX ":hosts", h[i]->id) >= 0));
+        assert_true(TH_WAIT_UNTIL(5, th_host_expiry(fx.c, IT_PREFIX, h[i]->id) >= 0));
         assert_true(th_log_contains(h[i], "redis is back"));
     }
     /* And they still take new work. */

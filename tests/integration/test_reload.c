@@ -6,7 +6,7 @@
  */
 #include <signal.h>
 
-#include "itest.h"
+#include "../harness/itest.h"
 
 /* How often needle occurs in the host's log. */
 static int log_count(const th_host *h, const char *needle)
@@ -42,13 +42,11 @@ static void sighup(th_host *h, int n)
     assert_true(TH_WAIT_UNTIL(10, log_count(h, "SIGHUP:") >= n));
 }
 
-/* The handlers the host announces in its entry (P:host:<id>), as a malloc'd string. */
+/* The handlers the host announces in its entry, as a malloc'd string. */
 static char *host_handlers(const th_host *h)
 {
-    redisReply *rep = it_cmd("HGET %s:host:%s handlers", IT_PREFIX, h->id);
-    char *s = strdup(rep->type == REDIS_REPLY_STRING ? rep->str : "");
-    freeReplyObject(rep);
-    return s;
+    char *s = th_host_field(fx.c, IT_PREFIX, h->id, "handlers");
+    return s ? s : strdup("");
 }
 
 static bool host_has_handler(const th_host *h, const char *name)

@@ -302,9 +302,11 @@ static void test_ctl_and_http(void **state)
     out[36] = '\0';
     id = out;
     assert_true(TH_WAIT_UNTIL(20, ({
-                                  redisReply *o2 = mcmd("HGET %s:task:%s owner", PREFIX, id);
-                                  bool owned = o2->type == REDIS_REPLY_STRING && *o2->str;
-                                  freeReplyObject(o2);
+                                  redisContext *mc = th_redis_connect(master());
+                                  char *owner = th_task_field(mc, PREFIX, id, "owner");
+                                  redisFree(mc);
+                                  bool owned = owner && *owner;
+                                  free(owner);
                                   owned;
                               })));
     assert_int_equal(th_ctl(&v, NULL, NULL, "cancel", id, NULL), 0);
@@ -358,56 +360,48 @@ static int cmp_str(const void *a, const void *b) { return strcmp(a, b); }
 static size_t count_state(redisContext *c, char (*ids)[37], size_t n, const char *want,
                           size_t *terminal)
 {
-    for (size_t i = 0; i < n; i++)
-        redisAppendCommand(c, "HGET %s:task:%s state", PREFIX, ids[i]);
+    static const char *const fields[] = {"state"};
+    char **states = calloc(n + 1, sizeof *states);
+    assert_non_null(states);
+    th_task_fields(c, PREFIX, ids, n, fields, 1, states);
     size_t matching = 0, term = 0;
     for (size_t i = 0; i < n; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
-            fail_msg("redis: %s", c->errstr);
-        if (r->type == REDIS_REPLY_STRING) {
-            matching += strcmp(r->str, want) == 0;
-            term += strcmp(r->str, "ONGOING") != 0;
+        if (states[i]) {
+            matching += strcmp(states[i], want) == 0;
+            term += strcmp(states[i], "ONGOING") != 0;
         }
-        freeReplyObject(r);
+        free(states[i]);
     }
+    free(states);
     if (terminal)
         *terminal = term;
     return matching;
+}
+
+struct tally {
+    char (*ids)[37];
+    size_t n;
+    int *counts;
+};
+
+static void tally_event(void *arg, const char *sid, const char *task_id, const char *name,
+                        const char *data)
+{
+    struct tally *t = arg;
+    bool terminal = name && (strcmp(name, "bgtask_done") == 0 ||
+                             strcmp(name, "bgtask_failed") == 0 ||
+                             strcmp(name, "bgtask_cancelled") == 0);
+    char (*hit)[37] = terminal && task_id ? bsearch(task_id, t->ids, t->n, 37, cmp_str) : NULL;
+    if (hit)
+        t->counts[hit - t->ids]++;
 }
 
 /* Terminal events per task (counts[i] for sorted ids[i]), from one scan of the stream. */
 static void terminal_events(redisContext *c, char (*ids)[37], size_t n, int *counts)
 {
     memset(counts, 0, n * sizeof *counts);
-    char start[80] = "-";
-    for (;;) {
-        redisReply *r = redisCommand(c, "XRANGE %s:events %s + COUNT 5000", PREFIX, start);
-        if (!r || r->type != REDIS_REPLY_ARRAY)
-            fail_msg("XRANGE: %s", r ? r->str : c->errstr);
-        size_t k = r->elements;
-        for (size_t i = 0; i < k; i++) {
-            redisReply *kv = r->element[i]->element[1];
-            const char *tid = NULL, *name = NULL;
-            for (size_t j = 0; j + 1 < kv->elements; j += 2) {
-                if (strcmp(kv->element[j]->str, "task_id") == 0)
-                    tid = kv->element[j + 1]->str;
-                else if (strcmp(kv->element[j]->str, "event") == 0)
-                    name = kv->element[j + 1]->str;
-            }
-            bool terminal = name && (strcmp(name, "bgtask_done") == 0 ||
-                                     strcmp(name, "bgtask_failed") == 0 ||
-                                     strcmp(name, "bgtask_cancelled") == 0);
-            char (*hit)[37] = terminal && tid ? bsearch(tid, ids, n, 37, cmp_str) : NULL;
-            if (hit)
-                counts[hit - ids]++;
-            if (i == k - 1)
-                snprintf(start, sizeof start, "(%s", r->element[i]->element[0]->str);
-        }
-        freeReplyObject(r);
-        if (k < 5000)
-            break;
-    }
+    struct tally t = {ids, n, counts};
+    assert_true(th_each_event(c, PREFIX, tally_event, &t) >= 0);
 }
 
 /* How many runs each of the sorted ids had in the record file; returns the ids that ran
@@ -455,15 +449,11 @@ typedef struct monitor {
 /* A host's entry heartbeat time and the attempts it holds, as one comparable string. */
 static void host_trace(redisContext *c, const char *id, char *out, size_t n)
 {
-    redisReply *a = redisCommand(c, "HGET %s:host:%s updated_ms", PREFIX, id);
-    redisReply *b = redisCommand(c, "HGETALL %s:held:%s", PREFIX, id);
-    size_t used = (size_t)snprintf(out, n, "%s|", a && a->type == REDIS_REPLY_STRING ? a->str : "");
-    for (size_t i = 0; b && b->type == REDIS_REPLY_ARRAY && i < b->elements && used < n; i++)
-        used += (size_t)snprintf(out + used, n - used, "%s,", b->element[i]->str);
-    if (a)
-        freeReplyObject(a);
-    if (b)
-        freeReplyObject(b);
+    char *beat = th_host_field(c, PREFIX, id, "updated_ms");
+    char *held = th_host_held(c, PREFIX, id);
+    snprintf(out, n, "%s|%s", beat ? beat : "", held ? held : "");
+    free(beat);
+    free(held);
 }
 
 /* Connect to the sentinel at port and subscribe to +switch-master; NULL on failure. */

@@ -11,7 +11,7 @@
  * the dispatcher, the manager or the control thread; the host aborts if one
  * runs with its lock held (mgr__assert_unlocked), which fails the test too.
  */
-#include "itest.h"
+#include "../harness/itest.h"
 
 static char *record_path;
 

@@ -15,11 +15,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "fake_host.h"
+#include <dlfcn.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "../harness/fake_host.h"
+#include "util.h"
 
 #define DAY_S 86400.0
 
-static bgt_plugin *files;
+static fake_plugin *files;
 static char scratch[PATH_MAX]; /* realpath of $BUILD/tmp/test_cleanup-XXXXXX */
 
 /* ---- helpers ---- */
@@ -39,13 +52,13 @@ static char *allowed_config(const char *root)
 
 /* The files plugin loaded with allowed_roots = [the scratch folder] and more settings (JSON
  * members, "" for none); init must succeed. */
-static bgt_plugin *load_files(const char *more)
+static fake_plugin *load_files(const char *more)
 {
     char *config;
-    assert_true(asprintf(&config, "{\"allowed_roots\": [\"%s\"]%s%s}", scratch,
-                         more[0] ? ", " : "", more) > 0);
+    assert_true(asprintf(&config, "{\"allowed_roots\": [\"%s\"]%s%s}", scratch, more[0] ? ", " : "",
+                         more) > 0);
     int rc;
-    bgt_plugin *p = load_plugin("files", config, &rc);
+    fake_plugin *p = fake_load_plugin("files", config, &rc);
     assert_int_equal(rc, 0);
     free(config);
     return p;
@@ -54,16 +67,16 @@ static bgt_plugin *load_files(const char *more)
 static int group_setup(void **state)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/tmp", build_dir());
+    snprintf(dir, sizeof dir, "%s/tmp", fake_build_dir());
     mkdir(dir, 0755);
-    snprintf(dir, sizeof dir, "%s/tmp/test_cleanup-XXXXXX", build_dir());
+    snprintf(dir, sizeof dir, "%s/tmp/test_cleanup-XXXXXX", fake_build_dir());
     assert_non_null(mkdtemp(dir));
     /* files.cleanup wants absolute paths, and names folders by their resolved path. */
     assert_non_null(realpath(dir, scratch));
     chmod(scratch, 0755); /* the permission case looks at it as another user */
     char *config = allowed_config(scratch);
     int rc;
-    files = load_plugin("files", config, &rc);
+    files = fake_load_plugin("files", config, &rc);
     assert_int_equal(rc, 0);
     free(config);
     return 0;
@@ -71,7 +84,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    unload_plugin(files);
+    fake_unload_plugin(files);
     if (scratch[0] != '\0')
         nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
@@ -231,29 +244,30 @@ static void test_cleanup_dry_run(void **state)
     char *args = cleanup_args(tr.root, "\"batch_size\": 3, \"dry_run\": true");
     bgt_status merged;
     int failed;
-    bgt_task *t = run_parallel(files, "files.cleanup", args, &merged, &failed);
+    bgt_task *t = fake_run_parallel(files, "files.cleanup", args, &merged, &failed);
     assert_int_equal(t->nsubtasks, 2);
     assert_batch(t->subtasks[0], &tr, true, 0, 3);
     assert_batch(t->subtasks[1], &tr, true, 3, 1);
     assert_int_equal(failed, 0);
     assert_int_equal(merged, BGT_OK);
-    assert_json(t->result, "{\"deleted\": 4, \"bytes\": 100, \"skipped\": 0, \"errors\": 0, "
-                           "\"batches\": 2, \"dry_run\": true}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"deleted\": 4, \"bytes\": 100, \"skipped\": 0, \"errors\": 0, "
+                                "\"batches\": 2, \"dry_run\": true}");
+    fake_task_free(t);
 
     /* One batch's own result counts its files and bytes. */
     bgt_status st;
-    t = task_new(1);
-    assert_int_equal(run_split(files, "files.cleanup", t, args), BGT_OK);
-    bgt_task *s = run_subtask(files, "files.cleanup", 0, t->subtasks[0], &st);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(files, "files.cleanup", t, args), BGT_OK);
+    bgt_task *s = fake_run_subtask(files, "files.cleanup", 0, t->subtasks[0], &st);
     assert_int_equal(st, BGT_OK);
-    assert_json(s->result, "{\"deleted\": 3, \"bytes\": 90, \"skipped\": 0, \"dry_run\": true, "
-                           "\"errors\": []}");
+    fake_assert_json(s->result,
+                     "{\"deleted\": 3, \"bytes\": 90, \"skipped\": 0, \"dry_run\": true, "
+                     "\"errors\": []}");
     int n = atomic_load(&s->nprogress);
     assert_true(n >= 1);
     assert_true(s->progress[n - 1].current == 3 && s->progress[n - 1].total == 3);
-    task_free(s);
-    task_free(t);
+    fake_task_free(s);
+    fake_task_free(t);
 
     /* Nothing was deleted. */
     for (int i = 0; i < 4; i++)
@@ -273,15 +287,15 @@ static void test_cleanup_deletes(void **state)
     char *args = cleanup_args(spelled, "");
     bgt_status merged;
     int failed;
-    bgt_task *t = run_parallel(files, "files.cleanup", args, &merged, &failed);
+    bgt_task *t = fake_run_parallel(files, "files.cleanup", args, &merged, &failed);
     /* The default batch size (100) holds all four. */
     assert_int_equal(t->nsubtasks, 1);
     assert_batch(t->subtasks[0], &tr, false, 0, 4);
     assert_int_equal(failed, 0);
     assert_int_equal(merged, BGT_OK);
-    assert_json(t->result, "{\"deleted\": 4, \"bytes\": 100, \"skipped\": 0, \"errors\": 0, "
-                           "\"batches\": 1, \"dry_run\": false}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"deleted\": 4, \"bytes\": 100, \"skipped\": 0, \"errors\": 0, "
+                                "\"batches\": 1, \"dry_run\": false}");
+    fake_task_free(t);
     for (int i = 0; i < 4; i++)
         if (exists(tr.old[i]))
             fail_msg("%s is old and was not deleted", tr.old[i]);
@@ -290,25 +304,25 @@ static void test_cleanup_deletes(void **state)
             fail_msg("%s was deleted, and is not an old regular file", tr.keep[i]);
 
     /* Again: nothing is old any more, one empty batch, a success that deleted nothing. */
-    t = run_parallel(files, "files.cleanup", args, &merged, &failed);
+    t = fake_run_parallel(files, "files.cleanup", args, &merged, &failed);
     assert_int_equal(t->nsubtasks, 1);
     assert_batch(t->subtasks[0], &tr, false, 0, 0);
     assert_int_equal(merged, BGT_OK);
-    assert_json(t->result, "{\"deleted\": 0, \"bytes\": 0, \"skipped\": 0, \"errors\": 0, "
-                           "\"batches\": 1, \"dry_run\": false}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"deleted\": 0, \"bytes\": 0, \"skipped\": 0, \"errors\": 0, "
+                                "\"batches\": 1, \"dry_run\": false}");
+    fake_task_free(t);
 
     /* older_than_days 0: everything regular is old, new files too. */
     free(args);
     assert_true(asprintf(&args, "{\"path\": \"%s\", \"older_than_days\": 0}", tr.root) > 0);
-    t = run_parallel(files, "files.cleanup", args, &merged, &failed);
+    t = fake_run_parallel(files, "files.cleanup", args, &merged, &failed);
     assert_int_equal(merged, BGT_OK);
     assert_true(json_number(t->result, "deleted") == 3);
     for (int i = 0; i < 3; i++)
         assert_false(exists(tr.keep[i]));
     for (int i = 3; i < 7; i++)
         assert_true(exists(tr.keep[i]));
-    task_free(t);
+    fake_task_free(t);
     free(args);
     free(spelled);
     tree_free(&tr);
@@ -317,23 +331,23 @@ static void test_cleanup_deletes(void **state)
 static void test_cleanup_config(void **state)
 {
     int rc;
-    bgt_plugin *p = load_files("\"cleanup_batch_size\": 1");
+    fake_plugin *p = load_files("\"cleanup_batch_size\": 1");
     struct tree tr = make_tree("config");
     char *args = cleanup_args(tr.root, "\"dry_run\": true");
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_split(p, "files.cleanup", t, args), BGT_OK);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(fake_run_split(p, "files.cleanup", t, args), BGT_OK);
     assert_int_equal(t->nsubtasks, 4);
     for (int i = 0; i < 4; i++)
         assert_batch(t->subtasks[i], &tr, true, i, 1);
-    task_free(t);
+    fake_task_free(t);
 
     /* The args win over the config. */
     free(args);
     args = cleanup_args(tr.root, "\"dry_run\": true, \"batch_size\": 2");
-    t = task_new(1);
-    assert_int_equal(run_split(p, "files.cleanup", t, args), BGT_OK);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(p, "files.cleanup", t, args), BGT_OK);
     assert_int_equal(t->nsubtasks, 2);
-    task_free(t);
+    fake_task_free(t);
 
     /* Batches past the host's tasks.max_subtasks: the message says what to change. */
     free(args);
@@ -343,25 +357,25 @@ static void test_cleanup_config(void **state)
              "%s: more than the host's tasks.max_subtasks batches of 1 files; give a larger "
              "args.batch_size",
              tr.root);
-    expect_split_failure(files, "files.cleanup", args, 3, want);
-    unload_plugin(p);
+    fake_expect_split_failure(files, "files.cleanup", args, 3, want);
+    fake_unload_plugin(p);
 
     /* max_files caps the files one task deletes. */
     p = load_files("\"max_files\": 3");
     snprintf(want, sizeof want,
              "%s holds more than 3 files to clean up (the files plugin's max_files)", tr.root);
-    expect_split_failure(p, "files.cleanup", args, 0, want);
-    unload_plugin(p);
+    fake_expect_split_failure(p, "files.cleanup", args, 0, want);
+    fake_unload_plugin(p);
 
     const char *bad[] = {"0", "10001", "2.5", "\"100\""};
     for (int i = 0; i < 4; i++) {
         char cfg[64];
         snprintf(cfg, sizeof cfg, "{\"cleanup_batch_size\": %s}", bad[i]);
-        p = load_plugin("files", cfg, &rc);
+        p = fake_load_plugin("files", cfg, &rc);
         assert_int_not_equal(rc, 0);
         assert_int_equal(p->nhandlers, 0);
         assert_non_null(strstr(p->log, "cleanup_batch_size must be an integer 1..10000"));
-        unload_plugin(p);
+        fake_unload_plugin(p);
     }
     for (int i = 0; i < 4; i++)
         assert_true(exists(tr.old[i]));
@@ -373,11 +387,12 @@ static void test_cleanup_bad_args(void **state)
 {
     const char *h = "files.cleanup";
     const char *path = "args.path must be an absolute path (the directory to clean up)";
-    expect_split_failure(files, h, "{}", 0, path);
-    expect_split_failure(files, h, "[]", 0, "args must be a JSON object");
-    expect_split_failure(files, h, "{\"path\": 5, \"older_than_days\": 1}", 0, path);
-    expect_split_failure(files, h, "{\"path\": \"build/tmp\", \"older_than_days\": 1}", 0, path);
-    expect_split_failure(files, h, "{\"path\": \"\", \"older_than_days\": 1}", 0, path);
+    fake_expect_split_failure(files, h, "{}", 0, path);
+    fake_expect_split_failure(files, h, "[]", 0, "args must be a JSON object");
+    fake_expect_split_failure(files, h, "{\"path\": 5, \"older_than_days\": 1}", 0, path);
+    fake_expect_split_failure(files, h, "{\"path\": \"build/tmp\", \"older_than_days\": 1}", 0,
+                              path);
+    fake_expect_split_failure(files, h, "{\"path\": \"\", \"older_than_days\": 1}", 0, path);
 
     char *dir = scratch_path("args");
     mkdir(dir, 0755);
@@ -388,27 +403,28 @@ static void test_cleanup_bad_args(void **state)
                               ", \"older_than_days\": null"};
     for (int i = 0; i < 4; i++) {
         snprintf(args, sizeof args, "{\"path\": \"%s\"%s}", dir, bad_days[i]);
-        expect_split_failure(files, h, args, 0, days);
+        fake_expect_split_failure(files, h, args, 0, days);
     }
     const char *bad_bs[] = {"0", "10001", "2.5", "\"10\""};
     for (int i = 0; i < 4; i++) {
-        snprintf(args, sizeof args, "{\"path\": \"%s\", \"older_than_days\": 1, "
-                                    "\"batch_size\": %s}", dir, bad_bs[i]);
-        expect_split_failure(files, h, args, 0, "args.batch_size must be an integer 1..10000");
+        snprintf(args, sizeof args,
+                 "{\"path\": \"%s\", \"older_than_days\": 1, "
+                 "\"batch_size\": %s}",
+                 dir, bad_bs[i]);
+        fake_expect_split_failure(files, h, args, 0, "args.batch_size must be an integer 1..10000");
     }
-    snprintf(args, sizeof args, "{\"path\": \"%s\", \"older_than_days\": 1, \"dry_run\": 1}",
-             dir);
-    expect_split_failure(files, h, args, 0, "args.dry_run must be true or false");
+    snprintf(args, sizeof args, "{\"path\": \"%s\", \"older_than_days\": 1, \"dry_run\": 1}", dir);
+    fake_expect_split_failure(files, h, args, 0, "args.dry_run must be true or false");
 
     /* Not there, not a folder. */
     char *missing = scratch_path("args/none");
     snprintf(args, sizeof args, "{\"path\": \"%s\", \"older_than_days\": 1}", missing);
     snprintf(want, sizeof want, "cannot open %s: No such file or directory", missing);
-    expect_split_failure(files, h, args, 0, want);
+    fake_expect_split_failure(files, h, args, 0, want);
     char *file = write_file("args/file", 1);
     snprintf(args, sizeof args, "{\"path\": \"%s\", \"older_than_days\": 1}", file);
     snprintf(want, sizeof want, "args.path %s is not a directory", file);
-    expect_split_failure(files, h, args, 0, want);
+    fake_expect_split_failure(files, h, args, 0, want);
 
     /* The root of the filesystem, however it is spelled, and with the message saying why. */
     char *to_root = scratch_path("args/to-root");
@@ -420,7 +436,7 @@ static void test_cleanup_bad_args(void **state)
                  "refusing to clean up %s: it is the root of the filesystem, and deleting every "
                  "old file on the machine is never what was meant",
                  roots[i]);
-        expect_split_failure(files, h, args, 0, want);
+        fake_expect_split_failure(files, h, args, 0, want);
     }
     free(dir);
     free(missing);
@@ -447,8 +463,8 @@ static void test_cleanup_changed_since_split(void **state)
 {
     struct tree tr = make_tree("changed");
     char *args = cleanup_args(tr.root, "");
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_split(files, "files.cleanup", t, args), BGT_OK);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(fake_run_split(files, "files.cleanup", t, args), BGT_OK);
     assert_int_equal(t->nsubtasks, 1);
 
     /* Between the split and the run: one file vanishes, one is written to, one becomes a
@@ -459,22 +475,23 @@ static void test_cleanup_changed_since_split(void **state)
     assert_int_equal(mkdir(tr.old[3], 0755), 0);
     set_age(tr.old[3], 10 * DAY_S);
     bgt_status st;
-    bgt_task *s = run_subtask(files, "files.cleanup", 0, t->subtasks[0], &st);
+    bgt_task *s = fake_run_subtask(files, "files.cleanup", 0, t->subtasks[0], &st);
     assert_int_equal(st, BGT_OK);
-    assert_json(s->result, "{\"deleted\": 1, \"bytes\": 40, \"skipped\": 3, \"dry_run\": false, "
-                           "\"errors\": []}");
+    fake_assert_json(s->result,
+                     "{\"deleted\": 1, \"bytes\": 40, \"skipped\": 3, \"dry_run\": false, "
+                     "\"errors\": []}");
     assert_false(exists(tr.old[0]));
     assert_true(exists(tr.old[1]));
     assert_true(exists(tr.old[3]));
-    task_free(s);
+    fake_task_free(s);
 
     /* Run again (a retry after a crash): everything is skipped, nothing fails. */
-    s = run_subtask(files, "files.cleanup", 0, t->subtasks[0], &st);
+    s = fake_run_subtask(files, "files.cleanup", 0, t->subtasks[0], &st);
     assert_int_equal(st, BGT_OK);
     assert_true(json_number(s->result, "deleted") == 0);
     assert_true(json_number(s->result, "skipped") == 4);
-    task_free(s);
-    task_free(t);
+    fake_task_free(s);
+    fake_task_free(t);
     free(args);
     tree_free(&tr);
 }
@@ -497,7 +514,7 @@ static void test_cleanup_stays_inside(void **state)
     const char *paths[] = {outside, climb, via_link};
     char *args = batch_args(tr.root, false, paths, 3);
     bgt_status st;
-    bgt_task *s = run_subtask(files, "files.cleanup", 0, args, &st);
+    bgt_task *s = fake_run_subtask(files, "files.cleanup", 0, args, &st);
     assert_int_equal(st, BGT_FAILED);
     char want[PATH_MAX + 200];
     snprintf(want, sizeof want,
@@ -506,13 +523,13 @@ static void test_cleanup_stays_inside(void **state)
              outside);
     assert_string_equal(s->error, want);
     assert_true(exists(outside));
-    task_free(s);
+    fake_task_free(s);
     free(args);
 
     /* One good file among them: the batch succeeds and lists the two errors. */
     const char *mixed[] = {via_link, tr.old[3], climb};
     args = batch_args(tr.root, false, mixed, 3);
-    s = run_subtask(files, "files.cleanup", 0, args, &st);
+    s = fake_run_subtask(files, "files.cleanup", 0, args, &st);
     assert_int_equal(st, BGT_OK);
     cJSON *r = cJSON_Parse(s->result);
     assert_true(cJSON_GetObjectItem(r, "deleted")->valuedouble == 1);
@@ -521,39 +538,39 @@ static void test_cleanup_stays_inside(void **state)
     snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up",
              via_link);
     assert_string_equal(cJSON_GetArrayItem(errors, 0)->valuestring, want);
-    snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up",
-             climb);
+    snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up", climb);
     assert_string_equal(cJSON_GetArrayItem(errors, 1)->valuestring, want);
     cJSON_Delete(r);
     assert_true(exists(outside));
     assert_false(exists(tr.old[3]));
-    task_free(s);
+    fake_task_free(s);
     free(args);
 
     /* The merge counts a batch's errors. */
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_merge(files, "files.cleanup", t,
-                               "[{\"deleted\": 1, \"bytes\": 10, \"skipped\": 2, "
-                               "\"errors\": [\"a\", \"b\"], \"dry_run\": false}, null, "
-                               "{\"deleted\": 2, \"bytes\": 5, \"skipped\": 0, \"errors\": [], "
-                               "\"dry_run\": false}]"),
-                     BGT_OK);
-    assert_json(t->result, "{\"deleted\": 3, \"bytes\": 15, \"skipped\": 2, \"errors\": 2, "
-                           "\"batches\": 3, \"dry_run\": false}");
-    task_free(t);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(
+        fake_run_merge(files, "files.cleanup", t,
+                       "[{\"deleted\": 1, \"bytes\": 10, \"skipped\": 2, "
+                       "\"errors\": [\"a\", \"b\"], \"dry_run\": false}, null, "
+                       "{\"deleted\": 2, \"bytes\": 5, \"skipped\": 0, \"errors\": [], "
+                       "\"dry_run\": false}]"),
+        BGT_OK);
+    fake_assert_json(t->result, "{\"deleted\": 3, \"bytes\": 15, \"skipped\": 2, \"errors\": 2, "
+                                "\"batches\": 3, \"dry_run\": false}");
+    fake_task_free(t);
 
     /* Subtask args that did not come from the split. */
     const char *bad[] = {"{}", "{\"root\": \"rel\", \"cutoff\": 0, \"files\": []}",
                          "{\"root\": \"/x\", \"files\": []}",
                          "{\"root\": \"/x\", \"cutoff\": 0, \"dry_run\": 1, \"files\": []}"};
     for (int i = 0; i < 4; i++) {
-        s = run_subtask(files, "files.cleanup", 0, bad[i], &st);
+        s = fake_run_subtask(files, "files.cleanup", 0, bad[i], &st);
         assert_int_equal(st, BGT_FAILED);
         assert_string_equal(s->error,
                             "subtask args must be {\"root\": dir, \"cutoff\": seconds, "
                             "\"dry_run\": bool, \"files\": [paths]}, as files.cleanup's split "
                             "writes them");
-        task_free(s);
+        fake_task_free(s);
     }
     free(outside);
     free(swapped);
@@ -570,25 +587,25 @@ static void test_cleanup_cancel(void **state)
     char *args = cleanup_args(tr.root, "");
 
     /* Cancelled during the listing. */
-    bgt_task *t = task_new(1);
+    bgt_task *t = fake_task_new(1);
     atomic_store(&t->cancel, true);
-    assert_int_equal(run_split(files, "files.cleanup", t, args), BGT_CANCELLED);
+    assert_int_equal(fake_run_split(files, "files.cleanup", t, args), BGT_CANCELLED);
     assert_int_equal(t->nsubtasks, 0);
-    task_free(t);
+    fake_task_free(t);
 
     /* Cancelled between files: the first goes, the rest stay, and no result. */
-    t = task_new(1);
-    assert_int_equal(run_split(files, "files.cleanup", t, args), BGT_OK);
-    bgt_task *s = task_new(1);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(files, "files.cleanup", t, args), BGT_OK);
+    bgt_task *s = fake_task_new(1);
     s->subtask = 0;
     s->cancel_after_polls = 2;
-    assert_int_equal(run_handler(files, "files.cleanup", s, t->subtasks[0]), BGT_CANCELLED);
+    assert_int_equal(fake_run(files, "files.cleanup", s, t->subtasks[0]), BGT_CANCELLED);
     assert_null(s->result);
     assert_false(exists(tr.old[0]));
     for (int i = 1; i < 4; i++)
         assert_true(exists(tr.old[i]));
-    task_free(s);
-    task_free(t);
+    fake_task_free(s);
+    fake_task_free(t);
     free(args);
     tree_free(&tr);
 }
@@ -604,10 +621,10 @@ static int unlink_cases(const char *root, const char *f1, const char *f2, const 
     const char *all[] = {f1, f2};
     char *args = batch_args(root, false, all, 2);
     bgt_status st;
-    bgt_task *s = task_new(1);
+    bgt_task *s = fake_task_new(1);
     s->subtask = 0;
     s->handler = "files.cleanup";
-    const bgt_handler_def *h = find_handler(files, "files.cleanup");
+    const bgt_handler_def *h = fake_find_handler(files, "files.cleanup");
     cJSON *a = cJSON_Parse(args);
     st = h->run(s, a, h->udata);
     cJSON_Delete(a);
@@ -622,11 +639,11 @@ static int unlink_cases(const char *root, const char *f1, const char *f2, const 
                 s->error ? s->error : "none", want);
         rc = 1;
     }
-    task_free(s);
+    fake_task_free(s);
 
     const char *mixed[] = {f1, free_file};
     args = batch_args(root, false, mixed, 2);
-    s = task_new(1);
+    s = fake_task_new(1);
     s->subtask = 1;
     a = cJSON_Parse(args);
     st = h->run(s, a, h->udata);
@@ -641,7 +658,7 @@ static int unlink_cases(const char *root, const char *f1, const char *f2, const 
                 s->result ? s->result : "none", want);
         rc = 1;
     }
-    task_free(s);
+    fake_task_free(s);
     return rc;
 }
 
@@ -704,9 +721,9 @@ static void test_cleanup_unlink_fails(void **state)
 /* ---- the guard: allowed_roots, and subtask args written by the submitter ---- */
 
 /* Run one batch of subtask args (JSON text) on plugin p; returns the finished task. */
-static bgt_task *run_batch(bgt_plugin *p, const char *args, bgt_status *st)
+static bgt_task *run_batch(fake_plugin *p, const char *args, bgt_status *st)
 {
-    return run_subtask(p, "files.cleanup", 0, args, st);
+    return fake_run_subtask(p, "files.cleanup", 0, args, st);
 }
 
 /* An old file at scratch/rel that nothing may delete; returns its path. */
@@ -730,7 +747,7 @@ static void test_guard_hostile_roots(void **state)
     char *inside = victim("guard/allowed/old.bin");
     char *config = allowed_config(allowed);
     int rc;
-    bgt_plugin *p = load_plugin("files", config, &rc);
+    fake_plugin *p = fake_load_plugin("files", config, &rc);
     assert_int_equal(rc, 0);
 
     /* "/." and "/tmp/.." are "/": the files, spelled from them, are the victims. */
@@ -759,7 +776,7 @@ static void test_guard_hostile_roots(void **state)
                  "old file on the machine is never what was meant",
                  cases[i].root);
         assert_string_equal(t->error, want);
-        task_free(t);
+        fake_task_free(t);
         free(args);
     }
 
@@ -778,7 +795,7 @@ static void test_guard_hostile_roots(void **state)
                  "refusing to clean up %s: it is not inside the files plugin's allowed_roots (%s)",
                  roots[i], allowed);
         assert_string_equal(t->error, want);
-        task_free(t);
+        fake_task_free(t);
         free(args);
     }
 
@@ -791,16 +808,15 @@ static void test_guard_hostile_roots(void **state)
     assert_int_equal(st, BGT_OK);
     snprintf(want, sizeof want, "cannot delete %s: not under the folder being cleaned up", out);
     cJSON *r = cJSON_Parse(t->result);
-    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "errors"), 0)->valuestring,
-                        want);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "errors"), 0)->valuestring, want);
     assert_true(cJSON_GetObjectItem(r, "deleted")->valuedouble == 1);
     cJSON_Delete(r);
     assert_true(exists(doomed));
     assert_false(exists(inside));
-    task_free(t);
+    fake_task_free(t);
     free(args);
 
-    unload_plugin(p);
+    fake_unload_plugin(p);
     free(config);
     free(out);
     free(climb);
@@ -822,7 +838,7 @@ static void test_guard_links_out(void **state)
     char *via = scratch_path("links/allowed/out/old.bin");
     char *config = allowed_config(allowed);
     int rc;
-    bgt_plugin *p = load_plugin("files", config, &rc);
+    fake_plugin *p = fake_load_plugin("files", config, &rc);
     assert_int_equal(rc, 0);
 
     /* The link as the root: it resolves outside. */
@@ -836,7 +852,7 @@ static void test_guard_links_out(void **state)
              "refusing to clean up %s: it is not inside the files plugin's allowed_roots (%s)",
              link, allowed);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
     free(args);
 
     /* The link on a file's way, from the allowed root. */
@@ -848,21 +864,21 @@ static void test_guard_links_out(void **state)
              "folder being cleaned up",
              via);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
     free(args);
 
     /* The split never lists what is behind the link. */
     char *split_args = cleanup_args(allowed, "\"dry_run\": true");
-    t = task_new(1);
-    assert_int_equal(run_split(p, "files.cleanup", t, split_args), BGT_OK);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(p, "files.cleanup", t, split_args), BGT_OK);
     assert_int_equal(t->nsubtasks, 1);
     assert_null(strstr(t->subtasks[0], "outside"));
     assert_non_null(strstr(t->subtasks[0], keep));
-    task_free(t);
+    fake_task_free(t);
 
     assert_true(exists(doomed));
     assert_true(exists(keep));
-    unload_plugin(p);
+    fake_unload_plugin(p);
     free(split_args);
     free(config);
     free(via);
@@ -882,7 +898,7 @@ static void test_guard_split(void **state)
     char *b = victim("split/other/old.bin");
     char *config = allowed_config(allowed);
     int rc;
-    bgt_plugin *p = load_plugin("files", config, &rc);
+    fake_plugin *p = fake_load_plugin("files", config, &rc);
     assert_int_equal(rc, 0);
     char want[3 * PATH_MAX];
 
@@ -890,7 +906,7 @@ static void test_guard_split(void **state)
     snprintf(want, sizeof want,
              "refusing to clean up %s: it is not inside the files plugin's allowed_roots (%s)",
              other, allowed);
-    expect_split_failure(p, "files.cleanup", args, 0, want);
+    fake_expect_split_failure(p, "files.cleanup", args, 0, want);
     free(args);
 
     /* The allowed root itself and a folder inside it are fine. */
@@ -898,16 +914,16 @@ static void test_guard_split(void **state)
     const char *ok[] = {allowed, deep};
     for (int i = 0; i < 2; i++) {
         args = cleanup_args(ok[i], "\"dry_run\": true");
-        bgt_task *t = task_new(1);
-        assert_int_equal(run_split(p, "files.cleanup", t, args), BGT_OK);
+        bgt_task *t = fake_task_new(1);
+        assert_int_equal(fake_run_split(p, "files.cleanup", t, args), BGT_OK);
         assert_non_null(strstr(t->subtasks[0], a));
-        task_free(t);
+        fake_task_free(t);
         free(args);
     }
-    unload_plugin(p);
+    fake_unload_plugin(p);
 
     /* No allowed_roots: nothing may be cleaned up, and the message says where to allow it. */
-    p = load_plugin("files", "{}", &rc);
+    p = fake_load_plugin("files", "{}", &rc);
     assert_int_equal(rc, 0);
     args = cleanup_args(allowed, "");
     snprintf(want, sizeof want,
@@ -915,7 +931,7 @@ static void test_guard_split(void **state)
              "files.cleanup may clean up nothing (list the folders it may clean up in the "
              "plugin's config)",
              allowed);
-    expect_split_failure(p, "files.cleanup", args, 0, want);
+    fake_expect_split_failure(p, "files.cleanup", args, 0, want);
     free(args);
     const char *paths[] = {a};
     args = batch_args(allowed, false, paths, 1);
@@ -923,9 +939,9 @@ static void test_guard_split(void **state)
     bgt_task *t = run_batch(p, args, &st);
     assert_int_equal(st, BGT_FAILED);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
     free(args);
-    unload_plugin(p);
+    fake_unload_plugin(p);
 
     assert_true(exists(a));
     assert_true(exists(b));
@@ -947,7 +963,8 @@ static void test_guard_config(void **state)
          "config: allowed_roots must be a list of absolute folder paths"},
         {"{\"allowed_roots\": [\"srv\"]}",
          "config: allowed_roots must be a list of absolute folder paths, got \"srv\""},
-        {"{\"allowed_roots\": [5]}", "config: allowed_roots must be a list of absolute folder paths"},
+        {"{\"allowed_roots\": [5]}",
+         "config: allowed_roots must be a list of absolute folder paths"},
         {"{\"allowed_roots\": [\"/\"]}",
          "config: allowed_roots: \"/\" is the root of the filesystem: files.cleanup must never "
          "clean up everything"},
@@ -957,11 +974,11 @@ static void test_guard_config(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc;
-        bgt_plugin *p = load_plugin("files", bad[i].config, &rc);
+        fake_plugin *p = fake_load_plugin("files", bad[i].config, &rc);
         if (rc >= 0 || !strstr(p->log, bad[i].log))
             fail_msg("config %s: init returned %d, log \"%s\", want \"%s\"", bad[i].config, rc,
                      p->log, bad[i].log);
-        unload_plugin(p);
+        fake_unload_plugin(p);
     }
 }
 

@@ -25,7 +25,7 @@
 
 #include <cmocka.h>
 
-#include "loader_host.h"
+#include "../harness/fake_host.h"
 #include "plugin.h"
 #include "registry.h"
 #include "util.h"
@@ -42,9 +42,10 @@ static int setup(void **state)
 {
     fx *f = xcalloc(1, sizeof *f);
     registry_init(&f->reg);
-    snprintf(f->dir, sizeof f->dir, "%s/tmp", build_dir());
+    snprintf(f->dir, sizeof f->dir, "%s/tmp", fake_build_dir());
     mkdir(f->dir, 0755);
-    snprintf(f->dir, sizeof f->dir, "%s/tmp/test_plugin-%d-XXXXXX", build_dir(), (int)getpid());
+    snprintf(f->dir, sizeof f->dir, "%s/tmp/test_plugin-%d-XXXXXX", fake_build_dir(),
+             (int)getpid());
     if (!mkdtemp(f->dir) || chmod(f->dir, 0755) < 0) {
         perror(f->dir);
         free(f);
@@ -58,7 +59,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     registry_destroy(&f->reg);
-    remove_tree(f->dir);
+    fake_remove_tree(f->dir);
     free(f);
     return 0;
 }
@@ -66,17 +67,14 @@ static int teardown(void **state)
 /* Copy fixture name into dir as name.so with mode; returns the copy's path (heap). */
 static char *install_in(const char *dir, const char *name, mode_t mode)
 {
-    char *from = xasprintf("%s/tests/fixtures/%s.so", build_dir(), name);
+    char *from = xasprintf("%s/tests/fixtures/%s.so", fake_build_dir(), name);
     char *to = xasprintf("%s/%s.so", dir, name);
-    copy_file(from, to, mode);
+    fake_copy_file(from, to, mode);
     free(from);
     return to;
 }
 
-static char *install(fx *f, const char *name)
-{
-    return install_in(f->dir, name, 0755);
-}
+static char *install(fx *f, const char *name) { return install_in(f->dir, name, 0755); }
 
 /* Load path with config given as JSON text (NULL for none). */
 static int load(fx *f, const char *path, const char *config_json, struct bgt_plugin **out)
@@ -87,7 +85,7 @@ static int load(fx *f, const char *path, const char *config_json, struct bgt_plu
         assert_non_null(config);
     }
     f->err[0] = '\0';
-    int rc = plugin_load(path, NULL, config, &f->reg, &host_api, out, f->err, sizeof f->err);
+    int rc = plugin_load(path, NULL, config, &f->reg, &fake_api, out, f->err, sizeof f->err);
     cJSON_Delete(config);
     return rc;
 }
@@ -418,15 +416,9 @@ static void test_unload(void **state)
     free(path);
 }
 
-static void count_free(void *udata)
-{
-    ++*(int *)udata;
-}
+static void count_free(void *udata) { ++*(int *)udata; }
 
-static bgt_status run_ok(bgt_task *t, const cJSON *args, void *udata)
-{
-    return BGT_OK;
-}
+static bgt_status run_ok(bgt_task *t, const cJSON *args, void *udata) { return BGT_OK; }
 
 static void test_register_outside_init(void **state)
 {
@@ -460,13 +452,12 @@ static void test_register_outside_init(void **state)
 }
 
 /* Call the host table's plugin_log the way bgt_plugin_log does. */
-__attribute__((format(printf, 3, 4))) static void call_plugin_log(struct bgt_plugin *p,
-                                                                  int level, const char *fmt,
-                                                                  ...)
+__attribute__((format(printf, 3, 4))) static void call_plugin_log(struct bgt_plugin *p, int level,
+                                                                  const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    host_api.plugin_log(p, level, fmt, ap);
+    fake_api.plugin_log(p, level, fmt, ap);
     va_end(ap);
 }
 

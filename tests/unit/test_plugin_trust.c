@@ -25,7 +25,7 @@
 
 #include <cmocka.h>
 
-#include "loader_host.h"
+#include "../harness/fake_host.h"
 #include "plugin.h"
 #include "registry.h"
 #include "util.h"
@@ -41,9 +41,9 @@ static int setup(void **state)
 {
     fx *f = xcalloc(1, sizeof *f);
     registry_init(&f->reg);
-    snprintf(f->root, sizeof f->root, "%s/tmp", build_dir());
+    snprintf(f->root, sizeof f->root, "%s/tmp", fake_build_dir());
     mkdir(f->root, 0755);
-    snprintf(f->root, sizeof f->root, "%s/tmp/test_plugin_trust-%d-XXXXXX", build_dir(),
+    snprintf(f->root, sizeof f->root, "%s/tmp/test_plugin_trust-%d-XXXXXX", fake_build_dir(),
              (int)getpid());
     if (!mkdtemp(f->root) || chmod(f->root, 0755) < 0) {
         perror(f->root);
@@ -71,7 +71,7 @@ static int teardown(void **state)
 {
     fx *f = *state;
     registry_destroy(&f->reg);
-    remove_tree(f->root);
+    fake_remove_tree(f->root);
     free(f->plugins);
     free(f->lib);
     free(f);
@@ -81,9 +81,9 @@ static int teardown(void **state)
 /* The good fixture, copied to dir/name with mode 0755; returns its path (heap). */
 static char *put_plugin(const char *dir, const char *name)
 {
-    char *from = xasprintf("%s/tests/fixtures/good.so", build_dir());
+    char *from = xasprintf("%s/tests/fixtures/good.so", fake_build_dir());
     char *to = xasprintf("%s/%s", dir, name);
-    copy_file(from, to, 0755);
+    fake_copy_file(from, to, 0755);
     free(from);
     return to;
 }
@@ -101,7 +101,7 @@ static int load(fx *f, const char *path, const char *dir)
 {
     struct bgt_plugin *p = NULL;
     f->err[0] = '\0';
-    int rc = plugin_load(path, dir, NULL, &f->reg, &host_api, &p, f->err, sizeof f->err);
+    int rc = plugin_load(path, dir, NULL, &f->reg, &fake_api, &p, f->err, sizeof f->err);
     if (rc == 0)
         plugin_unload(p);
     else

@@ -18,14 +18,27 @@
 
 #include <openssl/evp.h>
 
-#include "fake_host.h"
+#include <dlfcn.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "../harness/fake_host.h"
+#include "util.h"
 
 #define SHA256_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 #define MIB (1024 * 1024)
 
 /* ---- fixtures ---- */
 
-static bgt_plugin *demo, *files, *bench;
+static fake_plugin *demo, *files, *bench;
 static char scratch[PATH_MAX]; /* $BUILD/tmp/test_plugins-XXXXXX */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -36,16 +49,16 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 static int group_setup(void **state)
 {
     int rc;
-    demo = load_plugin("demo", "{}", &rc);
+    demo = fake_load_plugin("demo", "{}", &rc);
     assert_int_equal(rc, 0);
-    files = load_plugin("files", "{}", &rc);
+    files = fake_load_plugin("files", "{}", &rc);
     assert_int_equal(rc, 0);
-    bench = load_plugin("bench", "{}", &rc);
+    bench = fake_load_plugin("bench", "{}", &rc);
     assert_int_equal(rc, 0);
 
-    snprintf(scratch, sizeof scratch, "%s/tmp", build_dir());
+    snprintf(scratch, sizeof scratch, "%s/tmp", fake_build_dir());
     mkdir(scratch, 0755);
-    snprintf(scratch, sizeof scratch, "%s/tmp/test_plugins-XXXXXX", build_dir());
+    snprintf(scratch, sizeof scratch, "%s/tmp/test_plugins-XXXXXX", fake_build_dir());
     assert_non_null(mkdtemp(scratch));
     chmod(scratch, 0755); /* the unreadable-file case may look at it as another user */
     return 0;
@@ -53,9 +66,9 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    unload_plugin(demo);
-    unload_plugin(files);
-    unload_plugin(bench);
+    fake_unload_plugin(demo);
+    fake_unload_plugin(files);
+    fake_unload_plugin(bench);
     if (scratch[0] != '\0')
         nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
@@ -103,26 +116,26 @@ static void test_entries(void **state)
     assert_string_equal(demo->entry->version, "1.0");
     assert_int_equal(demo->nhandlers, 5); /* demo.parallel: see test_plugins_parallel.c */
     assert_int_equal(demo->nhooks, 0);
-    find_handler(demo, "demo.sleep");
-    find_handler(demo, "demo.echo");
-    find_handler(demo, "demo.fail");
-    assert_int_equal(find_handler(demo, "demo.flaky")->max_attempts, 10);
+    fake_find_handler(demo, "demo.sleep");
+    fake_find_handler(demo, "demo.echo");
+    fake_find_handler(demo, "demo.fail");
+    assert_int_equal(fake_find_handler(demo, "demo.flaky")->max_attempts, 10);
     for (int i = 0; i < demo->nhandlers; i++)
         assert_int_equal(demo->handlers[i].kind,
                          strcmp(demo->handlers[i].name, "demo.parallel") == 0 ? BGT_PARALLEL
                                                                               : BGT_SINGLE);
 
     assert_int_equal(files->nhandlers, 2); /* files.cleanup: see test_plugins_parallel.c */
-    const bgt_handler_def *ck = find_handler(files, "files.checksum");
+    const bgt_handler_def *ck = fake_find_handler(files, "files.checksum");
     assert_non_null(ck->udata);
     assert_non_null(ck->udata_free);
 
     assert_int_equal(bench->nhandlers, 3);
-    find_handler(bench, "bench.noop");
-    find_handler(bench, "bench.sleep_ms");
+    fake_find_handler(bench, "bench.noop");
+    fake_find_handler(bench, "bench.sleep_ms");
 
     /* The entry is the one symbol each exports: the SDK's table pointer stays hidden. */
-    bgt_plugin *all[] = {demo, files, bench};
+    fake_plugin *all[] = {demo, files, bench};
     for (int i = 0; i < 3; i++) {
         assert_null(dlsym(all[i]->dl, "bgt_host_api"));
         assert_null(dlsym(all[i]->dl, "demo_init"));
@@ -132,30 +145,30 @@ static void test_entries(void **state)
 static void test_config(void **state)
 {
     int rc;
-    bgt_plugin *p = load_plugin("demo", "{\"max_seconds\": 2}", &rc);
+    fake_plugin *p = fake_load_plugin("demo", "{\"max_seconds\": 2}", &rc);
     assert_int_equal(rc, 0);
-    expect_failure(p, "demo.sleep", "{\"seconds\": 3}", "args.seconds must be a number 0..2");
-    unload_plugin(p);
+    fake_expect_failure(p, "demo.sleep", "{\"seconds\": 3}", "args.seconds must be a number 0..2");
+    fake_unload_plugin(p);
 
-    p = load_plugin("demo", "{\"max_seconds\": \"x\"}", &rc);
+    p = fake_load_plugin("demo", "{\"max_seconds\": \"x\"}", &rc);
     assert_int_not_equal(rc, 0);
     assert_int_equal(p->nhandlers, 0);
     assert_non_null(strstr(p->log, "max_seconds must be a number 0..86400"));
-    unload_plugin(p);
+    fake_unload_plugin(p);
 
-    p = load_plugin("demo", "{\"colour\": \"blue\"}", &rc);
+    p = fake_load_plugin("demo", "{\"colour\": \"blue\"}", &rc);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(p->log, "unknown setting colour"));
-    unload_plugin(p);
+    fake_unload_plugin(p);
 
-    p = load_plugin("files", "{\"max_files\": 0}", &rc);
+    p = fake_load_plugin("files", "{\"max_files\": 0}", &rc);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(p->log, "max_files must be an integer"));
-    unload_plugin(p);
+    fake_unload_plugin(p);
 
-    p = load_plugin("files", "{\"max_files\": 2.5}", &rc);
+    p = fake_load_plugin("files", "{\"max_files\": 2.5}", &rc);
     assert_int_not_equal(rc, 0);
-    unload_plugin(p);
+    fake_unload_plugin(p);
 }
 
 /* ---- demo.echo, demo.fail, demo.flaky ---- */
@@ -163,46 +176,45 @@ static void test_config(void **state)
 static void test_echo(void **state)
 {
     const char *args = "{\"a\": 1, \"b\": [true, null, \"x\"], \"c\": {\"d\": \"\\u00e9\"}}";
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_handler(demo, "demo.echo", t, args), BGT_OK);
-    assert_json(t->result, args);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(fake_run(demo, "demo.echo", t, args), BGT_OK);
+    fake_assert_json(t->result, args);
     assert_null(t->error);
-    task_free(t);
+    fake_task_free(t);
 
     /* Args that are not an object are echoed too. */
-    t = task_new(1);
-    assert_int_equal(run_handler(demo, "demo.echo", t, "[1, 2]"), BGT_OK);
-    assert_json(t->result, "[1, 2]");
-    task_free(t);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run(demo, "demo.echo", t, "[1, 2]"), BGT_OK);
+    fake_assert_json(t->result, "[1, 2]");
+    fake_task_free(t);
 
     /* A result over the host's limit ends the task as a failure that says why. */
-    t = task_new(1);
+    t = fake_task_new(1);
     t->max_result = 8;
-    assert_int_equal(run_handler(demo, "demo.echo", t, "{\"long\": \"0123456789\"}"),
-                     BGT_FAILED);
+    assert_int_equal(fake_run(demo, "demo.echo", t, "{\"long\": \"0123456789\"}"), BGT_FAILED);
     assert_null(t->result);
     assert_non_null(t->error);
     assert_string_equal(t->error,
                         "the result is larger than the host accepts (tasks.max_result_bytes)");
-    task_free(t);
+    fake_task_free(t);
 }
 
 static void test_fail(void **state)
 {
-    expect_failure(demo, "demo.fail", "{}", "demo.fail was asked to fail");
-    expect_failure(demo, "demo.fail", "{\"message\": \"disk on fire\"}", "disk on fire");
+    fake_expect_failure(demo, "demo.fail", "{}", "demo.fail was asked to fail");
+    fake_expect_failure(demo, "demo.fail", "{\"message\": \"disk on fire\"}", "disk on fire");
     /* The message is data, never a format. */
-    expect_failure(demo, "demo.fail", "{\"message\": \"100%s %n\"}", "100%s %n");
-    expect_failure(demo, "demo.fail", "{\"message\": 5}", "args.message must be a string");
-    expect_failure(demo, "demo.fail", "[]", "args must be a JSON object");
+    fake_expect_failure(demo, "demo.fail", "{\"message\": \"100%s %n\"}", "100%s %n");
+    fake_expect_failure(demo, "demo.fail", "{\"message\": 5}", "args.message must be a string");
+    fake_expect_failure(demo, "demo.fail", "[]", "args must be a JSON object");
 }
 
 static void test_flaky(void **state)
 {
     /* Default n = 3: attempts 1 and 2 ask for a retry, 3 (and later) succeed. */
     for (uint32_t a = 1; a <= 4; a++) {
-        bgt_task *t = task_new(a);
-        bgt_status st = run_handler(demo, "demo.flaky", t, "{}");
+        bgt_task *t = fake_task_new(a);
+        bgt_status st = fake_run(demo, "demo.flaky", t, "{}");
         if (a < 3) {
             char want[64];
             snprintf(want, sizeof want, "attempt %u of 3: not yet", a);
@@ -213,23 +225,23 @@ static void test_flaky(void **state)
             char want[64];
             snprintf(want, sizeof want, "{\"attempt\": %u}", a);
             assert_int_equal(st, BGT_OK);
-            assert_json(t->result, want);
+            fake_assert_json(t->result, want);
         }
-        task_free(t);
+        fake_task_free(t);
     }
 
-    bgt_task *t = task_new(9);
-    assert_int_equal(run_handler(demo, "demo.flaky", t, "{\"n\": 10}"), BGT_RETRY);
+    bgt_task *t = fake_task_new(9);
+    assert_int_equal(fake_run(demo, "demo.flaky", t, "{\"n\": 10}"), BGT_RETRY);
     assert_string_equal(t->error, "attempt 9 of 10: not yet");
-    task_free(t);
-    t = task_new(10);
-    assert_int_equal(run_handler(demo, "demo.flaky", t, "{\"n\": 10}"), BGT_OK);
-    assert_json(t->result, "{\"attempt\": 10}");
-    task_free(t);
+    fake_task_free(t);
+    t = fake_task_new(10);
+    assert_int_equal(fake_run(demo, "demo.flaky", t, "{\"n\": 10}"), BGT_OK);
+    fake_assert_json(t->result, "{\"attempt\": 10}");
+    fake_task_free(t);
 
-    expect_failure(demo, "demo.flaky", "{\"n\": 0}", "args.n must be an integer 1..1000");
-    expect_failure(demo, "demo.flaky", "{\"n\": 2.5}", "args.n must be an integer 1..1000");
-    expect_failure(demo, "demo.flaky", "{\"n\": \"3\"}", "args.n must be an integer 1..1000");
+    fake_expect_failure(demo, "demo.flaky", "{\"n\": 0}", "args.n must be an integer 1..1000");
+    fake_expect_failure(demo, "demo.flaky", "{\"n\": 2.5}", "args.n must be an integer 1..1000");
+    fake_expect_failure(demo, "demo.flaky", "{\"n\": \"3\"}", "args.n must be an integer 1..1000");
 }
 
 /* ---- demo.sleep ---- */
@@ -250,81 +262,77 @@ static void assert_steps(const bgt_task *t, int first, int steps)
 
 static void test_sleep_progress(void **state)
 {
-    bgt_task *t = task_new(1);
-    double t0 = now_s();
-    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0.05, \"steps\": 5}"),
-                     BGT_OK);
-    double took = now_s() - t0;
+    bgt_task *t = fake_task_new(1);
+    double t0 = mono_s();
+    assert_int_equal(fake_run(demo, "demo.sleep", t, "{\"seconds\": 0.05, \"steps\": 5}"), BGT_OK);
+    double took = mono_s() - t0;
     assert_true(took >= 0.05);
     assert_true(took < 5);
     assert_steps(t, 1, 5);
-    assert_json(t->result, "{\"slept\": 0.05, \"steps\": 5, \"resumed_from\": 0}");
+    fake_assert_json(t->result, "{\"slept\": 0.05, \"steps\": 5, \"resumed_from\": 0}");
     assert_null(t->error);
     assert_null(strstr(t->log, "resum"));
-    task_free(t);
+    fake_task_free(t);
 
     /* Zero seconds still walks every step. */
-    t = task_new(1);
-    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0, \"steps\": 100}"),
-                     BGT_OK);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run(demo, "demo.sleep", t, "{\"seconds\": 0, \"steps\": 100}"), BGT_OK);
     assert_steps(t, 1, 100);
-    task_free(t);
+    fake_task_free(t);
 }
 
 static void test_sleep_resume(void **state)
 {
     /* A previous attempt got to step 3 of 5: only 4 and 5 are left. */
-    bgt_task *t = task_new(2);
+    bgt_task *t = fake_task_new(2);
     t->prev_current = 3;
     t->prev_total = 5;
-    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0.05, \"steps\": 5}"),
-                     BGT_OK);
+    assert_int_equal(fake_run(demo, "demo.sleep", t, "{\"seconds\": 0.05, \"steps\": 5}"), BGT_OK);
     assert_steps(t, 4, 5);
-    assert_json(t->result, "{\"slept\": 0.05, \"steps\": 5, \"resumed_from\": 3}");
+    fake_assert_json(t->result, "{\"slept\": 0.05, \"steps\": 5, \"resumed_from\": 3}");
     assert_non_null(strstr(t->log, "resuming at step 3/5"));
-    task_free(t);
+    fake_task_free(t);
 
     /* The defaults (1 s in 10 steps), resumed at step 9: one tenth of a second is left. */
-    t = task_new(2);
+    t = fake_task_new(2);
     t->prev_current = 9;
     t->prev_total = 10;
-    double t0 = now_s();
-    assert_int_equal(run_handler(demo, "demo.sleep", t, "{}"), BGT_OK);
-    assert_true(now_s() - t0 < 0.9);
+    double t0 = mono_s();
+    assert_int_equal(fake_run(demo, "demo.sleep", t, "{}"), BGT_OK);
+    assert_true(mono_s() - t0 < 0.9);
     assert_steps(t, 10, 10);
-    assert_json(t->result, "{\"slept\": 1, \"steps\": 10, \"resumed_from\": 9}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"slept\": 1, \"steps\": 10, \"resumed_from\": 9}");
+    fake_task_free(t);
 
     /* Progress that another step count wrote is not this run's: start from 0. */
-    t = task_new(2);
+    t = fake_task_new(2);
     t->prev_current = 3;
     t->prev_total = 7;
-    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 0, \"steps\": 5}"),
-                     BGT_OK);
+    assert_int_equal(fake_run(demo, "demo.sleep", t, "{\"seconds\": 0, \"steps\": 5}"), BGT_OK);
     assert_steps(t, 1, 5);
-    assert_json(t->result, "{\"slept\": 0, \"steps\": 5, \"resumed_from\": 0}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"slept\": 0, \"steps\": 5, \"resumed_from\": 0}");
+    fake_task_free(t);
 }
 
 static void test_sleep_cancel_before(void **state)
 {
-    bgt_task *t = task_new(1);
+    bgt_task *t = fake_task_new(1);
     atomic_store(&t->cancel, true);
-    double t0 = now_s();
-    assert_int_equal(run_handler(demo, "demo.sleep", t, "{\"seconds\": 60}"), BGT_CANCELLED);
-    assert_true(now_s() - t0 < 0.5);
+    double t0 = mono_s();
+    assert_int_equal(fake_run(demo, "demo.sleep", t, "{\"seconds\": 60}"), BGT_CANCELLED);
+    assert_true(mono_s() - t0 < 0.5);
     assert_int_equal(atomic_load(&t->nprogress), 0);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 }
 
 struct runner {
-    bgt_plugin *p;
+    fake_plugin *p;
     const char *handler;
     const char *args;
     bgt_task *t;
     bgt_status status;
-    double ended; /* now_s() when the run function returned */
+    double ended; /* mono_s() when the run function returned */
 };
 
 static void *runner_main(void *arg)
@@ -337,7 +345,7 @@ static void *runner_main(void *arg)
     cJSON *a = cJSON_Parse(r->args);
     r->t->handler = r->handler;
     r->status = h->run(r->t, a, h->udata);
-    r->ended = now_s();
+    r->ended = mono_s();
     cJSON_Delete(a);
     return NULL;
 }
@@ -347,22 +355,22 @@ static void *runner_main(void *arg)
  * sleep loop, at the start of a slice), set the cancel flag and return the seconds from then
  * until the run function returned. The handler's own length bounds the wait.
  */
-static double cancel_latency(bgt_plugin *p, const char *handler, const char *args,
+static double cancel_latency(fake_plugin *p, const char *handler, const char *args,
                              bgt_status *status)
 {
-    struct runner r = {.p = p, .handler = handler, .args = args, .t = task_new(1)};
-    find_handler(p, handler);
+    struct runner r = {.p = p, .handler = handler, .args = args, .t = fake_task_new(1)};
+    fake_find_handler(p, handler);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, runner_main, &r), 0);
-    double deadline = now_s() + 10;
-    while (atomic_load(&r.t->cancel_polls) < 2 && now_s() < deadline)
+    double deadline = mono_s() + 10;
+    while (atomic_load(&r.t->cancel_polls) < 2 && mono_s() < deadline)
         sched_yield();
-    double cancelled_at = now_s();
+    double cancelled_at = mono_s();
     atomic_store(&r.t->cancel, true);
     pthread_join(th, NULL);
     *status = r.status;
     assert_null(r.t->result);
-    task_free(r.t);
+    fake_task_free(r.t);
     return r.ended - cancelled_at;
 }
 
@@ -380,44 +388,44 @@ static void test_sleep_bad_args(void **state)
 {
     const char *sec = "args.seconds must be a number 0..86400";
     const char *steps = "args.steps must be an integer 1..100000";
-    expect_failure(demo, "demo.sleep", "{\"seconds\": \"1\"}", sec);
-    expect_failure(demo, "demo.sleep", "{\"seconds\": -1}", sec);
-    expect_failure(demo, "demo.sleep", "{\"seconds\": 86401}", sec);
-    expect_failure(demo, "demo.sleep", "{\"seconds\": null}", sec);
-    expect_failure(demo, "demo.sleep", "{\"steps\": 0}", steps);
-    expect_failure(demo, "demo.sleep", "{\"steps\": 1.5}", steps);
-    expect_failure(demo, "demo.sleep", "{\"steps\": 100001}", steps);
-    expect_failure(demo, "demo.sleep", "{\"steps\": 1e300}", steps);
-    expect_failure(demo, "demo.sleep", "{\"steps\": [10]}", steps);
-    expect_failure(demo, "demo.sleep", "\"soon\"", "args must be a JSON object");
+    fake_expect_failure(demo, "demo.sleep", "{\"seconds\": \"1\"}", sec);
+    fake_expect_failure(demo, "demo.sleep", "{\"seconds\": -1}", sec);
+    fake_expect_failure(demo, "demo.sleep", "{\"seconds\": 86401}", sec);
+    fake_expect_failure(demo, "demo.sleep", "{\"seconds\": null}", sec);
+    fake_expect_failure(demo, "demo.sleep", "{\"steps\": 0}", steps);
+    fake_expect_failure(demo, "demo.sleep", "{\"steps\": 1.5}", steps);
+    fake_expect_failure(demo, "demo.sleep", "{\"steps\": 100001}", steps);
+    fake_expect_failure(demo, "demo.sleep", "{\"steps\": 1e300}", steps);
+    fake_expect_failure(demo, "demo.sleep", "{\"steps\": [10]}", steps);
+    fake_expect_failure(demo, "demo.sleep", "\"soon\"", "args must be a JSON object");
 }
 
 /* ---- bench ---- */
 
 static void test_bench(void **state)
 {
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_handler(bench, "bench.noop", t, "{}"), BGT_OK);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(fake_run(bench, "bench.noop", t, "{}"), BGT_OK);
     assert_null(t->result);
     assert_null(t->error);
     assert_int_equal(atomic_load(&t->nprogress), 0);
-    task_free(t);
+    fake_task_free(t);
 
-    t = task_new(1);
-    double t0 = now_s();
-    assert_int_equal(run_handler(bench, "bench.sleep_ms", t, "{\"ms\": 30}"), BGT_OK);
-    double took = now_s() - t0;
+    t = fake_task_new(1);
+    double t0 = mono_s();
+    assert_int_equal(fake_run(bench, "bench.sleep_ms", t, "{\"ms\": 30}"), BGT_OK);
+    double took = mono_s() - t0;
     assert_true(took >= 0.030);
     assert_true(took < 5);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 
-    t = task_new(1);
+    t = fake_task_new(1);
     atomic_store(&t->cancel, true);
-    t0 = now_s();
-    assert_int_equal(run_handler(bench, "bench.sleep_ms", t, "{\"ms\": 60000}"), BGT_CANCELLED);
-    assert_true(now_s() - t0 < 0.5);
-    task_free(t);
+    t0 = mono_s();
+    assert_int_equal(fake_run(bench, "bench.sleep_ms", t, "{\"ms\": 60000}"), BGT_CANCELLED);
+    assert_true(mono_s() - t0 < 0.5);
+    fake_task_free(t);
 
     bgt_status st;
     double latency = cancel_latency(bench, "bench.sleep_ms", "{\"ms\": 3000}", &st);
@@ -426,11 +434,11 @@ static void test_bench(void **state)
         fail_msg("bench.sleep_ms took %.3f s to see the cancel (slices are 50 ms)", latency);
 
     const char *ms = "args.ms must be an integer 0..3600000";
-    expect_failure(bench, "bench.sleep_ms", "{}", ms);
-    expect_failure(bench, "bench.sleep_ms", "{\"ms\": -1}", ms);
-    expect_failure(bench, "bench.sleep_ms", "{\"ms\": 0.5}", ms);
-    expect_failure(bench, "bench.sleep_ms", "{\"ms\": \"5\"}", ms);
-    expect_failure(bench, "bench.sleep_ms", "{\"ms\": 3600001}", ms);
+    fake_expect_failure(bench, "bench.sleep_ms", "{}", ms);
+    fake_expect_failure(bench, "bench.sleep_ms", "{\"ms\": -1}", ms);
+    fake_expect_failure(bench, "bench.sleep_ms", "{\"ms\": 0.5}", ms);
+    fake_expect_failure(bench, "bench.sleep_ms", "{\"ms\": \"5\"}", ms);
+    fake_expect_failure(bench, "bench.sleep_ms", "{\"ms\": 3600001}", ms);
 }
 
 /* ---- files.checksum ---- */
@@ -446,11 +454,11 @@ static char *path_args(const char *path)
 }
 
 /* Run files.checksum on path with plugin p; returns the task (caller frees). */
-static bgt_task *checksum(bgt_plugin *p, const char *path, bgt_status want)
+static bgt_task *checksum(fake_plugin *p, const char *path, bgt_status want)
 {
     char *text = path_args(path);
-    bgt_task *t = task_new(1);
-    bgt_status st = run_handler(p, "files.checksum", t, text);
+    bgt_task *t = fake_task_new(1);
+    bgt_status st = fake_run(p, "files.checksum", t, text);
     free(text);
     if (st != want)
         fail_msg("files.checksum %s: status %d, want %d (error: %s)", path, st, want,
@@ -463,7 +471,7 @@ static void assert_byte_progress(const bgt_task *t, double bytes)
 {
     int n = atomic_load(&t->nprogress);
     assert_true(n >= 2);
-    assert_true(n <= MAX_PROGRESS);
+    assert_true(n <= FAKE_MAX_PROGRESS);
     for (int i = 0; i < n; i++) {
         assert_true(t->progress[i].total == bytes);
         if (i > 0)
@@ -483,21 +491,21 @@ static void test_checksum_file(void **state)
     char want[PATH_MAX + 128];
     snprintf(want, sizeof want, "{\"files\": {\"%s\": \"%s\"}, \"bytes\": 3, \"count\": 1}", path,
              SHA256_ABC);
-    assert_json(t->result, want);
+    fake_assert_json(t->result, want);
     assert_byte_progress(t, 3);
     assert_null(t->error);
-    task_free(t);
+    fake_task_free(t);
 
     /* A result over the host's limit fails the task, naming the path and the limit. */
     char *args = path_args(path);
-    t = task_new(1);
+    t = fake_task_new(1);
     t->max_result = 50;
-    assert_int_equal(run_handler(files, "files.checksum", t, args), BGT_FAILED);
+    assert_int_equal(fake_run(files, "files.checksum", t, args), BGT_FAILED);
     snprintf(want, sizeof want,
              "the result for %s is larger than the host accepts (tasks.max_result_bytes)", path);
     assert_string_equal(t->error, want);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
     free(args);
 
     /* The digest computed here agrees with the known one. */
@@ -566,7 +574,7 @@ static void test_checksum_tree(void **state)
         assert_byte_progress(t, bytes);
         /* Three MiB and more: the big file was reported along the way, not only at its end. */
         assert_true(atomic_load(&t->nprogress) >= 4);
-        task_free(t);
+        fake_task_free(t);
     }
 
     /* The root itself may be a link (the caller named it): it is followed. */
@@ -576,12 +584,12 @@ static void test_checksum_tree(void **state)
     cJSON *res = cJSON_Parse(t->result);
     assert_true(cJSON_GetObjectItem(res, "count")->valuedouble == 2);
     cJSON_Delete(res);
-    task_free(t);
+    fake_task_free(t);
 
     /* An empty folder: nothing to hash, and that is a success. */
     t = checksum(files, emptydir, BGT_OK);
-    assert_json(t->result, "{\"files\": {}, \"bytes\": 0, \"count\": 0}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"files\": {}, \"bytes\": 0, \"count\": 0}");
+    fake_task_free(t);
 
     for (size_t i = 0; i < nf; i++)
         free(f[i].path);
@@ -602,7 +610,7 @@ static void test_checksum_missing(void **state)
     snprintf(want, sizeof want, "cannot open %s: No such file or directory", missing);
     assert_string_equal(t->error, want);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 
     /* A file used as a folder. */
     char *file = write_file("plain.txt", "x", 1);
@@ -610,7 +618,7 @@ static void test_checksum_missing(void **state)
     t = checksum(files, under, BGT_FAILED);
     snprintf(want, sizeof want, "cannot open %s: Not a directory", under);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
 
     /* A dangling link named as the root leads nowhere. */
     char *dangling = scratch_path("dangling-root");
@@ -618,7 +626,7 @@ static void test_checksum_missing(void **state)
     t = checksum(files, dangling, BGT_FAILED);
     snprintf(want, sizeof want, "cannot open %s: No such file or directory", dangling);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
 
     /* A FIFO named as the root is neither a file nor a folder (and is never opened). */
     char *fifo = scratch_path("fifo-root");
@@ -626,13 +634,13 @@ static void test_checksum_missing(void **state)
     t = checksum(files, fifo, BGT_FAILED);
     snprintf(want, sizeof want, "%s is not a regular file or a directory", fifo);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
 
-    expect_failure(files, "files.checksum", "{}", "args.path must be a non-empty string");
-    expect_failure(files, "files.checksum", "{\"path\": \"\"}",
-                   "args.path must be a non-empty string");
-    expect_failure(files, "files.checksum", "{\"path\": 5}",
-                   "args.path must be a non-empty string");
+    fake_expect_failure(files, "files.checksum", "{}", "args.path must be a non-empty string");
+    fake_expect_failure(files, "files.checksum", "{\"path\": \"\"}",
+                        "args.path must be a non-empty string");
+    fake_expect_failure(files, "files.checksum", "{\"path\": 5}",
+                        "args.path must be a non-empty string");
     free(missing);
     free(file);
     free(under);
@@ -659,7 +667,7 @@ static int perm_cases(const char *readable, const struct perm_case *cases, size_
         const char *path = i == 0 ? readable : cases[i - 1].path;
         char *args = path_args(path);
         cJSON *a = cJSON_Parse(args);
-        bgt_task *t = task_new(1);
+        bgt_task *t = fake_task_new(1);
         bgt_status st = h->run(t, a, h->udata);
         cJSON_Delete(a);
         free(args);
@@ -672,9 +680,9 @@ static int perm_cases(const char *readable, const struct perm_case *cases, size_
             ok = st == BGT_FAILED && t->error != NULL && strcmp(t->error, want) == 0;
         }
         if (!ok)
-            fprintf(stderr, "files.checksum %s: status %d, error \"%s\", want \"%s\"\n", path,
-                    st, t->error ? t->error : "none", want);
-        task_free(t);
+            fprintf(stderr, "files.checksum %s: status %d, error \"%s\", want \"%s\"\n", path, st,
+                    t->error ? t->error : "none", want);
+        fake_task_free(t);
         if (!ok)
             return i == 0 ? 77 : 1;
     }
@@ -721,8 +729,9 @@ static void test_checksum_unreadable(void **state)
         rc = WEXITSTATUS(status);
         if (rc == 78 || rc == 77) {
             /* Only this sub-case is skipped, and the output says so. */
-            fprintf(stderr, "test_checksum_unreadable: running as root, and %s: the "
-                            "permission cases are skipped\n",
+            fprintf(stderr,
+                    "test_checksum_unreadable: running as root, and %s: the "
+                    "permission cases are skipped\n",
                     rc == 78 ? "cannot switch to uid 65534"
                              : "uid 65534 cannot reach the scratch folder");
             rc = 0;
@@ -741,13 +750,13 @@ static void test_checksum_unreadable(void **state)
 static void test_checksum_max_files(void **state)
 {
     int rc;
-    bgt_plugin *p = load_plugin("files", "{\"max_files\": 2}", &rc);
+    fake_plugin *p = fake_load_plugin("files", "{\"max_files\": 2}", &rc);
     assert_int_equal(rc, 0);
     free(write_file("three/1", "1", 1));
     free(write_file("three/2", "2", 1));
     char *root = scratch_path("three");
     bgt_task *t = checksum(p, root, BGT_OK);
-    task_free(t);
+    fake_task_free(t);
 
     free(write_file("three/sub/3", "3", 1));
     t = checksum(p, root, BGT_FAILED);
@@ -755,12 +764,12 @@ static void test_checksum_max_files(void **state)
     snprintf(want, sizeof want, "%s holds more than 2 regular files (the files plugin's max_files)",
              root);
     assert_string_equal(t->error, want);
-    task_free(t);
+    fake_task_free(t);
 
     /* The default limit is far away. */
     t = checksum(files, root, BGT_OK);
-    task_free(t);
-    unload_plugin(p);
+    fake_task_free(t);
+    fake_unload_plugin(p);
     free(root);
 }
 
@@ -773,22 +782,22 @@ static void test_checksum_cancel(void **state)
     free(data);
 
     /* Cancelled before it starts: it stops during the listing. */
-    bgt_task *t = task_new(1);
+    bgt_task *t = fake_task_new(1);
     atomic_store(&t->cancel, true);
     char *args = path_args(path);
-    assert_int_equal(run_handler(files, "files.checksum", t, args), BGT_CANCELLED);
+    assert_int_equal(fake_run(files, "files.checksum", t, args), BGT_CANCELLED);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 
     /* Cancelled at the first report past 0 (1 MiB in): it stops before the end of the file. */
-    t = task_new(1);
+    t = fake_task_new(1);
     t->cancel_after_progress = true;
-    assert_int_equal(run_handler(files, "files.checksum", t, args), BGT_CANCELLED);
+    assert_int_equal(fake_run(files, "files.checksum", t, args), BGT_CANCELLED);
     int n = atomic_load(&t->nprogress);
     assert_true(n >= 2);
     assert_true(t->progress[n - 1].current < (double)len);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
     free(args);
     free(path);
 }

@@ -20,18 +20,31 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "fake_host.h"
+#include <dlfcn.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-static bgt_plugin *demo, *files, *net;
+#include <cmocka.h>
+
+#include "../harness/fake_host.h"
+#include "util.h"
+
+static fake_plugin *demo, *files, *net;
 
 static int group_setup(void **state)
 {
     int rc;
-    demo = load_plugin("demo", "{}", &rc);
+    demo = fake_load_plugin("demo", "{}", &rc);
     assert_int_equal(rc, 0);
-    files = load_plugin("files", "{}", &rc);
+    files = fake_load_plugin("files", "{}", &rc);
     assert_int_equal(rc, 0);
-    net = load_plugin("net", "{}", &rc);
+    net = fake_load_plugin("net", "{}", &rc);
     assert_int_equal(rc, 0);
 
     return 0;
@@ -39,9 +52,9 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    unload_plugin(demo);
-    unload_plugin(files);
-    unload_plugin(net);
+    fake_unload_plugin(demo);
+    fake_unload_plugin(files);
+    fake_unload_plugin(net);
     return 0;
 }
 
@@ -50,7 +63,7 @@ static int group_teardown(void **state)
 static void test_entries(void **state)
 {
     struct {
-        bgt_plugin *p;
+        fake_plugin *p;
         const char *name;
         int nhandlers;
     } cases[] = {
@@ -60,7 +73,7 @@ static void test_entries(void **state)
     };
     for (int i = 0; i < 3; i++) {
         assert_int_equal(cases[i].p->nhandlers, cases[i].nhandlers);
-        const bgt_handler_def *h = find_handler(cases[i].p, cases[i].name);
+        const bgt_handler_def *h = fake_find_handler(cases[i].p, cases[i].name);
         assert_int_equal(h->kind, BGT_PARALLEL);
         assert_non_null(h->run);
         assert_non_null(h->split);
@@ -71,102 +84,102 @@ static void test_entries(void **state)
         assert_null(dlsym(cases[i].p->dl, "bgt_host_api"));
     }
     /* The single handlers are still there and still single. */
-    assert_int_equal(find_handler(demo, "demo.sleep")->kind, BGT_SINGLE);
-    assert_int_equal(find_handler(demo, "demo.flaky")->max_attempts, 10);
-    assert_int_equal(find_handler(files, "files.checksum")->kind, BGT_SINGLE);
+    assert_int_equal(fake_find_handler(demo, "demo.sleep")->kind, BGT_SINGLE);
+    assert_int_equal(fake_find_handler(demo, "demo.flaky")->max_attempts, 10);
+    assert_int_equal(fake_find_handler(files, "files.checksum")->kind, BGT_SINGLE);
     assert_string_equal(net->entry->version, "1.0");
 
     /* net has no settings: an unknown one is logged, a non-group refused. */
     int rc;
-    bgt_plugin *p = load_plugin("net", "{\"colour\": 1}", &rc);
+    fake_plugin *p = fake_load_plugin("net", "{\"colour\": 1}", &rc);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(p->log, "unknown setting colour"));
-    unload_plugin(p);
-    p = load_plugin("net", "[]", &rc);
+    fake_unload_plugin(p);
+    p = fake_load_plugin("net", "[]", &rc);
     assert_int_not_equal(rc, 0);
     assert_int_equal(p->nhandlers, 0);
-    unload_plugin(p);
+    fake_unload_plugin(p);
 }
 
 /* ---- demo.parallel ---- */
 
 static void test_demo_split(void **state)
 {
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_split(demo, "demo.parallel", t,
-                               "{\"items\": 5, \"ms\": 20, \"fail\": [1, 3, 3]}"),
-                     BGT_OK);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(
+        fake_run_split(demo, "demo.parallel", t, "{\"items\": 5, \"ms\": 20, \"fail\": [1, 3, 3]}"),
+        BGT_OK);
     assert_int_equal(t->nsubtasks, 5);
     for (int i = 0; i < 5; i++) {
         char want[96];
         snprintf(want, sizeof want, "{\"index\": %d, \"ms\": 20, \"fail\": %s}", i,
                  i == 1 || i == 3 ? "true" : "false");
-        assert_json(t->subtasks[i], want);
+        fake_assert_json(t->subtasks[i], want);
     }
     assert_null(t->error);
-    task_free(t);
+    fake_task_free(t);
 
     /* ms defaults to 100; no fail list, no failures. */
-    t = task_new(1);
-    assert_int_equal(run_split(demo, "demo.parallel", t, "{\"items\": 2}"), BGT_OK);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(demo, "demo.parallel", t, "{\"items\": 2}"), BGT_OK);
     assert_int_equal(t->nsubtasks, 2);
-    assert_json(t->subtasks[1], "{\"index\": 1, \"ms\": 100, \"fail\": false}");
-    task_free(t);
+    fake_assert_json(t->subtasks[1], "{\"index\": 1, \"ms\": 100, \"fail\": false}");
+    fake_task_free(t);
 
     /* Outside a split, add_subtask is refused (the fake does as the host). */
-    t = task_new(1);
+    t = fake_task_new(1);
     cJSON *o = cJSON_CreateObject();
     assert_int_equal(fake_api.add_subtask(t, o), -EPERM);
     cJSON_Delete(o);
-    task_free(t);
+    fake_task_free(t);
 }
 
 static void test_demo_split_bad_args(void **state)
 {
     const char *h = "demo.parallel";
     const char *items = "args.items must be an integer 1..100000";
-    expect_split_failure(demo, h, "{}", 0,
-                         "args.items is required: the number of subtasks, 1..100000");
-    expect_split_failure(demo, h, "{\"items\": 0}", 0, items);
-    expect_split_failure(demo, h, "{\"items\": 100001}", 0, items);
-    expect_split_failure(demo, h, "{\"items\": 2.5}", 0, items);
-    expect_split_failure(demo, h, "{\"items\": \"3\"}", 0, items);
-    expect_split_failure(demo, h, "[]", 0, "args must be a JSON object");
-    expect_split_failure(demo, h, "{\"items\": 3, \"ms\": -1}", 0,
-                         "args.ms must be an integer 0..86400000");
+    fake_expect_split_failure(demo, h, "{}", 0,
+                              "args.items is required: the number of subtasks, 1..100000");
+    fake_expect_split_failure(demo, h, "{\"items\": 0}", 0, items);
+    fake_expect_split_failure(demo, h, "{\"items\": 100001}", 0, items);
+    fake_expect_split_failure(demo, h, "{\"items\": 2.5}", 0, items);
+    fake_expect_split_failure(demo, h, "{\"items\": \"3\"}", 0, items);
+    fake_expect_split_failure(demo, h, "[]", 0, "args must be a JSON object");
+    fake_expect_split_failure(demo, h, "{\"items\": 3, \"ms\": -1}", 0,
+                              "args.ms must be an integer 0..86400000");
     const char *fail = "args.fail must be an array of subtask indices 0..4";
-    expect_split_failure(demo, h, "{\"items\": 5, \"fail\": 1}", 0, fail);
-    expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [5]}", 0, fail);
-    expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [-1]}", 0, fail);
-    expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [0.5]}", 0, fail);
-    expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [\"1\"]}", 0, fail);
+    fake_expect_split_failure(demo, h, "{\"items\": 5, \"fail\": 1}", 0, fail);
+    fake_expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [5]}", 0, fail);
+    fake_expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [-1]}", 0, fail);
+    fake_expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [0.5]}", 0, fail);
+    fake_expect_split_failure(demo, h, "{\"items\": 5, \"fail\": [\"1\"]}", 0, fail);
     /* More items than the host's tasks.max_subtasks: the message names the setting. */
-    expect_split_failure(demo, h, "{\"items\": 5}", 3,
-                         "args.items = 5 is more subtasks than the host accepts "
-                         "(tasks.max_subtasks)");
-    expect_split_failure(demo, h, "{\"items\": 100000}", 0,
-                         "args.items = 100000 is more subtasks than the host accepts "
-                         "(tasks.max_subtasks)");
+    fake_expect_split_failure(demo, h, "{\"items\": 5}", 3,
+                              "args.items = 5 is more subtasks than the host accepts "
+                              "(tasks.max_subtasks)");
+    fake_expect_split_failure(demo, h, "{\"items\": 100000}", 0,
+                              "args.items = 100000 is more subtasks than the host accepts "
+                              "(tasks.max_subtasks)");
 
     /* The ceiling of ms follows the plugin's max_seconds. */
     int rc;
-    bgt_plugin *p = load_plugin("demo", "{\"max_seconds\": 2}", &rc);
+    fake_plugin *p = fake_load_plugin("demo", "{\"max_seconds\": 2}", &rc);
     assert_int_equal(rc, 0);
-    expect_split_failure(p, h, "{\"items\": 1, \"ms\": 2001}", 0,
-                         "args.ms must be an integer 0..2000");
-    unload_plugin(p);
+    fake_expect_split_failure(p, h, "{\"items\": 1, \"ms\": 2001}", 0,
+                              "args.ms must be an integer 0..2000");
+    fake_unload_plugin(p);
 }
 
 static void test_demo_run(void **state)
 {
     /* 120 ms: three slices of 40 ms, each reported. */
     bgt_status st;
-    double t0 = now_s();
-    bgt_task *t = run_subtask(demo, "demo.parallel", 2,
-                              "{\"index\": 2, \"ms\": 120, \"fail\": false}", &st);
-    double took = now_s() - t0;
+    double t0 = mono_s();
+    bgt_task *t = fake_run_subtask(demo, "demo.parallel", 2,
+                                   "{\"index\": 2, \"ms\": 120, \"fail\": false}", &st);
+    double took = mono_s() - t0;
     assert_int_equal(st, BGT_OK);
-    assert_json(t->result, "{\"index\": 2}");
+    fake_assert_json(t->result, "{\"index\": 2}");
     assert_null(t->error);
     assert_true(took >= 0.12);
     assert_int_equal(atomic_load(&t->nprogress), 3);
@@ -175,77 +188,78 @@ static void test_demo_run(void **state)
         assert_true(t->progress[k].total == 3);
     }
     assert_string_equal(t->progress[2].message, "subtask 2: slice 3/3");
-    task_free(t);
+    fake_task_free(t);
 
     /* The listed index fails, after its sleep, with the message the issue gives. */
-    t = run_subtask(demo, "demo.parallel", 3, "{\"index\": 3, \"ms\": 20, \"fail\": true}", &st);
+    t = fake_run_subtask(demo, "demo.parallel", 3, "{\"index\": 3, \"ms\": 20, \"fail\": true}",
+                         &st);
     assert_int_equal(st, BGT_FAILED);
     assert_string_equal(t->error, "subtask 3 was asked to fail");
     assert_null(t->result);
     assert_int_equal(atomic_load(&t->nprogress), 1);
     assert_true(t->progress[0].current == 1 && t->progress[0].total == 1);
-    task_free(t);
+    fake_task_free(t);
 
     /* Args a submitter wrote: the index defaults to the subtask's own, ms to 100. */
-    t = run_subtask(demo, "demo.parallel", 7, "{\"ms\": 0}", &st);
+    t = fake_run_subtask(demo, "demo.parallel", 7, "{\"ms\": 0}", &st);
     assert_int_equal(st, BGT_OK);
-    assert_json(t->result, "{\"index\": 7}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"index\": 7}");
+    fake_task_free(t);
 
-    t = run_subtask(demo, "demo.parallel", 0, "{\"fail\": 1}", &st);
+    t = fake_run_subtask(demo, "demo.parallel", 0, "{\"fail\": 1}", &st);
     assert_int_equal(st, BGT_FAILED);
     assert_string_equal(t->error, "args.fail must be true or false");
-    task_free(t);
-    t = run_subtask(demo, "demo.parallel", 0, "{\"ms\": -5}", &st);
+    fake_task_free(t);
+    t = fake_run_subtask(demo, "demo.parallel", 0, "{\"ms\": -5}", &st);
     assert_int_equal(st, BGT_FAILED);
     assert_string_equal(t->error, "args.ms must be an integer 0..86400000");
-    task_free(t);
+    fake_task_free(t);
 }
 
 static void test_demo_cancel(void **state)
 {
     /* Cancelled before it starts: nothing reported, no result. */
-    bgt_task *t = task_new(1);
+    bgt_task *t = fake_task_new(1);
     t->subtask = 0;
     atomic_store(&t->cancel, true);
-    assert_int_equal(run_handler(demo, "demo.parallel", t, "{\"index\": 0, \"ms\": 10000}"),
+    assert_int_equal(fake_run(demo, "demo.parallel", t, "{\"index\": 0, \"ms\": 10000}"),
                      BGT_CANCELLED);
     assert_int_equal(atomic_load(&t->nprogress), 0);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 
     /* Cancelled while sleeping 60 s: it stops within a few slices. */
-    t = task_new(1);
+    t = fake_task_new(1);
     t->subtask = 0;
     t->cancel_after_polls = 3;
-    double t0 = now_s();
-    assert_int_equal(run_handler(demo, "demo.parallel", t, "{\"index\": 0, \"ms\": 60000}"),
+    double t0 = mono_s();
+    assert_int_equal(fake_run(demo, "demo.parallel", t, "{\"index\": 0, \"ms\": 60000}"),
                      BGT_CANCELLED);
-    double took = now_s() - t0;
+    double took = mono_s() - t0;
     if (took >= 1.0)
         fail_msg("demo.parallel took %.3f s to see the cancel (slices are 50 ms)", took);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 }
 
 static void test_demo_merge(void **state)
 {
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_merge(demo, "demo.parallel", t,
-                               "[{\"index\": 0}, null, {\"index\": 2}, null]"),
-                     BGT_OK);
-    assert_json(t->result, "{\"succeeded\": 2, \"items\": 4}");
-    task_free(t);
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(
+        fake_run_merge(demo, "demo.parallel", t, "[{\"index\": 0}, null, {\"index\": 2}, null]"),
+        BGT_OK);
+    fake_assert_json(t->result, "{\"succeeded\": 2, \"items\": 4}");
+    fake_task_free(t);
 
     /* The whole task, as the host runs it: one listed failure, the rest merged. */
     bgt_status merged;
     int failed;
-    t = run_parallel(demo, "demo.parallel", "{\"items\": 6, \"ms\": 0, \"fail\": [4]}", &merged,
-                     &failed);
+    t = fake_run_parallel(demo, "demo.parallel", "{\"items\": 6, \"ms\": 0, \"fail\": [4]}",
+                          &merged, &failed);
     assert_int_equal(failed, 1);
     assert_int_equal(merged, BGT_OK);
-    assert_json(t->result, "{\"succeeded\": 5, \"items\": 6}");
-    task_free(t);
+    fake_assert_json(t->result, "{\"succeeded\": 5, \"items\": 6}");
+    fake_task_free(t);
 }
 
 /* ---- net.probe ---- */
@@ -273,7 +287,8 @@ static int loopback_socket(int backlog, int *port)
 static int hanging_listener(int *port, int *clients, int *nclients)
 {
     int fd = loopback_socket(0, port);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                             .sin_port = htons((uint16_t)*port)};
     *nclients = 0;
     for (int i = 0; i < 16; i++) {
@@ -302,7 +317,7 @@ static bgt_task *probe(const char *target, int timeout_ms, bgt_status *st)
 {
     char args[256];
     snprintf(args, sizeof args, "{\"target\": \"%s\", \"timeout_ms\": %d}", target, timeout_ms);
-    return run_subtask(net, "net.probe", 0, args, st);
+    return fake_run_subtask(net, "net.probe", 0, args, st);
 }
 
 static void test_probe_up_and_down(void **state)
@@ -324,14 +339,14 @@ static void test_probe_up_and_down(void **state)
     double latency = cJSON_GetObjectItem(r, "latency_ms")->valuedouble;
     assert_true(latency >= 0 && latency < 1000);
     cJSON_Delete(r);
-    task_free(t);
+    fake_task_free(t);
 
     /* A name, looked up by the resolver (localhost is in /etc/hosts). */
     snprintf(target, sizeof target, "localhost:%d", up_port);
     t = probe(target, 2000, &st);
     if (st != BGT_OK)
         fail_msg("%s: status %d, error %s", target, st, t->error ? t->error : "none");
-    task_free(t);
+    fake_task_free(t);
 
     snprintf(target, sizeof target, "127.0.0.1:%d", down_port);
     t = probe(target, 1000, &st);
@@ -339,7 +354,7 @@ static void test_probe_up_and_down(void **state)
     snprintf(want, sizeof want, "%s: Connection refused", target);
     assert_string_equal(t->error, want);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
 
     /* A name that does not resolve: the message starts with the target (the resolver says
      * "not known", or, without a DNS server to ask, the lookup times out). */
@@ -350,7 +365,7 @@ static void test_probe_up_and_down(void **state)
         strcmp(t->error, "nosuch.invalid:80: timed out after 2000 ms looking up "
                          "nosuch.invalid") != 0)
         fail_msg("unexpected error: %s", t->error);
-    task_free(t);
+    fake_task_free(t);
 
     /* The whole task: up, down, up; the merge keeps the order, null for the one down. */
     char args[256];
@@ -359,7 +374,7 @@ static void test_probe_up_and_down(void **state)
              down_port, up_port);
     bgt_status merged;
     int failed;
-    t = run_parallel(net, "net.probe", args, &merged, &failed);
+    t = fake_run_parallel(net, "net.probe", args, &merged, &failed);
     assert_int_equal(failed, 1);
     assert_int_equal(merged, BGT_OK);
     r = cJSON_Parse(t->result);
@@ -375,7 +390,7 @@ static void test_probe_up_and_down(void **state)
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(results, 2), "target")->valuestring,
                         target);
     cJSON_Delete(r);
-    task_free(t);
+    fake_task_free(t);
     close(up);
     close(down);
 }
@@ -393,50 +408,50 @@ static void test_probe_timeout_and_cancel(void **state)
     char target[64], want[128];
     snprintf(target, sizeof target, "127.0.0.1:%d", port);
     bgt_status st;
-    double t0 = now_s();
+    double t0 = mono_s();
     bgt_task *t = probe(target, 200, &st);
-    double took = now_s() - t0;
+    double took = mono_s() - t0;
     assert_int_equal(st, BGT_FAILED);
     snprintf(want, sizeof want, "%s: timed out after 200 ms", target);
     assert_string_equal(t->error, want);
     if (took < 0.19 || took > 2.0)
         fail_msg("a 200 ms timeout took %.3f s", took);
-    task_free(t);
+    fake_task_free(t);
 
     /* Cancelled while it waits for the connect: it stops within a few slices. */
-    t = task_new(1);
+    t = fake_task_new(1);
     t->subtask = 0;
     t->cancel_after_polls = 3;
     char args[128];
     snprintf(args, sizeof args, "{\"target\": \"%s\", \"timeout_ms\": 60000}", target);
-    t0 = now_s();
-    assert_int_equal(run_handler(net, "net.probe", t, args), BGT_CANCELLED);
-    took = now_s() - t0;
+    t0 = mono_s();
+    assert_int_equal(fake_run(net, "net.probe", t, args), BGT_CANCELLED);
+    took = mono_s() - t0;
     if (took > 1.0)
         fail_msg("net.probe took %.3f s to see the cancel (slices are 50 ms)", took);
     assert_null(t->result);
-    task_free(t);
+    fake_task_free(t);
     close_all(clients, nclients);
     close(fd);
 }
 
 static void test_probe_split(void **state)
 {
-    bgt_task *t = task_new(1);
-    assert_int_equal(run_split(net, "net.probe", t,
-                               "{\"targets\": [\"10.0.0.5:22\", \"db.example:5432\", "
-                               "\"[::1]:80\", \"[fe80::1%eth0]:8080\"], \"timeout_ms\": 300}"),
+    bgt_task *t = fake_task_new(1);
+    assert_int_equal(fake_run_split(net, "net.probe", t,
+                                    "{\"targets\": [\"10.0.0.5:22\", \"db.example:5432\", "
+                                    "\"[::1]:80\", \"[fe80::1%eth0]:8080\"], \"timeout_ms\": 300}"),
                      BGT_OK);
     assert_int_equal(t->nsubtasks, 4);
-    assert_json(t->subtasks[0], "{\"target\": \"10.0.0.5:22\", \"timeout_ms\": 300}");
-    assert_json(t->subtasks[2], "{\"target\": \"[::1]:80\", \"timeout_ms\": 300}");
-    assert_json(t->subtasks[3], "{\"target\": \"[fe80::1%eth0]:8080\", \"timeout_ms\": 300}");
-    task_free(t);
+    fake_assert_json(t->subtasks[0], "{\"target\": \"10.0.0.5:22\", \"timeout_ms\": 300}");
+    fake_assert_json(t->subtasks[2], "{\"target\": \"[::1]:80\", \"timeout_ms\": 300}");
+    fake_assert_json(t->subtasks[3], "{\"target\": \"[fe80::1%eth0]:8080\", \"timeout_ms\": 300}");
+    fake_task_free(t);
 
-    t = task_new(1);
-    assert_int_equal(run_split(net, "net.probe", t, "{\"targets\": [\"h:65535\"]}"), BGT_OK);
-    assert_json(t->subtasks[0], "{\"target\": \"h:65535\", \"timeout_ms\": 1000}");
-    task_free(t);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(net, "net.probe", t, "{\"targets\": [\"h:65535\"]}"), BGT_OK);
+    fake_assert_json(t->subtasks[0], "{\"target\": \"h:65535\", \"timeout_ms\": 1000}");
+    fake_task_free(t);
 
     /* A bad target fails the split, naming it and its place; nothing is added. */
     struct {
@@ -464,29 +479,28 @@ static void test_probe_split(void **state)
         cJSON *a = cJSON_Parse(args);
         assert_non_null(a);
         snprintf(want, sizeof want, "args.targets[1] \"%s\": %s",
-                 cJSON_GetArrayItem(cJSON_GetObjectItem(a, "targets"), 1)->valuestring,
-                 bad[i].why);
+                 cJSON_GetArrayItem(cJSON_GetObjectItem(a, "targets"), 1)->valuestring, bad[i].why);
         cJSON_Delete(a);
-        assert_int_equal(expect_split_failure(net, "net.probe", args, 0, want), 0);
+        assert_int_equal(fake_expect_split_failure(net, "net.probe", args, 0, want), 0);
     }
 
     const char *targets = "args.targets must be an array of 1..10000 \"host:port\" strings";
-    expect_split_failure(net, "net.probe", "{}", 0, targets);
-    expect_split_failure(net, "net.probe", "[]", 0, targets);
-    expect_split_failure(net, "net.probe", "{\"targets\": []}", 0, targets);
-    expect_split_failure(net, "net.probe", "{\"targets\": \"h:1\"}", 0, targets);
-    expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\", 5]}", 0,
-                         "args.targets[1] must be a \"host:port\" string");
+    fake_expect_split_failure(net, "net.probe", "{}", 0, targets);
+    fake_expect_split_failure(net, "net.probe", "[]", 0, targets);
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": []}", 0, targets);
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": \"h:1\"}", 0, targets);
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\", 5]}", 0,
+                              "args.targets[1] must be a \"host:port\" string");
     const char *timeout = "args.timeout_ms must be an integer 1..60000";
-    expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\"], \"timeout_ms\": 0}", 0,
-                         timeout);
-    expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\"], \"timeout_ms\": 60001}", 0,
-                         timeout);
-    expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\"], \"timeout_ms\": \"1\"}", 0,
-                         timeout);
-    expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\", \"h:2\", \"h:3\"]}", 2,
-                         "3 targets are more subtasks than the host accepts "
-                         "(tasks.max_subtasks)");
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\"], \"timeout_ms\": 0}", 0,
+                              timeout);
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\"], \"timeout_ms\": 60001}",
+                              0, timeout);
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\"], \"timeout_ms\": \"1\"}",
+                              0, timeout);
+    fake_expect_split_failure(net, "net.probe", "{\"targets\": [\"h:1\", \"h:2\", \"h:3\"]}", 2,
+                              "3 targets are more subtasks than the host accepts "
+                              "(tasks.max_subtasks)");
 
     /* 10001 targets are too many, 10000 are fine (the host's own limit aside). */
     cJSON *a = cJSON_CreateObject();
@@ -494,46 +508,46 @@ static void test_probe_split(void **state)
     for (int i = 0; i < 10000; i++)
         cJSON_AddItemToArray(arr, cJSON_CreateString("h:1"));
     char *text = cJSON_PrintUnformatted(a);
-    t = task_new(1);
-    assert_int_equal(run_split(net, "net.probe", t, text), BGT_OK);
+    t = fake_task_new(1);
+    assert_int_equal(fake_run_split(net, "net.probe", t, text), BGT_OK);
     assert_int_equal(t->nsubtasks, 10000);
-    task_free(t);
+    fake_task_free(t);
     free(text);
     cJSON_AddItemToArray(arr, cJSON_CreateString("h:1"));
     text = cJSON_PrintUnformatted(a);
-    expect_split_failure(net, "net.probe", text, 0, targets);
+    fake_expect_split_failure(net, "net.probe", text, 0, targets);
     free(text);
     cJSON_Delete(a);
 
     /* The run checks its own args too. */
     bgt_status st;
-    t = run_subtask(net, "net.probe", 0, "{\"target\": 5}", &st);
+    t = fake_run_subtask(net, "net.probe", 0, "{\"target\": 5}", &st);
     assert_int_equal(st, BGT_FAILED);
     assert_string_equal(t->error, "args.target must be a \"host:port\" string");
-    task_free(t);
-    t = run_subtask(net, "net.probe", 0, "{\"target\": \"x\"}", &st);
+    fake_task_free(t);
+    t = fake_run_subtask(net, "net.probe", 0, "{\"target\": \"x\"}", &st);
     assert_int_equal(st, BGT_FAILED);
     assert_string_equal(t->error, "args.target \"x\": expected host:port");
-    task_free(t);
+    fake_task_free(t);
 }
 
 static void test_probe_merge(void **state)
 {
-    bgt_task *t = task_new(1);
+    bgt_task *t = fake_task_new(1);
     const char *results = "[{\"target\": \"a:1\", \"ok\": true, \"latency_ms\": 0.5}, null, "
                           "null]";
-    assert_int_equal(run_merge(net, "net.probe", t, results), BGT_OK);
-    assert_json(t->result, "{\"up\": 1, \"down\": 2, \"results\": [{\"target\": \"a:1\", "
-                           "\"ok\": true, \"latency_ms\": 0.5}, null, null]}");
-    task_free(t);
+    assert_int_equal(fake_run_merge(net, "net.probe", t, results), BGT_OK);
+    fake_assert_json(t->result, "{\"up\": 1, \"down\": 2, \"results\": [{\"target\": \"a:1\", "
+                                "\"ok\": true, \"latency_ms\": 0.5}, null, null]}");
+    fake_task_free(t);
 
     /* Over the host's result limit: the message names the setting. */
-    t = task_new(1);
+    t = fake_task_new(1);
     t->max_result = 20;
-    assert_int_equal(run_merge(net, "net.probe", t, results), BGT_FAILED);
+    assert_int_equal(fake_run_merge(net, "net.probe", t, results), BGT_FAILED);
     assert_string_equal(t->error, "the results of 3 targets are larger than the host accepts "
                                   "(tasks.max_result_bytes)");
-    task_free(t);
+    fake_task_free(t);
 }
 
 int main(void)
