@@ -874,7 +874,8 @@ static int register_proxies(iso_pool *pl, char *err, size_t errlen)
             .udata_free = free,
         };
         char why[256];
-        int rc = registry_add_handler(pl->host->reg, &pl->owner, &hd, why, sizeof why);
+        int rc = registry_add_handler(pl->host->reg, &pl->owner, pl->owner.name, &hd, why,
+                                      sizeof why);
         if (rc < 0) {
             snprintf(err, errlen, "%s: plugin '%s' not loaded: %s", pl->file, pl->owner.name,
                      why);

@@ -236,7 +236,7 @@ int plugin_api_register_handler(struct bgt_plugin *p, const bgt_handler_def *def
                                    readable ? def->udata : NULL,
                                    readable ? def->udata_free : NULL);
     char err[sizeof p->reg_err];
-    return note_refusal(p, registry_add_handler(p->reg, p, def, err, sizeof err), err);
+    return note_refusal(p, registry_add_handler(p->reg, p, p->name, def, err, sizeof err), err);
 }
 
 int plugin_api_register_hook(struct bgt_plugin *p, const bgt_hook_def *def)

@@ -28,8 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Only for the owning plugin's name in the duplicate-name message. */
-#include "plugin.h"
 #include "util.h"
 
 /* The smallest definitions a plugin may pass: ABI 1.0's fields up to udata_free. */
@@ -155,12 +153,6 @@ static const char *shown(const char *name, char *out, size_t outlen)
     return out;
 }
 
-/* The name of an entry's owner, for messages. */
-static const char *owner_name(const struct bgt_plugin *p)
-{
-    return p ? p->name : "the host";
-}
-
 /* Check a copied handler definition; 0 or -EINVAL with err set. */
 static int check_handler(const bgt_handler_def *d, char *err, size_t errlen)
 {
@@ -193,8 +185,7 @@ static int check_handler(const bgt_handler_def *d, char *err, size_t errlen)
         return -EINVAL;
     }
     if (d->on_failure != BGT_CONTINUE && d->on_failure != BGT_FAIL_FAST) {
-        snprintf(err, errlen, "handler '%s': on_failure must be BGT_CONTINUE or BGT_FAIL_FAST",
-                 n);
+        snprintf(err, errlen, "handler '%s': on_failure must be BGT_CONTINUE or BGT_FAIL_FAST", n);
         return -EINVAL;
     }
     if (d->max_attempts < 0 || d->max_attempts > 1000) {
@@ -219,8 +210,8 @@ static int check_handler(const bgt_handler_def *d, char *err, size_t errlen)
     return 0;
 }
 
-int registry_add_handler(registry *r, struct bgt_plugin *p, const bgt_handler_def *def,
-                         char *err, size_t errlen)
+int registry_add_handler(registry *r, struct bgt_plugin *p, const char *owner,
+                         const bgt_handler_def *def, char *err, size_t errlen)
 {
     if (!def) {
         snprintf(err, errlen, "handler definition is NULL");
@@ -240,6 +231,7 @@ int registry_add_handler(registry *r, struct bgt_plugin *p, const bgt_handler_de
     memcpy(&h->def, def, def->size < sizeof h->def ? def->size : sizeof h->def);
     h->def.size = sizeof h->def;
     h->plugin = p;
+    h->owner = p ? owner : NULL;
     int rc = check_handler(&h->def, err, errlen);
     if (rc < 0)
         goto fail;
@@ -250,9 +242,9 @@ int registry_add_handler(registry *r, struct bgt_plugin *p, const bgt_handler_de
     handler **tail = &r->handlers;
     for (; *tail; tail = &(*tail)->next) {
         if (strcmp((*tail)->name, h->name) == 0) {
-            const struct bgt_plugin *owner = (*tail)->plugin;
+            const char *by = (*tail)->owner;
             snprintf(err, errlen, "handler '%s' is already registered by %s%s%s", h->name,
-                     owner ? "plugin '" : "", owner_name(owner), owner ? "'" : "");
+                     by ? "plugin '" : "", by ? by : "the host", by ? "'" : "");
             pthread_mutex_unlock(&r->lock);
             rc = -EEXIST;
             goto fail;

@@ -26,10 +26,12 @@ struct bgt_plugin;
 /* One registered handler. Read-only once registered, but for paused. */
 typedef struct handler {
     char name[BGT_NAME_MAX + 1];
-    bgt_handler_def def;        /* copy of the plugin's definition; def.name points at name */
-    struct bgt_plugin *plugin;  /* owner, or NULL for handlers the host registers itself */
-    bool paused;                /* not to be claimed for now (registry_pause_plugin); read it
-                                   with registry_paused */
+    bgt_handler_def def;       /* copy of the plugin's definition; def.name points at name */
+    struct bgt_plugin *plugin; /* owner, or NULL for handlers the host registers itself */
+    const char *owner;         /* the owner's name, for messages (borrowed: it lives as
+                                  long as the plugin); NULL for the host */
+    bool paused;               /* not to be claimed for now (registry_pause_plugin); read it
+                                  with registry_paused */
     struct handler *next;
 } handler;
 
@@ -39,24 +41,24 @@ typedef struct hook {
     bgt_hook_def def;
     struct bgt_plugin *plugin;
     struct hook *next;
-    int refs;                   /* the lists that hold it, plus one while registered (atomic) */
+    int refs; /* the lists that hold it, plus one while registered (atomic) */
 } hook;
 
 /* A snapshot of the registered hooks, in registration order. Never changes. */
 typedef struct hook_list {
-    int refs;                   /* atomic */
+    int refs; /* atomic */
     size_t n;
     hook *v[];
 } hook_list;
 
 typedef struct registry {
     pthread_mutex_t lock;
-    handler *handlers;   /* in registration order */
-    hook *hooks;         /* in registration order */
+    handler *handlers;    /* in registration order */
+    hook *hooks;          /* in registration order */
     hook_list *published; /* the hooks as a list, NULL when there are none; swapped under
                             the lock, read without it */
-    int readers;         /* threads between reading `published` and referencing it (atomic) */
-    unsigned generation; /* bumped on every change, so readers know to refresh */
+    int readers;          /* threads between reading `published` and referencing it (atomic) */
+    unsigned generation;  /* bumped on every change, so readers know to refresh */
 } registry;
 
 void registry_init(registry *r);
@@ -64,13 +66,14 @@ void registry_init(registry *r);
 void registry_destroy(registry *r);
 
 /*
- * Add a handler owned by plugin p (NULL for the host). def is copied; its
- * udata passes to the registry whatever this returns (freed here on failure).
+ * Add a handler owned by plugin p (NULL for the host), whose name is owner
+ * (borrowed until p is removed; NULL for the host). def is copied; its udata
+ * passes to the registry whatever this returns (freed here on failure).
  * Returns 0, -EINVAL (invalid definition; err says why), or -EEXIST (name
  * taken; err names the plugin that has it).
  */
-int registry_add_handler(registry *r, struct bgt_plugin *p, const bgt_handler_def *def,
-                         char *err, size_t errlen);
+int registry_add_handler(registry *r, struct bgt_plugin *p, const char *owner,
+                         const bgt_handler_def *def, char *err, size_t errlen);
 
 /* Same for hooks: -EINVAL for a bad definition. Hook names need not be unique. */
 int registry_add_hook(registry *r, struct bgt_plugin *p, const bgt_hook_def *def, char *err,

@@ -25,25 +25,14 @@
 static struct bgt_plugin plugin_a = {.name = (char *)"pa"};
 static struct bgt_plugin plugin_b = {.name = (char *)"pb"};
 
-static bgt_status run_ok(bgt_task *t, const cJSON *args, void *udata)
-{
-    return BGT_OK;
-}
+static bgt_status run_ok(bgt_task *t, const cJSON *args, void *udata) { return BGT_OK; }
 
-static bgt_status split_ok(bgt_task *t, const cJSON *args, void *udata)
-{
-    return BGT_OK;
-}
+static bgt_status split_ok(bgt_task *t, const cJSON *args, void *udata) { return BGT_OK; }
 
-static void hook_before(void *udata, const bgt_hook_info *info)
-{
-}
+static void hook_before(void *udata, const bgt_hook_info *info) {}
 
 /* udata is an int counter: how many times udata_free ran for it. */
-static void count_free(void *udata)
-{
-    ++*(int *)udata;
-}
+static void count_free(void *udata) { ++*(int *)udata; }
 
 /* A valid single handler definition named name whose udata counts frees. */
 static bgt_handler_def hdef(const char *name, int *frees)
@@ -81,10 +70,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static size_t handler_count(registry *r)
-{
-    return registry_handlers(r, NULL, 0);
-}
+static size_t handler_count(registry *r) { return registry_handlers(r, NULL, 0); }
 
 static void test_add_and_find(void **state)
 {
@@ -104,7 +90,7 @@ static void test_add_and_find(void **state)
                          .batch_size = 10,
                          .udata = &frees,
                          .udata_free = count_free};
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), 0);
     /* The name is copied: the caller's buffer may change afterwards. */
     name[0] = 'x';
     const handler *h = registry_find(r, "fx.copy");
@@ -138,7 +124,7 @@ static void expect_invalid(registry *r, bgt_handler_def d, const char *want)
     unsigned gen = r->generation;
     d.udata = &frees;
     d.udata_free = count_free;
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), -EINVAL);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), -EINVAL);
     if (!strstr(err, want))
         fail_msg("error '%s' does not contain '%s'", err, want);
     assert_int_equal(frees, 1);
@@ -212,13 +198,13 @@ static void test_validation(void **state)
     d.parallelism = 1024;
     d.timeout_s = 0;
     d.batch_size = 0;
-    assert_int_equal(registry_add_handler(r, NULL, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, &d, err, sizeof err), 0);
     d = hdef("0-._", &frees);
-    assert_int_equal(registry_add_handler(r, NULL, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, &d, err, sizeof err), 0);
     assert_int_equal(handler_count(r), 2);
     assert_int_equal(frees, 0);
 
-    assert_int_equal(registry_add_handler(r, NULL, NULL, err, sizeof err), -EINVAL);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, NULL, err, sizeof err), -EINVAL);
 }
 
 static void test_definition_size(void **state)
@@ -230,7 +216,7 @@ static void test_definition_size(void **state)
     /* Too small to reach udata_free: refused, and the pair cannot be read. */
     bgt_handler_def d = hdef("fx.small", &frees);
     d.size = offsetof(bgt_handler_def, udata);
-    assert_int_equal(registry_add_handler(r, NULL, &d, err, sizeof err), -EINVAL);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, &d, err, sizeof err), -EINVAL);
     assert_non_null(strstr(err, "plugin ABI 1.0 needs at least"));
     assert_int_equal(frees, 0);
     bgt_hook_def k = kdef("small", &frees);
@@ -246,7 +232,7 @@ static void test_definition_size(void **state)
     } big = {.def = hdef("fx.big", &frees), .future = {1, 2, 3, 4}};
     big.def.size = sizeof big;
     big.def.max_attempts = 9;
-    assert_int_equal(registry_add_handler(r, NULL, &big.def, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, &big.def, err, sizeof err), 0);
     const handler *h = registry_find(r, "fx.big");
     assert_non_null(h);
     assert_int_equal(h->def.size, sizeof(bgt_handler_def));
@@ -260,11 +246,11 @@ static void test_duplicate(void **state)
     char err[256] = "";
     int frees_a = 0, frees_b = 0;
     bgt_handler_def d = hdef("fx.dup", &frees_a);
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), 0);
     unsigned gen = r->generation;
 
     d = hdef("fx.dup", &frees_b);
-    assert_int_equal(registry_add_handler(r, &plugin_b, &d, err, sizeof err), -EEXIST);
+    assert_int_equal(registry_add_handler(r, &plugin_b, "pb", &d, err, sizeof err), -EEXIST);
     assert_string_equal(err, "handler 'fx.dup' is already registered by plugin 'pa'");
     assert_int_equal(frees_b, 1);
     assert_int_equal(frees_a, 0);
@@ -274,9 +260,9 @@ static void test_duplicate(void **state)
     assert_ptr_equal(h->def.udata, &frees_a);
 
     d = hdef("fx.host", &frees_a);
-    assert_int_equal(registry_add_handler(r, NULL, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, &d, err, sizeof err), 0);
     d = hdef("fx.host", &frees_b);
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), -EEXIST);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), -EEXIST);
     assert_string_equal(err, "handler 'fx.host' is already registered by the host");
     assert_int_equal(frees_b, 2);
 }
@@ -290,7 +276,9 @@ static void test_order(void **state)
     struct bgt_plugin *owners[] = {&plugin_a, &plugin_b, NULL, &plugin_a};
     for (int i = 0; i < 4; i++) {
         bgt_handler_def d = hdef(names[i], &frees);
-        assert_int_equal(registry_add_handler(r, owners[i], &d, err, sizeof err), 0);
+        assert_int_equal(registry_add_handler(r, owners[i], owners[i] ? owners[i]->name : NULL, &d,
+                                              err, sizeof err),
+                         0);
         bgt_hook_def k = kdef(names[3 - i], &frees);
         assert_int_equal(registry_add_hook(r, owners[i], &k, err, sizeof err), 0);
     }
@@ -349,15 +337,15 @@ static void test_remove_plugin(void **state)
     bgt_hook_def k;
 
     d = hdef("a.one", &frees_a);
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), 0);
     d = hdef("b.one", &frees_b);
-    assert_int_equal(registry_add_handler(r, &plugin_b, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_b, "pb", &d, err, sizeof err), 0);
     d = hdef("a.two", &frees_a);
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), 0);
     d = hdef("host.one", &frees_host);
-    assert_int_equal(registry_add_handler(r, NULL, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, NULL, NULL, &d, err, sizeof err), 0);
     d = hdef("b.two", &frees_b);
-    assert_int_equal(registry_add_handler(r, &plugin_b, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_b, "pb", &d, err, sizeof err), 0);
     k = kdef("a-hook", &frees_a);
     assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
     k = kdef("b-hook", &frees_b);
@@ -392,7 +380,7 @@ static void test_remove_plugin(void **state)
 
     /* The name is free again. */
     d = hdef("a.one", &frees_a);
-    assert_int_equal(registry_add_handler(r, &plugin_b, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_b, "pb", &d, err, sizeof err), 0);
 }
 
 static void test_generation(void **state)
@@ -402,13 +390,13 @@ static void test_generation(void **state)
     int frees = 0;
     assert_int_equal(r->generation, 0);
     bgt_handler_def d = hdef("g.one", &frees);
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), 0);
     assert_int_equal(r->generation, 1);
     bgt_hook_def k = kdef("g-hook", &frees);
     assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
     assert_int_equal(r->generation, 2);
     d = hdef("g.one", &frees);
-    assert_int_equal(registry_add_handler(r, &plugin_b, &d, err, sizeof err), -EEXIST);
+    assert_int_equal(registry_add_handler(r, &plugin_b, "pb", &d, err, sizeof err), -EEXIST);
     assert_int_equal(r->generation, 2);
     registry_remove_plugin(r, &plugin_a);
     assert_int_equal(r->generation, 3);
@@ -422,9 +410,9 @@ static void test_destroy_frees(void **state)
     int frees = 0;
     registry_init(&r);
     bgt_handler_def d = hdef("d.one", &frees);
-    assert_int_equal(registry_add_handler(&r, &plugin_a, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(&r, &plugin_a, "pa", &d, err, sizeof err), 0);
     d = hdef("d.two", &frees);
-    assert_int_equal(registry_add_handler(&r, NULL, &d, err, sizeof err), 0);
+    assert_int_equal(registry_add_handler(&r, NULL, NULL, &d, err, sizeof err), 0);
     bgt_hook_def k = kdef("d-hook", &frees);
     assert_int_equal(registry_add_hook(&r, &plugin_b, &k, err, sizeof err), 0);
     registry_destroy(&r);
@@ -448,7 +436,7 @@ static void *add_many(void *arg)
     for (int i = 0; i < PER_THREAD; i++) {
         snprintf(name, sizeof name, "%s.%d", a->prefix, i);
         bgt_handler_def d = hdef(name, &a->frees);
-        if (registry_add_handler(a->r, a->p, &d, err, sizeof err) != 0)
+        if (registry_add_handler(a->r, a->p, a->p->name, &d, err, sizeof err) != 0)
             a->failures++;
         if (!registry_find(a->r, name))
             a->failures++;
@@ -542,11 +530,12 @@ static void test_hook_list(void **state)
     assert_int_equal(pthread_create(&t, NULL, remove_plugin, &rm), 0);
     /* The new list leaves it out at once... */
     assert_true(TH_WAIT_UNTIL(10, ({
-        hook_list *l = registry_hooks_get(r);
-        bool gone = strcmp(list_names(l, names, sizeof names), "one,three") == 0;
-        registry_hooks_put(l);
-        gone;
-    })));
+                                  hook_list *l = registry_hooks_get(r);
+                                  bool gone =
+                                      strcmp(list_names(l, names, sizeof names), "one,three") == 0;
+                                  registry_hooks_put(l);
+                                  gone;
+                              })));
     /* ...but its udata outlives every user of l1 (a wait that can only miss a bug,
      * never report one that is not there). */
     sleep_s(0.05);
@@ -587,9 +576,9 @@ static void test_hook_calls_registry(void **state)
     int frees = 0;
     struct callback cb = {.r = r};
     bgt_handler_def d = hdef("cb.work", &frees);
-    assert_int_equal(registry_add_handler(r, &plugin_a, &d, err, sizeof err), 0);
-    bgt_hook_def k = {.size = sizeof k, .name = "calls-back", .before = hook_calls_back,
-                      .udata = &cb};
+    assert_int_equal(registry_add_handler(r, &plugin_a, "pa", &d, err, sizeof err), 0);
+    bgt_hook_def k = {
+        .size = sizeof k, .name = "calls-back", .before = hook_calls_back, .udata = &cb};
     assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
     metrics *met = metrics_new();
     hooks hk = {.met = met, .reg = r};
@@ -639,8 +628,11 @@ static void test_hook_list_threads(void **state)
         assert_int_equal(pthread_create(&t[i], NULL, call_hooks, &c), 0);
     int frees = 0;
     for (int round = 0; round < 200; round++) {
-        bgt_hook_def k = {.size = sizeof k, .name = "churn", .before = hook_count,
-                          .udata = &calls, .udata_free = NULL};
+        bgt_hook_def k = {.size = sizeof k,
+                          .name = "churn",
+                          .before = hook_count,
+                          .udata = &calls,
+                          .udata_free = NULL};
         assert_int_equal(registry_add_hook(r, &plugin_a, &k, err, sizeof err), 0);
         bgt_hook_def k2 = kdef("churn-b", &frees);
         k2.before = hook_before;
