@@ -32,7 +32,7 @@
 #ifndef BGT_STORE_LUA_H
 #define BGT_STORE_LUA_H
 
-#include "store.h"
+/* STORE_PROTOCOL_VERSION comes from store.h, which its includers include first. */
 
 /* A number macro as a string literal, to splice into a script. */
 #define LUA_STR_(x) #x

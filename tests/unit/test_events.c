@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "events.h"
+#include "store.h"
 #include "store_lua.h"
 
 /* The wire names, spelled out: what clients depend on. */

@@ -1,7 +1,8 @@
 /*
- * bench.h - what the files of the bench share (bench.c: options, main, the
- * report; host.c: the bgtaskd it starts; redis.c: Redis' own accounting;
- * modes.c: submitting, waiting and the modes; isolation.c: the isolation mode).
+ * bench.h - what the files of the bench share (main.c: options, main, the
+ * report; say.c: messages and the interrupt flag; host.c: the bgtaskd it
+ * starts; redis.c: Redis' own accounting; modes.c: submitting, waiting and
+ * the modes; isolation.c: the isolation mode).
  *
  * The bench: throughput, latency and Redis cost of one bgtaskd running no-op tasks.
  *
@@ -136,8 +137,10 @@ typedef struct cost {
 
 /* Set by SIGINT/SIGTERM: every wait ends as if its deadline had come. */
 extern volatile sig_atomic_t interrupted;
+/* The SIGINT/SIGTERM handler that sets it. */
+void bench_on_signal(int sig);
 
-/* bench.c */
+/* say.c */
 __attribute__((format(printf, 1, 2))) void say(const char *fmt, ...);
 
 /* host.c: the bgtaskd a mode runs */

@@ -1,4 +1,4 @@
-/* bench.c - the bench's options, main and report (bench.h says what it measures). */
+/* main.c - the bench's options, main and report (bench.h says what it measures). */
 #include "bench.h"
 
 static const char usage_text[] =
@@ -28,19 +28,6 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 when every mode ran to its end, 1 when one failed or ran out of time\n"
     "(what was measured until then is printed), 2 on a usage error.\n";
-
-volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig) { interrupted = sig; }
-
-__attribute__((format(printf, 1, 2))) void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
 
 /* ---- main ---- */
 
@@ -203,7 +190,7 @@ int main(int argc, char **argv)
         redis_addr_free(&b.addr);
         return 1;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
+    struct sigaction sa = {.sa_handler = bench_on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
