@@ -446,6 +446,7 @@ static void run_subtask(manager *m, bgt_task *st)
                     : strcmp(out.state, "RETRY") == 0     ? END_RETRY
                     : strcmp(out.state, "CANCELLED") == 0 ? END_CANCELLED
                                                           : END_FAILURE;
+    mgr__assert_unlocked();
     hooks_after(&m->hk, &info, kind, status, duration, out.message);
     free(out.message);
     if (!out.state)
