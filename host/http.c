@@ -916,7 +916,7 @@ static enum MHD_Result sse_task(http_server *s, struct MHD_Connection *c, reques
     const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
     if (last && !*last)
         last = NULL;
-    if (last && !sse_stream_id_valid(last))
+    if (last && !store_event_id_valid(last))
         return send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
                           "Last-Event-ID must be an event id from this stream, got '%.48s'", last);
     if (!sse_hub_subscribed(s->hub))

@@ -114,19 +114,6 @@ static int sid_cmp(const char *a, const char *b)
     return as < bs ? -1 : as > bs ? 1 : 0;
 }
 
-bool sse_stream_id_valid(const char *s)
-{
-    if (strcmp(s, "0") == 0)
-        return true;
-    const char *dash = strchr(s, '-');
-    if (!dash || dash == s || !dash[1] || strlen(s) > 41 || dash - s > 20)
-        return false;
-    for (const char *c = s; *c; c++)
-        if (c != dash && (*c < '0' || *c > '9'))
-            return false;
-    return true;
-}
-
 /* One event in the wire format. An event name that could break the framing
  * (a line break) is refused: NULL. */
 static char *format_event(const char *name, const char *data, const char *sid)

@@ -118,7 +118,4 @@ void sse_client_abandon(sse_client *cl);
 /* Give back the reader's reference; the last one frees cl. */
 void sse_client_release(sse_client *cl);
 
-/* True if s is a Redis stream id ("ms-seq", or "0"). */
-bool sse_stream_id_valid(const char *s);
-
 #endif

@@ -202,6 +202,14 @@ int store_next_event_ex(store *st, double timeout_s, char **name, cJSON **data, 
  * stream (SSE Last-Event-ID), not for bulk reads.
  */
 int store_events_after(store *st, const char *id, const char *after, int limit, cJSON **out);
+/*
+ * Whether s can name a place in the event stream (a stream_id of
+ * store_next_event_ex, the `after` of store_events_after): "0" (before the
+ * first event), or "<ms>-<seq>", both parts decimal and within 64 bits, and
+ * not the last id there can be (nothing comes after it). Clients check what
+ * they are given with it (an SSE Last-Event-ID) before they ask Redis.
+ */
+bool store_event_id_valid(const char *s);
 /* How many tasks are in P:done (finished, within retention). */
 int store_count_finished(store *st, long long *n);
 /* Redis' INFO text for a section ("commandstats", "cpu", ...); malloc'd. */

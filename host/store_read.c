@@ -388,24 +388,37 @@ fail:
     return rc;
 }
 
-/* A stream id is "ms-seq" with both parts decimal. */
-static bool stream_id_valid(const char *s)
+/* One part of a stream id: 1..20 decimal digits within 64 bits, up to end (or the NUL). */
+static bool sid_part(const char *s, const char *end, uint64_t *v)
 {
+    size_t n = end ? (size_t)(end - s) : strlen(s);
+    if (n == 0 || n > 20)
+        return false;
+    *v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || *v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
+            return false;
+        *v = *v * 10 + (uint64_t)(s[i] - '0');
+    }
+    return true;
+}
+
+bool store_event_id_valid(const char *s)
+{
+    if (!s)
+        return false;
     if (strcmp(s, "0") == 0)
         return true;
     const char *dash = strchr(s, '-');
-    if (!dash || dash == s || !dash[1] || strlen(s) > 40)
-        return false;
-    for (const char *c = s; *c; c++)
-        if (c != dash && (*c < '0' || *c > '9'))
-            return false;
-    return true;
+    uint64_t ms, seq;
+    return dash && sid_part(s, dash, &ms) && sid_part(dash + 1, NULL, &seq) &&
+           !(ms == UINT64_MAX && seq == UINT64_MAX);
 }
 
 int store_events_after(store *st, const char *id, const char *after, int limit, cJSON **out)
 {
     *out = NULL;
-    if (!id_valid(id) || !stream_id_valid(after)) {
+    if (!id_valid(id) || !store_event_id_valid(after)) {
         snprintf(st->err, sizeof st->err, "invalid task id or event id");
         return -EINVAL;
     }

@@ -1460,6 +1460,54 @@ static void test_sse_finished_task(void **state)
     free(gone);
 }
 
+/*
+ * A Last-Event-ID that cannot name a place in the event stream is the
+ * client's mistake, found before Redis is asked: 400, and no Redis error
+ * counted. The last ids that can name one still resume a stream.
+ */
+static void test_sse_bad_last_event_id(void **state)
+{
+    need_redis();
+    char *id = submit(fx.base, "{\"handler\":\"demo.echo\",\"delay_s\":600}");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/%s", id);
+    resp r = req("DELETE", path, NULL, NULL);
+    assert_int_equal(r.status, 202);
+    resp_free(&r);
+    double errors = web_metric("bgtask_redis_errors_total");
+    assert_false(isnan(errors));
+    static const char *const bad[] = {
+        "99999999999999999999-0",                    /* ms past 64 bits */
+        "1-18446744073709551616",                    /* seq past 64 bits */
+        "18446744073709551615-18446744073709551615", /* the last id: nothing comes after it */
+        "1-", "-1", "1-2-3", "0x1-0", "1.5-0", "+1-0", "1-0 ",
+        "123456789012345678901-0",                   /* 21 digits */
+    };
+    snprintf(path, sizeof path, "/events/background-task?taskId=%s", id);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char header[128];
+        snprintf(header, sizeof header, "Last-Event-ID: %s", bad[i]);
+        r = req("GET", path, NULL, "-H", header, NULL);
+        if (r.status != 400)
+            fprintf(stderr, "Last-Event-ID '%s': %d %s\n", bad[i], r.status, r.body);
+        assert_error(&r, 400, "Last-Event-ID");
+        resp_free(&r);
+    }
+    assert_true(web_metric("bgtask_redis_errors_total") == errors);
+    static const char *const good[] = {"0", "0-0", "18446744073709551615-18446744073709551614",
+                                       "18446744073709551614-18446744073709551615"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char header[128];
+        snprintf(header, sizeof header, "Last-Event-ID: %s", good[i]);
+        r = req("GET", path, NULL, "-N", "-H", header, NULL);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "event: bgtask_cancelled\n"));
+        assert_non_null(strstr(r.body, "event: server_close\n"));
+        resp_free(&r);
+    }
+    free(id);
+}
+
 static void test_sse_200_clients(void **state)
 {
     need_redis();
@@ -1820,6 +1868,7 @@ int main(void)
         cmocka_unit_test(test_stats_subtasks_retry),
         cmocka_unit_test(test_sse_running_task),
         cmocka_unit_test(test_sse_finished_task),
+        cmocka_unit_test(test_sse_bad_last_event_id),
         cmocka_unit_test(test_sse_200_clients),
         cmocka_unit_test(test_sse_hangups_free_everything),
         cmocka_unit_test(test_sse_all_events),
