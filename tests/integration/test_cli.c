@@ -83,10 +83,22 @@ static void test_submit_id_twice(void **state)
     assert_string_equal(out, "3b241101-e2bb-4255-8caf-4136c566a962\n");
     free(out);
     long long keys = it_dbsize();
+    /* Its own exit code, and the id on stdout as after a submission. */
     int rc = th_ctl(&fx.r, &out, &err, "submit", "other", "--id", id, "--args", "{\"v\": 2}", NULL);
-    assert_int_not_equal(rc, 0);
-    assert_non_null(strstr(err, "exists"));
-    assert_string_equal(out, "");
+    assert_int_equal(rc, 6);
+    assert_non_null(strstr(err, "already exists"));
+    assert_string_equal(out, "3b241101-e2bb-4255-8caf-4136c566a962\n");
+    free(out);
+    free(err);
+    /* With --json: the id, and that it existed. An id in capitals names the same task. */
+    rc = th_ctl(&fx.r, &out, &err, "--json", "submit", "demo", "--id",
+                "3B241101-E2BB-4255-8CAF-4136C566A962", NULL);
+    assert_int_equal(rc, 6);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "task_id")->valuestring, id);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "exists")));
+    cJSON_Delete(j);
     it_assert_field(id, "handler", "demo");
     it_assert_field(id, "args", "{\"v\":1}");
     assert_int_equal(th_count_events(fx.c, IT_PREFIX, id, NULL), 1);
@@ -590,7 +602,7 @@ static void test_help_and_usage(void **state)
     char *out = NULL, *err = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--help", NULL), 0);
     assert_non_null(strstr(out, "Exit codes"));
-    static const char *const codes[] = {"0  ", "1  ", "2  ", "3  ", "4  ", "5  ", NULL};
+    static const char *const codes[] = {"0  ", "1  ", "2  ", "3  ", "4  ", "5  ", "6  ", "7  ", NULL};
     for (int i = 0; codes[i]; i++)
         assert_non_null(strstr(strstr(out, "Exit codes"), codes[i]));
     assert_non_null(strstr(out, "not found"));

@@ -336,7 +336,7 @@ static void test_not_durable(void **state)
     free(out);
     free(err);
     /* It is there; submitting it again says so. */
-    assert_int_equal(th_ctl(&v, NULL, &err, "submit", "demo.echo", "--id", id, NULL), 1);
+    assert_int_equal(th_ctl(&v, NULL, &err, "submit", "demo.echo", "--id", id, NULL), 6);
     assert_non_null(strstr(err, "already exists"));
     free(err);
     /* As many as there are: durable. */

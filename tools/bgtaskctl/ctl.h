@@ -41,6 +41,7 @@ enum {
     EX_CANCELLED = 3,
     EX_PARTIAL = 4,
     EX_NOTFOUND = 5,
+    EX_EXISTS = 6,      /* submit --id: a task with that id exists (nothing was changed) */
     EX_NOT_DURABLE = 7, /* submitted, but not confirmed by redis.min_replicas_ack replicas */
 };
 

@@ -61,9 +61,11 @@ static const char usage_long[] =
     "  3  the task was cancelled\n"
     "  4  partial success (some subtasks failed)\n"
     "  5  task not found\n"
+    "  6  submit --id ID: a task with that id exists already; nothing was changed, and\n"
+    "     the id is printed as for a new task (with --json: {\"task_id\", \"exists\": true})\n"
     "  7  submitted, but fewer replicas than --min-replicas-ack (redis.min_replicas_ack)\n"
     "     confirmed it in time: it is on the master only, and a failover may lose it;\n"
-    "     the id is printed: submit again with --id ID to make sure (exit 1 then\n"
+    "     the id is printed: submit again with --id ID to make sure (exit 6 then\n"
     "     means it was kept)\n";
 
 __attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...)

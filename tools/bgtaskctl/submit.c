@@ -127,8 +127,12 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
     if (rc < 0) {
         code = store_fail(c, c->st, rc, "");
     } else if (req.rc == -EEXIST) {
+        /* The id names a task, as after a submission: a script tells the two apart by the
+         * exit code (or "exists" in the JSON), never by a missing id. */
+        printf(c->json ? "{\"task_id\": \"%s\", \"exists\": true}\n" : "%s\n", req.id_out);
+        fflush(stdout);
         fprintf(stderr, "bgtaskctl: task %s already exists (nothing was changed)\n", req.id_out);
-        code = EX_FAIL;
+        code = EX_EXISTS;
     } else if (req.rc < 0) {
         fprintf(stderr, "bgtaskctl: %s\n", req.err[0] ? req.err : strerror(-req.rc));
         code = req.rc == -EPROTO ? EX_FAIL : EX_USAGE;
