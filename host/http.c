@@ -32,6 +32,7 @@
 #include "http_ui.h"
 #include "sse.h"
 #include "util.h"
+#include "view.h"
 
 /* libmicrohttpd threads, and as many request stores. */
 #define HTTP_THREADS 4
@@ -40,8 +41,6 @@
 #define HTTP_IDLE_TIMEOUT_S 60
 /* Largest `limit` of GET /v1/tasks and GET /v1/tasks/<id>/subtasks. */
 #define LIST_LIMIT_MAX 1000
-/* The most subtasks a host allows (tasks.max_subtasks): a record counting more is corrupted. */
-#define SUBTASKS_MAX 1000000
 /* Most events replayed for a Last-Event-ID. */
 #define REPLAY_MAX 10000
 /* A body is read and dropped up to this many times http.max_body before the
@@ -493,6 +492,7 @@ static enum MHD_Result get_tasks(http_server *s, struct MHD_Connection *c)
     pool_put(s, st);
     if (rc < 0)
         return send_store_error(s, c, rc, err);
+    view_tasks(tasks);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(tasks));
     cJSON_AddItemToObject(o, "tasks", tasks);
@@ -511,6 +511,7 @@ static enum MHD_Result get_task(http_server *s, struct MHD_Connection *c, const 
     pool_put(s, st);
     if (rc < 0)
         return send_store_error(s, c, rc, err);
+    view_task(rec);
     return send_json(c, MHD_HTTP_OK, rec, NULL);
 }
 
@@ -574,31 +575,6 @@ static enum MHD_Result get_stats(http_server *s, struct MHD_Connection *c)
     return send_json(c, MHD_HTTP_OK, stats, NULL);
 }
 
-/* Stored JSON text as a value: parsed when it is JSON, else the text itself; null if empty. */
-static cJSON *json_value(const char *text)
-{
-    cJSON *v = text && *text ? cJSON_Parse(text) : NULL;
-    if (v)
-        return v;
-    return text && *text ? cJSON_CreateString(text) : cJSON_CreateNull();
-}
-
-/* One subtask as bgtaskctl status --subtasks --json prints it. */
-static cJSON *subtask_json(const sub_rec *sr, int index)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "index", index);
-    cJSON_AddStringToObject(o, "state", sr->state);
-    cJSON_AddNumberToObject(o, "attempt", sr->attempt);
-    if (sr->message && *sr->message)
-        cJSON_AddStringToObject(o, "message", sr->message);
-    else
-        cJSON_AddNullToObject(o, "message");
-    cJSON_AddItemToObject(o, "args", json_value(sr->args));
-    cJSON_AddItemToObject(o, "result", json_value(sr->result));
-    return o;
-}
-
 /*
  * The subtasks of a parallel task: {"task_id", "total", "counts": {state: n},
  * "offset", "count", "subtasks": [...]}, those in `state` if given, `limit`
@@ -626,9 +602,9 @@ static enum MHD_Result get_subtasks(http_server *s, struct MHD_Connection *c, co
         state = states[k];
     }
     long offset = 0, limit = 100;
-    if (off && !parse_long(off, 0, SUBTASKS_MAX, &offset))
+    if (off && !parse_long(off, 0, VIEW_SUBTASKS_MAX, &offset))
         return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "offset must be an integer 0..%d, got '%.32s'",
-                          SUBTASKS_MAX, off);
+                          VIEW_SUBTASKS_MAX, off);
     if (lim && !parse_long(lim, 1, LIST_LIMIT_MAX, &limit))
         return send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "limit must be an integer 1..%d, got '%.32s'",
                           LIST_LIMIT_MAX, lim);
@@ -640,9 +616,7 @@ static enum MHD_Result get_subtasks(http_server *s, struct MHD_Connection *c, co
     if (again(rc, st))
         rc = store_get_task(st, rq->id, &rec);
     if (rc == 0) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, "subtasks");
-        double total = cJSON_IsNumber(v) ? v->valuedouble : 0;
-        n = total > SUBTASKS_MAX ? -1 : total > 0 ? (int)total : 0;
+        n = view_subtask_count(rec);
         if (n > 0)
             rc = store_load_subtasks(st, rq->id, n, &subs);
     }
@@ -655,7 +629,7 @@ static enum MHD_Result get_subtasks(http_server *s, struct MHD_Connection *c, co
     if (n < 0)
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
                           "task %s: its record counts more than %d subtasks: it is corrupted",
-                          rq->id, SUBTASKS_MAX);
+                          rq->id, VIEW_SUBTASKS_MAX);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "task_id", rq->id);
     cJSON_AddNumberToObject(o, "total", n);
@@ -674,7 +648,7 @@ static enum MHD_Result get_subtasks(http_server *s, struct MHD_Connection *c, co
         if (state && strcmp(state, subs[i].state) != 0)
             continue;
         if (matched++ >= offset && cJSON_GetArraySize(arr) < limit)
-            cJSON_AddItemToArray(arr, subtask_json(&subs[i], i));
+            cJSON_AddItemToArray(arr, view_subtask(&subs[i], i));
     }
     store_sub_recs_free(subs, n);
     cJSON_AddNumberToObject(o, "matched", (double)matched);

@@ -1166,6 +1166,41 @@ static void test_ui_hostile_paths(void **state)
 
 /* ---- stats, subtasks, retry ---- */
 
+/* A task that succeeded after a retry has no error to show; a failed one has its own. */
+static void test_error_only_on_failure(void **state)
+{
+    need_redis();
+    worker_ensure();
+    char *ok = submit(fx.base, "{\"handler\":\"demo.flaky\",\"args\":{\"n\":2}}");
+    char *bad = submit(fx.base, "{\"handler\":\"demo.fail\",\"args\":{\"message\":\"it broke\"}}");
+    assert_true(TH_WAIT_UNTIL(20, state_is(ok, "SUCCESS") && state_is(bad, "FAILURE")));
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/%s", ok);
+    resp r = req("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r.json, "error")));
+    resp_free(&r);
+    snprintf(path, sizeof path, "/v1/tasks/%s", bad);
+    r = req("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(jstr(r.json, "error"), "it broke"));
+    resp_free(&r);
+    r = req("GET", "/v1/tasks?handler=demo.flaky", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    const cJSON *t;
+    int seen = 0;
+    cJSON_ArrayForEach (t, cJSON_GetObjectItemCaseSensitive(r.json, "tasks")) {
+        if (strcmp(jstr(t, "id"), ok) == 0) {
+            assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(t, "error")));
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 1);
+    resp_free(&r);
+    free(ok);
+    free(bad);
+}
+
 static void test_stats_subtasks_retry(void **state)
 {
     need_redis();
@@ -1865,6 +1900,7 @@ int main(void)
         cmocka_unit_test(test_token),
         cmocka_unit_test(test_ui_files),
         cmocka_unit_test(test_ui_hostile_paths),
+        cmocka_unit_test(test_error_only_on_failure),
         cmocka_unit_test(test_stats_subtasks_retry),
         cmocka_unit_test(test_sse_running_task),
         cmocka_unit_test(test_sse_finished_task),

@@ -28,6 +28,7 @@
 #include "events.h"
 #include "store.h"
 #include "util.h"
+#include "view.h"
 
 #ifndef BGT_VERSION
 #define BGT_VERSION "dev"

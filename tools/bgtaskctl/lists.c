@@ -19,6 +19,7 @@ int cmd_list(ctl *c, const cmd_opts *o, const char *unused)
     int rc = store_list_tasks(c->st, state, o->handler, (int)o->limit, &tasks);
     if (rc < 0)
         return store_fail(c, c->st, rc, "");
+    view_tasks(tasks);
     if (c->json) {
         print_json(tasks, false);
         cJSON_Delete(tasks);

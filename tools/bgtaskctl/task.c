@@ -1,30 +1,12 @@
 /* task.c - bgtaskctl status, watch, cancel and retry: one task. */
 #include "ctl.h"
 
-/* The highest tasks.max_subtasks a config may set: a record counting more is corrupted. */
-#define SUBTASKS_MAX 1000000
-
 /* ---- status, watch, cancel ---- */
 
 static void print_field(const char *key, const char *value)
 {
     if (value && *value)
         printf("%-10s %s\n", key, value);
-}
-
-/* A JSON text as a JSON value: parsed, else the text itself; NULL as null. */
-static cJSON *json_value(const char *text)
-{
-    cJSON *v = text && *text ? cJSON_Parse(text) : NULL;
-    if (v)
-        return v;
-    return text && *text ? cJSON_CreateString(text) : cJSON_CreateNull();
-}
-
-/* The record's count of subtasks, kept within int (a corrupted one reads SUBTASKS_MAX + 1). */
-static int sub_count(const cJSON *rec)
-{
-    return (int)fmin(fmax(jnum(rec, "subtasks"), 0), SUBTASKS_MAX + 1);
 }
 
 /*
@@ -34,11 +16,11 @@ static int sub_count(const cJSON *rec)
  */
 static int print_subtasks(ctl *c, const char *id, int n)
 {
-    if (n > SUBTASKS_MAX) {
+    if (n < 0) {
         fprintf(stderr,
-                "bgtaskctl: task %s: its record counts %d subtasks, more than a host "
-                "allows (%d): the record is corrupted\n",
-                id, n, SUBTASKS_MAX);
+                "bgtaskctl: task %s: its record counts more subtasks than a host allows (%d): "
+                "the record is corrupted\n",
+                id, VIEW_SUBTASKS_MAX);
         return EX_FAIL;
     }
     sub_rec *subs = NULL;
@@ -47,19 +29,8 @@ static int print_subtasks(ctl *c, const char *id, int n)
         return store_fail(c, c->st, rc, id);
     if (c->json) {
         cJSON *arr = cJSON_CreateArray();
-        for (int i = 0; i < n; i++) {
-            cJSON *s = cJSON_CreateObject();
-            cJSON_AddNumberToObject(s, "index", i);
-            cJSON_AddStringToObject(s, "state", subs[i].state);
-            cJSON_AddNumberToObject(s, "attempt", subs[i].attempt);
-            if (subs[i].message && *subs[i].message)
-                cJSON_AddStringToObject(s, "message", subs[i].message);
-            else
-                cJSON_AddNullToObject(s, "message");
-            cJSON_AddItemToObject(s, "args", json_value(subs[i].args));
-            cJSON_AddItemToObject(s, "result", json_value(subs[i].result));
-            cJSON_AddItemToArray(arr, s);
-        }
+        for (int i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, view_subtask(&subs[i], i));
         print_json(arr, false);
         cJSON_Delete(arr);
     } else {
@@ -87,11 +58,12 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     int rc = store_get_task(c->st, id, &rec);
     if (rc < 0)
         return store_fail(c, c->st, rc, id);
+    view_task(rec);
     if (c->json && o->subtasks) {
         /* The table alone, as an array (empty for a task without subtasks). */
-        int n = sub_count(rec);
+        int n = view_subtask_count(rec);
         cJSON_Delete(rec);
-        if (n > 0)
+        if (n != 0)
             return print_subtasks(c, id, n);
         puts("[]");
         return EX_OK;
@@ -145,11 +117,11 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     for (int i = 0; i < 3; i++)
         if (jnum(rec, times[i][0]) > 0)
             print_field(times[i][1], fmt_time(jnum(rec, times[i][0]), buf, sizeof buf));
-    int n = sub_count(rec);
+    int n = view_subtask_count(rec);
     cJSON_Delete(rec);
     if (!o->subtasks)
         return EX_OK;
-    if (n <= 0) {
+    if (n == 0) {
         puts("\nno subtasks (not a parallel task, or not split yet)");
         return EX_OK;
     }
