@@ -1,6 +1,7 @@
 /*
  * test_cli_live.c - bgtaskctl against live bgtaskd processes: what status and
- * list show of tasks whose attempts failed before they ended.
+ * list show of tasks whose attempts failed before they ended, and submit
+ * --wait showing every event of the task it submits.
  */
 #include "../harness/itest.h"
 
@@ -24,6 +25,17 @@ static char *ctl_out(int want, const char *arg, ...)
         fail_msg("bgtaskctl %s ...: exit %d, want %d; stderr: %s", arg, rc, want, err);
     free(err);
     return out;
+}
+
+/* A task id: 36 characters of lower-case hex and dashes. */
+static bool id_ok(const char *s)
+{
+    if (strlen(s) != 36)
+        return false;
+    for (int i = 0; i < 36; i++)
+        if (!strchr(i == 8 || i == 13 || i == 18 || i == 23 ? "-" : "0123456789abcdef", s[i]))
+            return false;
+    return true;
 }
 
 /* The one record of task id in a `list --json` answer (owned by arr), or NULL. */
@@ -85,10 +97,105 @@ static void test_error_only_on_failure(void **state)
     it_pass();
 }
 
+/*
+ * The lines of watch's plain output as [{"event", "message"}]: each line is
+ * "HH:MM:SS <event> <current>/<total> <message>", and lines under it that start
+ * "HH:MM:SS   " (a subtask's error or progress) are left out. Lines of another
+ * form fail.
+ */
+static cJSON *watch_lines(const char *out)
+{
+    cJSON *arr = cJSON_CreateArray();
+    const char *p = out;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            fail_msg("an unfinished line in watch's output: '%s'", p);
+        char line[1024], ts[16], name[64], prog[64];
+        int used = 0;
+        snprintf(line, sizeof line, "%.*s", (int)(nl - p), p);
+        p = nl + 1;
+        if (strlen(line) > 11 && strncmp(line + 8, "   ", 3) == 0)
+            continue; /* a line under an event's: a subtask's error or progress */
+        if (sscanf(line, "%15s %63s %63s %n", ts, name, prog, &used) != 3)
+            fail_msg("not a watch line: '%s'", line);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", name);
+        cJSON_AddStringToObject(o, "message", used ? line + used : "");
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+/*
+ * The lines of watch's output (out, from its first event line) must be the
+ * task's events from the first-th on, in order and each once.
+ */
+static void assert_shows_events(const char *out, const char *id, int first)
+{
+    cJSON *lines = watch_lines(out);
+    cJSON *evs = it_events(id);
+    char *shown = cJSON_PrintUnformatted(lines), *stored = cJSON_PrintUnformatted(evs);
+    if (cJSON_GetArraySize(lines) != cJSON_GetArraySize(evs) - first)
+        fail_msg("watch showed %s; the task's events are %s (from #%d)", shown, stored, first);
+    for (int i = 0; i < cJSON_GetArraySize(lines); i++) {
+        const cJSON *l = cJSON_GetArrayItem(lines, i), *e = cJSON_GetArrayItem(evs, first + i);
+        if (strcmp(cJSON_GetObjectItem(l, "event")->valuestring, it_ev_name(e)) != 0 ||
+            strcmp(cJSON_GetObjectItem(l, "message")->valuestring, it_ev_message(e)) != 0)
+            fail_msg("line %d differs: watch showed %s; the task's events are %s (from #%d)", i,
+                     shown, stored, first);
+    }
+    free(shown);
+    free(stored);
+    cJSON_Delete(lines);
+    cJSON_Delete(evs);
+}
+
+/*
+ * submit --wait shows every event of the task, in order, each once: it is
+ * subscribed before the task exists, so a retry that comes at once is not
+ * missed, and "Task started" is the submission's own event, not one made up
+ * from the record. Several rounds: the first retry follows the submission
+ * within milliseconds. retry --wait likewise shows all that the retry starts.
+ */
+static void test_wait_sees_every_event(void **state)
+{
+    it_need_redis();
+    it_host_start(NULL);
+    for (int round = 0; round < 4; round++) {
+        char *out = ctl_out(0, "submit", "demo.flaky", "--args", "{\"n\": 3}", "--wait", NULL);
+        char id[37];
+        snprintf(id, sizeof id, "%s", out);
+        assert_true(id_ok(id));
+        assert_shows_events(strchr(out, '\n') + 1, id, 0);
+        /* Started, two retries, done. */
+        cJSON *evs = it_events(id);
+        assert_int_equal(cJSON_GetArraySize(evs), 4);
+        assert_string_equal(it_ev_message(cJSON_GetArrayItem(evs, 0)), "Task started");
+        cJSON_Delete(evs);
+        free(out);
+    }
+    /* A partial success, retried: its subtask 1 fails again. */
+    char *out = ctl_out(4, "submit", "demo.parallel", "--args",
+                        "{\"items\": 3, \"ms\": 1, \"fail\": [1]}", "--wait", NULL);
+    char id[37];
+    snprintf(id, sizeof id, "%s", out);
+    free(out);
+    cJSON *evs = it_events(id);
+    int before = cJSON_GetArraySize(evs);
+    cJSON_Delete(evs);
+    out = ctl_out(4, "retry", id, "--wait", NULL);
+    assert_true(strncmp(out, "retrying 1 failed subtask(s)\n", 29) == 0);
+    assert_shows_events(out + 29, id, before);
+    free(out);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_TEST(test_error_only_on_failure),
+        IT_TEST(test_wait_sees_every_event),
     };
     return cmocka_run_group_tests_name("cli_live", tests, it_group_setup, it_group_teardown);
 }

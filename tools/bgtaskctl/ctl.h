@@ -101,6 +101,12 @@ void print_objects(const cJSON *arr, int ncols, const char *const *keys);
 
 /* watch.c: follow a task until it ends; the exit code of its outcome */
 int watch_task(ctl *c, const char *id, bool subtasks);
+/* Before a change whose events are all to be shown (a submission, a retry): a new store
+ * subscribed to task id, in *sub; EX_OK or the exit code after saying why not. */
+int watch_open(ctl *c, const char *id, store **sub);
+/* Then, after the change: follow the task from the subscription's first event until it
+ * ends, as watch does; takes sub. The exit code of its outcome. */
+int watch_follow(ctl *c, store *sub, const char *id, bool subtasks);
 
 /* the commands: each returns the exit code */
 int cmd_submit(ctl *c, const cmd_opts *o, const char *handler);

@@ -87,6 +87,7 @@ static int load_json(const char *inline_text, const char *file, int type, size_t
 int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
 {
     char *args = NULL, *subs = NULL;
+    store *sub = NULL; /* --wait: subscribed to the task before it is submitted */
     int code = EX_USAGE, n;
     if (o->args && o->args_file)
         return usage_error("give --args or --args-file, not both");
@@ -115,7 +116,18 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         c->cfg.min_replicas_ack = (int)o->min_replicas_ack;
     if ((code = ctl_open(c, &c->st)) != EX_OK)
         goto out;
-    submit_req req = {.id = o->id,
+    /* --wait follows the task from its first event on: it subscribes before the task
+     * exists, so it needs the id first (chosen here when --id gives none). */
+    char id[BGT_ID_LEN + 1];
+    if (o->id) {
+        for (int i = 0; i <= BGT_ID_LEN; i++) /* one spelling per id, as the store's */
+            id[i] = (char)tolower((unsigned char)o->id[i]);
+    } else {
+        uuid4(id);
+    }
+    if (o->wait && (code = watch_open(c, id, &sub)) != EX_OK)
+        goto out;
+    submit_req req = {.id = o->wait || o->id ? id : NULL,
                       .handler = handler,
                       .args = args,
                       .subtasks = subs,
@@ -145,13 +157,16 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         if (req.not_durable)
             fprintf(stderr,
                     "bgtaskctl: warning: task %s is not durable yet: %s; to make sure, submit it "
-                    "again with --id %s (\"already exists\" then means it was kept)\n",
+                    "again with --id %s (exit 6 then means it was kept)\n",
                     req.id_out, req.err, req.id_out);
-        code = o->wait ? watch_task(c, req.id_out, false)
-               : req.not_durable ? EX_NOT_DURABLE
-                                 : EX_OK;
+        code = req.not_durable ? EX_NOT_DURABLE : EX_OK;
+        if (o->wait) {
+            code = watch_follow(c, sub, req.id_out, false);
+            sub = NULL;
+        }
     }
 out:
+    store_free(sub);
     free(args);
     free(subs);
     return code;

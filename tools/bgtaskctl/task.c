@@ -170,7 +170,13 @@ int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
 int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
 {
     int n = 0;
+    store *sub = NULL; /* --wait: subscribed before the retry, to see all it starts */
+    int code = o->wait ? watch_open(c, id, &sub) : EX_OK;
+    if (code != EX_OK)
+        return code;
     int rc = store_retry(c->st, id, &n);
+    if (rc < 0)
+        store_free(sub);
     if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY) {
         fprintf(stderr, "bgtaskctl: %s: nothing was changed\n", store_errstr(c->st));
         return EX_FAIL;
@@ -187,5 +193,5 @@ int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
         printf("retrying %d failed subtask(s)\n", n);
         fflush(stdout);
     }
-    return o->wait ? watch_task(c, id, false) : EX_OK;
+    return o->wait ? watch_follow(c, sub, id, false) : EX_OK;
 }

@@ -235,31 +235,47 @@ static void on_sigint(int sig)
     _exit(128 + sig);
 }
 
-/*
- * Follow a task until its terminal event. Subscribe first, then read the
- * record, so that nothing after the read can be missed; re-read the record
- * whenever no event came for WATCH_QUIET_S, which catches a terminal state
- * reached between the subscribe and the read or while reconnecting.
- */
-int watch_task(ctl *c, const char *id, bool subtasks)
+/* A new store subscribed to task id's events, in *sub; EX_OK, or the exit code after saying
+ * why not. */
+int watch_open(ctl *c, const char *id, store **sub)
 {
-    watch_view v = {.tty = isatty(STDOUT_FILENO), .json = c->json, .subtasks = subtasks};
-    store *sub = NULL;
-    cJSON *rec = NULL;
-    int code = ctl_open(c, &sub);
+    int code = ctl_open(c, sub);
     if (code != EX_OK)
         return code;
-    store *failed = sub;
-    int rc = store_subscribe_task(sub, id);
-    if (rc == 0)
-        rc = store_get_task((failed = c->st), id, &rec);
+    int rc = store_subscribe_task(*sub, id);
     if (rc < 0) {
-        code = store_fail(c, failed, rc, id);
-        goto out;
+        code = store_fail(c, *sub, rc, id);
+        store_free(*sub);
+        *sub = NULL;
+    }
+    return code;
+}
+
+/*
+ * Follow task id on sub (subscribed to it before anything below was read)
+ * until its terminal event; takes sub. With record_first, show the record's
+ * state first: what happened before the subscription is only there. Without,
+ * the subscription came before the task's own events began (submit --wait,
+ * retry --wait), and they are all shown as they come. Whenever no event came
+ * for WATCH_QUIET_S, re-read the record, which catches a terminal state
+ * reached while the connection was being made again.
+ */
+static int follow(ctl *c, store *sub, const char *id, bool subtasks, bool record_first)
+{
+    watch_view v = {.tty = isatty(STDOUT_FILENO), .json = c->json, .subtasks = subtasks};
+    cJSON *rec = NULL;
+    int code = -1;
+    if (record_first) {
+        int rc = store_get_task(c->st, id, &rec);
+        if (rc < 0) {
+            code = store_fail(c, c->st, rc, id);
+            goto out;
+        }
     }
     if (v.tty && !v.json)
         signal(SIGINT, on_sigint);
-    code = view_record(&v, rec, false);
+    if (rec)
+        code = view_record(&v, rec, false);
     double lost_since = 0;
     while (code < 0) {
         char *name = NULL;
@@ -276,7 +292,7 @@ int watch_task(ctl *c, const char *id, bool subtasks)
             sleep_s(0.2); /* the store reconnects and subscribes again, with backoff */
         cJSON_Delete(rec);
         rec = NULL;
-        rc = store_get_task(c->st, id, &rec);
+        int rc = store_get_task(c->st, id, &rec);
         if (rc == -ENOENT) {
             code = store_fail(c, c->st, rc, id);
             break;
@@ -302,4 +318,17 @@ out:
     store_free(sub);
     free(v.running);
     return code;
+}
+
+int watch_follow(ctl *c, store *sub, const char *id, bool subtasks)
+{
+    return follow(c, sub, id, subtasks, false);
+}
+
+/* Subscribe first, then read the record, so that nothing after the read can be missed. */
+int watch_task(ctl *c, const char *id, bool subtasks)
+{
+    store *sub = NULL;
+    int code = watch_open(c, id, &sub);
+    return code == EX_OK ? follow(c, sub, id, subtasks, true) : code;
 }
