@@ -159,8 +159,9 @@ void *mgr__dispatcher_main(void *arg)
                 until = fmin(until, m->entry_until - LEASE_MARGIN_S(m->cfg));
             __atomic_store(&t->lease_until, &until, __ATOMIC_RELAXED);
             mgr__own(m, t);
-            /* The manager thread may be asleep for seconds: it watches timeouts. */
-            if (t->deadline > 0)
+            /* The manager thread may be asleep for seconds (it held nothing): it watches
+             * leases and timeouts by the host's clock. */
+            if (t->deadline > 0 || m->nowned == 1)
                 pthread_cond_signal(&m->mgr_cond);
             if (bad)
                 log_msg(BGT_LOG_ERR, t->id, "%s", bad);

@@ -57,18 +57,4 @@ bool mgr_done(manager *m);
  */
 bool mgr_free(manager *m);
 
-/* Why a running attempt was told to stop: what bgt_cancelled() does not say. The proxies of
- * isolated plugins need it to end an attempt whose worker ignored the stop as thread mode
- * would (a timeout fails, a cancel cancels, a shutdown releases). */
-typedef enum task_stop {
-    TASK_STOP_NONE = 0,
-    TASK_STOP_CANCEL,   /* cancel requested, or a sibling failed under fail_fast */
-    TASK_STOP_LOST,     /* the lease is lost */
-    TASK_STOP_TIMEOUT,
-    TASK_STOP_SHUTDOWN, /* the host's shutdown grace is over */
-} task_stop;
-task_stop task_api_stop_reason(const bgt_task *t);
-/* What the hooks see of t (its task's attempt, even for a subtask); borrowed like t. */
-const bgt_hook_info *task_api_hook_info(const bgt_task *t);
-
 #endif

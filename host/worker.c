@@ -238,16 +238,6 @@ static bgt_status get_items(manager *m, bgt_task *t, char **why)
         }                                                                                          \
     } while (0)
 
-/* Make a store call until it stops failing for want of Redis, or the attempt must stop. */
-#define WITH_REDIS(t, rc, call)                                                                    \
-    do {                                                                                           \
-        double back = 0.05;                                                                        \
-        while (((rc) = (call)) == -EIO && atomic_load(&(t)->stop) == STOP_NONE) {                  \
-            sleep_s(back);                                                                         \
-            back = fmin(back * 2, 2.0);                                                            \
-        }                                                                                          \
-    } while (0)
-
 /*
  * The end of a setup that could not start the subtasks: the split failed
  * (status from the split function), or Redis refused or was gone (lost).
