@@ -140,6 +140,34 @@ void mgr__hand_back(manager *m, bgt_task *t)
         pthread_cond_signal(&m->mgr_cond);
 }
 
+void mgr__job_start(manager *m, bgt_task *t)
+{
+    t->executing = true;
+    m->nexecuting++;
+    t->rprev = NULL;
+    t->rnext = m->running;
+    if (m->running)
+        m->running->rprev = t;
+    m->running = t;
+}
+
+bool mgr__job_end(manager *m, bgt_task *t)
+{
+    if (t->rprev)
+        t->rprev->rnext = t->rnext;
+    else
+        m->running = t->rnext;
+    if (t->rnext)
+        t->rnext->rprev = t->rprev;
+    t->rprev = t->rnext = NULL;
+    t->executing = false;
+    if (t->written_off)
+        return true; /* not counted any more since it was written off */
+    m->nexecuting--;
+    pthread_cond_signal(&m->slot_cond);
+    return false;
+}
+
 void mgr__set_release(bgt_task *t, char *message)
 {
     t->op = FIN_RELEASE;

@@ -101,6 +101,7 @@ static const spec specs[] = {
     {"tasks.max_result_bytes", K_SIZE, 16, 67108864, OFF(max_result_bytes), 0, NULL, NULL},
     {"tasks.max_subtasks", K_INT, 1, 1000000, OFF(max_subtasks), 0, NULL, NULL},
     {"tasks.parallelism", K_INT, 1, 1024, OFF(parallelism), 0, NULL, NULL},
+    {"tasks.kill_grace", K_DOUBLE, 0, 3600, OFF(kill_grace_s), 0, NULL, NULL},
 
     {"events.maxlen", K_LONG, 100, 1000000000, OFF(events_maxlen), 0, NULL, NULL},
 
@@ -588,6 +589,7 @@ void config_defaults(bgt_config *c)
     c->max_result_bytes = 1048576;
     c->max_subtasks = 10000;
     c->parallelism = 8;
+    c->kill_grace_s = 5;
     c->events_maxlen = 100000;
     c->plugins_dir = default_plugins_dir(NULL);
     c->plugins_autoload = false;

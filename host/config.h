@@ -72,6 +72,8 @@ typedef struct bgt_config {
     double backoff_base_s;    /* first retry delay, 0..3600, default 1 */
     double backoff_max_s;     /* cap, >= backoff_base, default 300 */
     double shutdown_grace_s;  /* 0..86400, default 30 */
+    double kill_grace_s;      /* after a timeout, how long a thread-mode handler may still run
+                                 before its attempt ends without it: 0..3600, default 5 */
     size_t max_args_bytes;    /* 16..67108864, default 1048576 */
     size_t max_result_bytes;  /* 16..67108864, default 1048576 */
     int max_subtasks;         /* per task, 1..1000000, default 10000 */

@@ -409,6 +409,10 @@ static enum MHD_Result get_healthz(http_server *s, struct MHD_Connection *c)
     if (breakers)
         cJSON_AddStringToObject(o, "breakers", breakers);
     free(breakers);
+    /* Worker threads written off inside handlers that ignored their timeout. */
+    long stuck = metrics_gauge(s->met, MG_STUCK_WORKERS);
+    if (stuck > 0)
+        cJSON_AddNumberToObject(o, "stuck_workers", (double)stuck);
     return send_json(c, reason ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, o, NULL);
 }
 

@@ -927,6 +927,8 @@ int iso_load(iso_host *h, const plugin_conf *pc, char *err, size_t errlen)
         pool_free(pl);
         return rc;
     }
+    /* A proxy kills its worker kill_grace after a stop: the manager need not write it off. */
+    registry_stops_itself(h->reg, &pl->owner);
     metrics_iso_declare(h->met, pl->name);
     metrics_iso_inc(h->met, pl->name, MI_SPAWN);
     pthread_mutex_lock(&h->lock);

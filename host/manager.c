@@ -160,6 +160,7 @@ static void *manager_main(void *arg)
     while (!m->threads_exit) {
         double now = mono_s();
         check_clocks(m, now);
+        mgr__write_off_stuck(m, now);
         if (m->stopping)
             release_queued(m);
         double retry = tick_parallel(m, now);
@@ -214,11 +215,15 @@ int mgr_start(manager *m)
     int rc = store_subscribe_control(m->st_ctl, m->host_id);
     if (rc < 0)
         log_warn("control channel: %s; will retry", store_errstr(m->st_ctl));
-    m->nworkers = m->cfg->workers;
-    m->workers = xcalloc((size_t)m->nworkers, sizeof *m->workers);
-    for (int i = 0; i < m->nworkers; i++)
-        if ((rc = pthread_create(&m->workers[i], NULL, mgr__worker_main, m)) != 0)
-            return -rc;
+    /* Room for the replacements of threads written off (stuck.c). */
+    m->workers = xcalloc((size_t)m->cfg->workers * 2, sizeof *m->workers);
+    rc = 0;
+    mgr__lock(m);
+    for (int i = 0; i < m->cfg->workers && rc >= 0; i++)
+        rc = mgr__start_worker(m);
+    mgr__unlock(m);
+    if (rc < 0)
+        return rc;
     if ((rc = pthread_create(&m->writer, NULL, mgr__writer_main, m)) != 0 ||
         (rc = pthread_create(&m->supervisor, NULL, manager_main, m)) != 0 ||
         (rc = pthread_create(&m->dispatcher, NULL, mgr__dispatcher_main, m)) != 0 ||
@@ -276,7 +281,7 @@ bool mgr_free(manager *m)
         /* Workers still inside a handler that ignored the stop request are left
          * behind (the process is exiting); the others are joined. */
         mgr__lock(m);
-        bool stuck = m->nexecuting > 0;
+        bool stuck = m->nexecuting > 0 || m->nstuck > 0;
         mgr__unlock(m);
         for (int i = 0; i < m->nworkers; i++)
             if (stuck)

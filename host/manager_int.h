@@ -4,7 +4,8 @@
  * functions. manager.c: lifecycle and the manager thread. dispatcher.c:
  * claims and cancel requests. worker.c: the jobs workers run. writer.c: the
  * writes. task_api.c: what plugins call on an attempt. attempt.c: the
- * attempts, the queues and the lock all of them share. parallel.c (no manager
+ * attempts, the queues and the lock all of them share. stuck.c: attempts
+ * whose handler ignores its timeout. parallel.c (no manager
  * types): a parallel task's bookkeeping.
  *
  * Who does what. The manager alone decides what runs where: the dispatcher
@@ -67,6 +68,8 @@ typedef enum mgr_job {
     JOB_SUBTASK,  /* run one subtask of a parallel task */
     JOB_CONCLUDE, /* conclude a parallel task: merge, after-hooks, its ending */
     JOB_FAIL,     /* a claim that fails at once (why in t->bad): hooks, then its ending */
+    JOB_WRITTEN_OFF, /* the end of an attempt or subtask whose handler ignored its timeout
+                        past kill_grace (a record of its own): hooks, then its write */
 } mgr_job;
 
 struct bgt_task {
@@ -110,7 +113,11 @@ struct bgt_task {
     bool lost;           /* lease lost: its outcome is discarded */
     bool finishing;      /* queued for the writer: its outcome is decided */
     bool drop;           /* queued for the writer only to be handed back (nothing to write) */
-    bool released_stuck; /* released while its handler still ran (shutdown) */
+    bool released_stuck; /* released while its handler still ran (shutdown), or written off */
+    bool written_off;    /* its job ignored its timeout past kill_grace: the attempt (or
+                            subtask) ended without it; the worker running it leaves when
+                            the job returns */
+    struct bgt_task *rprev, *rnext; /* m->running while a job of it runs */
     struct bgt_task *prev, *next; /* m->owned */
     struct bgt_task *qnext;       /* the run queue, the write queue or the done queue */
 
@@ -153,7 +160,10 @@ struct manager {
     int nowned;
     bgt_task *runq_head, *runq_tail;
     int nqueued;    /* in runq */
-    int nexecuting; /* jobs running on workers */
+    int nexecuting; /* jobs running on workers (not counting written-off ones) */
+    bgt_task *running; /* the jobs running on workers */
+    int nstuck;        /* worker threads still inside a written-off job */
+    int nspare;        /* worker threads started to replace written-off ones */
     bgt_task *writeq_head, *writeq_tail;
     bgt_task *doneq_head, *doneq_tail; /* handed back by the writer, for the manager to free */
 
@@ -176,7 +186,7 @@ struct manager {
 
     store *st_claim, *st_write, *st_ctl; /* the dispatcher's, the writer's, control's */
     pthread_t dispatcher, writer, supervisor, control;
-    pthread_t *workers;
+    pthread_t *workers; /* room for twice host.workers: replacements of written-off ones */
     int nworkers;
     bool started;
 };
@@ -201,6 +211,10 @@ par_ctx mgr__par_ctx(const manager *m, const bgt_task *t, double now);
  * its conclusion once nothing of it runs or will run. (L)
  */
 void mgr__par_schedule(manager *m, bgt_task *t, double now);
+/* A job of t starts on a worker / has returned (executing, counts, m->running). job_end
+ * returns whether the job was written off meanwhile (stuck.c): the worker then leaves. (L) */
+void mgr__job_start(manager *m, bgt_task *t);
+bool mgr__job_end(manager *m, bgt_task *t);
 /* Make t a release at shutdown: it writes message (taken) and a bgtask_updated. (L) */
 void mgr__set_release(bgt_task *t, char *message);
 /* Backoff before retry number n (1-based), with jitter. */
@@ -225,6 +239,18 @@ void *mgr__writer_main(void *arg);     /* writer.c */
 
 /* dispatcher.c: rebuild the list of handlers served. (L) */
 void mgr__refresh_handlers(manager *m);
+
+/* ---- stuck.c ---- */
+
+/*
+ * Jobs whose handler has ignored its attempt's timeout for kill_grace (a single attempt,
+ * or a subtask of a parallel task that timed out): end the attempt or subtask without
+ * them (FAILURE "did not stop", through a JOB_WRITTEN_OFF record), count their worker
+ * thread as stuck and start a replacement (up to host.workers of them). (L)
+ */
+void mgr__write_off_stuck(manager *m, double now);
+/* A worker thread started, for the count of live ones: 0 or a negative errno. (L) */
+int mgr__start_worker(manager *m);
 
 /* ---- worker.c ---- */
 

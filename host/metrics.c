@@ -72,6 +72,9 @@ static const struct {
     [MG_SSE_CLIENTS] = {"bgtask_sse_clients", "Open SSE event streams."},
     [MG_SSE_QUEUED] = {"bgtask_sse_queued_bytes",
                        "Bytes queued for all SSE streams, each shared event counted once."},
+    [MG_STUCK_WORKERS] = {"bgtask_stuck_workers",
+                          "Worker threads inside handlers that ignored their timeout past "
+                          "tasks.kill_grace (written off: they take no more jobs)."},
 };
 
 metrics *metrics_new(void)
@@ -103,6 +106,14 @@ void metrics_inc(metrics *m, metric_counter c, long n)
     pthread_mutex_lock(&m->lock);
     m->counters[c] += n;
     pthread_mutex_unlock(&m->lock);
+}
+
+long metrics_gauge(metrics *m, metric_gauge g)
+{
+    pthread_mutex_lock(&m->lock);
+    long v = m->gauges[g];
+    pthread_mutex_unlock(&m->lock);
+    return v;
 }
 
 void metrics_set(metrics *m, metric_gauge g, long v)

@@ -33,6 +33,7 @@ typedef enum metric_counter {
 typedef enum metric_gauge {
     MG_SSE_CLIENTS,        /* open SSE streams */
     MG_SSE_QUEUED,         /* bytes queued for all SSE streams (shared events counted once) */
+    MG_STUCK_WORKERS,      /* worker threads inside handlers that ignored their timeout */
     MG_COUNT
 } metric_gauge;
 
@@ -42,6 +43,8 @@ void metrics_free(metrics *m);
 void metrics_inc(metrics *m, metric_counter c, long n);
 /* Set a gauge. */
 void metrics_set(metrics *m, metric_gauge g, long v);
+/* A gauge's value. */
+long metrics_gauge(metrics *m, metric_gauge g);
 /* Make handler's series exist (at zero) before its first attempt, so a
  * dashboard sees every handler the host serves. */
 void metrics_declare(metrics *m, const char *handler);

@@ -397,6 +397,15 @@ void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused)
 
 bool registry_paused(const handler *h) { return __atomic_load_n(&h->paused, __ATOMIC_ACQUIRE); }
 
+void registry_stops_itself(registry *r, struct bgt_plugin *p)
+{
+    pthread_mutex_lock(&r->lock);
+    for (handler *h = r->handlers; h; h = h->next)
+        if (h->plugin == p)
+            h->stops_itself = true;
+    pthread_mutex_unlock(&r->lock);
+}
+
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p)
 {
     size_t n = 0;

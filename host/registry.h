@@ -32,6 +32,9 @@ typedef struct handler {
                                   long as the plugin); NULL for the host */
     bool paused;               /* not to be claimed for now (registry_pause_plugin); read it
                                   with registry_paused */
+    bool stops_itself;         /* its functions return by themselves after a stop request
+                                  (the proxies of an isolated plugin, which kill its worker):
+                                  never written off as stuck; set before it is served */
     struct handler *next;
 } handler;
 
@@ -115,6 +118,8 @@ void registry_hooks_put(hook_list *l);
 void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused);
 /* Whether h is paused. */
 bool registry_paused(const handler *h);
+/* Mark every handler of p as stopping by itself (see handler.stops_itself). */
+void registry_stops_itself(registry *r, struct bgt_plugin *p);
 
 /* Number of handlers p registered. */
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p);

@@ -98,14 +98,12 @@ static void conclude_status(manager *m, bgt_task *t, bgt_status status, int stop
 }
 
 /* The job of t ends (its plugin code returned): true when its outcome no longer counts
- * (the lease was lost, or it was released while it ran). */
+ * (the lease was lost, or it was released or written off while it ran). */
 static bool end_job(manager *m, bgt_task *t)
 {
     mgr__lock(m);
-    t->executing = false;
-    m->nexecuting--;
+    mgr__job_end(m, t);
     bool gone = t->lost || t->released_stuck;
-    pthread_cond_signal(&m->slot_cond);
     mgr__unlock(m);
     return gone;
 }
@@ -121,7 +119,8 @@ static bool was_released(manager *m, bgt_task *t)
 
 /* ---- single attempts, and claims that cannot run ---- */
 
-static void run_single(manager *m, bgt_task *t)
+/* Run a single attempt. True when it was written off while it ran: the worker leaves. */
+static bool run_single(manager *m, bgt_task *t)
 {
     t->started = mono_s();
     mgr__assert_unlocked();
@@ -131,13 +130,24 @@ static void run_single(manager *m, bgt_task *t)
 
     if (!end_job(m, t) && stop != STOP_LOST) {
         conclude_status(m, t, status, stop);
-        return;
+        return false;
     }
-    if (was_released(m, t))
-        return; /* released at shutdown while it ran: the release was written already */
+    mgr__lock(m);
+    bool written_off = t->written_off, released = t->released_stuck;
+    if (written_off) {
+        /* Its end was written without it: what it returned counts for nothing. */
+        log_msg(BGT_LOG_NOTICE, t->id, "attempt %u: its handler returned %g s after it was "
+                "written off; this worker thread leaves", t->attempt, mono_s() - t->deadline);
+        t->drop = true; /* through the writer: a heartbeat in flight may point at it */
+        mgr__writeq_push(m, t);
+    }
+    mgr__unlock(m);
+    if (released)
+        return written_off; /* released at shutdown while it ran: the release was written */
     log_msg(BGT_LOG_WARNING, t->id,
             "attempt %u ended after its lease was lost; its outcome is discarded", t->attempt);
     mgr__conclude(m, t, END_LOST, status, "lease lost", 0, NULL, 0);
+    return false;
 }
 
 /* A claim that fails at once (corrupted record, no such handler): its hooks see it too. */
@@ -362,9 +372,7 @@ static void setup_parallel(manager *m, bgt_task *t, store **wst)
 
     mgr__lock(m);
     t->par = p;
-    t->executing = false;
-    m->nexecuting--;
-    pthread_cond_signal(&m->slot_cond);
+    mgr__job_end(m, t);
     par_progress(p, &t->p_current, &t->p_total);
     t->p_dirty = true;
     mgr__par_schedule(m, t, mono_s());
@@ -373,8 +381,9 @@ static void setup_parallel(manager *m, bgt_task *t, store **wst)
 
 /* ---- parallel tasks: subtasks and the conclusion ---- */
 
-/* Run one subtask of a parallel task, then record how it ended. */
-static void run_subtask(manager *m, bgt_task *st)
+/* Run one subtask of a parallel task, then record how it ended. True when it was written off
+ * while it ran: the worker leaves. */
+static bool run_subtask(manager *m, bgt_task *st)
 {
     bgt_task *t = st->parent;
     st->started = mono_s();
@@ -408,9 +417,14 @@ static void run_subtask(manager *m, bgt_task *st)
                     .timeout_s = t->h->def.timeout_s};
 
     mgr__lock(m);
-    st->executing = false;
-    m->nexecuting--;
-    pthread_cond_signal(&m->slot_cond);
+    if (mgr__job_end(m, st)) {
+        /* Its end was recorded and written without it (stuck.c). */
+        mgr__unlock(m);
+        log_msg(BGT_LOG_NOTICE, id, "subtask %d: its handler returned after it was written off; "
+                "this worker thread leaves", st->subtask);
+        mgr__task_free(st);
+        return true;
+    }
     double now = mono_s();
     par_ctx c = mgr__par_ctx(m, t, now);
     par_outcome out = par_end(t->par, st->subtask, &c, &r);
@@ -441,6 +455,28 @@ static void run_subtask(manager *m, bgt_task *st)
     free(out.message);
     if (!out.state)
         mgr__task_free(st); /* nothing to write: it never went to the writer */
+    return false;
+}
+
+/*
+ * The end of an attempt or subtask written off by the manager (stuck.c): r is a record of
+ * its own (its handler still holds the real one); the after-hooks see it end, then its
+ * write goes to the writer (a single attempt's through mgr__conclude).
+ */
+static void end_written_off(manager *m, bgt_task *r)
+{
+    if (r->subtask < 0) {
+        end_job(m, r);
+        mgr__conclude(m, r, END_FAILURE, BGT_FAILED, r->error, 0, NULL, 0);
+        return;
+    }
+    mgr__assert_unlocked();
+    hooks_after(&m->hk, &r->info, END_FAILURE, BGT_CANCELLED, mono_s() - r->started,
+                r->end_message);
+    mgr__lock(m);
+    mgr__job_end(m, r);
+    mgr__writeq_push(m, r);
+    mgr__unlock(m);
 }
 
 /* Conclude parallel task t, which has nothing left to run: its verdict, its merge. */
@@ -511,21 +547,29 @@ void *mgr__worker_main(void *arg)
         if (!m->runq_head)
             m->runq_tail = NULL;
         m->nqueued--;
-        t->executing = true;
-        m->nexecuting++;
+        mgr__job_start(m, t);
         mgr__unlock(m);
+        bool leave = false;
         switch (t->job) {
         case JOB_RUN:
             if (t->h->def.kind == BGT_PARALLEL)
                 setup_parallel(m, t, &wst);
             else
-                run_single(m, t);
+                leave = run_single(m, t);
             break;
-        case JOB_SUBTASK: run_subtask(m, t); break;
+        case JOB_SUBTASK: leave = run_subtask(m, t); break;
         case JOB_CONCLUDE: conclude_parallel(m, t); break;
         case JOB_FAIL: fail_at_once(m, t); break;
+        case JOB_WRITTEN_OFF: end_written_off(m, t); break;
         }
         mgr__lock(m);
+        if (leave) {
+            /* A thread that ran a handler past its timeout is not trusted with more: a
+             * replacement took its place when it was written off. */
+            m->nstuck--;
+            metrics_set(m->met, MG_STUCK_WORKERS, m->nstuck);
+            break;
+        }
     }
     mgr__unlock(m);
     store_free(wst);

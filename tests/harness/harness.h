@@ -125,6 +125,7 @@ typedef struct th_host_opts {
     const char *extra;  /* more top-level libconfig text, verbatim (e.g. an http section) */
     const char *prefix; /* key prefix; default "bgtask" */
     int max_subtasks;   /* tasks.max_subtasks; default: the host's own (10000) */
+    double kill_grace_s; /* tasks.kill_grace; default: the host's own (5) */
     double plugins_init_timeout_s; /* plugins.init_timeout; default: the host's own (60) */
     const char *redis_url;   /* redis.url; default: the th_redis's (a sentinel URL, ...) */
     const char *redis_settings; /* more settings of the redis group, verbatim */

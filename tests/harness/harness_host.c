@@ -64,6 +64,8 @@ static bool write_host_conf(const char *path, const char *id, const th_redis *r,
             o->max_attempts > 0 ? o->max_attempts : 3);
     if (o->max_subtasks > 0)
         fprintf(f, "    max_subtasks = %d;\n", o->max_subtasks);
+    if (o->kill_grace_s > 0)
+        fprintf(f, "    kill_grace = %f;\n", o->kill_grace_s);
     fputs("};\n", f);
     fputs("plugins: {\n    dir = ", f);
     put_conf_string(f, plugdir);

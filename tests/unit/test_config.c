@@ -145,6 +145,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_result_bytes, 1048576);
     assert_int_equal(c.max_subtasks, 10000);
     assert_int_equal(c.parallelism, 8);
+    assert_true(c.kill_grace_s == 5);
     assert_int_equal(c.events_maxlen, 100000);
     char *cwd = getcwd(NULL, 0);
     char *want = xasprintf("%s/plugins", cwd);
@@ -370,6 +371,8 @@ static const bad_case bad_cases[] = {
      "1: tasks.max_subtasks must be an integer 1..1000000, got 0"},
     {"tasks: { parallelism = 1025; };\n",
      "1: tasks.parallelism must be an integer 1..1024, got 1025"},
+    {"tasks: { kill_grace = -0.5; };\n",
+     "1: tasks.kill_grace must be a number 0..3600, got -0.5"},
     /* events */
     {"events: { maxlen = 99; };\n", "1: events.maxlen must be an integer 100..1000000000, got 99"},
     /* plugins */

@@ -28,9 +28,11 @@
  *                     "handler", "attempt", "subtask", "resumed_from", "submitted", "pid"};
  *                     with fail: sets an error and returns BGT_FAILED
  *   hostile.par       parallel with split and merge; args {"items": N, "fail": [i...],
- *                     "crash": [i...], "fail_file": "/path"}: the split adds {"i": i} per item;
- *                     subtask i in "crash" segfaults on its first run; one in "fail" fails
- *                     while fail_file exists (or always, without one); merge sums the "i"s
+ *                     "crash": [i...], "hang": [i...], "fail_file": "/path"}: the split adds
+ *                     {"i": i} per item; subtask i in "crash" segfaults on its first run; one in
+ *                     "hang" sleeps forever, never looking at bgt_cancelled(); one in "fail"
+ *                     fails while fail_file exists (or always, without one); merge sums the "i"s
+ *   hostile.partimed  hostile.par registered with timeout_s = 1
  *
  * Every run first appends "<task id> <attempt> <pid> <handler> <subtask>" to the record file,
  * and a hook appends "hook-before|hook-after <task id> <attempt> <subtask> <pid> [status]"
@@ -151,14 +153,18 @@ static _Noreturn bgt_status h_spin(bgt_task *t, const cJSON *args, void *udata)
     }
 }
 
-static bgt_status h_hang(bgt_task *t, const cJSON *args, void *udata)
+static _Noreturn void hang_forever(void)
 {
-    record_run(t);
     for (;;) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    return BGT_OK;
+}
+
+static bgt_status h_hang(bgt_task *t, const cJSON *args, void *udata)
+{
+    record_run(t);
+    hang_forever();
 }
 
 /* Sleep ms milliseconds in slices, false as soon as bgt_cancelled() is true. */
@@ -352,6 +358,7 @@ static bgt_status par_split(bgt_task *t, const cJSON *args, void *udata)
         cJSON_AddNumberToObject(o, "i", i);
         cJSON_AddItemToObject(o, "fail", cJSON_Duplicate(cJSON_GetObjectItem(args, "fail"), 1));
         cJSON_AddItemToObject(o, "crash", cJSON_Duplicate(cJSON_GetObjectItem(args, "crash"), 1));
+        cJSON_AddItemToObject(o, "hang", cJSON_Duplicate(cJSON_GetObjectItem(args, "hang"), 1));
         const cJSON *ff = cJSON_GetObjectItemCaseSensitive(args, "fail_file");
         if (cJSON_IsString(ff))
             cJSON_AddStringToObject(o, "fail_file", ff->valuestring);
@@ -375,6 +382,8 @@ static bgt_status par_run(bgt_task *t, const cJSON *args, void *udata)
     }
     if (in_list(args, "crash", i) && bgt_attempt(t) == 1)
         segv();
+    if (in_list(args, "hang", i))
+        hang_forever();
     const cJSON *ff = cJSON_GetObjectItemCaseSensitive(args, "fail_file");
     if (in_list(args, "fail", i) && (!cJSON_IsString(ff) || access(ff->valuestring, F_OK) == 0)) {
         bgt_set_error(t, "item %d fails on purpose", i);
@@ -457,14 +466,17 @@ static int hostile_init(bgt_plugin *p, const cJSON *config)
                                                             .timeout_s = singles[i].timeout_s,
                                                             .max_attempts = 3})) < 0)
             return rc;
-    if ((rc = bgt_register_handler(p, (bgt_handler_def){.name = "hostile.par",
-                                                        .kind = BGT_PARALLEL,
-                                                        .run = par_run,
-                                                        .split = par_split,
-                                                        .merge = par_merge,
-                                                        .max_attempts = 3,
-                                                        .parallelism = 4})) < 0)
-        return rc;
+    for (int timed = 0; timed < 2; timed++)
+        if ((rc = bgt_register_handler(p, (bgt_handler_def){.name = timed ? "hostile.partimed"
+                                                                          : "hostile.par",
+                                                            .kind = BGT_PARALLEL,
+                                                            .run = par_run,
+                                                            .split = par_split,
+                                                            .merge = par_merge,
+                                                            .max_attempts = 3,
+                                                            .parallelism = 4,
+                                                            .timeout_s = timed ? 1 : 0})) < 0)
+            return rc;
     bgt_plugin_log(p, BGT_LOG_INFO, "hostile plugin ready in process %d", (int)getpid());
     return bgt_register_hook(p, (bgt_hook_def){.name = "hostile-hook",
                                                .before = hook_before,
