@@ -1,0 +1,478 @@
+/*
+ * http_api.c - the REST endpoints of the HTTP interface (tasks, subtasks,
+ * retry, hosts, stats), /healthz and /metrics: each reads its arguments,
+ * makes its store calls on a request store and answers in JSON.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_int.h"
+#include "util.h"
+#include "view.h"
+
+enum MHD_Result http__get_healthz(http_server *s, struct MHD_Connection *c)
+{
+    store *st = http__pool_get(s);
+    int rc = store_ping(st);
+    if (http__again(rc, st))
+        rc = store_ping(st);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    const char *reason = NULL;
+    char buf[300];
+    if (rc < 0) {
+        snprintf(buf, sizeof buf, "redis: %s", err);
+        reason = buf;
+    } else if (registry_handlers(s->reg, NULL, 0) == 0) {
+        reason = "no handlers loaded";
+    } else if (!sse_hub_subscribed(s->hub)) {
+        reason = "the event subscription to Redis is down";
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", reason ? "unavailable" : "ok");
+    if (reason)
+        cJSON_AddStringToObject(o, "reason", reason);
+    /* Isolated plugins whose crash breaker is open: the host serves, but not their handlers. */
+    char *breakers = metrics_iso_breakers(s->met);
+    if (breakers)
+        cJSON_AddStringToObject(o, "breakers", breakers);
+    free(breakers);
+    /* Worker threads written off inside handlers that ignored their timeout. */
+    long stuck = metrics_gauge(s->met, MG_STUCK_WORKERS);
+    if (stuck > 0)
+        cJSON_AddNumberToObject(o, "stuck_workers", (double)stuck);
+    return http__send_json(c, reason ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, o, NULL);
+}
+
+/*
+ * Read what the queue gauges show from Redis, if the last reading is older
+ * than http.metrics_interval and no other scrape is reading it now (that one
+ * refreshes it; this one serves the last reading). The first scrape waits for
+ * the first reading.
+ */
+static void refresh_scrape(http_server *s)
+{
+    pthread_mutex_lock(&s->scrape_lock);
+    bool mine = !s->scraping &&
+                (s->scrape_at == 0 || mono_s() - s->scrape_at >= s->cfg->http_metrics_interval_s);
+    if (mine)
+        s->scraping = true;
+    while (!mine && s->scrape_at == 0)
+        pthread_cond_wait(&s->scrape_cond, &s->scrape_lock);
+    pthread_mutex_unlock(&s->scrape_lock);
+    if (!mine)
+        return;
+    store *st = http__pool_get(s);
+    cJSON *stats = NULL;
+    int rc = store_stats(st, &stats);
+    if (http__again(rc, st))
+        rc = store_stats(st, &stats);
+    http__pool_put(s, st);
+    if (rc < 0)
+        metrics_inc(s->met, MC_REDIS_ERRORS, 1);
+    else
+        metrics_cap_handlers(s->met, stats, s->cfg->http_metrics_max_handlers);
+    pthread_mutex_lock(&s->scrape_lock);
+    cJSON_Delete(s->scrape);
+    s->scrape = rc == 0 ? stats : NULL;
+    s->scrape_at = mono_s();
+    s->scraping = false;
+    pthread_cond_broadcast(&s->scrape_cond);
+    pthread_mutex_unlock(&s->scrape_lock);
+}
+
+enum MHD_Result http__get_metrics(http_server *s, struct MHD_Connection *c)
+{
+    size_t n = registry_handlers(s->reg, NULL, 0);
+    const handler **hs = xcalloc(n + 1, sizeof *hs);
+    n = registry_handlers(s->reg, hs, n);
+    for (size_t i = 0; i < n && hs[i]; i++)
+        metrics_declare(s->met, hs[i]->name);
+    free(hs);
+    refresh_scrape(s);
+    pthread_mutex_lock(&s->scrape_lock);
+    char *text = metrics_render_scrape(s->met, s->scrape);
+    pthread_mutex_unlock(&s->scrape_lock);
+    return http__send_body(c, MHD_HTTP_OK, text, "text/plain; version=0.0.4; charset=utf-8", NULL,
+                           NULL);
+}
+
+enum MHD_Result http__get_tasks(http_server *s, struct MHD_Connection *c)
+{
+    static const char *const ok[] = {"state", "handler", "limit", NULL};
+    args_check a;
+    const char *bad = http__unknown_arg(c, ok, &a);
+    if (bad)
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                "unknown query argument '%s' (expected state, handler, limit)",
+                                bad);
+    const char *state = http__arg(c, "state"), *hname = http__arg(c, "handler"),
+               *lim = http__arg(c, "limit");
+    long limit = 20;
+    if (lim) {
+        char *end;
+        errno = 0;
+        limit = strtol(lim, &end, 10);
+        if (errno || *end || end == lim || limit < 1 || limit > LIST_LIMIT_MAX)
+            return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                    "limit must be an integer 1..%d, got '%.32s'", LIST_LIMIT_MAX,
+                                    lim);
+    }
+    store *st = http__pool_get(s);
+    cJSON *tasks = NULL;
+    int rc = store_list_tasks(st, state, hname, (int)limit, &tasks);
+    if (http__again(rc, st))
+        rc = store_list_tasks(st, state, hname, (int)limit, &tasks);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    view_tasks(tasks);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(tasks));
+    cJSON_AddItemToObject(o, "tasks", tasks);
+    return http__send_json(c, MHD_HTTP_OK, o, NULL);
+}
+
+enum MHD_Result http__get_task(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    store *st = http__pool_get(s);
+    cJSON *rec = NULL;
+    int rc = store_get_task(st, rq->id, &rec);
+    if (http__again(rc, st))
+        rc = store_get_task(st, rq->id, &rec);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    view_task(rec);
+    return http__send_json(c, MHD_HTTP_OK, rec, NULL);
+}
+
+enum MHD_Result http__delete_task(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    store *st = http__pool_get(s);
+    char state[32];
+    int rc = store_cancel(st, rq->id, state, sizeof state);
+    if (http__again(rc, st)) /* a second cancel of the same task changes nothing more */
+        rc = store_cancel(st, rq->id, state, sizeof state);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    static const char *const outcome[] = {
+        [CANCEL_DONE] = "cancelled",
+        [CANCEL_REQUESTED] = "cancel_requested",
+        [CANCEL_FINAL] = "already_finished",
+    };
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", rq->id);
+    cJSON_AddStringToObject(o, "outcome", rc <= CANCEL_FINAL ? outcome[rc] : "unknown");
+    cJSON_AddStringToObject(o, "state",
+                            rc == CANCEL_DONE        ? "CANCELLED"
+                            : rc == CANCEL_REQUESTED ? "ONGOING"
+                                                     : state);
+    return http__send_json(c, MHD_HTTP_ACCEPTED, o, NULL);
+}
+
+enum MHD_Result http__get_hosts(http_server *s, struct MHD_Connection *c)
+{
+    store *st = http__pool_get(s);
+    cJSON *hosts = NULL;
+    int rc = store_list_hosts(st, &hosts);
+    if (http__again(rc, st))
+        rc = store_list_hosts(st, &hosts);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "hosts", hosts);
+    return http__send_json(c, MHD_HTTP_OK, o, NULL);
+}
+
+/* What bgtaskctl stats shows: per-handler queues, finished tasks kept, live hosts. */
+enum MHD_Result http__get_stats(http_server *s, struct MHD_Connection *c)
+{
+    store *st = http__pool_get(s);
+    cJSON *stats = NULL;
+    int rc = store_stats(st, &stats);
+    if (http__again(rc, st))
+        rc = store_stats(st, &stats);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    return http__send_json(c, MHD_HTTP_OK, stats, NULL);
+}
+
+/*
+ * The subtasks of a parallel task: {"task_id", "total", "counts": {state: n},
+ * "offset", "count", "subtasks": [...]}, those in `state` if given, `limit`
+ * of them from `offset`. A task that has none (single, or not split yet) has
+ * total 0. A running subtask reads PENDING until it ends.
+ */
+enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    static const char *const ok[] = {"state", "offset", "limit", NULL};
+    static const char *const states[] = {"PENDING", "SUCCESS", "FAILURE", "CANCELLED", NULL};
+    args_check a;
+    const char *bad = http__unknown_arg(c, ok, &a);
+    if (bad)
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                "unknown query argument '%s' (expected state, offset, limit)", bad);
+    const char *state = http__arg(c, "state"), *off = http__arg(c, "offset"),
+               *lim = http__arg(c, "limit");
+    if (state) {
+        int k = 0;
+        while (states[k] && strcasecmp(states[k], state) != 0)
+            k++;
+        if (!states[k])
+            return http__send_error(
+                c, MHD_HTTP_BAD_REQUEST, NULL,
+                "state must be PENDING, SUCCESS, FAILURE or CANCELLED, got '%.32s'", state);
+        state = states[k];
+    }
+    long offset = 0, limit = 100;
+    if (off && !parse_long(off, 0, VIEW_SUBTASKS_MAX, &offset))
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                "offset must be an integer 0..%d, got '%.32s'", VIEW_SUBTASKS_MAX,
+                                off);
+    if (lim && !parse_long(lim, 1, LIST_LIMIT_MAX, &limit))
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                "limit must be an integer 1..%d, got '%.32s'", LIST_LIMIT_MAX, lim);
+    store *st = http__pool_get(s);
+    cJSON *rec = NULL;
+    sub_rec *subs = NULL;
+    int n = 0;
+    int rc = store_get_task(st, rq->id, &rec);
+    if (http__again(rc, st))
+        rc = store_get_task(st, rq->id, &rec);
+    if (rc == 0) {
+        n = view_subtask_count(rec);
+        if (n > 0)
+            rc = store_load_subtasks(st, rq->id, n, &subs);
+    }
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    cJSON_Delete(rec);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    if (n < 0)
+        return http__send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
+                                "task %s: its record counts more than %d subtasks: it is corrupted",
+                                rq->id, VIEW_SUBTASKS_MAX);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", rq->id);
+    cJSON_AddNumberToObject(o, "total", n);
+    cJSON *counts = cJSON_AddObjectToObject(o, "counts");
+    for (int k = 0; states[k]; k++)
+        cJSON_AddNumberToObject(counts, states[k], 0);
+    cJSON_AddNumberToObject(o, "offset", (double)offset);
+    cJSON *arr = cJSON_CreateArray();
+    long matched = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *cnt = cJSON_GetObjectItemCaseSensitive(counts, subs[i].state);
+        if (cnt)
+            cJSON_SetNumberValue(cnt, cnt->valuedouble + 1);
+        else
+            cJSON_AddNumberToObject(counts, subs[i].state, 1);
+        if (state && strcmp(state, subs[i].state) != 0)
+            continue;
+        if (matched++ >= offset && cJSON_GetArraySize(arr) < limit)
+            cJSON_AddItemToArray(arr, view_subtask(&subs[i], i));
+    }
+    store_sub_recs_free(subs, n);
+    cJSON_AddNumberToObject(o, "matched", (double)matched);
+    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(arr));
+    cJSON_AddItemToObject(o, "subtasks", arr);
+    return http__send_json(c, MHD_HTTP_OK, o, NULL);
+}
+
+/*
+ * Run the failed and cancelled subtasks of a finished parallel task again, as
+ * bgtaskctl retry does: 202 {"task_id", "state", "retrying"}. The body, if
+ * any, is an empty JSON object. A task that is single, still running or has
+ * nothing to run again is a 409 that changes nothing.
+ */
+enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const request *rq)
+{
+    if (!rq->id[0])
+        return http__send_error(c, MHD_HTTP_NOT_FOUND, NULL, "no task '%s' (task ids are UUIDs)",
+                                rq->raw_id);
+    if (rq->len) {
+        cJSON *j = cJSON_ParseWithOpts(rq->body, NULL, true);
+        bool empty = cJSON_IsObject(j) && !j->child;
+        const char *field = cJSON_IsObject(j) && j->child ? j->child->string : NULL;
+        char msg[128];
+        snprintf(msg, sizeof msg, "unknown field '%.64s' (this request takes none)",
+                 field ? field : "");
+        cJSON_Delete(j);
+        if (!empty)
+            return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s",
+                                    field ? msg : "the body must be a JSON object ({} or none)");
+    }
+    store *st = http__pool_get(s);
+    int n = 0;
+    int rc = store_retry(st, rq->id, &n);
+    if (http__again(rc,
+                    st)) /* a retry that went through answers "nothing to retry" the second time */
+        rc = store_retry(st, rq->id, &n);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY)
+        return http__send_error(c, MHD_HTTP_CONFLICT, NULL, "%s: nothing was changed", err);
+    if (rc < 0)
+        return http__send_store_error(s, c, rc, err);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", rq->id);
+    cJSON_AddStringToObject(o, "state", "ONGOING");
+    cJSON_AddNumberToObject(o, "retrying", n);
+    return http__send_json(c, MHD_HTTP_ACCEPTED, o, NULL);
+}
+
+/* The fields POST /v1/tasks takes. */
+static const char *const submit_fields[] = {"handler",      "delay_s",  "args", "id",
+                                            "max_attempts", "subtasks", NULL};
+
+enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, request *rq)
+{
+    if (rq->len && memchr(rq->body, '\0', rq->len))
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "the body contains a NUL byte");
+    const char *text = rq->body ? rq->body : "";
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithOpts(text, &end, true);
+    if (!j)
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                "the body is not valid JSON (at byte %zu)",
+                                end ? (size_t)(end - text) : (size_t)0);
+    enum MHD_Result ret;
+    char *args = NULL, *subtasks = NULL;
+    if (!cJSON_IsObject(j)) {
+        ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "the body must be a JSON object");
+        goto out;
+    }
+    /* Every field known, and each at most once. */
+    bool seen[6] = {false};
+    const cJSON *f;
+    cJSON_ArrayForEach (f, j) {
+        int k = 0;
+        while (submit_fields[k] && strcmp(submit_fields[k], f->string) != 0)
+            k++;
+        if (!submit_fields[k]) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                   "unknown field '%.64s' (expected handler, args, id, delay_s, "
+                                   "max_attempts, subtasks)",
+                                   f->string);
+            goto out;
+        }
+        if (seen[k]) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "field '%s' is given twice",
+                                   f->string);
+            goto out;
+        }
+        seen[k] = true;
+    }
+    submit_req q = {0};
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "handler");
+    if (!cJSON_IsString(v)) {
+        ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                               v ? "handler must be a string" : "handler is required");
+        goto out;
+    }
+    q.handler = v->valuestring;
+    v = cJSON_GetObjectItemCaseSensitive(j, "args");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsObject(v)) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "args must be a JSON object");
+            goto out;
+        }
+        q.args = args = cJSON_PrintUnformatted(v);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, "id");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v)) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "id must be a string (a UUID)");
+            goto out;
+        }
+        q.id = v->valuestring;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, "delay_s");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0)) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                   "delay_s must be a number of seconds >= 0");
+            goto out;
+        }
+        q.delay_s = v->valuedouble;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, "max_attempts");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
+            v->valuedouble > 1000) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                   "max_attempts must be an integer 1..1000");
+            goto out;
+        }
+        q.max_attempts = (int)v->valuedouble;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, "subtasks");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsArray(v)) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                   "subtasks must be a JSON array of argument objects");
+            goto out;
+        }
+        q.subtasks = subtasks = cJSON_PrintUnformatted(v);
+    }
+    /* The id is chosen here when the client did not: a submission repeated
+     * after a lost connection then cannot create a second task, and its
+     * -EEXIST means the first one went through. */
+    char fresh[BGT_ID_LEN + 1];
+    if (!q.id) {
+        uuid4(fresh);
+        q.id = fresh;
+    }
+    store *st = http__pool_get(s);
+    store_submit(st, &q, 1);
+    if (http__again(q.rc, st)) {
+        store_submit(st, &q, 1);
+        if (q.rc == -EEXIST && q.id == fresh)
+            q.rc = 0;
+    }
+    http__pool_put(s, st);
+    switch (q.rc) {
+    case 0: {
+        char location[64];
+        snprintf(location, sizeof location, "/v1/tasks/%s", q.id_out);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "task_id", q.id_out);
+        if (q.not_durable) { /* redis.min_replicas_ack: created, on the master only */
+            cJSON_AddFalseToObject(o, "durable");
+            cJSON_AddStringToObject(o, "warning", q.err);
+        }
+        ret = http__send_json(c, MHD_HTTP_ACCEPTED, o, location);
+        break;
+    }
+    case -EEXIST: ret = http__send_error(c, MHD_HTTP_CONFLICT, NULL, "%s", q.err); break;
+    case -E2BIG: ret = http__send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL, "%s", q.err); break;
+    default: ret = http__send_store_error(s, c, q.rc, q.err); break;
+    }
+out:
+    free(args);
+    free(subtasks);
+    cJSON_Delete(j);
+    return ret;
+}
