@@ -213,7 +213,7 @@ static route route_of(const char *url, request *rq)
     } fixed[] = {
         {"/healthz", R_HEALTHZ}, {"/metrics", R_METRICS},   {"/v1/tasks", R_TASKS},
         {"/v1/hosts", R_HOSTS},  {"/v1/events", R_SSE_ALL}, {"/events/background-task", R_SSE_TASK},
-        {"/v1/stats", R_STATS},
+        {"/v1/stats", R_STATS},  {"/v1/handlers", R_HANDLERS},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(url, fixed[i].path) == 0)
@@ -463,6 +463,7 @@ static enum MHD_Result dispatch(http_server *s, struct MHD_Connection *c, reques
                                     "no task '%s' (task ids are UUIDs)", rq->raw_id);
         return http__get_subtasks(s, c, rq);
     case R_HOSTS:
+    case R_HANDLERS:
     case R_STATS:
     case R_TASK:
         if ((bad = http__unknown_arg(c, none, &a)))
@@ -470,6 +471,8 @@ static enum MHD_Result dispatch(http_server *s, struct MHD_Connection *c, reques
                                     "unknown query argument '%s' (this path takes none)", bad);
         if (rq->route == R_HOSTS)
             return http__get_hosts(s, c);
+        if (rq->route == R_HANDLERS)
+            return http__get_handlers(s, c);
         if (rq->route == R_STATS)
             return http__get_stats(s, c);
         if (!rq->id[0])
@@ -753,6 +756,7 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
     s->reg = reg;
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_mutex_init(&s->scrape_lock, NULL);
+    pthread_mutex_init(&s->hosts_lock, NULL);
     pthread_cond_init(&s->scrape_cond, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
     for (int i = 0; i < HTTP_THREADS; i++) {
@@ -828,6 +832,8 @@ void http_stop(http_server *s)
     pthread_mutex_destroy(&s->scrape_lock);
     pthread_cond_destroy(&s->scrape_cond);
     cJSON_Delete(s->scrape);
+    pthread_mutex_destroy(&s->hosts_lock);
+    cJSON_Delete(s->hosts);
     pthread_cond_destroy(&s->pool_cond);
     free(s);
 }

@@ -1,6 +1,6 @@
 /*
  * http_api.c - the REST endpoints of the HTTP interface (tasks, subtasks,
- * retry, hosts, stats), /healthz and /metrics: each reads its arguments,
+ * retry, hosts, handlers, stats), /healthz and /metrics: each reads its arguments,
  * makes its store calls on a request store and answers in JSON.
  */
 #include <errno.h>
@@ -13,6 +13,49 @@
 #include "http_int.h"
 #include "util.h"
 #include "view.h"
+
+/* ---- live hosts: who serves what ---- */
+
+/* A copy of the live hosts (caller frees), read from Redis when the last reading is older
+ * than HTTP_HOSTS_EVERY_S; NULL when Redis does not answer. */
+static cJSON *live_hosts(http_server *s)
+{
+    pthread_mutex_lock(&s->hosts_lock);
+    cJSON *hosts = s->hosts && mono_s() - s->hosts_at < HTTP_HOSTS_EVERY_S
+                       ? cJSON_Duplicate(s->hosts, true)
+                       : NULL;
+    pthread_mutex_unlock(&s->hosts_lock);
+    if (hosts)
+        return hosts;
+    store *st = http__pool_get(s);
+    int rc = store_list_hosts(st, &hosts);
+    if (http__again(rc, st))
+        rc = store_list_hosts(st, &hosts);
+    http__pool_put(s, st);
+    if (rc < 0)
+        return NULL;
+    pthread_mutex_lock(&s->hosts_lock);
+    cJSON_Delete(s->hosts);
+    s->hosts = cJSON_Duplicate(hosts, true);
+    s->hosts_at = mono_s();
+    pthread_mutex_unlock(&s->hosts_lock);
+    return hosts;
+}
+
+/* The warning for a task of handler name that no live host serves (malloc'd), or NULL: this
+ * host serves it, a live host does, or the hosts cannot be read (no warning without
+ * knowing). */
+static char *unserved_warning(http_server *s, const char *name)
+{
+    if (registry_find(s->reg, name))
+        return NULL; /* this host is live, and serves it */
+    cJSON *hosts = live_hosts(s);
+    bool served = !hosts || view_served(hosts, name);
+    cJSON_Delete(hosts);
+    return served ? NULL : view_unserved_warning(name);
+}
+
+/* ---- endpoints ---- */
 
 enum MHD_Result http__get_healthz(http_server *s, struct MHD_Connection *c)
 {
@@ -68,15 +111,22 @@ static void refresh_scrape(http_server *s)
     if (!mine)
         return;
     store *st = http__pool_get(s);
-    cJSON *stats = NULL;
+    cJSON *stats = NULL, *hosts = NULL;
     int rc = store_stats(st, &stats);
     if (http__again(rc, st))
         rc = store_stats(st, &stats);
+    if (rc == 0 && (rc = store_list_hosts(st, &hosts)) < 0) {
+        cJSON_Delete(stats);
+        stats = NULL;
+    }
     http__pool_put(s, st);
-    if (rc < 0)
+    if (rc < 0) {
         metrics_inc(s->met, MC_REDIS_ERRORS, 1);
-    else
+    } else {
+        view_mark_unserved(stats, hosts); /* before the cap, which sums what it leaves out */
         metrics_cap_handlers(s->met, stats, s->cfg->http_metrics_max_handlers);
+    }
+    cJSON_Delete(hosts);
     pthread_mutex_lock(&s->scrape_lock);
     cJSON_Delete(s->scrape);
     s->scrape = rc == 0 ? stats : NULL;
@@ -153,6 +203,13 @@ enum MHD_Result http__get_task(http_server *s, struct MHD_Connection *c, const r
     if (rc < 0)
         return http__send_store_error(s, c, rc, err);
     view_task(rec);
+    const cJSON *state = cJSON_GetObjectItemCaseSensitive(rec, "state");
+    if (cJSON_IsString(state) && strcmp(state->valuestring, "ONGOING") == 0) {
+        cJSON *hosts = live_hosts(s);
+        if (hosts)
+            view_task_hosts(rec, hosts); /* says so when no live host can run it */
+        cJSON_Delete(hosts);
+    }
     return http__send_json(c, MHD_HTTP_OK, rec, NULL);
 }
 
@@ -197,6 +254,30 @@ enum MHD_Result http__get_hosts(http_server *s, struct MHD_Connection *c)
         return http__send_store_error(s, c, rc, err);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "hosts", hosts);
+    return http__send_json(c, MHD_HTTP_OK, o, NULL);
+}
+
+/* The handlers live hosts serve, with those hosts, and those with tasks waiting that no
+ * live host serves (as bgtaskctl handlers --json prints them). */
+enum MHD_Result http__get_handlers(http_server *s, struct MHD_Connection *c)
+{
+    store *st = http__pool_get(s);
+    cJSON *hosts = NULL, *stats = NULL;
+    int rc = store_list_hosts(st, &hosts);
+    if (http__again(rc, st))
+        rc = store_list_hosts(st, &hosts);
+    if (rc == 0)
+        rc = store_stats(st, &stats);
+    char err[256];
+    snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
+    http__pool_put(s, st);
+    if (rc < 0) {
+        cJSON_Delete(hosts);
+        return http__send_store_error(s, c, rc, err);
+    }
+    cJSON *o = view_handlers(hosts, stats);
+    cJSON_Delete(hosts);
+    cJSON_Delete(stats);
     return http__send_json(c, MHD_HTTP_OK, o, NULL);
 }
 
@@ -459,10 +540,17 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
         snprintf(location, sizeof location, "/v1/tasks/%s", q.id_out);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "task_id", q.id_out);
-        if (q.not_durable) { /* redis.min_replicas_ack: created, on the master only */
+        /* Created, but: on the master only (redis.min_replicas_ack), or waiting for a host. */
+        char *unserved = unserved_warning(s, q.handler);
+        if (q.not_durable)
             cJSON_AddFalseToObject(o, "durable");
-            cJSON_AddStringToObject(o, "warning", q.err);
+        if (q.not_durable || unserved) {
+            char *w = xasprintf("%s%s%s", q.not_durable ? q.err : "",
+                                q.not_durable && unserved ? "; " : "", unserved ? unserved : "");
+            cJSON_AddStringToObject(o, "warning", w);
+            free(w);
         }
+        free(unserved);
         ret = http__send_json(c, MHD_HTTP_ACCEPTED, o, location);
         break;
     }

@@ -22,6 +22,8 @@
 #define HTTP_THREADS 4
 /* Largest `limit` of GET /v1/tasks and GET /v1/tasks/<id>/subtasks. */
 #define LIST_LIMIT_MAX 1000
+/* How old the live hosts may be that say a submission's handler has no host. */
+#define HTTP_HOSTS_EVERY_S 1.0
 
 struct http_server {
     struct MHD_Daemon *d;
@@ -43,6 +45,12 @@ struct http_server {
     cJSON *scrape;
     double scrape_at; /* mono_s of that reading; 0 before the first */
     bool scraping;    /* a scrape is reading Redis now */
+    /* The live hosts (store_list_hosts), read at most once per HTTP_HOSTS_EVERY_S for
+     * the warnings of submissions and records; NULL before the first reading and when
+     * Redis did not answer. Under hosts_lock. */
+    pthread_mutex_t hosts_lock;
+    cJSON *hosts;
+    double hosts_at; /* mono_s of that reading */
     char address[96];
 };
 
@@ -55,6 +63,7 @@ typedef enum route {
     R_SUBTASKS, /* /v1/tasks/<id>/subtasks */
     R_RETRY,    /* /v1/tasks/<id>/retry */
     R_HOSTS,
+    R_HANDLERS,
     R_STATS,
     R_SSE_TASK,
     R_SSE_ALL,
@@ -126,6 +135,7 @@ enum MHD_Result http__get_tasks(http_server *s, struct MHD_Connection *c);
 enum MHD_Result http__get_task(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__delete_task(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__get_hosts(http_server *s, struct MHD_Connection *c);
+enum MHD_Result http__get_handlers(http_server *s, struct MHD_Connection *c);
 enum MHD_Result http__get_stats(http_server *s, struct MHD_Connection *c);
 enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const request *rq);

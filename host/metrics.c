@@ -290,7 +290,7 @@ void metrics_cap_handlers(metrics *m, cJSON *stats, int max)
     qsort(others, nothers, sizeof *others, cmp_depth);
     /* The "other" handler sorts first (INFINITY): skip it when keeping. */
     size_t first = nothers && isinf(others[0].queued) ? 1 : 0, kept = 0;
-    double queued = 0, due = 0, oldest = 0;
+    double queued = 0, due = 0, oldest = 0, unserved = 0;
     bool summed = false;
     for (size_t i = 0; i < nothers; i++) {
         if (i >= first && kept < (size_t)max) {
@@ -301,6 +301,7 @@ void metrics_cap_handlers(metrics *m, cJSON *stats, int max)
         queued += entry_num(others[i].item, "queued");
         due += entry_num(others[i].item, "due");
         oldest = fmax(oldest, entry_num(others[i].item, "oldest_due_age_ms"));
+        unserved += entry_num(others[i].item, "unserved");
         summed = true;
         cJSON_Delete(others[i].item);
     }
@@ -311,6 +312,7 @@ void metrics_cap_handlers(metrics *m, cJSON *stats, int max)
         queued += entry_num(own, "queued");
         due += entry_num(own, "due");
         oldest = fmax(oldest, entry_num(own, "oldest_due_age_ms"));
+        unserved += entry_num(own, "unserved");
         cJSON_Delete(cJSON_DetachItemViaPointer(hs, own)); /* the sum below replaces it */
     }
     cJSON *o = cJSON_CreateObject();
@@ -318,6 +320,7 @@ void metrics_cap_handlers(metrics *m, cJSON *stats, int max)
     cJSON_AddNumberToObject(o, "queued", queued);
     cJSON_AddNumberToObject(o, "due", due);
     cJSON_AddNumberToObject(o, "oldest_due_age_ms", oldest);
+    cJSON_AddNumberToObject(o, "unserved", unserved);
     cJSON_AddItemToArray(hs, o);
 }
 
@@ -421,6 +424,10 @@ static void render_redis(text *t, const metrics *m, const cJSON *stats)
     put_queue_gauge(t, m, hs, "bgtask_queue_oldest_due_age_seconds",
                     "How long the oldest due task has waited to be claimed, per handler.",
                     "oldest_due_age_ms", 0.001, false);
+    put_queue_gauge(t, m, hs, "bgtask_unserved_handler",
+                    "Unfinished tasks of a handler that no live host serves, per handler: they "
+                    "wait until a host with the handler starts.",
+                    "unserved", 1, false);
     bool found;
     double v = stat_num(stats, "finished", &found);
     if (found)

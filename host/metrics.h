@@ -58,7 +58,7 @@ void metrics_ended(metrics *m, const char *handler, const char *status, double d
  * Bound the handlers of store_stats' answer (stats: its "handlers" array is
  * changed in place) to the ones this host serves (declared or run) plus at
  * most max others, the deepest queues first; the rest are summed into one
- * entry "other" (queued and due added up, the largest oldest_due_age_ms), so
+ * entry "other" (queued, due and unserved added up, the largest oldest_due_age_ms), so
  * the series a scrape exports do not grow with the handler names clients
  * submit to. A handler named "other" that this host does not serve is summed
  * there too.
@@ -95,8 +95,10 @@ char *metrics_render(metrics *m);
  * The same, plus what a scrape reads from Redis: stats is store_stats' answer
  * (borrowed), or NULL when Redis did not answer. Adds bgtask_redis_up, the
  * queue depth and due count per handler, the age of the oldest due task per
- * handler (when stats carries a handler's "oldest_due_age_ms"), and the
- * numbers of finished tasks and live hosts. Returns a malloc'd string.
+ * handler (when stats carries a handler's "oldest_due_age_ms"), the tasks
+ * waiting for a handler no live host serves (bgtask_unserved_handler, from
+ * the entries' "unserved": see view_mark_unserved), and the numbers of
+ * finished tasks and live hosts. Returns a malloc'd string.
  */
 char *metrics_render_scrape(metrics *m, const cJSON *stats);
 

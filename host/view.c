@@ -1,7 +1,10 @@
 /* view.c - what clients are shown of tasks and subtasks (see view.h). */
 #include "view.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 void view_task(cJSON *rec)
 {
@@ -17,6 +20,131 @@ void view_tasks(cJSON *recs)
     cJSON *rec;
     cJSON_ArrayForEach (rec, recs)
         view_task(rec);
+}
+
+static const char *str_of(const cJSON *o, const char *f)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double num_of(const cJSON *o, const char *f)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* Whether one host entry lists handler. */
+static bool host_serves(const cJSON *host, const char *handler)
+{
+    const cJSON *h;
+    cJSON_ArrayForEach (h, cJSON_GetObjectItemCaseSensitive(host, "handlers"))
+        if (cJSON_IsString(h) && strcmp(h->valuestring, handler) == 0)
+            return true;
+    return false;
+}
+
+bool view_served(const cJSON *hosts, const char *handler)
+{
+    const cJSON *host;
+    cJSON_ArrayForEach (host, hosts)
+        if (host_serves(host, handler))
+            return true;
+    return false;
+}
+
+char *view_unserved_warning(const char *handler)
+{
+    return xasprintf("no live host serves handler %s: the task waits until one that does "
+                     "is started",
+                     handler);
+}
+
+void view_task_hosts(cJSON *rec, const cJSON *hosts)
+{
+    const char *handler = str_of(rec, "handler");
+    if (strcmp(str_of(rec, "state"), "ONGOING") != 0 || !*handler || view_served(hosts, handler))
+        return;
+    char *w = view_unserved_warning(handler);
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "warning");
+    cJSON_AddStringToObject(rec, "warning", w);
+    free(w);
+}
+
+/* The entry of name in the array of handler entries, made (zeroed) when missing. */
+static cJSON *entry(cJSON *arr, const char *name)
+{
+    cJSON *e;
+    cJSON_ArrayForEach (e, arr)
+        if (strcmp(str_of(e, "handler"), name) == 0)
+            return e;
+    e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "handler", name);
+    cJSON_AddArrayToObject(e, "hosts");
+    cJSON_AddNumberToObject(e, "workers", 0);
+    cJSON_AddNumberToObject(e, "queued", 0);
+    cJSON_AddNumberToObject(e, "due", 0);
+    cJSON_AddNumberToObject(e, "oldest_due_age_ms", 0);
+    cJSON_AddItemToArray(arr, e);
+    return e;
+}
+
+static void add_to(cJSON *e, const char *field, double v)
+{
+    cJSON *n = cJSON_GetObjectItemCaseSensitive(e, field);
+    cJSON_SetNumberValue(n, n->valuedouble + v);
+}
+
+static int cmp_handler(const void *a, const void *b)
+{
+    return strcmp(str_of(*(cJSON *const *)a, "handler"), str_of(*(cJSON *const *)b, "handler"));
+}
+
+cJSON *view_handlers(const cJSON *hosts, const cJSON *stats)
+{
+    cJSON *arr = cJSON_CreateArray();
+    const cJSON *host, *h, *q;
+    cJSON_ArrayForEach (host, hosts) {
+        cJSON_ArrayForEach (h, cJSON_GetObjectItemCaseSensitive(host, "handlers")) {
+            if (!cJSON_IsString(h))
+                continue;
+            cJSON *e = entry(arr, h->valuestring);
+            cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(e, "hosts"),
+                                 cJSON_CreateString(str_of(host, "id")));
+            add_to(e, "workers", num_of(host, "workers"));
+        }
+    }
+    cJSON_ArrayForEach (q, cJSON_GetObjectItemCaseSensitive(stats, "handlers")) {
+        const char *name = str_of(q, "handler");
+        if (!*name || (num_of(q, "queued") <= 0 && !view_served(hosts, name)))
+            continue; /* an empty queue of a handler no one serves: nothing to show */
+        cJSON *e = entry(arr, name);
+        add_to(e, "queued", num_of(q, "queued"));
+        add_to(e, "due", num_of(q, "due"));
+        add_to(e, "oldest_due_age_ms", num_of(q, "oldest_due_age_ms"));
+    }
+    /* By name: cJSON arrays are linked lists, so through a vector. */
+    int n = cJSON_GetArraySize(arr);
+    cJSON **v = xcalloc((size_t)n + 1, sizeof *v);
+    for (int i = 0; i < n; i++)
+        v[i] = cJSON_DetachItemFromArray(arr, 0);
+    qsort(v, (size_t)n, sizeof *v, cmp_handler);
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, v[i]);
+    free(v);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "handlers", arr);
+    return o;
+}
+
+void view_mark_unserved(cJSON *stats, const cJSON *hosts)
+{
+    cJSON *q;
+    cJSON_ArrayForEach (q, cJSON_GetObjectItemCaseSensitive(stats, "handlers")) {
+        double unserved = view_served(hosts, str_of(q, "handler")) ? 0 : num_of(q, "queued");
+        cJSON_DeleteItemFromObjectCaseSensitive(q, "unserved");
+        cJSON_AddNumberToObject(q, "unserved", unserved);
+    }
 }
 
 int view_subtask_count(const cJSON *rec)

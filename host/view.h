@@ -25,6 +25,38 @@ void view_task(cJSON *rec);
 /* view_task on every record of an array. */
 void view_tasks(cJSON *recs);
 
+/*
+ * Whether a live host of hosts (store_list_hosts' answer, borrowed) serves
+ * handler: hosts lists only those whose entry has not run out.
+ */
+bool view_served(const cJSON *hosts, const char *handler);
+/* What a task of handler is told when no live host serves it (malloc'd): it waits until
+ * one that does is started. */
+char *view_unserved_warning(const char *handler);
+/*
+ * For an unfinished task (rec, as view_task takes it) whose handler no live
+ * host of hosts serves, add "warning": view_unserved_warning. A finished task,
+ * or one a live host can run, is left as it is.
+ */
+void view_task_hosts(cJSON *rec, const cJSON *hosts);
+
+/*
+ * The handlers clients are shown (bgtaskctl handlers, GET /v1/handlers), made
+ * of store_list_hosts' and store_stats' answers (borrowed): {"handlers":
+ * [{"handler", "hosts": [ids], "workers", "queued", "due",
+ * "oldest_due_age_ms"}]}, by name. Every handler a live host serves (workers:
+ * the sum of those hosts' workers, which they share with their other
+ * handlers) and every other one that has tasks in its queue: its "hosts" is
+ * empty, as no live host serves it. Caller owns the answer.
+ */
+cJSON *view_handlers(const cJSON *hosts, const cJSON *stats);
+/*
+ * Give each entry of stats' "handlers" (store_stats' answer, changed in place)
+ * "unserved": its queued tasks when no live host of hosts serves it, else 0
+ * (for the bgtask_unserved_handler gauge).
+ */
+void view_mark_unserved(cJSON *stats, const cJSON *hosts);
+
 /* The record's count of subtasks: 0..VIEW_SUBTASKS_MAX, or -1 when the record counts more
  * (it is corrupted). */
 int view_subtask_count(const cJSON *rec);

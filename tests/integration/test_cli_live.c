@@ -1,8 +1,13 @@
 /*
  * test_cli_live.c - bgtaskctl against live bgtaskd processes: what status and
- * list show of tasks whose attempts failed before they ended, and submit
- * --wait showing every event of the task it submits.
+ * list show of tasks whose attempts failed before they ended, submit --wait
+ * showing every event of the task it submits, and what is said of a task
+ * that no live host can run.
  */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "../harness/itest.h"
 
 /* bgtaskctl with these arguments (NULL-terminated) must exit `want`; returns its stdout. */
@@ -191,11 +196,160 @@ static void test_wait_sees_every_event(void **state)
     it_pass();
 }
 
+/* bgtaskctl with these arguments (NULL-terminated) must exit `want`; returns its stderr. */
+static char *ctl_err(int want, const char *arg, ...)
+{
+    char *argv[32];
+    int n = it_ctl_argv(argv);
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+        assert_true(n < 30);
+        argv[n++] = (char *)a;
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    char *out = NULL, *err = NULL;
+    int rc = th_run(60, argv, &out, &err);
+    free(argv[0]);
+    if (rc != want)
+        fail_msg("bgtaskctl %s ...: exit %d, want %d; stderr: %s", arg, rc, want, err);
+    free(out);
+    return err;
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay ? strstr(hay, needle) : NULL; p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* How many times the file at path says needle (0 while it does not exist). */
+static int file_says(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return count_of(buf, needle);
+}
+
+#define UNSERVED "no live host serves handler nobody.serves: the task waits until one that does"
+
+/*
+ * A task of a handler that no live host serves: submit says so on stderr,
+ * status says so (and --json carries a "warning"), handlers lists it with no
+ * host and its queue, and submit --wait says it again while it waits. Once a
+ * host serves the handler, nothing is said.
+ */
+static void test_unserved_handler(void **state)
+{
+    it_need_redis();
+    char *err = ctl_err(0, "submit", "nobody.serves", NULL);
+    assert_int_equal(count_of(err, UNSERVED), 1);
+    free(err);
+    /* With --json, the answer carries it too, as POST /v1/tasks's does. */
+    char *out = ctl_out(0, "--json", "submit", "nobody.serves", NULL);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(strstr(cJSON_GetObjectItem(j, "warning")->valuestring, UNSERVED));
+    char first[37];
+    snprintf(first, sizeof first, "%s", cJSON_GetObjectItem(j, "task_id")->valuestring);
+    cJSON_Delete(j);
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", first, NULL), 0);
+    out = ctl_out(0, "--json", "list", "--handler", "nobody.serves", "--state", "ONGOING", NULL);
+    cJSON *arr = cJSON_Parse(out);
+    assert_int_equal(cJSON_GetArraySize(arr), 1);
+    char id[37];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "id")->valuestring);
+    cJSON_Delete(arr);
+    free(out);
+
+    out = ctl_out(0, "status", id, NULL);
+    assert_non_null(strstr(out, "warning:"));
+    assert_non_null(strstr(out, UNSERVED));
+    free(out);
+    out = ctl_out(0, "--json", "status", id, NULL);
+    cJSON *rec = cJSON_Parse(out);
+    assert_non_null(strstr(cJSON_GetObjectItem(rec, "warning")->valuestring, UNSERVED));
+    cJSON_Delete(rec);
+    free(out);
+
+    th_host *h = it_host_start(NULL);
+    out = ctl_out(0, "--json", "handlers", NULL);
+    cJSON *v = cJSON_Parse(out);
+    assert_non_null(v);
+    const cJSON *e;
+    int seen = 0;
+    cJSON_ArrayForEach (e, cJSON_GetObjectItem(v, "handlers")) {
+        const char *name = cJSON_GetObjectItem(e, "handler")->valuestring;
+        const cJSON *hosts = cJSON_GetObjectItem(e, "hosts");
+        if (strcmp(name, "nobody.serves") == 0) {
+            assert_int_equal(cJSON_GetArraySize(hosts), 0);
+            assert_true(cJSON_GetObjectItem(e, "queued")->valuedouble == 1);
+            seen++;
+        } else if (strcmp(name, "demo.echo") == 0) {
+            assert_int_equal(cJSON_GetArraySize(hosts), 1);
+            assert_string_equal(cJSON_GetArrayItem(hosts, 0)->valuestring, h->id);
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 2);
+    cJSON_Delete(v);
+    free(out);
+    out = ctl_out(0, "handlers", NULL);
+    assert_non_null(strstr(out, "none (unserved)"));
+    free(out);
+
+    /* A served handler: nothing said, nothing in the record. */
+    err = ctl_err(0, "submit", "demo.echo", NULL);
+    assert_int_equal(count_of(err, "warning"), 0);
+    free(err);
+
+    /* submit --wait says it again while it waits; a cancel ends the wait. */
+    char *dir = th_tmpdir("cli-unserved");
+    char errpath[600];
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    const char *wid = "5b7c2f6e-1d0a-4c3b-9e8f-7a6b5c4d3e2f";
+    char *bin = it_bin("bgtaskctl");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen(errpath, "w", stderr))
+            _exit(126);
+        execl(bin, bin, "--redis", fx.r.url, "submit", "nobody.serves", "--id", wid, "--wait",
+              (char *)NULL);
+        _exit(127);
+    }
+    free(bin);
+    bool twice = TH_WAIT_UNTIL(30, file_says(errpath, UNSERVED) >= 2);
+    int status = -1;
+    bool exited = false;
+    if (twice && th_ctl(&fx.r, NULL, NULL, "cancel", wid, NULL) == 0)
+        exited = TH_WAIT_UNTIL(10, waitpid(pid, &status, WNOHANG) == pid);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    assert_true(twice);
+    assert_true(exited);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 3);
+    free(dir);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_TEST(test_error_only_on_failure),
         IT_TEST(test_wait_sees_every_event),
+        IT_TEST(test_unserved_handler),
     };
     return cmocka_run_group_tests_name("cli_live", tests, it_group_setup, it_group_teardown);
 }

@@ -1201,6 +1201,72 @@ static void test_error_only_on_failure(void **state)
     free(bad);
 }
 
+/*
+ * A task for a handler no live host serves: the submission's answer and the
+ * record carry a warning, GET /v1/handlers lists the handler with no host
+ * and its queue beside the served ones with their hosts, and
+ * bgtask_unserved_handler counts its tasks. A served handler: no warning.
+ */
+static void test_unserved_handler(void **state)
+{
+    need_redis();
+    worker_ensure();
+    resp r = post(fx.base, "{\"handler\":\"nobody.serves\"}");
+    assert_int_equal(r.status, 202);
+    const char *w = jstr(r.json, "warning");
+    assert_non_null(w);
+    assert_non_null(strstr(w, "no live host serves handler nobody.serves"));
+    char *id = strdup(jstr(r.json, "task_id"));
+    resp_free(&r);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/%s", id);
+    r = req("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(jstr(r.json, "warning"), "no live host serves handler nobody.serves"));
+    resp_free(&r);
+    /* Served by the worker (not by web itself) and by web (files): no warning. */
+    r = post(fx.base, "{\"handler\":\"demo.echo\"}");
+    assert_int_equal(r.status, 202);
+    assert_null(jstr(r.json, "warning"));
+    resp_free(&r);
+    r = post(fx.base, "{\"handler\":\"files.checksum\",\"args\":{\"path\":\"/nonexistent\"}}");
+    assert_int_equal(r.status, 202);
+    assert_null(jstr(r.json, "warning"));
+    resp_free(&r);
+
+    r = req("GET", "/v1/handlers", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    const cJSON *e;
+    int seen = 0;
+    cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(r.json, "handlers")) {
+        const char *name = jstr(e, "handler");
+        const cJSON *hosts = cJSON_GetObjectItemCaseSensitive(e, "hosts");
+        if (strcmp(name, "nobody.serves") == 0) {
+            assert_int_equal(cJSON_GetArraySize(hosts), 0);
+            assert_true(jnum(e, "queued") == 1);
+            seen++;
+        } else if (strcmp(name, "demo.echo") == 0 || strcmp(name, "files.checksum") == 0) {
+            assert_int_equal(cJSON_GetArraySize(hosts), 1);
+            assert_string_equal(cJSON_GetArrayItem(hosts, 0)->valuestring,
+                                name[0] == 'd' ? "worker" : "web");
+            assert_true(jnum(e, "workers") > 0);
+            seen++;
+        }
+    }
+    assert_int_equal(seen, 3);
+    resp_free(&r);
+    r = req("GET", "/v1/handlers?x=1", NULL, NULL);
+    assert_error(&r, 400, "x");
+    resp_free(&r);
+    assert_true(web_metric("bgtask_unserved_handler{handler=\"nobody.serves\"}") == 1);
+
+    r = req("DELETE", path, NULL, NULL); /* leave no queue behind */
+    assert_int_equal(r.status, 202);
+    resp_free(&r);
+    assert_true(isnan(web_metric("bgtask_unserved_handler{handler=\"nobody.serves\"}")));
+    free(id);
+}
+
 static void test_stats_subtasks_retry(void **state)
 {
     need_redis();
@@ -1901,6 +1967,7 @@ int main(void)
         cmocka_unit_test(test_ui_files),
         cmocka_unit_test(test_ui_hostile_paths),
         cmocka_unit_test(test_error_only_on_failure),
+        cmocka_unit_test(test_unserved_handler),
         cmocka_unit_test(test_stats_subtasks_retry),
         cmocka_unit_test(test_sse_running_task),
         cmocka_unit_test(test_sse_finished_task),

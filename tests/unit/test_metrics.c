@@ -20,6 +20,7 @@
 
 #include "../harness/harness.h"
 #include "metrics.h"
+#include "view.h"
 
 /* The value of a series in a text, NAN if absent. */
 static double value(const char *text, const char *series)
@@ -211,12 +212,44 @@ static void test_handler_cap(void **state)
     metrics_free(m);
 }
 
+/*
+ * bgtask_unserved_handler: the queued tasks of each handler no live host serves, 0 for the
+ * served ones; past the bound, the unserved of the handlers left out are summed into
+ * "other" with the rest.
+ */
+static void test_unserved_gauge(void **state)
+{
+    metrics *m = metrics_new();
+    metrics_declare(m, "demo.echo");
+    cJSON *hosts = cJSON_Parse("[{\"id\": \"h1\", \"handlers\": [\"demo.echo\"]}]");
+    cJSON *stats = cJSON_Parse("{\"handlers\": ["
+                               "{\"handler\": \"demo.echo\", \"queued\": 4, \"due\": 1},"
+                               "{\"handler\": \"nobody.a\", \"queued\": 7, \"due\": 7},"
+                               "{\"handler\": \"nobody.b\", \"queued\": 2, \"due\": 2},"
+                               "{\"handler\": \"nobody.c\", \"queued\": 1, \"due\": 1}],"
+                               "\"finished\": 0, \"hosts\": 1}");
+    view_mark_unserved(stats, hosts);
+    metrics_cap_handlers(m, stats, 1);
+    char *t = metrics_render_scrape(m, stats);
+    assert_true(value(t, "bgtask_unserved_handler{handler=\"demo.echo\"}") == 0);
+    assert_true(value(t, "bgtask_unserved_handler{handler=\"nobody.a\"}") == 7);
+    assert_true(isnan(value(t, "bgtask_unserved_handler{handler=\"nobody.b\"}")));
+    assert_true(value(t, "bgtask_unserved_handler{handler=\"other\"}") == 3);
+    assert_non_null(strstr(t, "# TYPE bgtask_unserved_handler gauge\n"));
+    assert_int_not_equal(promtool(t), 1);
+    free(t);
+    cJSON_Delete(stats);
+    cJSON_Delete(hosts);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counters_and_histogram),
         cmocka_unit_test(test_scrape_gauges),
         cmocka_unit_test(test_handler_cap),
+        cmocka_unit_test(test_unserved_gauge),
     };
     int rc = cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
     th_cleanup();

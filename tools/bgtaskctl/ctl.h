@@ -1,10 +1,10 @@
 /*
  * ctl.h - what the files of bgtaskctl share: the command-line client
- * (submit, status, watch, cancel, retry, list, hosts, stats). It talks to
+ * (submit, status, watch, cancel, retry, list, hosts, handlers, stats). It talks to
  * Redis only through the store (host/store.h), so it knows no key names;
  * --json gives every command a form for scripts. main.c: options, the
  * connection, dispatch; output.c: text, tables, JSON; watch.c: following a
- * task; submit.c; task.c: status, cancel, retry; lists.c: list, hosts, stats.
+ * task; submit.c; task.c: status, cancel, retry; lists.c: list, hosts, handlers, stats.
  */
 #ifndef BGTASKCTL_CTL_H
 #define BGTASKCTL_CTL_H
@@ -105,8 +105,14 @@ int watch_task(ctl *c, const char *id, bool subtasks);
  * subscribed to task id, in *sub; EX_OK or the exit code after saying why not. */
 int watch_open(ctl *c, const char *id, store **sub);
 /* Then, after the change: follow the task from the subscription's first event until it
- * ends, as watch does; takes sub. The exit code of its outcome. */
-int watch_follow(ctl *c, store *sub, const char *id, bool subtasks);
+ * ends, as watch does; takes sub. unserved_at: the mono_s when the caller last said no live
+ * host serves its handler (0: never). The exit code of its outcome. */
+int watch_follow(ctl *c, store *sub, const char *id, bool subtasks, double unserved_at);
+/* Whether a live host serves handler; true also when the hosts cannot be read (nothing is
+ * said without knowing). */
+bool ctl_served(ctl *c, const char *handler);
+/* Say on stderr that no live host serves handler: a task of it waits for one. */
+void warn_unserved(const char *handler);
 
 /* the commands: each returns the exit code */
 int cmd_submit(ctl *c, const cmd_opts *o, const char *handler);
@@ -116,6 +122,7 @@ int cmd_cancel(ctl *c, const cmd_opts *o, const char *id);
 int cmd_retry(ctl *c, const cmd_opts *o, const char *id);
 int cmd_list(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused);
+int cmd_handlers(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_stats(ctl *c, const cmd_opts *o, const char *unused);
 
 #endif

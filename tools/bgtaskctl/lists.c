@@ -1,4 +1,4 @@
-/* lists.c - bgtaskctl list, hosts and stats. */
+/* lists.c - bgtaskctl list, hosts, handlers and stats. */
 #include "ctl.h"
 
 /* ---- list, hosts, stats ---- */
@@ -72,6 +72,50 @@ int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused)
         }
     }
     cJSON_Delete(hosts);
+    return EX_OK;
+}
+
+/*
+ * Every handler a live host serves, with those hosts and their workers, and
+ * every other one with tasks waiting (no live host serves it: they wait until
+ * one that does starts); each with its queue.
+ */
+int cmd_handlers(ctl *c, const cmd_opts *o, const char *unused)
+{
+    cJSON *hosts = NULL, *stats = NULL;
+    int rc = store_list_hosts(c->st, &hosts);
+    if (rc == 0)
+        rc = store_stats(c->st, &stats);
+    if (rc < 0) {
+        cJSON_Delete(hosts);
+        return store_fail(c, c->st, rc, "");
+    }
+    cJSON *v = view_handlers(hosts, stats), *e;
+    cJSON_Delete(hosts);
+    cJSON_Delete(stats);
+    if (c->json) {
+        print_json(v, false);
+        cJSON_Delete(v);
+        return EX_OK;
+    }
+    table tb = {.ncols = 6, .head = {"HANDLER", "HOSTS", "WORKERS", "QUEUED", "DUE", "OLDEST DUE"}};
+    cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(v, "handlers")) {
+        const cJSON *hs = cJSON_GetObjectItemCaseSensitive(e, "hosts");
+        char num[3][32], age[32];
+        double oldest = jnum(e, "oldest_due_age_ms") / 1000;
+        snprintf(age, sizeof age, oldest > 0 ? "%.1fs" : "-", oldest);
+        char *row[] = {xstrdup(jstr(e, "handler")),
+                       cJSON_GetArraySize(hs) ? cell_text(hs) : xstrdup("none (unserved)"),
+                       xstrdup(fmt_num(jnum(e, "workers"), num[0], sizeof num[0])),
+                       xstrdup(fmt_num(jnum(e, "queued"), num[1], sizeof num[1])),
+                       xstrdup(fmt_num(jnum(e, "due"), num[2], sizeof num[2])),
+                       xstrdup(age)};
+        table_row(&tb, row);
+    }
+    if (tb.nrows == 0)
+        puts("no handlers: no live host, and no task waiting");
+    table_print(&tb);
+    cJSON_Delete(v);
     return EX_OK;
 }
 

@@ -3,7 +3,8 @@
 
 static const char usage_short[] =
     "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
-    "commands: submit, status, watch, cancel, retry, list, hosts, stats (bgtaskctl --help)\n";
+    "commands: submit, status, watch, cancel, retry, list, hosts, handlers, stats\n"
+    "(bgtaskctl --help)\n";
 
 static const char usage_long[] =
     "usage: bgtaskctl [OPTIONS] COMMAND [ARGS]\n"
@@ -53,6 +54,9 @@ static const char usage_long[] =
     "  list [--state S] [--handler H] [--limit N]\n"
     "                 recent tasks, newest first (default limit 20)\n"
     "  hosts          live hosts\n"
+    "  handlers       the handlers live hosts serve (with those hosts and their workers),\n"
+    "                 and those with tasks waiting that no live host serves; each with\n"
+    "                 its queue\n"
     "  stats          queue and outcome counts\n"
     "\n"
     "Exit codes:\n"
@@ -230,6 +234,7 @@ static const struct command {
     {"retry", cmd_retry, retry_options, "a task id"},
     {"list", cmd_list, list_options, NULL},
     {"hosts", cmd_hosts, plain_options, NULL},
+    {"handlers", cmd_handlers, plain_options, NULL},
     {"stats", cmd_stats, plain_options, NULL},
 };
 

@@ -149,19 +149,37 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         fprintf(stderr, "bgtaskctl: %s\n", req.err[0] ? req.err : strerror(-req.rc));
         code = req.rc == -EPROTO ? EX_FAIL : EX_USAGE;
     } else {
-        if (c->json && req.not_durable)
-            printf("{\"task_id\": \"%s\", \"durable\": false}\n", req.id_out);
-        else
-            printf(c->json ? "{\"task_id\": \"%s\"}\n" : "%s\n", req.id_out);
-        fflush(stdout);
+        bool unserved = !ctl_served(c, handler);
+        if (c->json) {
+            /* What POST /v1/tasks answers: the id, and what to know about it. */
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "task_id", req.id_out);
+            if (req.not_durable)
+                cJSON_AddFalseToObject(j, "durable");
+            char *w = unserved ? view_unserved_warning(handler) : NULL;
+            if (req.not_durable || w) {
+                char *both = xasprintf("%s%s%s", req.not_durable ? req.err : "",
+                                       req.not_durable && w ? "; " : "", w ? w : "");
+                cJSON_AddStringToObject(j, "warning", both);
+                free(both);
+            }
+            free(w);
+            print_json(j, true);
+            cJSON_Delete(j);
+        } else {
+            printf("%s\n", req.id_out);
+            fflush(stdout);
+        }
         if (req.not_durable)
             fprintf(stderr,
                     "bgtaskctl: warning: task %s is not durable yet: %s; to make sure, submit it "
                     "again with --id %s (exit 6 then means it was kept)\n",
                     req.id_out, req.err, req.id_out);
+        if (unserved)
+            warn_unserved(handler);
         code = req.not_durable ? EX_NOT_DURABLE : EX_OK;
         if (o->wait) {
-            code = watch_follow(c, sub, req.id_out, false);
+            code = watch_follow(c, sub, req.id_out, false, unserved ? mono_s() : 0);
             sub = NULL;
         }
     }

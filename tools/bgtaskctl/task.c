@@ -59,6 +59,10 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     if (rc < 0)
         return store_fail(c, c->st, rc, id);
     view_task(rec);
+    cJSON *hosts = NULL;
+    if (strcmp(jstr(rec, "state"), "ONGOING") == 0 && store_list_hosts(c->st, &hosts) == 0)
+        view_task_hosts(rec, hosts); /* says so when no live host can run it */
+    cJSON_Delete(hosts);
     if (c->json && o->subtasks) {
         /* The table alone, as an array (empty for a task without subtasks). */
         int n = view_subtask_count(rec);
@@ -104,6 +108,7 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     if (strcmp(jstr(rec, "parallelism"), "0") != 0)
         print_field("parallel:", jstr(rec, "parallelism"));
     print_field("on fail:", jstr(rec, "on_failure"));
+    print_field("warning:", jstr(rec, "warning"));
     print_field("message:", clean(jstr(rec, "message"), 900, buf, sizeof buf));
     print_field("error:", clean(jstr(rec, "error"), 900, buf, sizeof buf));
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(rec, "result");
@@ -193,5 +198,5 @@ int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
         printf("retrying %d failed subtask(s)\n", n);
         fflush(stdout);
     }
-    return o->wait ? watch_follow(c, sub, id, false) : EX_OK;
+    return o->wait ? watch_follow(c, sub, id, false, 0) : EX_OK;
 }

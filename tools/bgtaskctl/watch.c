@@ -3,6 +3,8 @@
 
 /* How long watch waits for an event before it re-reads the record. */
 #define WATCH_QUIET_S 2.0
+/* How often watch says again that no live host serves the task's handler, while it waits. */
+#define WATCH_UNSERVED_S 10.0
 /* How long watch goes on trying to reach Redis again before it gives up. */
 #define WATCH_RECONNECT_S 30.0
 #define BAR_WIDTH 20
@@ -29,6 +31,7 @@ typedef struct watch_view {
     char message[512];
     sub_view *running; /* from the last event with a "subtasks" object */
     int nrunning, running_cap;
+    double unserved_at; /* mono_s of the last look for a host that serves the handler */
 } watch_view;
 
 /* The exit code of an event that ends its task (EX_OK, EX_FAIL, EX_CANCELLED or
@@ -235,6 +238,42 @@ static void on_sigint(int sig)
     _exit(128 + sig);
 }
 
+bool ctl_served(ctl *c, const char *handler)
+{
+    cJSON *hosts = NULL;
+    if (store_list_hosts(c->st, &hosts) < 0)
+        return true; /* a warning, not the command's business: no answer, no warning */
+    bool served = view_served(hosts, handler);
+    cJSON_Delete(hosts);
+    return served;
+}
+
+void warn_unserved(const char *handler)
+{
+    char *w = view_unserved_warning(handler);
+    fprintf(stderr, "bgtaskctl: warning: %s\n", w);
+    free(w);
+}
+
+/* While an unfinished task waits, say (again) when no live host serves its handler: at most
+ * once per WATCH_UNSERVED_S, the bar redrawn under the warning. */
+static void view_unserved(watch_view *v, ctl *c, const cJSON *rec)
+{
+    if (strcmp(jstr(rec, "state"), "ONGOING") != 0 || mono_s() - v->unserved_at < WATCH_UNSERVED_S)
+        return;
+    v->unserved_at = mono_s();
+    if (ctl_served(c, jstr(rec, "handler")))
+        return;
+    bool bar = v->drawn && v->tty && !v->json;
+    if (bar) {
+        printf("\r\033[K");
+        fflush(stdout);
+    }
+    warn_unserved(jstr(rec, "handler"));
+    if (bar)
+        view_draw(v);
+}
+
 /* A new store subscribed to task id's events, in *sub; EX_OK, or the exit code after saying
  * why not. */
 int watch_open(ctl *c, const char *id, store **sub)
@@ -258,11 +297,17 @@ int watch_open(ctl *c, const char *id, store **sub)
  * the subscription came before the task's own events began (submit --wait,
  * retry --wait), and they are all shown as they come. Whenever no event came
  * for WATCH_QUIET_S, re-read the record, which catches a terminal state
- * reached while the connection was being made again.
+ * reached while the connection was being made again. While the task is
+ * unfinished and no live host serves its handler, say so (again) every
+ * WATCH_UNSERVED_S; unserved_at is when it was said last (0: never).
  */
-static int follow(ctl *c, store *sub, const char *id, bool subtasks, bool record_first)
+static int follow(ctl *c, store *sub, const char *id, bool subtasks, bool record_first,
+                  double unserved_at)
 {
-    watch_view v = {.tty = isatty(STDOUT_FILENO), .json = c->json, .subtasks = subtasks};
+    watch_view v = {.tty = isatty(STDOUT_FILENO),
+                    .json = c->json,
+                    .subtasks = subtasks,
+                    .unserved_at = unserved_at};
     cJSON *rec = NULL;
     int code = -1;
     if (record_first) {
@@ -276,6 +321,8 @@ static int follow(ctl *c, store *sub, const char *id, bool subtasks, bool record
         signal(SIGINT, on_sigint);
     if (rec)
         code = view_record(&v, rec, false);
+    if (rec && code < 0)
+        view_unserved(&v, c, rec);
     double lost_since = 0;
     while (code < 0) {
         char *name = NULL;
@@ -299,6 +346,8 @@ static int follow(ctl *c, store *sub, const char *id, bool subtasks, bool record
         }
         if (rc == 0)
             code = view_record(&v, rec, true);
+        if (rc == 0 && code < 0)
+            view_unserved(&v, c, rec);
         if (rc == 0 && ev != -EIO)
             lost_since = 0;
         else if (!lost_since)
@@ -320,9 +369,9 @@ out:
     return code;
 }
 
-int watch_follow(ctl *c, store *sub, const char *id, bool subtasks)
+int watch_follow(ctl *c, store *sub, const char *id, bool subtasks, double unserved_at)
 {
-    return follow(c, sub, id, subtasks, false);
+    return follow(c, sub, id, subtasks, false, unserved_at);
 }
 
 /* Subscribe first, then read the record, so that nothing after the read can be missed. */
@@ -330,5 +379,5 @@ int watch_task(ctl *c, const char *id, bool subtasks)
 {
     store *sub = NULL;
     int code = watch_open(c, id, &sub);
-    return code == EX_OK ? follow(c, sub, id, subtasks, true) : code;
+    return code == EX_OK ? follow(c, sub, id, subtasks, true, 0) : code;
 }

@@ -1,0 +1,188 @@
+/*
+ * test_view.c - what clients are shown of tasks and handlers (host/view.c):
+ * a record's error only when it failed, the warning for a task no live host
+ * can run, the handlers of live hosts and of queues, and the unserved count
+ * the metrics export. Pure functions of the store's answers: no Redis.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "view.h"
+
+static cJSON *parse(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    return j;
+}
+
+/* The JSON of v without spaces, compared with want (also without spaces). */
+static void assert_json(const cJSON *v, const char *want)
+{
+    char *got = cJSON_PrintUnformatted(v);
+    cJSON *w = parse(want);
+    char *norm = cJSON_PrintUnformatted(w);
+    if (strcmp(got, norm) != 0)
+        fail_msg("got %s\nwant %s", got, norm);
+    free(got);
+    free(norm);
+    cJSON_Delete(w);
+}
+
+static void test_error_only_on_failure(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"{\"state\":\"SUCCESS\",\"error\":\"attempt 1 failed\"}", "{\"state\":\"SUCCESS\",\"error\":null}"},
+        {"{\"state\":\"CANCELLED\",\"error\":\"x\"}", "{\"state\":\"CANCELLED\",\"error\":null}"},
+        {"{\"state\":\"ONGOING\",\"error\":\"retrying\"}", "{\"state\":\"ONGOING\",\"error\":null}"},
+        {"{\"state\":\"FAILURE\",\"error\":\"it broke\"}", "{\"state\":\"FAILURE\",\"error\":\"it broke\"}"},
+        {"{\"state\":\"FAILURE\",\"error\":null}", "{\"state\":\"FAILURE\",\"error\":null}"},
+        {"{\"state\":\"SUCCESS\"}", "{\"state\":\"SUCCESS\"}"},
+        {"{\"error\":\"no state\"}", "{\"error\":null}"},
+    };
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cJSON *rec = parse(cases[i].in);
+        view_task(rec);
+        assert_json(rec, cases[i].out);
+        cJSON_Delete(rec);
+        cJSON_AddItemToArray(arr, parse(cases[i].in));
+    }
+    view_tasks(arr);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_json(cJSON_GetArrayItem(arr, (int)i), cases[i].out);
+    cJSON_Delete(arr);
+}
+
+static const char hosts_text[] =
+    "[{\"id\":\"a\",\"handlers\":[\"demo.echo\",\"demo.sleep\"],\"workers\":8},"
+    " {\"id\":\"b\",\"handlers\":[\"demo.echo\"],\"workers\":2}]";
+
+static void test_unserved_warning(void **state)
+{
+    cJSON *hosts = parse(hosts_text);
+    assert_true(view_served(hosts, "demo.echo"));
+    assert_true(view_served(hosts, "demo.sleep"));
+    assert_false(view_served(hosts, "demo"));
+    assert_false(view_served(hosts, "nobody.serves"));
+    cJSON *none = cJSON_CreateArray();
+    assert_false(view_served(none, "demo.echo"));
+
+    /* An unfinished task of a handler no live host serves says so; nothing else does. */
+    cJSON *rec = parse("{\"state\":\"ONGOING\",\"handler\":\"nobody.serves\"}");
+    view_task_hosts(rec, hosts);
+    const cJSON *w = cJSON_GetObjectItem(rec, "warning");
+    assert_true(cJSON_IsString(w));
+    assert_non_null(strstr(w->valuestring, "no live host serves handler nobody.serves"));
+    view_task_hosts(rec, hosts); /* once, however often */
+    assert_int_equal(cJSON_GetArraySize(rec), 3);
+    cJSON_Delete(rec);
+    static const char *const quiet[] = {
+        "{\"state\":\"ONGOING\",\"handler\":\"demo.echo\"}",
+        "{\"state\":\"SUCCESS\",\"handler\":\"nobody.serves\"}",
+        "{\"state\":\"FAILURE\",\"handler\":\"nobody.serves\"}",
+    };
+    for (size_t i = 0; i < sizeof quiet / sizeof quiet[0]; i++) {
+        rec = parse(quiet[i]);
+        view_task_hosts(rec, hosts);
+        assert_null(cJSON_GetObjectItem(rec, "warning"));
+        cJSON_Delete(rec);
+    }
+    char *text = view_unserved_warning("x.y");
+    assert_string_equal(text, "no live host serves handler x.y: the task waits until one that "
+                              "does is started");
+    free(text);
+    cJSON_Delete(hosts);
+    cJSON_Delete(none);
+}
+
+static void test_handlers(void **state)
+{
+    cJSON *hosts = parse(hosts_text);
+    cJSON *stats = parse("{\"handlers\":["
+                         "{\"handler\":\"zz.nobody\",\"queued\":3,\"due\":2,\"oldest_due_age_ms\":1500},"
+                         "{\"handler\":\"demo.echo\",\"queued\":5,\"due\":1,\"oldest_due_age_ms\":10},"
+                         "{\"handler\":\"aa.gone\",\"queued\":0,\"due\":0,\"oldest_due_age_ms\":0}],"
+                         "\"finished\":4,\"hosts\":2}");
+    cJSON *v = view_handlers(hosts, stats);
+    assert_json(v, "{\"handlers\":["
+                   "{\"handler\":\"demo.echo\",\"hosts\":[\"a\",\"b\"],\"workers\":10,\"queued\":5,"
+                   "\"due\":1,\"oldest_due_age_ms\":10},"
+                   "{\"handler\":\"demo.sleep\",\"hosts\":[\"a\"],\"workers\":8,\"queued\":0,"
+                   "\"due\":0,\"oldest_due_age_ms\":0},"
+                   "{\"handler\":\"zz.nobody\",\"hosts\":[],\"workers\":0,\"queued\":3,\"due\":2,"
+                   "\"oldest_due_age_ms\":1500}]}");
+    cJSON_Delete(v);
+
+    /* No hosts and no queues: no handlers. */
+    cJSON *empty = cJSON_CreateArray(), *nostats = parse("{\"handlers\":[]}");
+    v = view_handlers(empty, nostats);
+    assert_json(v, "{\"handlers\":[]}");
+    cJSON_Delete(v);
+
+    /* The gauge's count: queued tasks of a handler no live host serves. */
+    view_mark_unserved(stats, hosts);
+    const cJSON *q;
+    cJSON_ArrayForEach (q, cJSON_GetObjectItem(stats, "handlers")) {
+        const char *name = cJSON_GetObjectItem(q, "handler")->valuestring;
+        double want = strcmp(name, "zz.nobody") == 0 ? 3 : 0;
+        assert_true(cJSON_GetObjectItem(q, "unserved")->valuedouble == want);
+    }
+    view_mark_unserved(stats, empty); /* again, with no live host: every queue counts */
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(stats, "handlers"), 1)), 5);
+    assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(stats, "handlers"), 1),
+                                    "unserved")
+                    ->valuedouble == 5);
+    cJSON_Delete(empty);
+    cJSON_Delete(nostats);
+    cJSON_Delete(stats);
+    cJSON_Delete(hosts);
+}
+
+static void test_subtasks(void **state)
+{
+    cJSON *rec = parse("{\"subtasks\":3}");
+    assert_int_equal(view_subtask_count(rec), 3);
+    cJSON_Delete(rec);
+    rec = parse("{\"subtasks\":99999999999}");
+    assert_int_equal(view_subtask_count(rec), -1);
+    cJSON_Delete(rec);
+    rec = parse("{\"subtasks\":-4}");
+    assert_int_equal(view_subtask_count(rec), 0);
+    cJSON_Delete(rec);
+    rec = parse("{}");
+    assert_int_equal(view_subtask_count(rec), 0);
+    cJSON_Delete(rec);
+
+    sub_rec s = {.args = "{\"i\":1}", .state = "FAILURE", .attempt = 2, .message = "", .result = NULL};
+    cJSON *o = view_subtask(&s, 7);
+    assert_json(o, "{\"index\":7,\"state\":\"FAILURE\",\"attempt\":2,\"message\":null,"
+                   "\"args\":{\"i\":1},\"result\":null}");
+    cJSON_Delete(o);
+    sub_rec t = {.args = "not json", .state = "SUCCESS", .attempt = 1, .message = "ok",
+                 .result = "[1]"};
+    o = view_subtask(&t, 0);
+    assert_json(o, "{\"index\":0,\"state\":\"SUCCESS\",\"attempt\":1,\"message\":\"ok\","
+                   "\"args\":\"not json\",\"result\":[1]}");
+    cJSON_Delete(o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_only_on_failure),
+        cmocka_unit_test(test_unserved_warning),
+        cmocka_unit_test(test_handlers),
+        cmocka_unit_test(test_subtasks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
