@@ -7,6 +7,7 @@
 
 #include "task_api.h"
 #include "plugin.h"
+#include "subtasks.h"
 #include "util.h"
 
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -25,6 +26,15 @@ static int api_submit(bgt_task *t, const char *name, const cJSON *args, char *id
     char *text = args ? cJSON_PrintUnformatted(args) : NULL;
     if (args && !text)
         return -ENOMEM;
+    /* args.subtasks, when there, gives a parallel task its subtasks, alone (subtasks.h). */
+    char bad[300], *given = NULL;
+    if (subtasks_submit_args(text, NULL, 0, &given, bad, sizeof bad) < 0) {
+        log_msg(BGT_LOG_WARNING, t ? task_api_id(t) : NULL, "submit %s failed: %s",
+                name ? name : "(null)", bad);
+        free(text);
+        return -EINVAL;
+    }
+    free(given);
     submit_req q = {.handler = name, .args = text};
     pthread_mutex_lock(&submit_lock);
     int rc = submit_store ? store_submit(submit_store, &q, 1) : -EIO;

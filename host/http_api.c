@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "http_int.h"
+#include "subtasks.h"
 #include "util.h"
 #include "view.h"
 
@@ -516,8 +517,16 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
                                    "subtasks must be a JSON array of argument objects");
             goto out;
         }
-        q.subtasks = subtasks = cJSON_PrintUnformatted(v);
+        subtasks = cJSON_PrintUnformatted(v);
     }
+    /* The subtasks travel as args.subtasks, however they are given (subtasks.h). */
+    char why[300], *given = NULL;
+    if (subtasks_submit_args(args, subtasks, s->cfg->max_subtasks, &given, why, sizeof why) < 0) {
+        ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "%s", why);
+        goto out;
+    }
+    free(args);
+    q.args = args = given;
     /* The id is chosen here when the client did not: a submission repeated
      * after a lost connection then cannot create a second task, and its
      * -EEXIST means the first one went through. */

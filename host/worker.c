@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "manager_int.h"
+#include "subtasks.h"
 #include "task_api.h"
 #include "util.h"
 
@@ -171,14 +172,31 @@ static store *worker_store(manager *m, store **wst)
 }
 
 /*
- * The subtasks of a task not split yet: its split function's, else the
- * array args.subtasks. Fills t->split_items; *why says what is wrong.
+ * The subtasks of a task not split yet: those its args give (args.subtasks:
+ * however the submitter gave them, see subtasks.h), else its split
+ * function's. Fills t->split_items; *why says what is wrong.
  */
 static bgt_status get_items(manager *m, bgt_task *t, char **why)
 {
     *why = NULL;
     const bgt_handler_def *d = &t->h->def;
-    if (d->split) {
+    const cJSON *list = NULL;
+    int given = subtasks_in_args(t->args, &list, why);
+    if (given < 0)
+        return BGT_FAILED;
+    if (given) {
+        const cJSON *it;
+        cJSON_ArrayForEach (it, list) {
+            t->in_split = true;
+            int rc = task_api_add_subtask(t, it);
+            t->in_split = false;
+            if (rc == -E2BIG) {
+                *why =
+                    xasprintf("more than %d subtasks (tasks.max_subtasks)", m->cfg->max_subtasks);
+                return BGT_FAILED;
+            }
+        }
+    } else if (d->split) {
         t->in_split = true;
         mgr__assert_unlocked();
         bgt_status s = d->split(t, t->args, d->udata);
@@ -194,24 +212,11 @@ static bgt_status get_items(manager *m, bgt_task *t, char **why)
             return s;
         }
     } else {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(t->args, "subtasks");
-        if (!cJSON_IsArray(arr)) {
-            *why = xasprintf("handler %s is parallel: give the task subtasks, or args.subtasks "
-                             "as an array",
-                             t->handler);
-            return BGT_FAILED;
-        }
-        const cJSON *it;
-        cJSON_ArrayForEach (it, arr) {
-            t->in_split = true;
-            int rc = task_api_add_subtask(t, it);
-            t->in_split = false;
-            if (rc == -E2BIG) {
-                *why =
-                    xasprintf("more than %d subtasks (tasks.max_subtasks)", m->cfg->max_subtasks);
-                return BGT_FAILED;
-            }
-        }
+        *why = xasprintf("handler %s is parallel and has no split function: give the task its "
+                         "subtasks (args.%s, bgtaskctl submit --subtasks-file, or \"%s\" in "
+                         "POST /v1/tasks)",
+                         t->handler, SUBTASKS_KEY, SUBTASKS_KEY);
+        return BGT_FAILED;
     }
     if (t->nsplit == 0)
         return BGT_OK; /* nothing to do: the task succeeds at once (see nothing_to_do) */

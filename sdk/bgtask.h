@@ -86,8 +86,10 @@ typedef bgt_status (*bgt_run_fn)(bgt_task *t, const cJSON *args, void *udata);
 
 /*
  * The split function of a parallel handler: called once, on a worker thread at
- * the first claim of a task that was submitted without subtasks; it calls bgt_add_subtask once
- * per subtask. Its outcome is persisted, so recovery never splits again.
+ * the first claim of a task that was submitted without subtasks (args.subtasks,
+ * however the submitter gave them: a task given its subtasks is not split); it
+ * calls bgt_add_subtask once per subtask. Its outcome is persisted, so recovery
+ * never splits again.
  * Returning anything but BGT_OK ends the task (BGT_FAILED with bgt_set_error).
  */
 typedef bgt_status (*bgt_split_fn)(bgt_task *t, const cJSON *args, void *udata);
@@ -221,8 +223,9 @@ typedef struct bgt_api {
 
     /* Submit a new task (from a run function or from init). args borrowed,
      * may be NULL for {}. id_out (37 bytes) receives the new id if not NULL.
-     * Returns 0, -EINVAL (bad handler name or args), -E2BIG (args too large),
-     * -EIO (Redis unreachable). */
+     * Returns 0, -EINVAL (bad handler name or args: args.subtasks, which gives a
+     * parallel task its subtasks, must be an array and the only key), -E2BIG
+     * (args too large), -EIO (Redis unreachable). */
     int (*submit)(bgt_task *t, const char *handler, const cJSON *args, char *id_out);
 
     /* Split functions only: append one subtask (or, with batch_size > 1, one

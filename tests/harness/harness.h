@@ -157,6 +157,17 @@ bool th_log_contains(const th_host *h, const char *needle);
 /* Print the host's log to stderr (for failures). */
 void th_log_dump(const th_host *h);
 
+/* The port the host's HTTP server bound (it was given port 0), read from its log ("http:
+ * serving on http://127.0.0.1:<port>/"), waiting up to 15 s for it; -1 if it never says. */
+int th_host_http_port(const th_host *h);
+/*
+ * curl -s -X method url, with the JSON body (NULL: none) and the bearer token (NULL: none).
+ * Returns the HTTP status, or -1 when curl could not make the request; *out (if not NULL)
+ * gets the response body (malloc'd).
+ */
+int th_http(const char *method, const char *url, const char *token, const char *body,
+            char **out);
+
 /* Absolute path of $BUILD/tests/plugins/<name>.so or $BUILD/plugins/<name>.so (static buffer per call site is not used: returns a malloc'd string). */
 char *th_plugin_path(const char *name, bool test_plugin);
 

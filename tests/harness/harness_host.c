@@ -232,6 +232,58 @@ void th_log_dump(const th_host *h)
     free(title);
 }
 
+int th_host_http_port(const th_host *h)
+{
+    static const char needle[] = "http: serving on http://127.0.0.1:";
+    if (!TH_WAIT_UNTIL(15, th_log_contains(h, needle)))
+        return -1;
+    FILE *f = fopen(h->log, "r");
+    char line[1024];
+    int port = -1;
+    while (f && port < 0 && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, needle);
+        if (p)
+            port = atoi(p + strlen(needle));
+    }
+    if (f)
+        fclose(f);
+    return port;
+}
+
+int th_http(const char *method, const char *url, const char *token, const char *body,
+            char **out)
+{
+    char *auth = token ? xasprintf("Authorization: Bearer %s", token) : NULL;
+    const char *argv[24] = {"/usr/bin/env", "curl", "-s", "-o", "-", "-w", "\n%{http_code}",
+                            "-X", method};
+    int n = 9;
+    if (auth) {
+        argv[n++] = "-H";
+        argv[n++] = auth;
+    }
+    if (body) {
+        argv[n++] = "-H";
+        argv[n++] = "Content-Type: application/json";
+        argv[n++] = "--data-binary";
+        argv[n++] = body;
+    }
+    argv[n++] = url;
+    argv[n] = NULL;
+    char *text = NULL;
+    int rc = th_run(60, (char *const *)argv, &text, NULL);
+    free(auth);
+    /* The body, then a line with the status (-w). */
+    char *nl = text ? strrchr(text, '\n') : NULL;
+    int status = rc == 0 && nl ? atoi(nl + 1) : -1;
+    if (nl)
+        *nl = '\0';
+    if (out)
+        *out = text;
+    else
+        free(text);
+    return status > 0 ? status : -1;
+}
+
 char *th_plugin_path(const char *name, bool test_plugin)
 {
     char *build = th__build_dir();

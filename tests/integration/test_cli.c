@@ -232,36 +232,55 @@ static void test_submit_parallel_options_invalid(void **state)
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "partest.run", "--parallelism", NULL), 2);
     free(err);
 
-    /* Subtasks: an array of 1..tasks.max_subtasks elements. */
-    char *empty = write_temp("cli-subs", "empty.json", "[]");
+    /* Subtasks: an array of 0..tasks.max_subtasks elements, with no args beside them. */
     char *obj = write_temp("cli-subs", "obj.json", "{\"a\": 1}");
     char *four = write_temp("cli-subs", "four.json", "[{}, {}, {}, {}]");
     char *conf = write_temp("cli-subs", "small.conf", "tasks: { max_subtasks = 3; };\n");
-    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "p", "--subtasks-file", empty, NULL), 2);
-    assert_non_null(strstr(err, "max_subtasks"));
-    free(err);
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "p", "--subtasks-file", obj, NULL), 2);
     assert_non_null(strstr(err, "array"));
     free(err);
     assert_int_equal(
         th_ctl(&fx.r, NULL, &err, "-c", conf, "submit", "p", "--subtasks-file", four, NULL), 2);
     assert_non_null(strstr(err, "tasks.max_subtasks"));
-    assert_non_null(strstr(err, "1..3"));
+    assert_non_null(strstr(err, "0..3"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "p", "--subtasks-file", four, "--args",
+                            "{\"x\": 1}", NULL),
+                     2);
+    assert_non_null(strstr(err, "--args: args would be ignored"));
     free(err);
     assert_int_equal(it_dbsize(), 0);
     /* Within the limit, the same config lets it through. */
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "submit", "p", "--subtasks-file", four, NULL), 0);
-    free(empty);
     free(obj);
     free(four);
     free(conf);
 }
 
-/* A parallel submission: its subtasks, parallelism and on_failure are in the record. */
+/* Make task id's n subtasks of args {"i": <index>} as a host's first claim would (its split,
+ * here with no host running). */
+static void split_as_host(const char *id, int n)
+{
+    char count[16];
+    snprintf(count, sizeof count, "%d", n);
+    th_task_set(fx.c, IT_PREFIX, id, "kind", "parallel");
+    th_task_set(fx.c, IT_PREFIX, id, "subtasks", count);
+    for (int i = 0; i < n; i++) {
+        char a[32];
+        snprintf(a, sizeof a, "{\"i\": %d}", i);
+        th_subtask_set(fx.c, IT_PREFIX, id, i, "args", a);
+    }
+}
+
+/*
+ * A parallel submission: its subtasks travel as args.subtasks (as given), its
+ * parallelism and on_failure are in the record; status shows the subtasks once
+ * the first claim made them the task's (written here as a host would).
+ */
 static void test_submit_parallel(void **state)
 {
     it_need_redis();
-    char *subs = write_temp("cli-par", "subs.json", "[{\"i\": 0}, {\"i\": 1}, {\"i\": 2}]");
+    char *subs = write_temp("cli-par", "subs.json", "[{\"i\": 0}, {\"i\": 1},\n {\"i\": 2}]\n");
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs,
                             "--parallelism", "3", "--on-failure", "fail_fast", NULL),
@@ -269,10 +288,17 @@ static void test_submit_parallel(void **state)
     assert_true(is_uuid_line(out));
     out[36] = '\0';
     char *id = out;
-    it_assert_field(id, "kind", "parallel");
-    it_assert_field(id, "subtasks", "3");
+    cJSON *want = cJSON_Parse("{\"subtasks\": [{\"i\": 0}, {\"i\": 1}, {\"i\": 2}]}");
+    cJSON *got = it_field_json(id, "args");
+    assert_true(cJSON_Compare(want, got, true));
+    cJSON_Delete(want);
+    cJSON_Delete(got);
     it_assert_field(id, "parallelism", "3");
     it_assert_field(id, "on_failure", "fail_fast");
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, "--subtasks", NULL), 0);
+    assert_non_null(strstr(out, "not split yet"));
+    free(out);
+    split_as_host(id, 3);
 
     /* Without the options, the handler's own apply. */
     assert_int_equal(
@@ -366,6 +392,7 @@ static void test_retry_exit_codes(void **state)
         th_ctl(&fx.r, &out, NULL, "submit", "partest.run", "--subtasks-file", subs, NULL), 0);
     out[36] = '\0';
     char *id = out;
+    split_as_host(id, 3);
     assert_int_equal(th_ctl(&fx.r, NULL, &err, "retry", id, NULL), 1);
     assert_non_null(strstr(err, "still running"));
     free(err);

@@ -837,7 +837,9 @@ static void test_bad_input_changes_nothing(void **state)
         {"{\"handler\":\"demo.echo\",\"delay_s\":-1}", "delay_s"},
         {"{\"handler\":\"demo.echo\",\"delay_s\":\"soon\"}", "delay_s"},
         {"{\"handler\":\"demo.echo\",\"subtasks\":{}}", "subtasks"},
-        {"{\"handler\":\"demo.echo\",\"subtasks\":[]}", "subtasks"},
+        {"{\"handler\":\"demo.echo\",\"subtasks\":[{}],\"args\":{\"x\":1}}", "args would be ignored"},
+        {"{\"handler\":\"demo.echo\",\"args\":{\"subtasks\":[],\"x\":1}}", "args.x would be ignored"},
+        {"{\"handler\":\"demo.echo\",\"args\":{\"subtasks\":7}}", "args.subtasks must be an array"},
         {"{\"handler\":\"demo.echo\",\"args\":{},\"args\":{}}", "twice"},
         {"{\"handler\":\"demo.echo\"} trailing", "not valid JSON"},
     };

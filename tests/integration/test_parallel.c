@@ -57,6 +57,7 @@ static char *log_path(void)
 typedef struct plog {
     int n;                        /* subtasks counted per index (0..n-1) */
     int splits;                   /* "split" lines */
+    int batches;                  /* "batch" lines (partest.batch) */
     int starts, ends;             /* all "start" and "end" lines */
     int max;                      /* the highest number of subtasks partest saw at once */
     int *start;                   /* per subtask: runs started */
@@ -94,6 +95,8 @@ static void plog_read(plog *pl, const char *path, long from, int n)
         pl->size = ftell(f);
         if (strncmp(line, "split ", 6) == 0) {
             pl->splits++;
+        } else if (strncmp(line, "batch ", 6) == 0) {
+            pl->batches++;
         } else if (sscanf(line, "start %d %d", &i, &a) == 2) {
             pl->starts++;
             pl->starts_after_fail += failed_seen;
@@ -785,10 +788,10 @@ static void test_explicit_subtasks(void **state)
     char *arr = subtask_array(5, log);
     char *file = write_temp(arr);
     char *id = it_submit("partest.run", NULL, "--subtasks-file", file, NULL);
-    it_assert_field(id, "kind", "parallel");
-    it_assert_field(id, "subtasks", "5");
     assert_true(it_wait_state(id, "SUCCESS", 30));
     it_assert_one_terminal(id, "bgtask_done");
+    it_assert_field(id, "kind", "parallel");
+    it_assert_field(id, "subtasks", "5");
     plog pl;
     plog_read(&pl, log, 0, 5);
     assert_int_equal(pl.splits, 0);
@@ -834,6 +837,146 @@ static void test_explicit_subtasks(void **state)
     assert_non_null(strstr(err, "args.subtasks"));
     free(err);
     free(id);
+    free(arr);
+    free(file);
+    free(log);
+    it_pass();
+}
+
+/* The subtasks of a partest.batch task that got the 5 items of subtask_array(5): 3, of
+ * {"items": [items 2k, 2k+1], "first": 2k}, each ended with its count. */
+static void assert_batches(const char *id)
+{
+    assert_true(it_wait_state(id, "SUCCESS", 30));
+    it_assert_one_terminal(id, "bgtask_done");
+    cJSON *subs = sub_states(id);
+    assert_int_equal(cJSON_GetArraySize(subs), 3);
+    for (int k = 0; k < 3; k++) {
+        const cJSON *sub = cJSON_GetArrayItem(subs, k);
+        const cJSON *a = cJSON_GetObjectItem(sub, "args");
+        assert_int_equal(cJSON_GetObjectItem(a, "first")->valueint, 2 * k);
+        const cJSON *items = cJSON_GetObjectItem(a, "items");
+        assert_int_equal(cJSON_GetArraySize(items), k < 2 ? 2 : 1);
+        for (int i = 0; i < cJSON_GetArraySize(items); i++) {
+            char tag[16];
+            snprintf(tag, sizeof tag, "t%d", 2 * k + i);
+            assert_string_equal(
+                cJSON_GetObjectItem(cJSON_GetArrayItem(items, i), "tag")->valuestring, tag);
+        }
+        assert_string_equal(sub_state(subs, k), "SUCCESS");
+        assert_int_equal(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(sub, "result"), "items")->valueint,
+            k < 2 ? 2 : 1);
+    }
+    cJSON_Delete(subs);
+}
+
+/*
+ * The three ways a submitter gives a parallel task its subtasks (bgtaskctl
+ * --subtasks-file, args.subtasks, "subtasks" in POST /v1/tasks) are one: the
+ * handler's batch_size groups them the same (5 items in batches of 2: 3
+ * subtasks), and args beside them, which nothing would read, are refused in
+ * every way, changing nothing. A handler with a split function does not split
+ * a task given its subtasks; args a client wrote past these checks are refused
+ * by the host that claims the task.
+ */
+static void test_subtasks_three_ways(void **state)
+{
+    it_need_redis();
+    th_host *h = it_host_start(&(th_host_opts){.id = "ways",
+                                                .workers = PAR_WORKERS,
+                                                .plugins = partest_load,
+                                                .extra = "http: { listen = \"127.0.0.1:0\"; };"});
+    int port = th_host_http_port(h);
+    assert_true(port > 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/tasks", port);
+    char *log = log_path();
+    char *arr = subtask_array(5, log);
+    char *file = write_temp(arr);
+
+    char *id = it_submit("partest.batch", NULL, "--subtasks-file", file, NULL);
+    assert_batches(id);
+    free(id);
+    char *args = NULL, *body = NULL, *out = NULL;
+    assert_true(asprintf(&args, "{\"subtasks\": %s}", arr) > 0);
+    id = it_submit("partest.batch", args, NULL);
+    assert_batches(id);
+    free(id);
+    assert_true(asprintf(&body, "{\"handler\": \"partest.batch\", \"subtasks\": %s}", arr) > 0);
+    assert_int_equal(th_http("POST", url, NULL, body, &out), 202);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_batches(cJSON_GetObjectItem(j, "task_id")->valuestring);
+    cJSON_Delete(j);
+    free(out);
+    free(body);
+    free(args);
+
+    plog pl;
+    plog_read(&pl, log, 0, 0);
+    assert_int_equal(pl.batches, 9);
+    plog_free(&pl);
+
+    /* Args beside the subtasks: refused, whichever way, and nothing written. */
+    long long keys = it_dbsize();
+    char *err = NULL;
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "partest.batch", "--subtasks-file", file,
+                            "--args", "{\"ms\": 1}", NULL),
+                     2);
+    assert_non_null(strstr(err, "args would be ignored"));
+    free(err);
+    assert_true(asprintf(&args, "{\"subtasks\": %s, \"ms\": 1}", arr) > 0);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "partest.batch", "--args", args, NULL), 2);
+    assert_non_null(strstr(err, "args.ms would be ignored"));
+    free(err);
+    assert_true(asprintf(&body, "{\"handler\": \"partest.batch\", \"args\": %s}", args) > 0);
+    assert_int_equal(th_http("POST", url, NULL, body, &out), 400);
+    assert_non_null(strstr(out, "args.ms would be ignored"));
+    free(out);
+    free(body);
+    free(args);
+    assert_true(asprintf(&body,
+                         "{\"handler\": \"partest.batch\", \"args\": {\"ms\": 1}, \"subtasks\": %s}",
+                         arr) > 0);
+    assert_int_equal(th_http("POST", url, NULL, body, &out), 400);
+    assert_non_null(strstr(out, "args would be ignored"));
+    free(out);
+    free(body);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "submit", "partest.batch", "--args",
+                            "{\"subtasks\": {\"a\": 1}}", NULL),
+                     2);
+    assert_non_null(strstr(err, "args.subtasks must be an array"));
+    free(err);
+    assert_int_equal(it_dbsize(), keys);
+
+    /* A handler with a split function, given its subtasks: they are the subtasks, one each. */
+    long mark = log_size(log);
+    assert_true(asprintf(&args, "{\"subtasks\": %s}", arr) > 0);
+    id = it_submit("partest.run", args, NULL);
+    assert_true(it_wait_state(id, "SUCCESS", 30));
+    plog_read(&pl, log, mark, 5);
+    assert_int_equal(pl.splits, 0);
+    assert_int_equal(pl.starts, 5);
+    plog_free(&pl);
+    assert_tags(id, 5);
+    free(id);
+    free(args);
+
+    /* Args a client wrote past the checks: the claim refuses them, the task fails, and no
+     * subtask runs. */
+    id = it_submit("partest.batch", "{}", "--delay", "600", NULL);
+    assert_true(asprintf(&args, "{\"subtasks\": %s, \"ms\": 1}", arr) > 0);
+    th_task_set(fx.c, IT_PREFIX, id, "args", args);
+    mark = log_size(log);
+    th_task_due(fx.c, IT_PREFIX, "partest.batch", id);
+    assert_true(it_wait_state(id, "FAILURE", 30));
+    char *why = it_field(id, "error");
+    assert_non_null(strstr(why, "args.ms would be ignored"));
+    free(why);
+    assert_int_equal(log_size(log), mark);
+    free(id);
+    free(args);
     free(arr);
     free(file);
     free(log);
@@ -1133,7 +1276,7 @@ int main(void)
         IT_TEST(test_on_failure_override),     IT_TEST(test_parallelism_override),
         IT_TEST(test_watch_subtasks),          IT_TEST(test_kill_host_midway),
         IT_TEST(test_redis_paused_past_lease), IT_TEST(test_cancel_running),
-        IT_TEST(test_explicit_subtasks),       IT_TEST(test_subtask_limit),
+        IT_TEST(test_explicit_subtasks), IT_TEST(test_subtasks_three_ways),       IT_TEST(test_subtask_limit),
         IT_TEST(test_files_cleanup),           IT_TEST(test_net_probe),
     };
     return cmocka_run_group_tests(tests, group_setup, it_group_teardown);

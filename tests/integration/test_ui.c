@@ -40,31 +40,12 @@ static bool in_ci(void)
     return ci && *ci;
 }
 
-/* The port a host's HTTP server bound (it was given port 0), from its log. */
-static int http_port(const th_host *h)
-{
-    static const char needle[] = "http: serving on http://127.0.0.1:";
-    if (!TH_WAIT_UNTIL(15, th_log_contains(h, needle)))
-        return -1;
-    FILE *f = fopen(h->log, "r");
-    char line[1024];
-    int port = -1;
-    while (f && port < 0 && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, needle);
-        if (p)
-            port = atoi(p + strlen(needle));
-    }
-    if (f)
-        fclose(f);
-    return port;
-}
-
 /* Start a host with HTTP on a free loopback port; fills url. */
 static int start_host(th_host *h, const th_host_opts *o, char *url, size_t n)
 {
     if (th_host_start(h, &fx.r, o) < 0 || !th_host_wait_ready(h, &fx.r, 15))
         return -1;
-    int port = http_port(h);
+    int port = th_host_http_port(h);
     if (port <= 0) {
         th_log_dump(h);
         return -1;

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "events.h"
 #include "store.h"
+#include "subtasks.h"
 #include "util.h"
 #include "view.h"
 

@@ -106,9 +106,22 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         goto out;
     if (o->subtasks_file && load_json(NULL, o->subtasks_file, cJSON_Array, 0, &subs, &n) != EX_OK)
         goto out;
-    if (subs && (n < 1 || n > c->cfg.max_subtasks)) {
-        fprintf(stderr, "bgtaskctl: %s: a task has 1..%d subtasks (tasks.max_subtasks), got %d\n",
-                o->subtasks_file, c->cfg.max_subtasks, n);
+    /* The subtasks travel as args.subtasks, however they are given (subtasks.h). */
+    char why[300], *given = NULL;
+    if (subtasks_submit_args(o->args || o->args_file ? args : NULL, subs, c->cfg.max_subtasks,
+                             &given, why, sizeof why) < 0) {
+        bool from_args = o->args || o->args_file; /* else the subtasks file alone is wrong */
+        fprintf(stderr, "bgtaskctl: %s: %s\n",
+                !from_args ? o->subtasks_file : o->args_file ? o->args_file : "--args", why);
+        goto out;
+    }
+    free(args);
+    args = given;
+    if (subs && strlen(args) > c->cfg.max_args_bytes) {
+        fprintf(stderr,
+                "bgtaskctl: %s: the subtasks make the task's args %zu bytes, over the limit of "
+                "%zu (tasks.max_args_bytes)\n",
+                o->subtasks_file, strlen(args), c->cfg.max_args_bytes);
         goto out;
     }
     /* Everything is checked before connecting: bad input never reaches Redis. */
@@ -130,7 +143,6 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
     submit_req req = {.id = o->wait || o->id ? id : NULL,
                       .handler = handler,
                       .args = args,
-                      .subtasks = subs,
                       .max_attempts = (int)o->max_attempts,
                       .delay_s = o->delay,
                       .parallelism = (int)o->parallelism,

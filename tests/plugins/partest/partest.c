@@ -15,6 +15,9 @@
  *   partest.ff  the same with on_failure = fail_fast.
  *   partest.list  the same run without a split function: its subtasks come from
  *     the submission (--subtasks-file) or args.subtasks, one element of args each.
+ *   partest.batch  no split function, batch_size 2: each subtask's args are
+ *     {"items": [two items], "first": k}; it notes "batch <k> <items>" to the
+ *     first item's log and returns {"first": k, "items": <count>}.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -129,6 +132,24 @@ static bgt_status run(bgt_task *t, const cJSON *args, void *udata)
     return st;
 }
 
+static bgt_status run_batch(bgt_task *t, const cJSON *args, void *udata)
+{
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(args, "items");
+    const cJSON *first = cJSON_GetObjectItemCaseSensitive(args, "first");
+    if (!cJSON_IsArray(items) || !cJSON_IsNumber(first)) {
+        bgt_set_error(t, "args must be {\"items\": [...], \"first\": k}");
+        return BGT_FAILED;
+    }
+    int n = cJSON_GetArraySize(items);
+    note(cJSON_GetArrayItem(items, 0), "batch %d %d", first->valueint, n);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "first", first->valueint);
+    cJSON_AddNumberToObject(r, "items", n);
+    bgt_set_result(t, r);
+    cJSON_Delete(r);
+    return BGT_OK;
+}
+
 static int init(bgt_plugin *p, const cJSON *config)
 {
     int rc = bgt_register_handler(p, (bgt_handler_def){.name = "partest.run",
@@ -148,6 +169,12 @@ static int init(bgt_plugin *p, const cJSON *config)
                                                        .kind = BGT_PARALLEL,
                                                        .run = run,
                                                        .parallelism = 8});
+    if (rc == 0)
+        rc = bgt_register_handler(p, (bgt_handler_def){.name = "partest.batch",
+                                                       .kind = BGT_PARALLEL,
+                                                       .run = run_batch,
+                                                       .parallelism = 8,
+                                                       .batch_size = 2});
     return rc;
 }
 
