@@ -83,12 +83,19 @@ static void write_off(manager *m, bgt_task *j, double now)
         par_outcome out = par_end(own->par, j->subtask, &c, &rep);
         free(out.message);
         if (out.state) {
+            /* Its write is queued now, before the task's conclusion can be: the writer
+             * writes in order, and a task's end fences out its subtasks' later writes. */
             r->op = FIN_SUBTASK;
             r->sub_state_name = out.state;
-            r->end_message = why;
+            r->end_message = xstrdup(why);
             par_progress(own->par, &own->p_current, &own->p_total);
             own->p_dirty = true;
-            mgr__runq_push(m, r, JOB_WRITTEN_OFF);
+            mgr__writeq_push(m, r);
+            /* The after-hooks run on a worker, with a record of their own (the writer
+             * frees r once written). */
+            bgt_task *hk = stand_in(j);
+            hk->end_message = why;
+            mgr__runq_push(m, hk, JOB_WRITTEN_OFF);
         } else {
             free(why);
             mgr__task_free(r);

@@ -465,8 +465,9 @@ static bool run_subtask(manager *m, bgt_task *st)
 
 /*
  * The end of an attempt or subtask written off by the manager (stuck.c): r is a record of
- * its own (its handler still holds the real one); the after-hooks see it end, then its
- * write goes to the writer (a single attempt's through mgr__conclude).
+ * its own (its handler still holds the real one). A single attempt's after-hooks run and
+ * its FAILURE is written (mgr__conclude); a subtask's write was queued already, and only
+ * its after-hooks run here.
  */
 static void end_written_off(manager *m, bgt_task *r)
 {
@@ -478,10 +479,8 @@ static void end_written_off(manager *m, bgt_task *r)
     mgr__assert_unlocked();
     hooks_after(&m->hk, &r->info, END_FAILURE, BGT_CANCELLED, mono_s() - r->started,
                 r->end_message);
-    mgr__lock(m);
-    mgr__job_end(m, r);
-    mgr__writeq_push(m, r);
-    mgr__unlock(m);
+    end_job(m, r);
+    mgr__task_free(r); /* never owned, never queued for the writer */
 }
 
 /* Conclude parallel task t, which has nothing left to run: its verdict, its merge. */
