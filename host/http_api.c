@@ -217,7 +217,7 @@ enum MHD_Result http__get_task(http_server *s, struct MHD_Connection *c, const r
 enum MHD_Result http__delete_task(http_server *s, struct MHD_Connection *c, const request *rq)
 {
     store *st = http__pool_get(s);
-    char state[32];
+    char state[256]; /* the terminal state, or the owning host */
     int rc = store_cancel(st, rq->id, state, sizeof state);
     if (http__again(rc, st)) /* a second cancel of the same task changes nothing more */
         rc = store_cancel(st, rq->id, state, sizeof state);
@@ -226,18 +226,7 @@ enum MHD_Result http__delete_task(http_server *s, struct MHD_Connection *c, cons
     http__pool_put(s, st);
     if (rc < 0)
         return http__send_store_error(s, c, rc, err);
-    static const char *const outcome[] = {
-        [CANCEL_DONE] = "cancelled",
-        [CANCEL_REQUESTED] = "cancel_requested",
-        [CANCEL_FINAL] = "already_finished",
-    };
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "task_id", rq->id);
-    cJSON_AddStringToObject(o, "outcome", rc <= CANCEL_FINAL ? outcome[rc] : "unknown");
-    cJSON_AddStringToObject(o, "state",
-                            rc == CANCEL_DONE        ? "CANCELLED"
-                            : rc == CANCEL_REQUESTED ? "ONGOING"
-                                                     : state);
+    cJSON *o = view_cancel(rq->id, rc, state);
     return http__send_json(c, MHD_HTTP_ACCEPTED, o, NULL);
 }
 
@@ -307,7 +296,6 @@ enum MHD_Result http__get_stats(http_server *s, struct MHD_Connection *c)
 enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, const request *rq)
 {
     static const char *const ok[] = {"state", "offset", "limit", NULL};
-    static const char *const states[] = {"PENDING", "SUCCESS", "FAILURE", "CANCELLED", NULL};
     args_check a;
     const char *bad = http__unknown_arg(c, ok, &a);
     if (bad)
@@ -315,16 +303,11 @@ enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, con
                                 "unknown query argument '%s' (expected state, offset, limit)", bad);
     const char *state = http__arg(c, "state"), *off = http__arg(c, "offset"),
                *lim = http__arg(c, "limit");
-    if (state) {
-        int k = 0;
-        while (states[k] && strcasecmp(states[k], state) != 0)
-            k++;
-        if (!states[k])
-            return http__send_error(
-                c, MHD_HTTP_BAD_REQUEST, NULL,
-                "state must be PENDING, SUCCESS, FAILURE or CANCELLED, got '%.32s'", state);
-        state = states[k];
-    }
+    if (state && !view_subtask_state(state))
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                "state must be PENDING, SUCCESS, FAILURE or CANCELLED, got '%.32s'",
+                                state);
+    state = view_subtask_state(state);
     long offset = 0, limit = 100;
     if (off && !parse_long(off, 0, VIEW_SUBTASKS_MAX, &offset))
         return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
@@ -355,30 +338,8 @@ enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, con
         return http__send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
                                 "task %s: its record counts more than %d subtasks: it is corrupted",
                                 rq->id, VIEW_SUBTASKS_MAX);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "task_id", rq->id);
-    cJSON_AddNumberToObject(o, "total", n);
-    cJSON *counts = cJSON_AddObjectToObject(o, "counts");
-    for (int k = 0; states[k]; k++)
-        cJSON_AddNumberToObject(counts, states[k], 0);
-    cJSON_AddNumberToObject(o, "offset", (double)offset);
-    cJSON *arr = cJSON_CreateArray();
-    long matched = 0;
-    for (int i = 0; i < n; i++) {
-        cJSON *cnt = cJSON_GetObjectItemCaseSensitive(counts, subs[i].state);
-        if (cnt)
-            cJSON_SetNumberValue(cnt, cnt->valuedouble + 1);
-        else
-            cJSON_AddNumberToObject(counts, subs[i].state, 1);
-        if (state && strcmp(state, subs[i].state) != 0)
-            continue;
-        if (matched++ >= offset && cJSON_GetArraySize(arr) < limit)
-            cJSON_AddItemToArray(arr, view_subtask(&subs[i], i));
-    }
+    cJSON *o = view_subtask_page(rq->id, subs, n, state, offset, limit);
     store_sub_recs_free(subs, n);
-    cJSON_AddNumberToObject(o, "matched", (double)matched);
-    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(arr));
-    cJSON_AddItemToObject(o, "subtasks", arr);
     return http__send_json(c, MHD_HTTP_OK, o, NULL);
 }
 
@@ -418,16 +379,13 @@ enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const
         return http__send_error(c, MHD_HTTP_CONFLICT, NULL, "%s: nothing was changed", err);
     if (rc < 0)
         return http__send_store_error(s, c, rc, err);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "task_id", rq->id);
-    cJSON_AddStringToObject(o, "state", "ONGOING");
-    cJSON_AddNumberToObject(o, "retrying", n);
-    return http__send_json(c, MHD_HTTP_ACCEPTED, o, NULL);
+    return http__send_json(c, MHD_HTTP_ACCEPTED, view_retry(rq->id, n), NULL);
 }
 
 /* The fields POST /v1/tasks takes. */
-static const char *const submit_fields[] = {"handler",      "delay_s",  "args", "id",
-                                            "max_attempts", "subtasks", NULL};
+static const char *const submit_fields[] = {"handler",     "delay_s",      "args",
+                                            "id",          "max_attempts", "subtasks",
+                                            "parallelism", "on_failure",   NULL};
 
 enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, request *rq)
 {
@@ -447,7 +405,7 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
         goto out;
     }
     /* Every field known, and each at most once. */
-    bool seen[6] = {false};
+    bool seen[sizeof submit_fields / sizeof submit_fields[0]] = {false};
     const cJSON *f;
     cJSON_ArrayForEach (f, j) {
         int k = 0;
@@ -456,7 +414,7 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
         if (!submit_fields[k]) {
             ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
                                    "unknown field '%.64s' (expected handler, args, id, delay_s, "
-                                   "max_attempts, subtasks)",
+                                   "max_attempts, subtasks, parallelism, on_failure)",
                                    f->string);
             goto out;
         }
@@ -509,6 +467,26 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
             goto out;
         }
         q.max_attempts = (int)v->valuedouble;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, "parallelism");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
+            v->valuedouble > 1024) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                   "parallelism must be an integer 1..1024");
+            goto out;
+        }
+        q.parallelism = (int)v->valuedouble;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, "on_failure");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v) ||
+            (strcmp(v->valuestring, "continue") != 0 && strcmp(v->valuestring, "fail_fast") != 0)) {
+            ret = http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
+                                   "on_failure must be \"continue\" or \"fail_fast\"");
+            goto out;
+        }
+        q.on_failure = v->valuestring;
     }
     v = cJSON_GetObjectItemCaseSensitive(j, "subtasks");
     if (v && !cJSON_IsNull(v)) {

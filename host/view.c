@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util.h"
 
@@ -147,6 +148,34 @@ void view_mark_unserved(cJSON *stats, const cJSON *hosts)
     }
 }
 
+cJSON *view_cancel(const char *id, int rc, const char *state_out)
+{
+    static const char *const outcome[] = {
+        [CANCEL_DONE] = "cancelled",
+        [CANCEL_REQUESTED] = "cancel_requested",
+        [CANCEL_FINAL] = "already_finished",
+    };
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", id);
+    cJSON_AddStringToObject(o, "outcome", rc >= 0 && rc <= CANCEL_FINAL ? outcome[rc] : "unknown");
+    cJSON_AddStringToObject(o, "state",
+                            rc == CANCEL_DONE        ? "CANCELLED"
+                            : rc == CANCEL_REQUESTED ? "ONGOING"
+                                                     : state_out);
+    if (rc == CANCEL_REQUESTED)
+        cJSON_AddStringToObject(o, "owner", state_out);
+    return o;
+}
+
+cJSON *view_retry(const char *id, int n)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", id);
+    cJSON_AddStringToObject(o, "state", "ONGOING");
+    cJSON_AddNumberToObject(o, "retrying", n);
+    return o;
+}
+
 int view_subtask_count(const cJSON *rec)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, "subtasks");
@@ -161,6 +190,47 @@ static cJSON *json_value(const char *text)
     if (v)
         return v;
     return text && *text ? cJSON_CreateString(text) : cJSON_CreateNull();
+}
+
+static const char *const sub_states[] = {"PENDING", "SUCCESS", "FAILURE", "CANCELLED", NULL};
+
+const char *view_subtask_state(const char *s)
+{
+    for (int k = 0; s && sub_states[k]; k++)
+        if (strcasecmp(sub_states[k], s) == 0)
+            return sub_states[k];
+    return NULL;
+}
+
+cJSON *view_subtask_page(const char *id, const sub_rec *subs, int n, const char *state,
+                         long offset, long limit)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", id);
+    cJSON_AddNumberToObject(o, "total", n);
+    cJSON *counts = cJSON_AddObjectToObject(o, "counts");
+    for (int k = 0; sub_states[k]; k++)
+        cJSON_AddNumberToObject(counts, sub_states[k], 0);
+    cJSON_AddNumberToObject(o, "offset", (double)offset);
+    cJSON *arr = cJSON_CreateArray();
+    long matched = 0, shown = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *cnt = cJSON_GetObjectItemCaseSensitive(counts, subs[i].state);
+        if (cnt)
+            cJSON_SetNumberValue(cnt, cnt->valuedouble + 1);
+        else
+            cJSON_AddNumberToObject(counts, subs[i].state, 1);
+        if (state && strcmp(state, subs[i].state) != 0)
+            continue;
+        if (matched++ >= offset && (limit <= 0 || shown < limit)) {
+            cJSON_AddItemToArray(arr, view_subtask(&subs[i], i));
+            shown++;
+        }
+    }
+    cJSON_AddNumberToObject(o, "matched", (double)matched);
+    cJSON_AddNumberToObject(o, "count", (double)shown);
+    cJSON_AddItemToObject(o, "subtasks", arr);
+    return o;
 }
 
 cJSON *view_subtask(const sub_rec *s, int i)

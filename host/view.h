@@ -57,9 +57,35 @@ cJSON *view_handlers(const cJSON *hosts, const cJSON *stats);
  */
 void view_mark_unserved(cJSON *stats, const cJSON *hosts);
 
+/*
+ * What a cancel did (store_cancel's answer rc >= 0, with its state_out), as
+ * bgtaskctl cancel --json and DELETE /v1/tasks/<id> answer: {"task_id",
+ * "outcome": "cancelled" (it had not started: CANCELLED now),
+ * "cancel_requested" (its host was told to stop it: "owner" names the host)
+ * or "already_finished", "state"}. Caller owns it.
+ */
+cJSON *view_cancel(const char *id, int rc, const char *state_out);
+/* What a retry did, as bgtaskctl retry --json and POST /v1/tasks/<id>/retry answer:
+ * {"task_id", "state": "ONGOING", "retrying": n}. Caller owns it. */
+cJSON *view_retry(const char *id, int n);
+
 /* The record's count of subtasks: 0..VIEW_SUBTASKS_MAX, or -1 when the record counts more
  * (it is corrupted). */
 int view_subtask_count(const cJSON *rec);
+
+/* The state named by s (any case) among PENDING, SUCCESS, FAILURE and CANCELLED, as that
+ * constant, or NULL when it names none. */
+const char *view_subtask_state(const char *s);
+/*
+ * A page of the n subtasks of task id (store_load_subtasks' answer, borrowed),
+ * as GET /v1/tasks/<id>/subtasks answers and bgtaskctl status --subtasks
+ * shows: {"task_id", "total": n, "counts": {state: count}, "offset",
+ * "matched", "count", "subtasks": [view_subtask...]}, the subtasks in state
+ * (NULL: any; a view_subtask_state constant) from the offset-th of those on,
+ * at most limit (<= 0: all). Caller owns it.
+ */
+cJSON *view_subtask_page(const char *id, const sub_rec *subs, int n, const char *state,
+                         long offset, long limit);
 
 /* One subtask, index i, as {"index", "state", "attempt", "message", "args", "result"}:
  * message null when empty; args and result JSON values (null when none). Caller owns it. */

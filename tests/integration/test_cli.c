@@ -639,6 +639,8 @@ static void test_help_and_usage(void **state)
     assert_non_null(strstr(out, "--parallelism"));
     assert_non_null(strstr(out, "--on-failure"));
     assert_non_null(strstr(out, "--subtasks"));
+    assert_non_null(strstr(out, "handlers"));
+    assert_non_null(strstr(out, "events [--handler H]"));
     free(out);
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--version", NULL), 0);
     assert_non_null(strstr(out, "bgtaskctl"));
@@ -651,6 +653,16 @@ static void test_help_and_usage(void **state)
     assert_non_null(strstr(err, "--bogus"));
     free(err);
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "status", NULL), 2);
+    const char *id = "3b241101-e2bb-4255-8caf-4136c566a962";
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "status", id, "--state", "FAILURE", NULL), 2);
+    assert_non_null(strstr(err, "go with --subtasks"));
+    free(err);
+    assert_int_equal(
+        th_ctl(&fx.r, NULL, &err, "status", id, "--subtasks", "--state", "DONE", NULL), 2);
+    assert_non_null(strstr(err, "PENDING, SUCCESS, FAILURE or CANCELLED"));
+    free(err);
+    assert_int_equal(th_ctl(&fx.r, NULL, &err, "events", "--handler", "Bad Name", NULL), 2);
+    free(err);
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "--json", NULL), 2);
 }
 

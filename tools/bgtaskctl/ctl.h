@@ -1,10 +1,11 @@
 /*
- * ctl.h - what the files of bgtaskctl share: the command-line client
- * (submit, status, watch, cancel, retry, list, hosts, handlers, stats). It talks to
- * Redis only through the store (host/store.h), so it knows no key names;
- * --json gives every command a form for scripts. main.c: options, the
+ * ctl.h - what the files of bgtaskctl share: the command-line client (submit,
+ * status, watch, cancel, retry, list, hosts, handlers, stats, events). It
+ * talks to Redis only through the store (host/store.h), so it knows no key
+ * names; --json gives every command a form for scripts. main.c: options, the
  * connection, dispatch; output.c: text, tables, JSON; watch.c: following a
- * task; submit.c; task.c: status, cancel, retry; lists.c: list, hosts, handlers, stats.
+ * task, and every task's events; submit.c; task.c: status, cancel, retry;
+ * lists.c: list, hosts, handlers, stats.
  */
 #ifndef BGTASKCTL_CTL_H
 #define BGTASKCTL_CTL_H
@@ -63,7 +64,7 @@ typedef struct ctl {
 /* The options of every command (each command's table says which it takes). */
 typedef struct cmd_opts {
     const char *args, *args_file, *subtasks_file, *id, *state, *handler, *on_failure;
-    long max_attempts, limit, parallelism;
+    long max_attempts, limit, offset, parallelism; /* limit 0: the command's default */
     long min_replicas_ack; /* -1: the config's */
     double delay;
     bool wait, subtasks;
@@ -124,6 +125,7 @@ int cmd_retry(ctl *c, const cmd_opts *o, const char *id);
 int cmd_list(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_handlers(ctl *c, const cmd_opts *o, const char *unused);
+int cmd_events(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_stats(ctl *c, const cmd_opts *o, const char *unused);
 
 #endif

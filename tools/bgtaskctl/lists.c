@@ -16,7 +16,7 @@ int cmd_list(ctl *c, const cmd_opts *o, const char *unused)
     if (o->handler && !name_valid(o->handler))
         return usage_error("bad handler name '%s'", o->handler);
     cJSON *tasks = NULL, *t;
-    int rc = store_list_tasks(c->st, state, o->handler, (int)o->limit, &tasks);
+    int rc = store_list_tasks(c->st, state, o->handler, o->limit ? (int)o->limit : 20, &tasks);
     if (rc < 0)
         return store_fail(c, c->st, rc, "");
     view_tasks(tasks);

@@ -3,7 +3,7 @@
 
 static const char usage_short[] =
     "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
-    "commands: submit, status, watch, cancel, retry, list, hosts, handlers, stats\n"
+    "commands: submit, status, watch, cancel, retry, list, hosts, handlers, stats, events\n"
     "(bgtaskctl --help)\n";
 
 static const char usage_long[] =
@@ -39,10 +39,12 @@ static const char usage_long[] =
     "                 subscribes before submitting), and exits with its outcome;\n"
     "                 --min-replicas-ack N (0..64) waits for N replicas to confirm the\n"
     "                 task (default: the config's redis.min_replicas_ack, else 0)\n"
-    "  status ID [--subtasks]\n"
+    "  status ID [--subtasks [--state S] [--offset K] [--limit N]]\n"
     "                 show a task's record; --subtasks adds a table of a parallel\n"
     "                 task's subtasks (index, state, attempt, message), which with\n"
-    "                 --json is printed alone, as an array\n"
+    "                 --json is printed alone, as an array; --state keeps those in\n"
+    "                 state S (PENDING, SUCCESS, FAILURE, CANCELLED), --offset skips\n"
+    "                 the first K of them, --limit shows at most N (default: all)\n"
     "  watch ID [--subtasks]\n"
     "                 follow a task's progress until it ends; --subtasks adds one line\n"
     "                 per running subtask of a parallel task, with its own progress\n"
@@ -59,6 +61,9 @@ static const char usage_long[] =
     "                 and those with tasks waiting that no live host serves; each with\n"
     "                 its queue\n"
     "  stats          queue and outcome counts\n"
+    "  events [--handler H]\n"
+    "                 every task's events (of handler H only, if given) as they come,\n"
+    "                 one line each (--json: {\"id\", \"event\", \"data\"}), until interrupted\n"
     "\n"
     "Exit codes:\n"
     "  0  success (watch: the task is done)\n"
@@ -174,7 +179,8 @@ enum {
     OPT_PARALLELISM,
     OPT_ON_FAILURE,
     OPT_SUBTASKS,
-    OPT_MIN_REPLICAS_ACK
+    OPT_MIN_REPLICAS_ACK,
+    OPT_OFFSET
 };
 
 /* The options every command takes, first in each table. */
@@ -209,9 +215,22 @@ static const struct option subtasks_options[] = {
     {"subtasks", no_argument, NULL, OPT_SUBTASKS},
     {0},
 };
+static const struct option status_options[] = {
+    COMMON_OPTIONS,
+    {"subtasks", no_argument, NULL, OPT_SUBTASKS},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"offset", required_argument, NULL, OPT_OFFSET},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {0},
+};
 static const struct option retry_options[] = {
     COMMON_OPTIONS,
     {"wait", no_argument, NULL, OPT_WAIT},
+    {0},
+};
+static const struct option events_options[] = {
+    COMMON_OPTIONS,
+    {"handler", required_argument, NULL, OPT_HANDLER},
     {0},
 };
 static const struct option list_options[] = {
@@ -229,7 +248,7 @@ static const struct command {
     const char *operand; /* what the one operand is, or NULL for none */
 } commands[] = {
     {"submit", cmd_submit, submit_options, "a handler name"},
-    {"status", cmd_status, subtasks_options, "a task id"},
+    {"status", cmd_status, status_options, "a task id"},
     {"watch", cmd_watch, subtasks_options, "a task id"},
     {"cancel", cmd_cancel, plain_options, "a task id"},
     {"retry", cmd_retry, retry_options, "a task id"},
@@ -237,6 +256,7 @@ static const struct command {
     {"hosts", cmd_hosts, plain_options, NULL},
     {"handlers", cmd_handlers, plain_options, NULL},
     {"stats", cmd_stats, plain_options, NULL},
+    {"events", cmd_events, events_options, NULL},
 };
 
 /* Apply one parsed option: EX_OK, -1 when the run is over (--help, --version), or EX_USAGE. */
@@ -270,6 +290,11 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
     case OPT_LIMIT:
         if (!parse_long(optarg, 1, 100000, &o->limit))
             return usage_error("--limit needs a number 1..100000, got '%s'", optarg);
+        break;
+    case OPT_OFFSET:
+        if (!parse_long(optarg, 0, VIEW_SUBTASKS_MAX, &o->offset))
+            return usage_error("--offset needs a number 0..%d, got '%s'", VIEW_SUBTASKS_MAX,
+                               optarg);
         break;
     case OPT_PARALLELISM:
         if (!parse_long(optarg, 1, 1024, &o->parallelism))
@@ -307,7 +332,7 @@ static int parse_options(ctl *c, cmd_opts *o, int argc, char **argv, const char 
 
 static int run(ctl *c, int argc, char **argv)
 {
-    cmd_opts o = {.limit = 20, .min_replicas_ack = -1};
+    cmd_opts o = {.min_replicas_ack = -1};
     int code = parse_options(c, &o, argc, argv, "+:c:h", global_options);
     if (code != EX_OK)
         return code;
@@ -329,13 +354,25 @@ static int run(ctl *c, int argc, char **argv)
         return usage_error("%s needs %s", cmd->name, cmd->operand);
     if (!cmd->operand && operand)
         return usage_error("%s takes no operands, got '%s'", cmd->name, operand);
+    if (cmd->run == cmd_status && !o.subtasks && (o.state || o.offset || o.limit))
+        return usage_error("status: --state, --offset and --limit go with --subtasks");
+    if (cmd->run == cmd_status && o.state && !view_subtask_state(o.state))
+        return usage_error("--state must be PENDING, SUCCESS, FAILURE or CANCELLED, got '%s'",
+                           o.state);
     if ((code = ctl_setup(c)) != EX_OK)
         return code;
-    /* A malformed id cannot name a task; submit checks its input before connecting. */
+    /* A malformed id cannot name a task; submit checks its input before connecting. Ids
+     * are matched case-insensitively: the store spells them in lower case. */
+    char id[BGT_ID_LEN + 1];
     if (cmd->run != cmd_submit) {
         if (operand && !id_valid(operand)) {
             fprintf(stderr, "bgtaskctl: task %s not found (not a task id)\n", operand);
             return EX_NOTFOUND;
+        }
+        if (operand) {
+            for (int i = 0; i <= BGT_ID_LEN; i++)
+                id[i] = (char)tolower((unsigned char)operand[i]);
+            operand = id;
         }
         if ((code = ctl_open(c, &c->st)) != EX_OK)
             return code;

@@ -10,11 +10,13 @@ static void print_field(const char *key, const char *value)
 }
 
 /*
- * The n subtasks of task id: a table of index, state, attempt and message, or
- * with --json an array of {index, state, attempt, message, args, result}.
- * A running subtask reads PENDING: its state changes when it ends.
+ * The n subtasks of task id, those in --state from --offset on, at most
+ * --limit (all by default): a table of index, state, attempt and message, or
+ * with --json an array of {index, state, attempt, message, args, result}, as
+ * GET /v1/tasks/<id>/subtasks gives them. A running subtask reads PENDING: its
+ * state changes when it ends.
  */
-static int print_subtasks(ctl *c, const char *id, int n)
+static int print_subtasks(ctl *c, const cmd_opts *o, const char *id, int n)
 {
     if (n < 0) {
         fprintf(stderr,
@@ -24,31 +26,33 @@ static int print_subtasks(ctl *c, const char *id, int n)
         return EX_FAIL;
     }
     sub_rec *subs = NULL;
-    int rc = store_load_subtasks(c->st, id, n, &subs);
+    int rc = n > 0 ? store_load_subtasks(c->st, id, n, &subs) : 0;
     if (rc < 0)
         return store_fail(c, c->st, rc, id);
+    cJSON *page = view_subtask_page(id, subs, n, view_subtask_state(o->state), o->offset, o->limit);
+    store_sub_recs_free(subs, n);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(page, "subtasks"), *e;
     if (c->json) {
-        cJSON *arr = cJSON_CreateArray();
-        for (int i = 0; i < n; i++)
-            cJSON_AddItemToArray(arr, view_subtask(&subs[i], i));
-        print_json(arr, false);
-        cJSON_Delete(arr);
+        print_json(list, false);
+    } else if (cJSON_GetArraySize(list) == 0) {
+        puts(n == 0 ? "no subtasks (not a parallel task, or not split yet)"
+                    : "no subtasks match");
     } else {
         table tb = {.ncols = 4, .head = {"INDEX", "STATE", "ATTEMPT", "MESSAGE"}};
         int room = isatty(STDOUT_FILENO) ? term_columns() - 30 : 100;
-        for (int i = 0; i < n; i++) {
+        cJSON_ArrayForEach (e, list) {
             char idx[32], att[32], msg[512];
-            snprintf(idx, sizeof idx, "%d", i);
-            snprintf(att, sizeof att, "%u", subs[i].attempt);
-            const char *m = subs[i].message && *subs[i].message ? subs[i].message : "-";
-            char *row[] = {xstrdup(idx), xstrdup(subs[i].state), xstrdup(att),
+            const char *m = *jstr(e, "message") ? jstr(e, "message") : "-";
+            char *row[] = {xstrdup(fmt_num(jnum(e, "index"), idx, sizeof idx)),
+                           xstrdup(jstr(e, "state")),
+                           xstrdup(fmt_num(jnum(e, "attempt"), att, sizeof att)),
                            xstrdup(clean(m, room > 20 ? (size_t)room : 20, msg, sizeof msg))};
             table_row(&tb, row);
         }
         table_print(&tb);
-        fflush(stdout);
     }
-    store_sub_recs_free(subs, n);
+    fflush(stdout);
+    cJSON_Delete(page);
     return EX_OK;
 }
 
@@ -67,10 +71,7 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
         /* The table alone, as an array (empty for a task without subtasks). */
         int n = view_subtask_count(rec);
         cJSON_Delete(rec);
-        if (n != 0)
-            return print_subtasks(c, id, n);
-        puts("[]");
-        return EX_OK;
+        return print_subtasks(c, o, id, n);
     }
     if (c->json) {
         print_json(rec, false);
@@ -126,12 +127,8 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     cJSON_Delete(rec);
     if (!o->subtasks)
         return EX_OK;
-    if (n == 0) {
-        puts("\nno subtasks (not a parallel task, or not split yet)");
-        return EX_OK;
-    }
     putchar('\n');
-    return print_subtasks(c, id, n);
+    return print_subtasks(c, o, id, n);
 }
 
 int cmd_watch(ctl *c, const cmd_opts *o, const char *id) { return watch_task(c, id, o->subtasks); }
@@ -145,16 +142,7 @@ int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
     /* For a request, the store answers the owner in state_out. */
     const char *owner = rc == CANCEL_REQUESTED && *state ? state : "another host";
     if (c->json) {
-        static const char *const outcome[] = {"cancelled", "requested", "final"};
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "task_id", id);
-        cJSON_AddStringToObject(j, "outcome", outcome[rc]);
-        cJSON_AddStringToObject(j, "state",
-                                rc == CANCEL_FINAL  ? state
-                                : rc == CANCEL_DONE ? "CANCELLED"
-                                                    : "ONGOING");
-        if (rc == CANCEL_REQUESTED)
-            cJSON_AddStringToObject(j, "owner", owner);
+        cJSON *j = view_cancel(id, rc, rc == CANCEL_REQUESTED ? owner : state);
         print_json(j, true);
         cJSON_Delete(j);
     } else if (rc == CANCEL_DONE) {
@@ -189,9 +177,7 @@ int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
     if (rc < 0)
         return store_fail(c, c->st, rc, id);
     if (c->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "task_id", id);
-        cJSON_AddNumberToObject(j, "retrying", n);
+        cJSON *j = view_retry(id, n);
         print_json(j, true);
         cJSON_Delete(j);
     } else {

@@ -1,4 +1,5 @@
-/* watch.c - bgtaskctl watch: follow a task until it ends, as a progress bar on a terminal, else plain lines. */
+/* watch.c - bgtaskctl watch: follow a task until it ends, as a progress bar on a terminal,
+ * else plain lines; and bgtaskctl events: every task's events as they come. */
 #include "ctl.h"
 
 /* How long watch waits for an event before it re-reads the record. */
@@ -380,4 +381,71 @@ int watch_task(ctl *c, const char *id, bool subtasks)
     store *sub = NULL;
     int code = watch_open(c, id, &sub);
     return code == EX_OK ? follow(c, sub, id, subtasks, true, 0) : code;
+}
+
+/* ---- events ---- */
+
+/*
+ * Every task's events (of --handler only, if given) as they come, until the
+ * command is interrupted: one line each, "HH:MM:SS <event> <task id>
+ * <handler> <current>/<total> <message>", or with --json {"id", "event",
+ * "data"} (id: its place in the event stream), as GET /v1/events streams
+ * them. Events of the time it cannot reach Redis are not shown; it gives up
+ * after WATCH_RECONNECT_S of that.
+ */
+int cmd_events(ctl *c, const cmd_opts *o, const char *unused)
+{
+    if (o->handler && !name_valid(o->handler))
+        return usage_error("bad handler name '%s'", o->handler);
+    store *sub = NULL;
+    int code = ctl_open(c, &sub);
+    if (code != EX_OK)
+        return code;
+    int rc = store_subscribe_all(sub);
+    double lost_since = 0;
+    while (rc == 0 || rc == -ETIMEDOUT || rc == -EIO) {
+        char *name = NULL, *sid = NULL;
+        cJSON *data = NULL;
+        rc = store_next_event_ex(sub, WATCH_QUIET_S, &name, &data, &sid);
+        if (rc == -EIO) {
+            if (!lost_since)
+                lost_since = mono_s();
+            else if (mono_s() - lost_since > WATCH_RECONNECT_S)
+                break;
+            sleep_s(0.2); /* the store reconnects and subscribes again, with backoff */
+            continue;
+        }
+        lost_since = 0;
+        if (rc < 0)
+            continue;
+        if (!o->handler || strcmp(jstr(data, "handler"), o->handler) == 0) {
+            if (c->json) {
+                cJSON *line = cJSON_CreateObject();
+                cJSON_AddStringToObject(line, "id", sid ? sid : "");
+                cJSON_AddStringToObject(line, "event", name);
+                cJSON_AddItemToObject(line, "data", data);
+                data = NULL;
+                print_json(line, true);
+                cJSON_Delete(line);
+            } else {
+                char ts[32], a[32], b[32], msg[1024];
+                time_t t = time(NULL);
+                struct tm tm;
+                localtime_r(&t, &tm);
+                strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+                printf("%s %s %s %s %s/%s %s\n", ts, name, jstr(data, "task_id"),
+                       jstr(data, "handler"), fmt_num(jnum(data, "current_progress"), a, sizeof a),
+                       fmt_num(jnum(data, "total_progress"), b, sizeof b),
+                       clean(jstr(data, "message"), 1000, msg, sizeof msg));
+                fflush(stdout);
+            }
+        }
+        free(name);
+        free(sid);
+        cJSON_Delete(data);
+    }
+    fprintf(stderr, "bgtaskctl: lost the connection to redis at %s: %s\n", c->url_shown,
+            store_errstr(sub));
+    store_free(sub);
+    return EX_USAGE;
 }
