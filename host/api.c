@@ -12,11 +12,14 @@
 
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER;
 static store *submit_store;
+static char submit_off[160] = "this process has no Redis connection to submit with";
 
-void host_api_set_submit_store(store *st)
+void host_api_set_submit_store(store *st, const char *why_not)
 {
     pthread_mutex_lock(&submit_lock);
     submit_store = st;
+    if (why_not)
+        strlcpy_(submit_off, why_not, sizeof submit_off);
     pthread_mutex_unlock(&submit_lock);
 }
 
@@ -38,7 +41,7 @@ static int api_submit(bgt_task *t, const char *name, const cJSON *args, char *id
     submit_req q = {.handler = name, .args = text};
     pthread_mutex_lock(&submit_lock);
     int rc = submit_store ? store_submit(submit_store, &q, 1) : -EIO;
-    const char *why = submit_store ? store_errstr(submit_store) : "no redis connection";
+    const char *why = submit_store ? store_errstr(submit_store) : submit_off;
     if (rc == 0)
         rc = q.rc;
     if (rc < 0)

@@ -84,6 +84,6 @@ void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status
                  double duration_s, const char *message)
 {
     /* Plugin hooks in reverse registration order, then the built-in. */
-    hooks_plugins_after(hk->reg, info, status, duration_s, message);
+    hooks_plugins_after(hk->reg, info, status, duration_s, status == BGT_OK ? NULL : message);
     metrics_after(hk, info, kind, duration_s);
 }

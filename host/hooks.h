@@ -34,7 +34,8 @@ void hooks_before(hooks *hk, const bgt_hook_info *info);
 void hooks_progress(hooks *hk, const bgt_hook_info *info, double current, double total,
                     const char *message);
 /* After an attempt (or a subtask) ended: plugin hooks in reverse order, then metrics.
- * message is the record's message (the error for a failure), borrowed. */
+ * status: what it ended with (the handler's); message: why (the error it set, else the
+ * host's reason), borrowed; the hooks get NULL for it after BGT_OK (sdk/bgtask.h). */
 void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status status,
                  double duration_s, const char *message);
 

@@ -378,6 +378,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (check_file) {
+        host_api_set_submit_store(NULL, "bgtaskd --check-plugin submits nothing");
         int st = check_plugin(check_file, &cfg, &sigs);
         config_free(&cfg);
         return st;
@@ -403,6 +404,30 @@ int main(int argc, char **argv)
     store *submit_st = NULL;
     char *host_id = NULL;
     iso_host *iso = NULL;
+
+    /* Connected before the plugins load, so that an init can bgt_submit (a check submits
+     * nothing, and touches no Redis). */
+    if (check) {
+        host_api_set_submit_store(NULL, "bgtaskd --check-config submits nothing");
+    } else {
+        submit_st = store_open(&cfg, &addr);
+        log_redis_addr(&addr);
+        int rc = store_connect(submit_st);
+        if (rc == -EPROTONOSUPPORT) {
+            log_err("%s", store_errstr(submit_st));
+            goto out;
+        } else if (rc < 0) {
+            log_warn("%s; the host will keep trying", store_errstr(submit_st));
+        } else {
+            char policy[64] = "";
+            if (store_config_get(submit_st, "maxmemory-policy", policy, sizeof policy) == 0 &&
+                strcmp(policy, "noeviction") != 0)
+                log_warn("redis maxmemory-policy is '%s', not 'noeviction': an evicted key is a "
+                         "lost task",
+                         policy);
+        }
+        host_api_set_submit_store(submit_st, NULL);
+    }
 
     met = metrics_new();
     iso = iso_host_new(&cfg, &reg, met);
@@ -431,24 +456,6 @@ int main(int argc, char **argv)
         log_err("host id '%s' must be at most 200 characters without spaces", host_id);
         goto out;
     }
-
-    submit_st = store_open(&cfg, &addr);
-    log_redis_addr(&addr);
-    int rc = store_connect(submit_st);
-    if (rc == -EPROTONOSUPPORT) {
-        log_err("%s", store_errstr(submit_st));
-        goto out;
-    } else if (rc < 0) {
-        log_warn("%s; the host will keep trying", store_errstr(submit_st));
-    } else {
-        char policy[64] = "";
-        if (store_config_get(submit_st, "maxmemory-policy", policy, sizeof policy) == 0 &&
-            strcmp(policy, "noeviction") != 0)
-            log_warn("redis maxmemory-policy is '%s', not 'noeviction': an evicted key is a "
-                     "lost task",
-                     policy);
-    }
-    host_api_set_submit_store(submit_st);
 
     m = mgr_new(&cfg, &addr, &reg, met, host_id);
     iso_set_notify(iso, handlers_changed, m);
@@ -506,7 +513,7 @@ out:
         _exit(status);
     }
     iso_host_free(iso);
-    host_api_set_submit_store(NULL);
+    host_api_set_submit_store(NULL, "the host is stopping");
     store_free(submit_st);
     unload_all(&plugins);
     registry_destroy(&reg);

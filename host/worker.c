@@ -43,7 +43,7 @@ void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status, co
     t->nerrors = nerrors;
     mgr__assert_unlocked();
     hooks_after(&m->hk, &t->info, kind, status, t->started > 0 ? now - t->started : 0,
-                t->end_message);
+                t->error ? t->error : t->end_message);
     static const fin_op ops[] = {
         [END_SUCCESS] = FIN_SUCCESS, [END_FAILURE] = FIN_FAILURE, [END_CANCELLED] = FIN_CANCELLED,
         [END_RETRY] = FIN_RETRY,     [END_RELEASE] = FIN_RELEASE, [END_LOST] = FIN_PROGRESS};
@@ -410,6 +410,7 @@ static bool run_subtask(manager *m, bgt_task *st)
     memcpy(id, st->id, sizeof id);
     memcpy(name, st->handler, sizeof name);
     bgt_hook_info info = {id, name, st->info.attempt, st->subtask};
+    char *error = st->error ? xstrdup(st->error) : NULL;
     double duration = mono_s() - st->started;
     par_report r = {.status = status,
                     .attempt = st->attempt,
@@ -428,6 +429,7 @@ static bool run_subtask(manager *m, bgt_task *st)
         log_msg(BGT_LOG_NOTICE, id, "subtask %d: its handler returned after it was written off; "
                 "this worker thread leaves", st->subtask);
         mgr__task_free(st);
+        free(error);
         return true;
     }
     double now = mono_s();
@@ -456,7 +458,8 @@ static bool run_subtask(manager *m, bgt_task *st)
                     : strcmp(out.state, "CANCELLED") == 0 ? END_CANCELLED
                                                           : END_FAILURE;
     mgr__assert_unlocked();
-    hooks_after(&m->hk, &info, kind, status, duration, out.message);
+    hooks_after(&m->hk, &info, kind, status, duration, error ? error : out.message);
+    free(error);
     free(out.message);
     if (!out.state)
         mgr__task_free(st); /* nothing to write: it never went to the writer */
@@ -478,7 +481,7 @@ static void end_written_off(manager *m, bgt_task *r)
     }
     mgr__assert_unlocked();
     hooks_after(&m->hk, &r->info, END_FAILURE, BGT_CANCELLED, mono_s() - r->started,
-                r->end_message);
+                r->error ? r->error : r->end_message);
     end_job(m, r);
     mgr__task_free(r); /* never owned, never queued for the writer */
 }

@@ -620,7 +620,8 @@ static void run_call(cJSON *args)
     } else {
         status = h->def.merge((bgt_task *)c, args, h->def.udata);
     }
-    hooks_plugins_after(&W.reg, &c->info, status, mono_s() - t0, c->error);
+    hooks_plugins_after(&W.reg, &c->info, status, mono_s() - t0,
+                        status == BGT_OK ? NULL : c->error);
     flush_subtasks(c);
     /* The last progress report goes before the outcome, and none after it. */
     pthread_mutex_lock(&W.prog_lock);

@@ -160,7 +160,15 @@ typedef struct bgt_hook_def {
     void (*before)(void *udata, const bgt_hook_info *info);
     void (*progress)(void *udata, const bgt_hook_info *info, double current, double total,
                      const char *message);
-    /* outcome is the final bgt_status; message is the error or NULL */
+    /* The attempt (or subtask) ended after duration_s. outcome: the status it
+     * ended with, its handler's return value (BGT_FAILED for one the host failed
+     * before its handler ran, a corrupted record say). It is this attempt's
+     * ending, not the task's: a BGT_RETRY past max_attempts still fails the
+     * task, a BGT_CANCELLED that came from a timeout ends it FAILURE.
+     * message: NULL after BGT_OK; otherwise why, borrowed: the error the
+     * attempt set with bgt_set_error, else the host's own reason when it has
+     * one ("Cancelled", "timed out after 5s", "lease lost"; a worker process of
+     * an isolated plugin knows only the error, and passes NULL without one). */
     void (*after)(void *udata, const bgt_hook_info *info, bgt_status outcome,
                   double duration_s, const char *message);
     void *udata;                     /* owned by the host from the call on */
@@ -221,11 +229,14 @@ typedef struct bgt_api {
     /* Logging with the task id attached. */
     void (*task_log)(bgt_task *t, int level, const char *fmt, va_list ap);
 
-    /* Submit a new task (from a run function or from init). args borrowed,
-     * may be NULL for {}. id_out (37 bytes) receives the new id if not NULL.
-     * Returns 0, -EINVAL (bad handler name or args: args.subtasks, which gives a
-     * parallel task its subtasks, must be an array and the only key), -E2BIG
-     * (args too large), -EIO (Redis unreachable). */
+    /* Submit a new task, from a run function (t: its task) or from init (t:
+     * NULL; the host connects to Redis before it loads plugins). args
+     * borrowed, may be NULL for {}. id_out (37 bytes) receives the new id if
+     * not NULL. Returns 0, -EINVAL (bad handler name or args: args.subtasks,
+     * which gives a parallel task its subtasks, must be an array and the only
+     * key), -E2BIG (args too large), -EIO (Redis unreachable, or a check:
+     * bgtaskd --check-config and --check-plugin run inits and submit
+     * nothing). The host logs why it refused. */
     int (*submit)(bgt_task *t, const char *handler, const cJSON *args, char *id_out);
 
     /* Split functions only: append one subtask (or, with batch_size > 1, one
