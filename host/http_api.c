@@ -43,17 +43,16 @@ static cJSON *live_hosts(http_server *s)
     return hosts;
 }
 
-/* The warning for a task of handler name that no live host serves (malloc'd), or NULL: this
- * host serves it, a live host does, or the hosts cannot be read (no warning without
- * knowing). */
-static char *unserved_warning(http_server *s, const char *name)
+/* Whether a live host serves handler name: this host, when it does, else one of the live
+ * hosts; true too when they cannot be read (no warning without knowing). */
+static bool served(http_server *s, const char *name)
 {
     if (registry_find(s->reg, name))
-        return NULL; /* this host is live, and serves it */
+        return true; /* this host is live, and serves it */
     cJSON *hosts = live_hosts(s);
-    bool served = !hosts || view_served(hosts, name);
+    bool yes = !hosts || view_served(hosts, name);
     cJSON_Delete(hosts);
-    return served ? NULL : view_unserved_warning(name);
+    return yes;
 }
 
 /* ---- endpoints ---- */
@@ -525,19 +524,9 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
     case 0: {
         char location[64];
         snprintf(location, sizeof location, "/v1/tasks/%s", q.id_out);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "task_id", q.id_out);
         /* Created, but: on the master only (redis.min_replicas_ack), or waiting for a host. */
-        char *unserved = unserved_warning(s, q.handler);
-        if (q.not_durable)
-            cJSON_AddFalseToObject(o, "durable");
-        if (q.not_durable || unserved) {
-            char *w = xasprintf("%s%s%s", q.not_durable ? q.err : "",
-                                q.not_durable && unserved ? "; " : "", unserved ? unserved : "");
-            cJSON_AddStringToObject(o, "warning", w);
-            free(w);
-        }
-        free(unserved);
+        cJSON *o = view_submitted(q.id_out, q.not_durable ? q.err : NULL,
+                                  served(s, q.handler) ? NULL : q.handler);
         ret = http__send_json(c, MHD_HTTP_ACCEPTED, o, location);
         break;
     }

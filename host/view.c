@@ -148,6 +148,23 @@ void view_mark_unserved(cJSON *stats, const cJSON *hosts)
     }
 }
 
+cJSON *view_submitted(const char *id, const char *not_durable, const char *unserved)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "task_id", id);
+    if (not_durable)
+        cJSON_AddFalseToObject(o, "durable");
+    char *w = unserved ? view_unserved_warning(unserved) : NULL;
+    if (not_durable || w) {
+        char *both = xasprintf("%s%s%s", not_durable ? not_durable : "",
+                               not_durable && w ? "; " : "", w ? w : "");
+        cJSON_AddStringToObject(o, "warning", both);
+        free(both);
+    }
+    free(w);
+    return o;
+}
+
 cJSON *view_cancel(const char *id, int rc, const char *state_out)
 {
     static const char *const outcome[] = {

@@ -58,6 +58,15 @@ cJSON *view_handlers(const cJSON *hosts, const cJSON *stats);
 void view_mark_unserved(cJSON *stats, const cJSON *hosts);
 
 /*
+ * What a submission answers (bgtaskctl submit --json, POST /v1/tasks):
+ * {"task_id"}, with "durable": false when not_durable (the store's text saying
+ * how many replicas confirmed it) is not NULL, and a "warning" joining that
+ * text and the unserved warning when unserved (the handler's name) is not
+ * NULL. Caller owns it.
+ */
+cJSON *view_submitted(const char *id, const char *not_durable, const char *unserved);
+
+/*
  * What a cancel did (store_cancel's answer rc >= 0, with its state_out), as
  * bgtaskctl cancel --json and DELETE /v1/tasks/<id> answer: {"task_id",
  * "outcome": "cancelled" (it had not started: CANCELLED now),

@@ -139,6 +139,31 @@ int it_ctl_argv(char **argv)
     return 3;
 }
 
+char *it_ctl(int want, char **err, const char *arg, ...)
+{
+    char *argv[48];
+    int n = it_ctl_argv(argv);
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+        assert_true(n < 46);
+        argv[n++] = (char *)a;
+    }
+    va_end(ap);
+    argv[n] = NULL;
+    char *out = NULL, *msg = NULL;
+    int rc = th_run(60, argv, &out, &msg);
+    free(argv[0]);
+    if (rc != want)
+        fail_msg("bgtaskctl %s ...: exit %d, want %d; stderr: %s", arg, rc, want,
+                 msg ? msg : "");
+    if (err)
+        *err = msg;
+    else
+        free(msg);
+    return out;
+}
+
 char *it_submit(const char *handler, const char *args, ...)
 {
     char *argv[32];

@@ -95,6 +95,13 @@ char *it_bin(const char *name);
 int it_ctl_argv(char **argv);
 
 /*
+ * bgtaskctl with these arguments (NULL-terminated), aimed at the test's Redis: it must
+ * exit `want` (the test fails, showing its stderr, otherwise). Returns its stdout
+ * (malloc'd); *err (if not NULL) gets its stderr (malloc'd).
+ */
+char *it_ctl(int want, char **err, const char *arg, ...) __attribute__((sentinel));
+
+/*
  * bgtaskctl submit HANDLER [--args ARGS] [more options...] (NULL-terminated):
  * it must succeed; returns the task id (malloc'd).
  */

@@ -10,28 +10,6 @@
 
 #include "../harness/itest.h"
 
-/* bgtaskctl with these arguments (NULL-terminated) must exit `want`; returns its stdout. */
-static char *ctl_out(int want, const char *arg, ...)
-{
-    char *argv[32];
-    int n = it_ctl_argv(argv);
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-        assert_true(n < 30);
-        argv[n++] = (char *)a;
-    }
-    va_end(ap);
-    argv[n] = NULL;
-    char *out = NULL, *err = NULL;
-    int rc = th_run(60, argv, &out, &err);
-    free(argv[0]);
-    if (rc != want)
-        fail_msg("bgtaskctl %s ...: exit %d, want %d; stderr: %s", arg, rc, want, err);
-    free(err);
-    return out;
-}
-
 /* A task id: 36 characters of lower-case hex and dashes. */
 static bool id_ok(const char *s)
 {
@@ -69,27 +47,27 @@ static void test_error_only_on_failure(void **state)
     assert_true(it_wait_state(ok, "SUCCESS", 20));
     assert_true(it_wait_state(bad, "FAILURE", 20));
 
-    char *out = ctl_out(0, "status", ok, NULL);
+    char *out = it_ctl(0, NULL, "status", ok, NULL);
     assert_null(strstr(out, "error:"));
     assert_null(strstr(out, "not yet"));
     free(out);
-    out = ctl_out(0, "status", bad, NULL);
+    out = it_ctl(0, NULL, "status", bad, NULL);
     assert_non_null(strstr(out, "error:"));
     assert_non_null(strstr(out, "it broke"));
     free(out);
 
-    out = ctl_out(0, "--json", "status", ok, NULL);
+    out = it_ctl(0, NULL, "--json", "status", ok, NULL);
     cJSON *rec = cJSON_Parse(out);
     assert_non_null(rec);
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(rec, "error")));
     cJSON_Delete(rec);
     free(out);
 
-    out = ctl_out(0, "list", NULL);
+    out = it_ctl(0, NULL, "list", NULL);
     assert_null(strstr(out, "not yet"));
     assert_non_null(strstr(out, "it broke"));
     free(out);
-    out = ctl_out(0, "--json", "list", NULL);
+    out = it_ctl(0, NULL, "--json", "list", NULL);
     cJSON *arr = cJSON_Parse(out);
     assert_non_null(arr);
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(listed(arr, ok), "error")));
@@ -168,7 +146,7 @@ static void test_wait_sees_every_event(void **state)
     it_need_redis();
     it_host_start(NULL);
     for (int round = 0; round < 4; round++) {
-        char *out = ctl_out(0, "submit", "demo.flaky", "--args", "{\"n\": 3}", "--wait", NULL);
+        char *out = it_ctl(0, NULL, "submit", "demo.flaky", "--args", "{\"n\": 3}", "--wait", NULL);
         char id[37];
         snprintf(id, sizeof id, "%s", out);
         assert_true(id_ok(id));
@@ -181,7 +159,7 @@ static void test_wait_sees_every_event(void **state)
         free(out);
     }
     /* A partial success, retried: its subtask 1 fails again. */
-    char *out = ctl_out(4, "submit", "demo.parallel", "--args",
+    char *out = it_ctl(4, NULL, "submit", "demo.parallel", "--args",
                         "{\"items\": 3, \"ms\": 1, \"fail\": [1]}", "--wait", NULL);
     char id[37];
     snprintf(id, sizeof id, "%s", out);
@@ -189,33 +167,11 @@ static void test_wait_sees_every_event(void **state)
     cJSON *evs = it_events(id);
     int before = cJSON_GetArraySize(evs);
     cJSON_Delete(evs);
-    out = ctl_out(4, "retry", id, "--wait", NULL);
+    out = it_ctl(4, NULL, "retry", id, "--wait", NULL);
     assert_true(strncmp(out, "retrying 1 failed subtask(s)\n", 29) == 0);
     assert_shows_events(out + 29, id, before);
     free(out);
     it_pass();
-}
-
-/* bgtaskctl with these arguments (NULL-terminated) must exit `want`; returns its stderr. */
-static char *ctl_err(int want, const char *arg, ...)
-{
-    char *argv[32];
-    int n = it_ctl_argv(argv);
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-        assert_true(n < 30);
-        argv[n++] = (char *)a;
-    }
-    va_end(ap);
-    argv[n] = NULL;
-    char *out = NULL, *err = NULL;
-    int rc = th_run(60, argv, &out, &err);
-    free(argv[0]);
-    if (rc != want)
-        fail_msg("bgtaskctl %s ...: exit %d, want %d; stderr: %s", arg, rc, want, err);
-    free(out);
-    return err;
 }
 
 static int count_of(const char *hay, const char *needle)
@@ -250,11 +206,12 @@ static int file_says(const char *path, const char *needle)
 static void test_unserved_handler(void **state)
 {
     it_need_redis();
-    char *err = ctl_err(0, "submit", "nobody.serves", NULL);
+    char *err = NULL;
+    free(it_ctl(0, &err, "submit", "nobody.serves", NULL));
     assert_int_equal(count_of(err, UNSERVED), 1);
     free(err);
     /* With --json, the answer carries it too, as POST /v1/tasks's does. */
-    char *out = ctl_out(0, "--json", "submit", "nobody.serves", NULL);
+    char *out = it_ctl(0, NULL, "--json", "submit", "nobody.serves", NULL);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(strstr(cJSON_GetObjectItem(j, "warning")->valuestring, UNSERVED));
     char first[37];
@@ -262,7 +219,7 @@ static void test_unserved_handler(void **state)
     cJSON_Delete(j);
     free(out);
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", first, NULL), 0);
-    out = ctl_out(0, "--json", "list", "--handler", "nobody.serves", "--state", "ONGOING", NULL);
+    out = it_ctl(0, NULL, "--json", "list", "--handler", "nobody.serves", "--state", "ONGOING", NULL);
     cJSON *arr = cJSON_Parse(out);
     assert_int_equal(cJSON_GetArraySize(arr), 1);
     char id[37];
@@ -270,18 +227,18 @@ static void test_unserved_handler(void **state)
     cJSON_Delete(arr);
     free(out);
 
-    out = ctl_out(0, "status", id, NULL);
+    out = it_ctl(0, NULL, "status", id, NULL);
     assert_non_null(strstr(out, "warning:"));
     assert_non_null(strstr(out, UNSERVED));
     free(out);
-    out = ctl_out(0, "--json", "status", id, NULL);
+    out = it_ctl(0, NULL, "--json", "status", id, NULL);
     cJSON *rec = cJSON_Parse(out);
     assert_non_null(strstr(cJSON_GetObjectItem(rec, "warning")->valuestring, UNSERVED));
     cJSON_Delete(rec);
     free(out);
 
     th_host *h = it_host_start(NULL);
-    out = ctl_out(0, "--json", "handlers", NULL);
+    out = it_ctl(0, NULL, "--json", "handlers", NULL);
     cJSON *v = cJSON_Parse(out);
     assert_non_null(v);
     const cJSON *e;
@@ -302,12 +259,12 @@ static void test_unserved_handler(void **state)
     assert_int_equal(seen, 2);
     cJSON_Delete(v);
     free(out);
-    out = ctl_out(0, "handlers", NULL);
+    out = it_ctl(0, NULL, "handlers", NULL);
     assert_non_null(strstr(out, "none (unserved)"));
     free(out);
 
     /* A served handler: nothing said, nothing in the record. */
-    err = ctl_err(0, "submit", "demo.echo", NULL);
+    free(it_ctl(0, &err, "submit", "demo.echo", NULL));
     assert_int_equal(count_of(err, "warning"), 0);
     free(err);
 

@@ -37,31 +37,16 @@ static th_host *host_start(void)
     return h;
 }
 
-/* bgtaskctl --json with these arguments (NULL-terminated) must exit `want`; its stdout as
- * JSON. */
-static cJSON *ctl_json(int want, const char *arg, ...)
+/* bgtaskctl --json with these arguments must exit `want`: its stdout as JSON. */
+#define ctl_json(want, ...) json_of(it_ctl(want, NULL, "--json", __VA_ARGS__))
+
+/* text (taken) as JSON, which it must be. */
+static cJSON *json_of(char *text)
 {
-    char *argv[40];
-    int n = it_ctl_argv(argv);
-    argv[n++] = "--json";
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-        assert_true(n < 38);
-        argv[n++] = (char *)a;
-    }
-    va_end(ap);
-    argv[n] = NULL;
-    char *out = NULL, *err = NULL;
-    int rc = th_run(60, argv, &out, &err);
-    free(argv[0]);
-    if (rc != want)
-        fail_msg("bgtaskctl %s ...: exit %d, want %d; stderr: %s", arg, rc, want, err);
-    cJSON *j = cJSON_Parse(out);
+    cJSON *j = cJSON_Parse(text);
     if (!j)
-        fail_msg("bgtaskctl %s ...: not JSON: %s", arg, out);
-    free(out);
-    free(err);
+        fail_msg("not JSON: %s", text);
+    free(text);
     return j;
 }
 

@@ -148,6 +148,36 @@ static void test_handlers(void **state)
     cJSON_Delete(hosts);
 }
 
+static void test_answers(void **state)
+{
+    const char *id = "3b241101-e2bb-4255-8caf-4136c566a962";
+    cJSON *o = view_submitted(id, NULL, NULL);
+    assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\"}");
+    cJSON_Delete(o);
+    o = view_submitted(id, "1 of 2 replicas confirmed it", "x.y");
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(o, "durable")));
+    assert_string_equal(cJSON_GetObjectItem(o, "warning")->valuestring,
+                        "1 of 2 replicas confirmed it; no live host serves handler x.y: the task "
+                        "waits until one that does is started");
+    cJSON_Delete(o);
+    o = view_submitted(id, NULL, "x.y");
+    assert_null(cJSON_GetObjectItem(o, "durable"));
+    assert_non_null(strstr(cJSON_GetObjectItem(o, "warning")->valuestring, "x.y"));
+    cJSON_Delete(o);
+    o = view_cancel(id, CANCEL_REQUESTED, "host-1");
+    assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\",\"outcome\":"
+                   "\"cancel_requested\",\"state\":\"ONGOING\",\"owner\":\"host-1\"}");
+    cJSON_Delete(o);
+    o = view_cancel(id, CANCEL_FINAL, "SUCCESS");
+    assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\",\"outcome\":"
+                   "\"already_finished\",\"state\":\"SUCCESS\"}");
+    cJSON_Delete(o);
+    o = view_retry(id, 2);
+    assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\",\"state\":"
+                   "\"ONGOING\",\"retrying\":2}");
+    cJSON_Delete(o);
+}
+
 static void test_subtasks(void **state)
 {
     cJSON *rec = parse("{\"subtasks\":3}");
@@ -174,6 +204,25 @@ static void test_subtasks(void **state)
     assert_json(o, "{\"index\":0,\"state\":\"SUCCESS\",\"attempt\":1,\"message\":\"ok\","
                    "\"args\":\"not json\",\"result\":[1]}");
     cJSON_Delete(o);
+
+    /* A page: the state filter, offset and limit; counts of them all. */
+    sub_rec subs[4] = {{.state = "SUCCESS"}, {.state = "FAILURE"}, {.state = "SUCCESS"},
+                       {.state = "PENDING"}};
+    o = view_subtask_page("t", subs, 4, view_subtask_state("success"), 1, 5);
+    assert_int_equal(cJSON_GetObjectItem(o, "matched")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(o, "count")->valueint, 1);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "subtasks"), 0), "index")
+            ->valueint,
+        2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "counts"), "SUCCESS")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "counts"), "CANCELLED")->valueint,
+                     0);
+    cJSON_Delete(o);
+    o = view_subtask_page("t", subs, 4, NULL, 0, 0);
+    assert_int_equal(cJSON_GetObjectItem(o, "count")->valueint, 4);
+    cJSON_Delete(o);
+    assert_null(view_subtask_state("DONE"));
 }
 
 int main(void)
@@ -182,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_error_only_on_failure),
         cmocka_unit_test(test_unserved_warning),
         cmocka_unit_test(test_handlers),
+        cmocka_unit_test(test_answers),
         cmocka_unit_test(test_subtasks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -164,18 +164,8 @@ int cmd_submit(ctl *c, const cmd_opts *o, const char *handler)
         bool unserved = !ctl_served(c, handler);
         if (c->json) {
             /* What POST /v1/tasks answers: the id, and what to know about it. */
-            cJSON *j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "task_id", req.id_out);
-            if (req.not_durable)
-                cJSON_AddFalseToObject(j, "durable");
-            char *w = unserved ? view_unserved_warning(handler) : NULL;
-            if (req.not_durable || w) {
-                char *both = xasprintf("%s%s%s", req.not_durable ? req.err : "",
-                                       req.not_durable && w ? "; " : "", w ? w : "");
-                cJSON_AddStringToObject(j, "warning", both);
-                free(both);
-            }
-            free(w);
+            cJSON *j = view_submitted(req.id_out, req.not_durable ? req.err : NULL,
+                                      unserved ? handler : NULL);
             print_json(j, true);
             cJSON_Delete(j);
         } else {
