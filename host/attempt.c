@@ -117,12 +117,23 @@ static void enqueue(bgt_task **head, bgt_task **tail, bgt_task *t)
     *tail = t;
 }
 
+void mgr__wake_worker(manager *m)
+{
+    /* One wake-up in flight at a time: short jobs are taken by the workers that are
+     * awake already (no futex call and no context switch per job), and long ones still
+     * spread, each worker that takes one waking the next. */
+    if (m->runq_head && m->nidle > 0 && m->nwaking == 0) {
+        m->nwaking++;
+        pthread_cond_signal(&m->work_cond);
+    }
+}
+
 void mgr__runq_push(manager *m, bgt_task *t, mgr_job job)
 {
     t->job = job;
     enqueue(&m->runq_head, &m->runq_tail, t);
     m->nqueued++;
-    pthread_cond_signal(&m->work_cond);
+    mgr__wake_worker(m);
 }
 
 void mgr__writeq_push(manager *m, bgt_task *t)

@@ -151,6 +151,10 @@ struct manager {
 
     pthread_mutex_t lock;
     pthread_cond_t work_cond;  /* workers: a job queued, or exit */
+    int nidle;                 /* workers waiting on work_cond */
+    int nwaking;               /* of them, signalled and not awake yet: jobs wake one worker
+                                  at a time, and a worker that takes a job while more wait
+                                  wakes the next (mgr__runq_push) */
     pthread_cond_t slot_cond;  /* dispatcher: a slot freed, handlers changed, or stopping */
     pthread_cond_t write_cond; /* writer: something to write, or drained */
     pthread_cond_t mgr_cond;   /* manager thread: something handed back, or stopping */
@@ -200,6 +204,8 @@ void mgr__own(manager *m, bgt_task *t);
 void mgr__disown(manager *m, bgt_task *t);
 /* Queue t for a worker to run job. (L) */
 void mgr__runq_push(manager *m, bgt_task *t, mgr_job job);
+/* Wake an idle worker if jobs wait and no wake-up is in flight already. (L) */
+void mgr__wake_worker(manager *m);
 /* Queue t's outcome for the writer. (L) */
 void mgr__writeq_push(manager *m, bgt_task *t);
 /* The writer is done with t: hand it back for the manager thread to free. (L) */

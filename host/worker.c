@@ -545,8 +545,13 @@ void *mgr__worker_main(void *arg)
     store *wst = NULL; /* for the setup of parallel tasks, made on first use */
     mgr__lock(m);
     for (;;) {
-        while (!m->runq_head && !m->threads_exit)
+        while (!m->runq_head && !m->threads_exit) {
+            m->nidle++;
             mgr__wait(m, &m->work_cond, -1);
+            m->nidle--;
+            if (m->nwaking > 0)
+                m->nwaking--;
+        }
         if (!m->runq_head)
             break;
         bgt_task *t = m->runq_head;
@@ -554,6 +559,7 @@ void *mgr__worker_main(void *arg)
         if (!m->runq_head)
             m->runq_tail = NULL;
         m->nqueued--;
+        mgr__wake_worker(m); /* more queued: the next worker */
         mgr__job_start(m, t);
         mgr__unlock(m);
         bool leave = false;
