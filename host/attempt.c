@@ -138,9 +138,13 @@ void mgr__runq_push(manager *m, bgt_task *t, mgr_job job)
 
 void mgr__writeq_push(manager *m, bgt_task *t)
 {
+    bool was_empty = !m->writeq_head;
     enqueue(&m->writeq_head, &m->writeq_tail, t);
+    m->nwriteq++;
     t->finishing = true;
-    pthread_cond_signal(&m->write_cond);
+    /* The writer wants to know when there is something, and when there is a batch. */
+    if (was_empty || m->nwriteq == WRITE_BATCH_WANT)
+        pthread_cond_signal(&m->write_cond);
 }
 
 void mgr__hand_back(manager *m, bgt_task *t)
@@ -226,6 +230,7 @@ static void start_subtask(manager *m, bgt_task *t, int i)
     memcpy(st->handler, t->handler, sizeof st->handler);
     st->subtask = i;
     st->attempt = s->attempt + 1;
+    memcpy(st->token, t->token, sizeof st->token);
     st->max_attempts = t->max_attempts;
     st->args_text = xstrdup(s->args ? s->args : "{}");
     st->info = (bgt_hook_info){t->id, t->handler, t->attempt, i};

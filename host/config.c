@@ -72,14 +72,15 @@ static bool password_valid(const char *s);
 /* The schema. Ranges are those documented in config.h. */
 static const spec specs[] = {
     {"redis.url", K_STRING, 0, 0, OFF(redis_url), 0, NULL, NULL},
-    {"redis.password", K_STRING, 0, 0, OFF(redis_password), F_EMPTY_NULL | F_SECRET,
-     password_valid, "printable characters"},
+    {"redis.password", K_STRING, 0, 0, OFF(redis_password), F_EMPTY_NULL | F_SECRET, password_valid,
+     "printable characters"},
     {"redis.password_file", K_STRING, 0, 0, OFF(redis_password_file), F_EMPTY_NULL | F_PATH, NULL,
      NULL},
     {"redis.min_replicas_ack", K_INT, 0, 64, OFF(min_replicas_ack), 0, NULL, NULL},
     {"redis.ack_timeout", K_DOUBLE, 0.01, 60, OFF(ack_timeout_s), 0, NULL, NULL},
     {"redis.prefix", K_STRING, 0, 0, OFF(prefix), 0, prefix_valid,
-     "1..64 characters without spaces or control characters"},
+     "1..64 characters without spaces, braces or control characters"},
+    {"redis.shards", K_INT, 1, 1024, OFF(shards), 0, NULL, NULL},
 
     {"host.id", K_STRING, 0, 0, OFF(host_id), F_EMPTY_NULL, host_id_valid,
      "1..128 characters without spaces or control characters"},
@@ -93,6 +94,7 @@ static const spec specs[] = {
     {"tasks.heartbeat", K_DOUBLE, 0.05, 1800, OFF(heartbeat_s), 0, NULL, NULL},
     {"tasks.progress_interval", K_DOUBLE, 0, 60, OFF(progress_interval_s), 0, NULL, NULL},
     {"tasks.retention", K_DOUBLE, 0, 31536000, OFF(retention_s), 0, NULL, NULL},
+    {"tasks.retention_max", K_LONG, 0, 1000000000, OFF(retention_max), 0, NULL, NULL},
     {"tasks.max_attempts", K_INT, 1, 1000, OFF(max_attempts), 0, NULL, NULL},
     {"tasks.backoff_base", K_DOUBLE, 0, 3600, OFF(backoff_base_s), 0, NULL, NULL},
     /* Also >= backoff_base, checked once both are known. */
@@ -120,13 +122,11 @@ static const spec specs[] = {
     {"http.max_body", K_SIZE, 1024, 67108864, OFF(http_max_body), 0, NULL, NULL},
     {"http.max_connections", K_INT, 1, 100000, OFF(http_max_connections), 0, NULL, NULL},
     {"http.ui_dir", K_STRING, 0, 0, OFF(http_ui_dir), F_EMPTY_OFF | F_PATH, NULL, NULL},
-    {"http.max_connections_per_client", K_INT, 1, 100000, OFF(http_max_per_client), 0, NULL,
-     NULL},
+    {"http.max_connections_per_client", K_INT, 1, 100000, OFF(http_max_per_client), 0, NULL, NULL},
     {"http.request_timeout", K_DOUBLE, 0.1, 3600, OFF(http_request_timeout_s), 0, NULL, NULL},
     {"http.sse_max_queued", K_SIZE, 65536, 2147483647, OFF(http_sse_max_queued), 0, NULL, NULL},
     {"http.metrics_interval", K_DOUBLE, 0, 3600, OFF(http_metrics_interval_s), 0, NULL, NULL},
-    {"http.metrics_max_handlers", K_INT, 0, 100000, OFF(http_metrics_max_handlers), 0, NULL,
-     NULL},
+    {"http.metrics_max_handlers", K_INT, 0, 100000, OFF(http_metrics_max_handlers), 0, NULL, NULL},
     {"http.allow_insecure", K_BOOL, 0, 0, OFF(http_allow_insecure), 0, NULL, NULL},
 };
 
@@ -147,7 +147,11 @@ static bool word_valid(const char *s, size_t max)
     return true;
 }
 
-static bool prefix_valid(const char *s) { return word_valid(s, 64); }
+/* A key prefix: a word without braces, which would change the keys' hash tags. */
+static bool prefix_valid(const char *s)
+{
+    return word_valid(s, 64) && !strchr(s, '{') && !strchr(s, '}');
+}
 
 static bool host_id_valid(const char *s) { return word_valid(s, 128); }
 
@@ -575,12 +579,14 @@ void config_defaults(bgt_config *c)
     c->redis_url = xstrdup("redis://127.0.0.1:6379/0");
     c->ack_timeout_s = 1.0;
     c->prefix = xstrdup("bgtask");
+    c->shards = 16;
     c->workers = 8;
     c->log_level = xstrdup("info");
     c->lease_s = 15;
     c->heartbeat_s = 5;
     c->progress_interval_s = 1;
     c->retention_s = 86400;
+    c->retention_max = 100000;
     c->max_attempts = 3;
     c->backoff_base_s = 1;
     c->backoff_max_s = 300;

@@ -57,6 +57,7 @@ typedef struct bgt_config {
     int min_replicas_ack;     /* submits and state changes wait for this many replicas, 0..64,
                                  default 0 (no wait) */
     double ack_timeout_s;     /* for at most this long, 0.01..60, default 1 */
+    int shards;               /* shards of new data, 1..1024, default 16 */
 
     /* host */
     char *host_id;            /* NULL: hostname:pid */
@@ -68,6 +69,7 @@ typedef struct bgt_config {
     double heartbeat_s;       /* 0.05..lease/2, default 5 */
     double progress_interval_s; /* 0..60, default 1 */
     double retention_s;       /* finished tasks kept, 0..31536000, default 86400 */
+    long retention_max;       /* finished tasks kept per handler, 0..1e9 (0: no limit), 100000 */
     int max_attempts;         /* default per handler, 1..1000, default 3 */
     double backoff_base_s;    /* first retry delay, 0..3600, default 1 */
     double backoff_max_s;     /* cap, >= backoff_base, default 300 */
@@ -78,7 +80,7 @@ typedef struct bgt_config {
     size_t max_result_bytes;  /* 16..67108864, default 1048576 */
     int max_subtasks;         /* per task, 1..1000000, default 10000 */
     int parallelism;          /* default per parallel handler, 1..1024, default 8 */
-    long events_maxlen;       /* approximate cap of P:events, 100..1000000000, default 100000 */
+    long events_maxlen;       /* events kept (about), 100..1000000000, default 100000 */
 
     /* plugins */
     char *plugins_dir;        /* absolute (relative paths resolve against the config's folder) */

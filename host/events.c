@@ -99,7 +99,7 @@ static void putc_(ev_buf *b, char c) { put(b, &c, 1); }
 static void seal(ev_buf *b)
 {
     reserve(b, 1);
-    b->len++;
+    b->s[b->len++] = '\0'; /* set here too: nothing may have been appended (a new buffer) */
     b->s[b->len] = '\0';
 }
 
@@ -109,6 +109,14 @@ size_t ev_buf_add(ev_buf *b, const char *s)
     puts_(b, s ? s : "");
     seal(b);
     return off;
+}
+
+void ev_buf_append(ev_buf *b, const char *s)
+{
+    if (b->len > 0 && b->s[b->len - 1] == '\0')
+        b->len--;
+    puts_(b, s ? s : "");
+    seal(b);
 }
 
 /* ---- JSON values, as cJSON prints them ---- */
@@ -187,10 +195,9 @@ void ev_json_number(ev_buf *b, double d)
 
 /* ---- payloads ---- */
 
-/* The opening every event shares, up to and with the message. */
-static size_t open_event(ev_buf *b, const ev_head *h, const char *message)
+/* The head every payload starts with: {"task_id":..,"handler":..,"attempt":..,"ts_ms":.., */
+static void put_head(ev_buf *b, const ev_head *h)
 {
-    size_t off = b->len;
     puts_(b, "{\"task_id\":");
     ev_json_string(b, h->task_id);
     puts_(b, ",\"handler\":");
@@ -199,16 +206,13 @@ static size_t open_event(ev_buf *b, const ev_head *h, const char *message)
     put_int(b, h->attempt);
     puts_(b, ",\"ts_ms\":");
     ev_json_number(b, (double)h->ts_ms);
-    puts_(b, ",\"message\":");
-    ev_json_string(b, message);
-    return off;
+    putc_(b, ',');
 }
 
-/* The closing brace and the NUL that ends a payload in the buffer. */
-static void close_event(ev_buf *b)
+static void put_message(ev_buf *b, const char *message)
 {
-    putc_(b, '}');
-    seal(b);
+    puts_(b, "\"message\":");
+    ev_json_string(b, message);
 }
 
 static void put_progress(ev_buf *b, double current, double total)
@@ -219,18 +223,25 @@ static void put_progress(ev_buf *b, double current, double total)
     ev_json_number(b, total);
 }
 
-size_t ev_progress(ev_buf *b, const ev_head *h, double current, double total, const char *message)
+const char *ev_default_message(ev_kind k)
 {
-    size_t off = open_event(b, h, message);
+    return k == EV_DONE ? "Task finished" : k == EV_CANCELLED ? "Cancelled" : NULL;
+}
+
+size_t ev_body_progress(ev_buf *b, double current, double total, const char *message)
+{
+    size_t off = b->len;
+    put_message(b, message);
     put_progress(b, current, total);
-    close_event(b);
+    seal(b);
     return off;
 }
 
-size_t ev_progress_sub_open(ev_buf *b, const ev_head *h, double current, double total,
-                            const char *message, int total_subtasks, int succeeded, int failed)
+size_t ev_body_progress_sub_open(ev_buf *b, double current, double total, const char *message,
+                                 int total_subtasks, int succeeded, int failed)
 {
-    size_t off = open_event(b, h, message);
+    size_t off = b->len;
+    put_message(b, message);
     put_progress(b, current, total);
     puts_(b, ",\"subtasks\":{\"total\":");
     put_int(b, total_subtasks);
@@ -253,16 +264,25 @@ void ev_progress_sub_running(ev_buf *b, int index, double progress)
     putc_(b, '}');
 }
 
-void ev_progress_sub_close(ev_buf *b)
+void ev_body_progress_sub_close(ev_buf *b)
 {
     puts_(b, "]}");
-    close_event(b);
+    seal(b);
 }
 
-size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message, const char *result,
-                 const char *const *errors, size_t nerrors)
+size_t ev_body_ending(ev_buf *b, ev_kind k, const char *message, const char *result,
+                      const char *const *errors, size_t nerrors, double current, double total)
 {
-    size_t off = open_event(b, h, message);
+    size_t off = b->len;
+    bool with_result = (k == EV_DONE || k == EV_PARTIAL_SUCCESS) && result && *result;
+    const char *dflt = ev_default_message(k);
+    if (dflt && !with_result && strcmp(message ? message : "", dflt) == 0) {
+        seal(b); /* the kind's default: nothing to keep */
+        return off;
+    }
+    put_message(b, message);
+    if (k == EV_UPDATED)
+        put_progress(b, current, total);
     if (k == EV_PARTIAL_SUCCESS) {
         puts_(b, ",\"errors\":[");
         for (size_t i = 0; i < nerrors; i++) {
@@ -272,11 +292,24 @@ size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message, co
         }
         putc_(b, ']');
     }
-    if ((k == EV_DONE || k == EV_PARTIAL_SUCCESS) && result && *result) {
+    if (with_result) {
         puts_(b, ",\"result\":");
         puts_(b, result);
     }
-    close_event(b);
+    seal(b);
+    return off;
+}
+
+size_t ev_payload(ev_buf *b, const ev_head *h, ev_kind k, const char *body, size_t len)
+{
+    size_t off = b->len;
+    put_head(b, h);
+    if (len > 0)
+        put(b, body, len);
+    else
+        put_message(b, ev_default_message(k));
+    putc_(b, '}');
+    seal(b);
     return off;
 }
 
@@ -305,16 +338,20 @@ ev_kind ev_of_record(ev_buf *b, const cJSON *rec, size_t *off)
                  .attempt = (uint32_t)rec_num(rec, "attempt"),
                  .ts_ms = (int64_t)(ts > 0 ? ts : rec_num(rec, "updated_ms"))};
     const char *message = rec_str(rec, "message");
+    ev_buf body = {0};
+    size_t boff;
     if (k == EV_UPDATED) {
-        *off = ev_progress(b, &h, rec_num(rec, "progress_current"), rec_num(rec, "progress_total"),
-                           message);
-        return EV_UPDATED;
+        boff = ev_body_progress(&body, rec_num(rec, "progress_current"),
+                                rec_num(rec, "progress_total"), message);
+    } else {
+        char *result = NULL;
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(rec, "result");
+        if ((k == EV_DONE || k == EV_PARTIAL_SUCCESS) && r && !cJSON_IsNull(r))
+            result = cJSON_PrintUnformatted(r);
+        boff = ev_body_ending(&body, (ev_kind)k, message, result, NULL, 0, 0, 0);
+        free(result);
     }
-    char *result = NULL;
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(rec, "result");
-    if ((k == EV_DONE || k == EV_PARTIAL_SUCCESS) && r && !cJSON_IsNull(r))
-        result = cJSON_PrintUnformatted(r);
-    *off = ev_ending(b, &h, (ev_kind)k, message, result, NULL, 0);
-    free(result);
+    *off = ev_payload(b, &h, (ev_kind)k, body.s + boff, strlen(body.s + boff));
+    ev_buf_free(&body);
     return (ev_kind)k;
 }

@@ -58,6 +58,8 @@ void ev_buf_reset(ev_buf *b);
 void ev_buf_free(ev_buf *b);
 /* Append a copy of s (NULL is ""), NUL-terminated; returns its offset in b->s. */
 size_t ev_buf_add(ev_buf *b, const char *s);
+/* Append s to the text added last: it stays one NUL-terminated text. */
+void ev_buf_append(ev_buf *b, const char *s);
 
 /* What every event carries. Strings are borrowed for the call. */
 typedef struct ev_head {
@@ -68,32 +70,49 @@ typedef struct ev_head {
 } ev_head;
 
 /*
- * Each builder below appends one payload to b, NUL-terminated, and returns
- * its offset in b->s (b->s may move as b grows: keep offsets, not pointers,
- * until the last payload is appended). message NULL is "".
+ * Bodies. A payload is a head (task_id, handler, attempt, ts_ms), which the
+ * reader knows from where the event is kept (protocol 2 stores the events of
+ * one script call together, by task and handler), then a body: the members
+ * from "message" on. Each builder below appends one body to b, without braces,
+ * NUL-terminated, and returns its offset in b->s (b->s may move as b grows:
+ * keep offsets, not pointers, until the last one is appended). message NULL
+ * is "". A body that says only the kind's default message
+ * (ev_default_message) is empty.
  */
 
-/* bgtask_updated for a progress report: current_progress, total_progress. */
-size_t ev_progress(ev_buf *b, const ev_head *h, double current, double total, const char *message);
+/* bgtask_updated for a progress report: message, current_progress, total_progress. */
+size_t ev_body_progress(ev_buf *b, double current, double total, const char *message);
 
 /*
  * The same for a parallel task, with its "subtasks" object: {"total",
  * "succeeded", "failed", "running": [{"index", "progress"}, ...]}. Open it,
  * add each running subtask (its own progress, 0..1), close it.
  */
-size_t ev_progress_sub_open(ev_buf *b, const ev_head *h, double current, double total,
-                            const char *message, int total_subtasks, int succeeded, int failed);
+size_t ev_body_progress_sub_open(ev_buf *b, double current, double total, const char *message,
+                                 int total_subtasks, int succeeded, int failed);
 void ev_progress_sub_running(ev_buf *b, int index, double progress);
-void ev_progress_sub_close(ev_buf *b);
+void ev_body_progress_sub_close(ev_buf *b);
 
 /*
  * The event of an attempt's end: EV_DONE (with result, JSON text, when not
  * NULL), EV_PARTIAL_SUCCESS (with errors, the failed subtasks' "subtask i:
  * message" lines, and result), EV_FAILED, EV_CANCELLED, or EV_UPDATED for an
- * end that leaves the task ONGOING (a retry or a release): the message alone.
+ * end that leaves the task ONGOING (a retry or a release): the message and the
+ * progress persisted (current, total), which every bgtask_updated carries.
  */
-size_t ev_ending(ev_buf *b, const ev_head *h, ev_kind k, const char *message, const char *result,
-                 const char *const *errors, size_t nerrors);
+size_t ev_body_ending(ev_buf *b, ev_kind k, const char *message, const char *result,
+                      const char *const *errors, size_t nerrors, double current, double total);
+
+/* The message an empty body of kind k stands for ("Task finished", "Cancelled"), or
+ * NULL when bodies of k are never empty. */
+const char *ev_default_message(ev_kind k);
+
+/*
+ * The payload of an event of kind k: head h, then the body (len bytes; an
+ * empty one stands for the kind's default message). Appends it to b and
+ * returns its offset, like the builders.
+ */
+size_t ev_payload(ev_buf *b, const ev_head *h, ev_kind k, const char *body, size_t len);
 
 /*
  * The event that stands for a task record's state, for a reader who missed

@@ -5,8 +5,10 @@
  */
 #include "hooks.h"
 
-const char *hooks_end_status(end_kind k)
+const char *hooks_end_status(end_kind k, bool partial)
 {
+    if (k == END_SUCCESS && partial)
+        return "partial_success";
     static const char *const names[] = {
         [END_SUCCESS] = "success", [END_FAILURE] = "failure", [END_CANCELLED] = "cancelled",
         [END_RETRY] = "retry",     [END_RELEASE] = "released", [END_LOST] = "lost",
@@ -21,10 +23,10 @@ static void metrics_before(hooks *hk, const bgt_hook_info *info)
     metrics_started(hk->met, info->handler);
 }
 
-static void metrics_after(hooks *hk, const bgt_hook_info *info, end_kind kind,
+static void metrics_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bool partial,
                           double duration_s)
 {
-    metrics_ended(hk->met, info->handler, hooks_end_status(kind), duration_s);
+    metrics_ended(hk->met, info->handler, hooks_end_status(kind, partial), duration_s);
     if (kind == END_RETRY)
         metrics_inc(hk->met, MC_RETRIES, 1);
     else if (kind == END_RELEASE)
@@ -80,10 +82,10 @@ void hooks_progress(hooks *hk, const bgt_hook_info *info, double current, double
     hooks_plugins_progress(hk->reg, info, current, total, message);
 }
 
-void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status status,
-                 double duration_s, const char *message)
+void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bool partial,
+                 bgt_status status, double duration_s, const char *message)
 {
     /* Plugin hooks in reverse registration order, then the built-in. */
     hooks_plugins_after(hk->reg, info, status, duration_s, status == BGT_OK ? NULL : message);
-    metrics_after(hk, info, kind, duration_s);
+    metrics_after(hk, info, kind, partial, duration_s);
 }

@@ -34,13 +34,16 @@ void hooks_before(hooks *hk, const bgt_hook_info *info);
 void hooks_progress(hooks *hk, const bgt_hook_info *info, double current, double total,
                     const char *message);
 /* After an attempt (or a subtask) ended: plugin hooks in reverse order, then metrics.
- * status: what it ended with (the handler's); message: why (the error it set, else the
- * host's reason), borrowed; the hooks get NULL for it after BGT_OK (sdk/bgtask.h). */
-void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bgt_status status,
-                 double duration_s, const char *message);
+ * status: what it ended with (the handler's); partial: a success with failed subtasks;
+ * message: why (the error it set, else the host's reason), borrowed; the hooks get NULL
+ * for it after BGT_OK (sdk/bgtask.h). */
+void hooks_after(hooks *hk, const bgt_hook_info *info, end_kind kind, bool partial,
+                 bgt_status status, double duration_s, const char *message);
 
-/* The name of the metrics status for an end kind ("success", ...). */
-const char *hooks_end_status(end_kind k);
+/* The name of the metrics status for an end kind ("success", ...), "partial_success" for
+ * a success with failed subtasks (partial): the record's outcome, for the ends that are
+ * final. */
+const char *hooks_end_status(end_kind k, bool partial);
 
 /*
  * The plugin part of the chain alone: the hooks registered in reg, "after" in

@@ -75,6 +75,8 @@ enum MHD_Result http__get_healthz(http_server *s, struct MHD_Connection *c)
         reason = "no handlers loaded";
     } else if (!sse_hub_subscribed(s->hub)) {
         reason = "the event subscription to Redis is down";
+    } else if (!metrics_healthy(s->met, buf, sizeof buf)) {
+        reason = buf; /* claims or heartbeats fail (issue 8, item 9) */
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", reason ? "unavailable" : "ok");

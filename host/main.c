@@ -412,9 +412,17 @@ int main(int argc, char **argv)
     } else {
         submit_st = store_open(&cfg, &addr);
         log_redis_addr(&addr);
+        /* Connecting reads {P}:meta, adopting the shard count the data has (marking it is
+         * the first claim's or submission's). */
         int rc = store_connect(submit_st);
         if (rc == -EPROTONOSUPPORT) {
             log_err("%s", store_errstr(submit_st));
+            goto out;
+        } else if (rc == 0 && store_shards(submit_st) != cfg.shards) {
+            log_err("the bgtask data at this redis is spread over %d shards ({%s}:meta); "
+                    "%s sets redis.shards = %d: set it to %d, or use another prefix or database",
+                    store_shards(submit_st), cfg.prefix, conf_path ? conf_path : "the config",
+                    cfg.shards, store_shards(submit_st));
             goto out;
         } else if (rc < 0) {
             log_warn("%s; the host will keep trying", store_errstr(submit_st));

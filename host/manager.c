@@ -23,8 +23,34 @@
 static void mark_lost(bgt_task *t, const char *why)
 {
     t->lost = true;
+    t->lost_at = mono_s();
     atomic_store(&t->stop, STOP_LOST);
     log_msg(BGT_LOG_WARNING, t->id, "attempt %u: %s", t->attempt, why);
+}
+
+/*
+ * Give up attempt t in Redis too: this host gave it up by its own clock (its entries may
+ * have run out while heartbeats failed), and its handler ignores the stop. Queued for the
+ * writer, the give-up makes the task claimable at once, as the burial of a dead host
+ * would, unless another host has taken it already (then the write is fenced out). Without
+ * it, a host that comes back and renews its entries would hold the attempt for ever. (An
+ * attempt whose handler stops is given up when it ends: mgr__conclude.) (L)
+ */
+static void give_up(manager *m, bgt_task *t)
+{
+    if (t->refused || t->given_up)
+        return; /* Redis knows */
+    t->given_up = true;
+    bgt_task *r = xcalloc(1, sizeof *r);
+    memcpy(r->id, t->id, sizeof r->id);
+    memcpy(r->handler, t->handler, sizeof r->handler);
+    r->attempt = t->attempt;
+    memcpy(r->token, t->token, sizeof r->token);
+    r->info = (bgt_hook_info){r->id, r->handler, r->attempt, -1};
+    r->op = FIN_LOST;
+    r->ev = -1;
+    mgr__own(m, r);
+    mgr__writeq_push(m, r);
 }
 
 /* A release record for stuck attempt t, queued for the writer. (L) */
@@ -37,6 +63,9 @@ static void release_stuck(manager *m, bgt_task *t)
     memcpy(r->id, t->id, sizeof r->id);
     memcpy(r->handler, t->handler, sizeof r->handler);
     r->attempt = t->attempt;
+    memcpy(r->token, t->token, sizeof r->token);
+    r->p_current = t->p_current;
+    r->p_total = t->p_total;
     r->info = (bgt_hook_info){r->id, r->handler, r->attempt, -1};
     mgr__set_release(r, xasprintf("released by host %s at shutdown; attempt refunded", m->host_id));
     mgr__own(m, r);
@@ -50,11 +79,17 @@ static void release_stuck(manager *m, bgt_task *t)
 static void check_clocks(manager *m, double now)
 {
     for (bgt_task *t = m->owned; t; t = t->next) {
-        if (t->lost || t->finishing || t->released_stuck)
+        if (t->finishing || t->released_stuck)
             continue;
+        if (t->lost) {
+            if (now > t->lost_at + STUCK_GRACE_S)
+                give_up(m, t);
+            continue;
+        }
         double until;
         __atomic_load(&t->lease_until, &until, __ATOMIC_RELAXED);
-        if (now > until) {
+        /* (bgt_cancelled may have seen the lease run out first: it set the stop.) */
+        if (now > until || atomic_load(&t->stop) == STOP_LOST) {
             mark_lost(t, "lease ran out before it could be renewed; stopping it");
             continue;
         }
@@ -205,6 +240,9 @@ manager *mgr_new(const bgt_config *cfg, const redis_addr *addr, registry *reg, m
     m->st_claim = store_open(cfg, addr);
     m->st_write = store_open(cfg, addr);
     m->st_ctl = store_open(cfg, addr);
+    m->nshards = store_shards(m->st_claim);
+    m->shard_ready = xcalloc((size_t)m->nshards, sizeof *m->shard_ready);
+    m->shard_due = xcalloc((size_t)m->nshards, sizeof *m->shard_due);
     mgr__refresh_handlers(m);
     srandom((unsigned)(now_ms() ^ getpid()));
     return m;
@@ -212,9 +250,7 @@ manager *mgr_new(const bgt_config *cfg, const redis_addr *addr, registry *reg, m
 
 int mgr_start(manager *m)
 {
-    int rc = store_subscribe_control(m->st_ctl, m->host_id);
-    if (rc < 0)
-        log_warn("control channel: %s; will retry", store_errstr(m->st_ctl));
+    int rc;
     /* Room for the replacements of threads written off (stuck.c). */
     m->workers = xcalloc((size_t)m->cfg->workers * 2, sizeof *m->workers);
     rc = 0;
@@ -239,7 +275,6 @@ void mgr_handlers_changed(manager *m)
     m->handlers_changed = true;
     pthread_cond_broadcast(&m->slot_cond);
     mgr__unlock(m);
-    store_interrupt(m->st_claim);
 }
 
 void mgr_stop(manager *m, bool now)
@@ -258,7 +293,6 @@ void mgr_stop(manager *m, bool now)
     pthread_cond_broadcast(&m->mgr_cond);
     pthread_cond_broadcast(&m->write_cond);
     mgr__unlock(m);
-    store_interrupt(m->st_claim);
 }
 
 bool mgr_done(manager *m)
@@ -311,6 +345,8 @@ bool mgr_free(manager *m)
     free(m->workers);
     free(m->hs);
     free(m->handler_list);
+    free(m->shard_ready);
+    free(m->shard_due);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->work_cond);
     pthread_cond_destroy(&m->slot_cond);

@@ -59,8 +59,15 @@ enum { STOP_NONE = 0, STOP_CANCEL, STOP_LOST, STOP_TIMEOUT, STOP_SHUTDOWN };
  * attempt: room for the handler to see bgt_cancelled() turn true before another host buries
  * this one and claims the attempt. */
 #define LEASE_MARGIN_S(cfg) fmin(0.5, (cfg)->heartbeat_s / 2)
-/* Longest the dispatcher blocks on the wake lists before looking again. */
+/* Longest the dispatcher waits for a wake-up before it looks at every shard again (a
+ * wake-up lost with the control connection costs at most this). */
 #define MAX_BLOCK_S 5.0
+/* While attempts run, how long the dispatcher lets free workers add up before it claims
+ * fewer than a quarter of them, and the writer lets outcomes add up before it writes: one
+ * script call costs Redis about as much as a few dozen tasks, so calls carry batches. */
+#define BATCH_WAIT_S 0.001
+/* Outcomes that make a write batch worth sending at once, without waiting for more. */
+#define WRITE_BATCH_WANT 64
 
 /* What a worker does with an attempt it takes from the run queue. */
 typedef enum mgr_job {
@@ -79,6 +86,7 @@ struct bgt_task {
     char id[BGT_ID_LEN + 1];
     char handler[BGT_NAME_MAX + 1];
     uint32_t attempt; /* the claim's (for a subtask: its own run count) */
+    char token[32];   /* the claim's lease token (a subtask: its task's): fences every write */
     uint32_t released;
     int max_attempts;
     int subtask;             /* index, or -1 */
@@ -111,6 +119,9 @@ struct bgt_task {
     double p_written_at; /* mono time of the last progress write */
     bool executing;      /* a job of it runs on a worker */
     bool lost;           /* lease lost: its outcome is discarded */
+    bool refused;        /* Redis said this host no longer holds it (a heartbeat, a write) */
+    bool given_up;       /* lost by this host's own clock, and given up in Redis (FIN_LOST) */
+    double lost_at;      /* mono time it was found lost */
     bool finishing;      /* queued for the writer: its outcome is decided */
     bool drop;           /* queued for the writer only to be handed back (nothing to write) */
     bool released_stuck; /* released while its handler still ran (shutdown), or written off */
@@ -169,21 +180,30 @@ struct manager {
     int nstuck;        /* worker threads still inside a written-off job */
     int nspare;        /* worker threads started to replace written-off ones */
     bgt_task *writeq_head, *writeq_tail;
+    int nwriteq;                       /* in the write queue */
     bgt_task *doneq_head, *doneq_tail; /* handed back by the writer, for the manager to free */
 
     /* (L) Handlers served; rebuilt when the registry changes. */
     claim_handler *hs;
     size_t nhs;
     unsigned reg_generation;
-    char *handler_list; /* comma-separated, for P:host:<id> */
+    char *handler_list; /* comma-separated, for the host's description */
     bool handlers_changed;
+    bool resubscribe; /* the control listener must listen to the new handlers' wake-ups */
+
+    /* (L) Shards with work to claim: ready ones (a wake-up, a full claim, a task falling
+     * due, a host to bury) are claimed round-robin from next. */
+    int nshards;
+    bool *shard_ready;
+    double *shard_due; /* mono time from which the shard has work, 0 = none known */
+    int shard_next;
 
     /* (L) */
     bool stopping;   /* no more claims */
     bool force_stop; /* grace over: handlers were told to stop */
     double grace_deadline;
-    double entry_until; /* mono time until which this host's entry in P:hosts surely
-                                   lives (last heartbeat sent + its ttl); 0 before the first */
+    double entry_until; /* mono time until which this host's entries surely live (last
+                           heartbeat sent + their ttl); 0 before the first */
     bool drained;       /* stopping, and nothing is left to run or write */
     bool done;          /* drained, left P:hosts */
     bool threads_exit;
@@ -245,6 +265,10 @@ void *mgr__writer_main(void *arg);     /* writer.c */
 
 /* dispatcher.c: rebuild the list of handlers served. (L) */
 void mgr__refresh_handlers(manager *m);
+/* dispatcher.c: the ttl of this host's entries (lease, two heartbeats and a second). */
+double mgr__entry_ttl(const bgt_config *cfg);
+/* Log the keys of the wrong type st's scripts found (once each: they are removed). */
+void mgr__log_store_warnings(store *st);
 
 /* ---- stuck.c ---- */
 

@@ -15,8 +15,8 @@
 static const double buckets[] = {0.1, 1, 10, 30, 60, 300, 600};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
 
-static const char *const statuses[] = {"success", "failure", "cancelled",
-                                       "retry",   "released", "lost"};
+static const char *const statuses[] = {"success", "partial_success", "failure", "cancelled",
+                                       "retry",   "released",        "lost"};
 #define NSTATUS (sizeof statuses / sizeof statuses[0])
 
 typedef struct hmetrics {
@@ -40,6 +40,8 @@ typedef struct imetrics {
 
 struct metrics {
     pthread_mutex_t lock;
+    double failing_since[MH_COUNT]; /* mono time of the first failure in a row, 0 = works */
+    char failing_why[MH_COUNT][256];
     long counters[MC_COUNT];
     long gauges[MG_COUNT];
     hmetrics *handlers;
@@ -99,6 +101,35 @@ void metrics_free(metrics *m)
     }
     pthread_mutex_destroy(&m->lock);
     free(m);
+}
+
+void metrics_health(metrics *m, metric_health h, const char *why)
+{
+    pthread_mutex_lock(&m->lock);
+    if (!why) {
+        m->failing_since[h] = 0;
+    } else {
+        if (m->failing_since[h] == 0)
+            m->failing_since[h] = mono_s();
+        snprintf(m->failing_why[h], sizeof m->failing_why[h], "%s", why);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+bool metrics_healthy(metrics *m, char *why, size_t n)
+{
+    static const char *const what[MH_COUNT] = {
+        [MH_CLAIM] = "claims", [MH_HEARTBEAT] = "heartbeats"};
+    bool ok = true;
+    pthread_mutex_lock(&m->lock);
+    for (int h = 0; h < MH_COUNT && ok; h++)
+        if (m->failing_since[h] > 0) {
+            snprintf(why, n, "%s have failed for %.1f s: %s", what[h],
+                     mono_s() - m->failing_since[h], m->failing_why[h]);
+            ok = false;
+        }
+    pthread_mutex_unlock(&m->lock);
+    return ok;
 }
 
 void metrics_inc(metrics *m, metric_counter c, long n)
@@ -417,8 +448,8 @@ static void render_redis(text *t, const metrics *m, const cJSON *stats)
         return;
     const cJSON *hs = cJSON_GetObjectItemCaseSensitive(stats, "handlers");
     put_queue_gauge(t, m, hs, "bgtask_queue_depth",
-                    "Unfinished tasks in the queue, per handler (waiting, delayed and running).",
-                    "queued", 1, true);
+                    "Tasks waiting in the queue, per handler (delayed ones included).", "queued", 1,
+                    true);
     put_queue_gauge(t, m, hs, "bgtask_queue_due", "Tasks due now and not claimed, per handler.",
                     "due", 1, true);
     put_queue_gauge(t, m, hs, "bgtask_queue_oldest_due_age_seconds",

@@ -6,6 +6,7 @@
 #ifndef BGT_METRICS_H
 #define BGT_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <cjson/cJSON.h>
@@ -36,6 +37,13 @@ typedef enum metric_gauge {
     MG_STUCK_WORKERS,      /* worker threads inside handlers that ignored their timeout */
     MG_COUNT
 } metric_gauge;
+
+/* The host's work with Redis that /healthz reports on. */
+typedef enum metric_health {
+    MH_CLAIM,     /* claims */
+    MH_HEARTBEAT, /* heartbeats */
+    MH_COUNT
+} metric_health;
 
 metrics *metrics_new(void);
 void metrics_free(metrics *m);
@@ -88,6 +96,11 @@ void metrics_iso_workers(metrics *m, const char *plugin, long n);
 void metrics_iso_breaker(metrics *m, const char *plugin, const char *why);
 /* "plugin: why; ..." for every open breaker (malloc'd), or NULL when none is open. */
 char *metrics_iso_breakers(metrics *m);
+/* The last call of kind h failed (why: its error) or worked (why NULL). */
+void metrics_health(metrics *m, metric_health h, const char *why);
+/* Whether claims and heartbeats work: false with why saying which fails, since when and
+ * why ("claims have failed for 3.2 s: ..."). */
+bool metrics_healthy(metrics *m, char *why, size_t n);
 
 /* Render everything in the Prometheus text format into a malloc'd string. */
 char *metrics_render(metrics *m);

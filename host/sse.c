@@ -96,22 +96,26 @@ static const char KEEPALIVE[] = ": keep-alive\n\n";
 /* The shortest time between two warnings about dropped streams. */
 #define SSE_DROP_LOG_S 10.0
 
-/* "ms-seq" into two numbers ("0" is 0-0). */
-static void sid_parse(const char *s, uint64_t *ms, uint64_t *seq)
+/* An event id "ms-seq" or "ms-seq.pos" (store_event_id_valid) into three numbers ("0" is
+ * 0-0.0). */
+static void sid_parse(const char *s, uint64_t *ms, uint64_t *seq, uint64_t *pos)
 {
     char *end;
     *ms = strtoull(s, &end, 10);
-    *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+    *seq = *end == '-' ? strtoull(end + 1, &end, 10) : 0;
+    *pos = *end == '.' ? strtoull(end + 1, NULL, 10) : 0;
 }
 
 static int sid_cmp(const char *a, const char *b)
 {
-    uint64_t am, as, bm, bs;
-    sid_parse(a, &am, &as);
-    sid_parse(b, &bm, &bs);
+    uint64_t am, as, ap, bm, bs, bp;
+    sid_parse(a, &am, &as, &ap);
+    sid_parse(b, &bm, &bs, &bp);
     if (am != bm)
         return am < bm ? -1 : 1;
-    return as < bs ? -1 : as > bs ? 1 : 0;
+    if (as != bs)
+        return as < bs ? -1 : 1;
+    return ap < bp ? -1 : ap > bp ? 1 : 0;
 }
 
 /* One event in the wire format. An event name that could break the framing

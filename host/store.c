@@ -20,9 +20,9 @@
 #include "util.h"
 
 static const char *const script_src[SC_COUNT] = {
-    [SC_SUBMIT] = LUA_SUBMIT,       [SC_CLAIM] = LUA_CLAIM, [SC_HEARTBEAT] = LUA_HEARTBEAT,
-    [SC_APPLY] = LUA_APPLY,         [SC_CANCEL] = LUA_CANCEL, [SC_SPLIT] = LUA_SPLIT,
-    [SC_RETRY] = LUA_RETRY,
+    [SC_SUBMIT] = LUA_SUBMIT, [SC_CLAIM] = LUA_CLAIM,   [SC_HEARTBEAT] = LUA_HEARTBEAT,
+    [SC_APPLY] = LUA_APPLY,   [SC_CANCEL] = LUA_CANCEL, [SC_SPLIT] = LUA_SPLIT,
+    [SC_RETRY] = LUA_RETRY,   [SC_LEAVE] = LUA_LEAVE,   [SC_HOST] = LUA_HOST,
 };
 
 /* ---- connection ---- */
@@ -31,56 +31,92 @@ int store_addr_check(const redis_addr *addr, char *err, size_t errlen)
 {
     switch (addr->kind) {
     case REDIS_SERVER:
-    case REDIS_SENTINEL: return 0;
-    case REDIS_CLUSTER:
-        snprintf(err, errlen, "redis+cluster://: a Redis Cluster needs protocol 2 (hash-tagged "
-                              "keys, one slot per script call); this build speaks protocol %d, "
-                              "whose scripts touch keys of many slots",
-                 STORE_PROTOCOL_VERSION);
-        return -ENOTSUP;
+    case REDIS_SENTINEL:
+    case REDIS_CLUSTER: return 0;
     }
     return -EINVAL;
 }
 
+/* The hash tags: "{P:s}" of each shard and "{P}" of the data every shard shares. */
+static void set_shards(store *st, int n)
+{
+    if (st->tags && st->shards == n)
+        return;
+    for (int i = 0; i < st->shards && st->tags; i++)
+        free(st->tags[i]);
+    free(st->tags);
+    st->shards = n;
+    st->tags = xcalloc((size_t)n, sizeof *st->tags);
+    for (int i = 0; i < n; i++)
+        st->tags[i] = xasprintf("{%s:%d}", st->prefix, i);
+}
+
+/* A reply that says the key lives on another node of a cluster. */
+static bool redirected(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0);
+}
+
 /*
- * Refuse a Redis whose data was written by another protocol version: its
- * P:protocol key (set by every submission) must be absent or ours. Runs on
- * every new connection the link makes (n), before anything else is sent.
+ * Refuse a Redis whose data was written by another protocol version: {P}:meta
+ * holds this protocol's version and shard count (the count is adopted), and
+ * without it no key of version 1 (P:events, P:hosts) may exist. Runs on every
+ * new connection the link makes (n), before anything else is sent; in a
+ * cluster, the node that holds a key checks it.
  */
 static int check_protocol(rconn *rc, rnode *n, void *arg)
 {
     store *st = arg;
-    char key[300];
-    store__key(st, key, sizeof key, "protocol");
-    const char *argv[] = {"GET", key};
+    char key[300], name[300];
+    snprintf(key, sizeof key, "%s:meta", st->gtag);
+    const char *argv[] = {"HMGET", key, "protocol", "shards"};
     redisReply *r;
-    int err = rc__node_cmd(rc, n, &r, 2, argv);
+    int err = rc__node_cmd(rc, n, &r, 4, argv);
     if (err < 0)
         return err;
     char have[32] = "";
-    if (r->type == REDIS_REPLY_STRING) {
-        snprintf(have, sizeof have, "%.*s", (int)(r->len < 31 ? r->len : 31), r->str);
-    } else if (r->type == REDIS_REPLY_ERROR && (strncmp(r->str, "MOVED ", 6) == 0 ||
-                                                strncmp(r->str, "ASK ", 4) == 0)) {
-        /* A cluster node that does not hold the key: its owner checks. */
-    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) != 0) {
-        char name[300];
-        rc__err(rc, "%s: GET %s: %s", rc__node_name(n, name, sizeof name), key, r->str);
+    long shards = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        if (r->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(have, sizeof have, "%.31s", r->element[0]->str);
+        if (r->element[1]->type == REDIS_REPLY_STRING &&
+            !parse_long(r->element[1]->str, 1, STORE_MAX_SHARDS, &shards))
+            snprintf(have, sizeof have, "(unreadable shard count)");
+    } else if (r->type == REDIS_REPLY_ERROR && !redirected(r)) {
+        rc__err(rc, "%s: HMGET %s: %s", rc__node_name(n, name, sizeof name), key, r->str);
         freeReplyObject(r);
         return -EIO;
-    } else if (r->type != REDIS_REPLY_NIL) {
-        snprintf(have, sizeof have, "(unreadable)");
     }
     freeReplyObject(r);
+    for (int i = 0; !have[0] && i < 2; i++) {
+        /* Keys that only protocol 1 writes, under the same prefix. */
+        char old[300];
+        store__key(st, old, sizeof old, "%s", i == 0 ? "events" : "hosts");
+        const char *ex[] = {"EXISTS", old};
+        if ((err = rc__node_cmd(rc, n, &r, 2, ex)) < 0)
+            return err;
+        if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+            snprintf(have, sizeof have, "1");
+            snprintf(key, sizeof key, "%s", old);
+        }
+        freeReplyObject(r);
+    }
     char want[16];
     snprintf(want, sizeof want, "%d", STORE_PROTOCOL_VERSION);
-    if (!have[0] || strcmp(have, want) == 0)
+    if (!have[0] || strcmp(have, want) == 0) {
+        if (shards > 0) {
+            set_shards(st, (int)shards);
+            st->meta_read = true;
+        }
         return 0;
+    }
     char where[700];
     snprintf(st->err, sizeof st->err,
-             "redis at %s holds bgtask data of protocol version %s (key %s:protocol); this "
-             "build speaks version %s: use a matching version, or another prefix or database",
-             redis_addr_describe(&rc->addr, where, sizeof where), have, st->prefix, want);
+             "redis at %.150s holds bgtask data of protocol version %s (key %.100s); this "
+             "build speaks version %s and does not migrate it: finish those tasks with the "
+             "release that wrote them, or use another prefix or database",
+             redis_addr_describe(&rc->addr, where, sizeof where), have, key, want);
     return -EPROTONOSUPPORT;
 }
 
@@ -88,11 +124,14 @@ store *store_open(const bgt_config *cfg, const redis_addr *addr)
 {
     store *st = xcalloc(1, sizeof *st);
     st->prefix = xstrdup(cfg->prefix && *cfg->prefix ? cfg->prefix : "bgtask");
+    st->gtag = xasprintf("{%s}", st->prefix);
+    set_shards(st, cfg->shards > 0 ? cfg->shards : STORE_DEFAULT_SHARDS);
     st->lim = (store_limits){.max_args_bytes = cfg->max_args_bytes,
                              .max_result_bytes = cfg->max_result_bytes,
                              .max_subtasks = cfg->max_subtasks,
                              .events_maxlen = cfg->events_maxlen,
-                             .retention_s = cfg->retention_s};
+                             .retention_s = cfg->retention_s,
+                             .retention_max = cfg->retention_max};
     st->ack_n = cfg->min_replicas_ack;
     st->ack_ms = (int)(cfg->ack_timeout_s * 1000 + 0.5);
     if (pipe2(st->intr, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -107,12 +146,126 @@ store *store_open(const bgt_config *cfg, const redis_addr *addr)
     return st;
 }
 
+int store_shards(const store *st) { return st->shards; }
+
+int store_shard_of(const store *st, const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+        unsigned char c = *p >= 'A' && *p <= 'Z' ? (unsigned char)(*p - 'A' + 'a') : *p;
+        h = (h ^ c) * 16777619u;
+    }
+    return (int)(h % (uint32_t)st->shards);
+}
+
+void store__norm_id(const char *id, char *out)
+{
+    size_t i = 0;
+    for (; id[i] && i < BGT_ID_LEN; i++)
+        out[i] = id[i] >= 'A' && id[i] <= 'Z' ? (char)(id[i] - 'A' + 'a') : id[i];
+    out[i] = '\0';
+}
+
+int store__meta(store *st)
+{
+    if (st->meta_read || st->marked)
+        return 0;
+    char key[300], want[16];
+    snprintf(key, sizeof key, "%s:meta", st->gtag);
+    snprintf(want, sizeof want, "%d", STORE_PROTOCOL_VERSION);
+    redisReply *r;
+    int rc = store__cmd(st, key, &r, "HMGET %s protocol shards", key);
+    if (rc < 0 || st->meta_read)
+        goto out;
+    long got = 0;
+    const redisReply *p = r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[0] : NULL;
+    const redisReply *n = p ? r->element[1] : NULL;
+    if (p && p->type != REDIS_REPLY_STRING && n->type != REDIS_REPLY_STRING)
+        goto out; /* not marked yet: this host's configured count stands */
+    if (!p || p->type != REDIS_REPLY_STRING || strcmp(p->str, want) != 0 ||
+        n->type != REDIS_REPLY_STRING || !parse_long(n->str, 1, STORE_MAX_SHARDS, &got)) {
+        snprintf(st->err, sizeof st->err,
+                 "%s does not say protocol %s with a shard count: bgtask data of another "
+                 "version, or a key written by hand",
+                 key, want);
+        rc = -EPROTONOSUPPORT;
+        goto out;
+    }
+    set_shards(st, (int)got);
+    st->meta_read = true;
+out:
+    freeReplyObject(r);
+    return rc;
+}
+
+int store_prepare(store *st)
+{
+    if (st->marked)
+        return 0;
+    char key[300], n[16], want[16];
+    snprintf(key, sizeof key, "%s:meta", st->gtag);
+    snprintf(n, sizeof n, "%d", st->shards);
+    snprintf(want, sizeof want, "%d", STORE_PROTOCOL_VERSION);
+    rcall c[3];
+    redisReply *r[3] = {NULL};
+    int rc = 0;
+    if (store__call_fmt(&c[0], key, "HSETNX %s protocol %s", key, want) < 0 ||
+        store__call_fmt(&c[1], key, "HSETNX %s shards %s", key, n) < 0 ||
+        store__call_fmt(&c[2], key, "HMGET %s protocol shards", key) < 0)
+        abort(); /* only on out-of-memory */
+    rc = store__run(st, c, 3, r);
+    for (int i = 0; i < 3; i++)
+        free((char *)c[i].cmd);
+    if (rc < 0)
+        return rc;
+    long got = 0;
+    redisReply *m = r[2];
+    if (m->type != REDIS_REPLY_ARRAY || m->elements != 2 ||
+        m->element[0]->type != REDIS_REPLY_STRING || strcmp(m->element[0]->str, want) != 0 ||
+        m->element[1]->type != REDIS_REPLY_STRING ||
+        !parse_long(m->element[1]->str, 1, STORE_MAX_SHARDS, &got)) {
+        snprintf(st->err, sizeof st->err,
+                 "%s does not say protocol %s with a shard count: bgtask data of another "
+                 "version, or a key written by hand",
+                 key, want);
+        rc = -EPROTONOSUPPORT;
+    } else {
+        set_shards(st, (int)got);
+        st->marked = true;
+    }
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(r[i]);
+    return rc;
+}
+
+char *store_take_warnings(store *st)
+{
+    if (!st->warn[0])
+        return NULL;
+    char *w = xstrdup(st->warn);
+    st->warn[0] = '\0';
+    return w;
+}
+
+void store__note_warnings(store *st, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING || r->len == 0)
+        return;
+    size_t have = strlen(st->warn);
+    snprintf(st->warn + have, sizeof st->warn - have, "%s%s", have ? " " : "", r->str);
+}
+
 void store_free(store *st)
 {
     if (!st)
         return;
     rconn_free(st->rc);
+    for (int i = 0; i < st->shards; i++)
+        free(st->tags[i]);
+    free(st->tags);
+    free(st->gtag);
     free(st->prefix);
+    store__events_clear(st);
     if (st->intr[0] >= 0) {
         close(st->intr[0]);
         close(st->intr[1]);
@@ -121,6 +274,14 @@ void store_free(store *st)
 }
 
 const char *store_errstr(const store *st) { return st->err; }
+
+void store_set_error(store *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->err, sizeof st->err, fmt, ap);
+    va_end(ap);
+}
 
 const char *store_prefix(const store *st) { return st->prefix; }
 
@@ -248,15 +409,18 @@ void store__args_free(argbuf *a)
     memset(a, 0, sizeof *a);
 }
 
-/* Start a script call's argv: EVALSHA sha 0 prefix maxlen retention. */
-void store__args_script(store *st, argbuf *a, int script)
+void store__args_script(store *st, argbuf *a, int script, int shard)
 {
     store__args_push(a, "EVALSHA");
     store__args_push(a, st->sha[script]); /* patched in eval_script once known */
-    store__args_push(a, "0");
+    store__args_push(a, "1");
+    if (shard < 0) {
+        store__args_push(a, st->gtag);
+        return;
+    }
+    store__args_push(a, st->tags[shard]);
     store__args_push(a, st->prefix);
-    store__args_pushf(a, "%ld", st->lim.events_maxlen);
-    store__args_pushf(a, "%.3f", st->lim.retention_s);
+    store__args_pushf(a, "%d", shard);
 }
 
 /* The SHA of a script, from the first server that loads it (the same everywhere). */
@@ -279,84 +443,108 @@ static int script_sha(store *st, int script, const char *key)
 }
 
 /*
- * Call a script by SHA, routed by its first key (KEYS[1]) if it has one; a
- * server that answers NOSCRIPT gets the script loaded and the call again.
- * With durable and redis.min_replicas_ack set, a WAIT goes right after it on
- * the same connection, and *acked gets how many replicas confirmed the
- * script's writes (else -1).
+ * Run n script calls together: each by SHA, routed by its first key (KEYS[1]),
+ * calls to one server pipelined; a server that answers NOSCRIPT gets the
+ * script loaded and the call again. A durable call, with
+ * redis.min_replicas_ack set, has a WAIT right after it on the same
+ * connection: its short_ says whether fewer replicas confirmed its writes in
+ * time (st->err then says how many).
  */
-static int eval_script(store *st, int script, argbuf *a, bool durable, redisReply **out,
-                       int *acked)
+int store__eval_many(store *st, script_call *calls, size_t n)
 {
-    *out = NULL;
-    *acked = -1;
-    const char *key = strcmp(a->v[2], "0") != 0 ? a->v[3] : NULL;
-    int rc = script_sha(st, script, key);
-    if (rc < 0)
-        return rc;
-    a->v[1] = st->sha[script];
-    a->len[1] = 40;
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, (int)a->n, a->v, a->len);
-    if (len <= 0)
-        return -ENOMEM;
-    rcall c[2] = {{.key = key, .keylen = key ? strlen(key) : 0, .cmd = cmd, .len = (size_t)len,
-                   .script = script_src[script]}};
-    size_t n = 1;
-    if (durable && st->ack_n > 0) {
-        if ((rc = store__call_fmt(&c[1], key, "WAIT %d %d", st->ack_n, st->ack_ms)) < 0) {
-            free(cmd);
-            return rc;
+    rcall *c = xcalloc(2 * n + 1, sizeof *c);
+    redisReply **r = xcalloc(2 * n + 1, sizeof *r);
+    size_t *at = xcalloc(n + 1, sizeof *at);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = script_sha(st, calls[i].script, calls[i].a.v[3]);
+    size_t nc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        argbuf *a = &calls[i].a;
+        a->v[1] = st->sha[calls[i].script];
+        a->len[1] = 40;
+        char *cmd = NULL;
+        int len = redisFormatCommandArgv(&cmd, (int)a->n, a->v, a->len);
+        if (len <= 0)
+            abort(); /* only on out-of-memory */
+        at[i] = nc;
+        c[nc++] = (rcall){.key = a->v[3],
+                          .keylen = a->len[3],
+                          .cmd = cmd,
+                          .len = (size_t)len,
+                          .script = script_src[calls[i].script]};
+        if (calls[i].durable && st->ack_n > 0) {
+            if (store__call_fmt(&c[nc], a->v[3], "WAIT %d %d", st->ack_n, st->ack_ms) < 0)
+                abort(); /* only on out-of-memory */
+            c[nc++].with_prev = true;
         }
-        c[1].with_prev = true;
-        n = 2;
     }
-    redisReply *r[2] = {NULL, NULL};
-    rc = rconn_run(st->rc, c, n, r);
-    free(cmd);
-    if (n == 2)
-        free((char *)c[1].cmd);
-    if (rc < 0)
-        return rc;
-    if (n == 2) {
-        if (r[1]->type == REDIS_REPLY_INTEGER) {
-            *acked = (int)r[1]->integer;
-        } else {
+    if (rc == 0)
+        rc = rconn_run(st->rc, c, nc, r);
+    int acked = -1;
+    for (size_t i = 0; i < n; i++) {
+        calls[i].reply = NULL;
+        calls[i].short_ = false;
+        if (rc < 0)
+            continue;
+        redisReply *w = calls[i].durable && st->ack_n > 0 ? r[at[i] + 1] : NULL;
+        if (w && w->type == REDIS_REPLY_INTEGER && w->integer < st->ack_n) {
+            calls[i].short_ = true;
+            acked = (int)w->integer;
+        } else if (w && w->type != REDIS_REPLY_INTEGER) {
             snprintf(st->err, sizeof st->err, "WAIT: %s",
-                     r[1]->type == REDIS_REPLY_ERROR ? r[1]->str : "unexpected reply");
+                     w->type == REDIS_REPLY_ERROR ? w->str : "unexpected reply");
             rc = -EPROTO;
         }
-        freeReplyObject(r[1]);
+        redisReply *e = r[at[i]];
+        if (e->type == REDIS_REPLY_ERROR) {
+            snprintf(st->err, sizeof st->err, "script failed: %s", e->str);
+            rc = -EPROTO;
+        } else {
+            calls[i].reply = e;
+            r[at[i]] = NULL;
+        }
     }
-    if (rc == 0 && r[0]->type == REDIS_REPLY_ERROR) {
-        snprintf(st->err, sizeof st->err, "script failed: %s", r[0]->str);
-        rc = -EPROTO;
+    for (size_t i = 0; i < nc; i++) {
+        free((char *)c[i].cmd);
+        freeReplyObject(r[i]);
     }
-    if (rc < 0) {
-        freeReplyObject(r[0]);
-        return rc;
-    }
-    if (*acked >= 0 && *acked < st->ack_n)
+    if (rc < 0)
+        for (size_t i = 0; i < n; i++) {
+            freeReplyObject(calls[i].reply);
+            calls[i].reply = NULL;
+        }
+    else if (acked >= 0)
         snprintf(st->err, sizeof st->err,
                  "%d of %d replicas confirmed within %d ms (redis.min_replicas_ack): the "
                  "change is on the master only and a failover may lose it",
-                 *acked, st->ack_n, st->ack_ms);
-    *out = r[0];
-    return 0;
+                 acked, st->ack_n, st->ack_ms);
+    free(at);
+    free(c);
+    free(r);
+    return rc;
+}
+
+/* One call of store__eval_many; a takes the argbuf's place and is left to the caller. */
+static int eval_one(store *st, int script, argbuf *a, bool durable, redisReply **out, bool *short_)
+{
+    script_call c = {.script = script, .a = *a, .durable = durable};
+    int rc = store__eval_many(st, &c, 1);
+    *a = c.a;
+    *out = c.reply;
+    if (short_)
+        *short_ = c.short_;
+    return rc;
 }
 
 int store__eval_script(store *st, int script, argbuf *a, redisReply **out)
 {
-    int acked;
-    return eval_script(st, script, a, false, out, &acked);
+    return eval_one(st, script, a, false, out, NULL);
 }
 
 int store__eval_script_durable(store *st, int script, argbuf *a, redisReply **out, bool *short_)
 {
-    int acked;
-    int rc = eval_script(st, script, a, true, out, &acked);
-    *short_ = rc == 0 && acked >= 0 && acked < st->ack_n;
-    return rc;
+    return eval_one(st, script, a, true, out, short_);
 }
 
 int store_ping(store *st)

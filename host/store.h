@@ -1,5 +1,5 @@
 /*
- * store.h - all Redis I/O of hosts and clients (protocol version 1). Only
+ * store.h - all Redis I/O of hosts and clients (protocol version 2). Only
  * the store's files (store*.c, store_conn.h, store_int.h, store_lua.h)
  * include hiredis and know key names and Lua scripts; every multi-key change
  * is one script, called by SHA and loaded where a server lacks it.
@@ -21,11 +21,14 @@
 
 #include "config.h"
 
-/* The version of the Redis protocol (key layout and scripts) this build speaks. Every
- * submission marks the data with it (P:protocol); a store refuses, at connect, a Redis
- * whose data carries another version. */
-#define STORE_PROTOCOL_VERSION 1
+/* The version of the Redis protocol (key layout and scripts) this build speaks. The
+ * first write marks the data with it ({P}:meta, with the shard count); a store refuses,
+ * at connect, a Redis whose data carries another version (or version 1's keys). */
+#define STORE_PROTOCOL_VERSION 2
 #define STORE_DEFAULT_URL "redis://127.0.0.1:6379/0"
+/* Shards of new data (redis.shards), and the most there may be. */
+#define STORE_DEFAULT_SHARDS 16
+#define STORE_MAX_SHARDS 1024
 
 /* Where Redis is: one server, a master found through Sentinel, or a Cluster. */
 typedef enum redis_kind {
@@ -104,8 +107,24 @@ void store_free(store *st);
  * in Redis was written by another protocol version (store_errstr names both).
  */
 int store_connect(store *st);
+/*
+ * Make sure the data is marked as this protocol's with a shard count ({P}:meta),
+ * marking it when it is new (with redis.shards): afterwards store_shards is the
+ * data's count. Writers call it before their first write (the store does for
+ * submissions); a host compares the count with its configuration. 0, -EIO, or
+ * -EPROTONOSUPPORT (store_errstr says why).
+ */
+int store_prepare(store *st);
+/*
+ * The keys holding a value of the wrong type (written by hand) that scripts
+ * found since the last call, treated as absent and removed; space-separated,
+ * malloc'd, or NULL when none. For the caller's log.
+ */
+char *store_take_warnings(store *st);
 /* Text of the last error; valid until the next call on st. */
 const char *store_errstr(const store *st);
+/* Set the message store_errstr returns (for a caller's own refusal of what the store read). */
+__attribute__((format(printf, 2, 3))) void store_set_error(store *st, const char *fmt, ...);
 /* The key prefix. */
 const char *store_prefix(const store *st);
 /* PING. */
@@ -116,7 +135,7 @@ int store_config_get(store *st, const char *name, char *value, size_t n);
 /* Change Redis' setting name to value (CONFIG SET): for tools that run a private
  * server (the bench), never for hosts. -EPROTO when Redis refuses (store_errstr). */
 int store_config_set(store *st, const char *name, const char *value);
-/* Wake a store blocked in another thread (store_wait_wake, store_next_*):
+/* Wake a store blocked in another thread (store_next_*):
  * that call returns -EINTR. Safe to call from any thread. */
 void store_interrupt(store *st);
 
@@ -126,7 +145,6 @@ typedef struct submit_req {
     const char *id;          /* NULL: a fresh UUIDv4 */
     const char *handler;     /* required */
     const char *args;        /* JSON text, NULL for {} */
-    const char *subtasks;    /* JSON array of per-subtask args, or NULL */
     int max_attempts;        /* 0: the handler's default */
     double delay_s;          /* 0: claimable now */
     int parallelism;         /* parallel tasks: 0 = the handler's */
@@ -161,8 +179,10 @@ int store_list_tasks(store *st, const char *state, const char *handler, int limi
 /* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms,
  * expires_ms, breakers}. */
 int store_list_hosts(store *st, cJSON **out);
-/* {"handlers": [{handler, queued, due, oldest_due_age_ms}], "finished": N (in P:done),
- * "hosts": N (live)}. queued counts running tasks too (their lease is their score). */
+/* {"handlers": [{handler, queued, due, oldest_due_age_ms, finished}], "running": N,
+ * "finished": N, "hosts": N (live)}: queued are the tasks waiting (delayed ones too),
+ * due those that may start now, running the attempts held by hosts, finished the
+ * finished tasks kept (retention). */
 int store_stats(store *st, cJSON **out);
 
 typedef enum cancel_result {
@@ -205,38 +225,59 @@ int store_events_after(store *st, const char *id, const char *after, int limit, 
 /*
  * Whether s can name a place in the event stream (a stream_id of
  * store_next_event_ex, the `after` of store_events_after): "0" (before the
- * first event), or "<ms>-<seq>", both parts decimal and within 64 bits, and
- * not the last id there can be (nothing comes after it). Clients check what
- * they are given with it (an SSE Last-Event-ID) before they ask Redis.
+ * first event), "<ms>-<seq>" (a stream entry's id: its first event) or
+ * "<ms>-<seq>.<n>" (its event n, 1..99999: an entry packs several), the
+ * numbers decimal and within 64 bits, and not the last entry id there can be
+ * (nothing comes after it). Clients check what they are given with it (an
+ * SSE Last-Event-ID) before they ask Redis.
  */
 bool store_event_id_valid(const char *s);
-/* How many tasks are in P:done (finished, within retention). */
-int store_count_finished(store *st, long long *n);
+/* An event read back: stream id, task id, name, payload JSON; borrowed for the call. */
+typedef void (*store_event_fn)(void *arg, const char *sid, const char *task_id, const char *name,
+                               const char *payload);
+/*
+ * Call fn for every event kept in the streams, shard by shard (each shard's in
+ * the order it was written). Meant for tools and tests: it reads everything.
+ * Returns how many events it saw, or a negative errno.
+ */
+long store_each_event(store *st, store_event_fn fn, void *arg);
+/* How many tasks have not finished (waiting, delayed or running), over every shard. */
+int store_count_open(store *st, long long *n);
+/* How many finished tasks of handler are kept (at most tasks.retention_max): one LLEN per
+ * shard, pipelined. */
+int store_count_finished(store *st, const char *handler, long long *n);
 /* Redis' INFO text for a section ("commandstats", "cpu", ...); malloc'd. */
 int store_info(store *st, const char *section, char **out);
 
 /* ---- the host's side ---- */
 
+/*
+ * The shards the data is spread over (redis.shards when the data is new, else the count
+ * recorded with it, known once st has connected).
+ */
+int store_shards(const store *st);
+/* The shard of task id: FNV-1a-32 of the 36 bytes of the lowercase id, mod the shards. */
+int store_shard_of(const store *st, const char *id);
+
 /* What the host tells claim about each handler it serves. */
 typedef struct claim_handler {
     const char *name;
     int max_attempts;    /* the handler's default */
-    bool not_retriable;  /* an orphaned attempt fails */
-    bool parallel;
+    bool not_retriable;  /* an attempt lost with its host fails the task */
 } claim_handler;
 
 /* A claimed attempt. Free its strings with store_claimed_clear. */
 typedef struct claimed {
     char id[37];
     char handler[64];
-    uint32_t attempt;
-    uint32_t released;
-    int max_attempts;        /* effective */
-    char *args;              /* JSON text */
+    char token[32];          /* the lease token "<attempt> <started_ms>": every write for the
+                                attempt carries it, and is refused when it no longer matches */
+    uint32_t attempt;        /* 1 for the first attempt */
+    uint32_t released;       /* attempts given back at shutdown (not counted) */
+    int max_attempts;        /* the task's own, else its handler's */
+    char *args;              /* JSON text, as submitted */
     double progress_current; /* persisted by earlier attempts */
     double progress_total;
-    int64_t created_ms;
-    char *corrupt;           /* non-NULL: the record is unreadable; why (fail the task) */
     int subtasks;            /* parallel: how many are persisted (0 = not split yet) */
     int parallelism;         /* parallel: the task's own, 0 = the handler's */
     int fail_fast;           /* parallel: the task's own on_failure: 1, 0, or -1 = the handler's */
@@ -245,29 +286,27 @@ typedef struct claimed {
 void store_claimed_clear(claimed *c);
 
 /*
- * Claim up to max due tasks of the given handlers for host_id in one script
- * call (terminal records are dropped from the queues, cancel-requested ones
- * become CANCELLED, exhausted or non-retriable orphans FAILURE). Fills out[0..*nout).
- * *next_due_s is the delay until the earliest member of these queues becomes
- * due (-1 when they are empty), computed by Redis' clock.
+ * Claim up to max due tasks of the given handlers in shard for host_id, in one
+ * script call. Tasks that may not run end there instead (a cancel request:
+ * CANCELLED; an attempt lost with its host of a handler that is not retriable,
+ * the last attempt used, a corrupted record: FAILURE). The claim makes the host's
+ * entry in the shard if it has none (ttl_ms), but never extends it: only the
+ * heartbeat does. Fills out[0..*nout). *next_due_s: 0 when more may be due now,
+ * else the delay until the earliest task of these queues falls due or another
+ * host's entry in the shard runs out (-1: neither), by Redis' clock.
  */
-int store_claim(store *st, const char *host_id, const claim_handler *hs, size_t nh, int max,
-                int64_t lease_ms, claimed *out, int *nout, double *next_due_s);
-
-/* Block up to timeout_s on the handlers' wake lists. 1 woken, 0 timeout,
- * -EINTR interrupted, -EIO. */
-int store_wait_wake(store *st, const claim_handler *hs, size_t nh, double timeout_s);
+int store_claim(store *st, const char *host_id, int shard, const claim_handler *hs, size_t nh,
+                int max, int64_t ttl_ms, claimed *out, int *nout, double *next_due_s);
 
 /* One attempt in a heartbeat. */
 typedef struct hb_item {
     const char *id;
-    const char *handler;
-    uint32_t attempt;
+    const char *token;
     int status;  /* out: HB_OK, HB_LOST or HB_CANCEL */
 } hb_item;
 enum { HB_OK = 0, HB_LOST = 1, HB_CANCEL = 2 };
 
-/* The host's own entry in P:hosts. */
+/* The host's own entry. */
 typedef struct host_info {
     const char *id;
     const char *machine;
@@ -277,28 +316,33 @@ typedef struct host_info {
     int workers;
     int running;
     int64_t started_ms;
-    int64_t ttl_ms;        /* the entry expires after this without a heartbeat (0 = the lease) */
+    int64_t ttl_ms;        /* the entry runs out after this without a heartbeat */
     const char *breakers;  /* the open crash breakers of its isolated plugins; "" or NULL: none */
 } host_info;
 
 /*
- * Renew the leases of the host's attempts still owned (fenced by owner and
- * attempt) and the host's own entry, in one script call; fills each item's
- * status.
+ * The host's heartbeat: renews its entry in every shard (the lease of all its
+ * attempts) and its description, buries hosts whose entry ran out (their
+ * attempts become claimable), removes finished tasks past tasks.retention,
+ * and fills each item's status. One script call per shard and one for the
+ * description, pipelined.
  */
-int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n, int64_t lease_ms);
-/* Remove the host's entry (graceful exit). */
+int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n);
+/* Remove the host's entries (graceful exit); a shard where it still holds attempts keeps
+ * its entry until it runs out. */
 int store_host_remove(store *st, const char *host_id);
 
 /* What a write does. */
 typedef enum fin_op {
-    FIN_PROGRESS = 0,  /* persist progress + bgtask_updated */
+    FIN_PROGRESS = 0, /* persist progress + bgtask_updated */
     FIN_SUCCESS = 1,
     FIN_FAILURE = 2,
     FIN_CANCELLED = 3,
-    FIN_RETRY = 4,     /* owner cleared, claimable after backoff_ms; FAILURE at max_attempts */
-    FIN_RELEASE = 5,   /* owner cleared, claimable now, released += 1 */
-    FIN_SUBTASK = 6,   /* a subtask's outcome (sub_* fields); counted once */
+    FIN_RETRY = 4,   /* claimable again after backoff_ms (the host checks max_attempts) */
+    FIN_RELEASE = 5, /* claimable again now, released += 1 */
+    FIN_SUBTASK = 6, /* a subtask's outcome (sub_* fields); counted once */
+    FIN_LOST = 7,    /* given up by its host (its lease ran out by the host's clock):
+                          claimable again now, as if the host had died */
 } fin_op;
 
 /* One fenced write of the host for one attempt. Strings are borrowed. */
@@ -306,42 +350,56 @@ typedef struct fin_item {
     fin_op op;
     const char *id;
     const char *handler;
-    uint32_t attempt;
-    /* progress to persist first (any op): */
+    const char *token; /* the claim's lease token (a subtask: its task's) */
+    bool parallel;     /* a parallel task: its subtasks go with its record */
+    /* progress to persist first (any op but FIN_SUBTASK): */
     bool has_progress;
     double current, total;
     const char *progress_message;  /* may be NULL */
-    const char *progress_event;    /* bgtask_updated payload JSON */
+    const char *progress_body;     /* its bgtask_updated event (ev_body_progress) */
     /* the state change (not FIN_PROGRESS): */
-    const char *message;           /* record's message (error for FAILURE) */
+    const char *message;           /* record's message (the error for FAILURE) */
     const char *result;            /* JSON text for SUCCESS, or NULL */
-    const char *event_name;        /* event for the change */
-    const char *event_payload;     /* its JSON payload */
+    bool partial;                  /* FIN_SUCCESS with failed subtasks: partial_success */
+    int ev;                        /* the change's event (an ev_kind), -1 for none */
+    const char *ev_body;           /* its body (ev_body_ending) */
     int64_t backoff_ms;            /* FIN_RETRY */
-    int64_t retention_s;           /* terminal ops: TTL of the record; -1 = the store's */
     int sub_index;                 /* FIN_SUBTASK */
     const char *sub_state;         /* FIN_SUBTASK: SUCCESS, FAILURE, CANCELLED or RETRY */
     uint32_t sub_attempt;          /* FIN_SUBTASK */
     /* out */
-    int rc;                        /* 0 applied, -ESTALE fenced out */
-    bool gave_up;                  /* FIN_RETRY turned into FAILURE at max_attempts */
+    int rc; /* 0 applied, -ESTALE fenced out */
 } fin_item;
 
 /*
- * Apply n writes of host_id in one script call, in order. Each item's rc says
- * whether fencing let it through. Returns 0 if the call reached Redis;
- * -EAGAIN when it did but a change of state among them was not confirmed by
- * redis.min_replicas_ack replicas in time (store_errstr says how many): the
- * writes are on the master only. Sending the same writes again is safe: a
- * write that went through answers rc 0 again, without changing anything.
+ * Apply n writes of host_id, in order: one script call per shard the writes
+ * are in, pipelined. Each item's rc says whether fencing let it through.
+ * Returns 0 if the calls reached Redis; -EAGAIN when they did but a change of
+ * state among them was not confirmed by redis.min_replicas_ack replicas in
+ * time (store_errstr says how many): the writes are on the master only.
+ * Sending the same writes again is safe: a write that went through answers
+ * rc 0 again, without changing anything.
  */
 int store_apply(store *st, const char *host_id, fin_item *items, size_t n);
 
-/* Subscribe st to the host's control channel (P:ctl:<host>). */
-int store_subscribe_control(store *st, const char *host_id);
-/* Next control message: fills id (37 bytes) for "cancel <id>". Returns 0,
- * -ETIMEDOUT, -EINTR, -EIO. */
-int store_next_control(store *st, double timeout_s, char *id);
+/*
+ * Subscribe st to what a host listens to: its control channel (cancel requests)
+ * and the wake-ups of the handlers it serves. Call it again when the handlers
+ * change.
+ */
+int store_subscribe_control(store *st, const char *host_id, const char *const *handlers, size_t nh);
+typedef enum ctl_kind {
+    CTL_CANCEL = 1, /* stop the attempt of task id */
+    CTL_WAKE = 2,   /* a handler may have work in shard */
+} ctl_kind;
+typedef struct ctl_msg {
+    ctl_kind kind;
+    char id[37];
+    int shard;
+} ctl_msg;
+/* The next control message. Returns 0, -ETIMEDOUT, -EINTR, -EIO; -EAGAIN after the
+ * connection was made again (wake-ups may have been missed meanwhile). */
+int store_next_control(store *st, double timeout_s, ctl_msg *out);
 
 /* ---- parallel tasks ---- */
 
@@ -357,9 +415,9 @@ typedef struct sub_rec {
 /* Read the n subtasks of task id; *out is an array of n (free with store_sub_recs_free). */
 int store_load_subtasks(store *st, const char *id, int n, sub_rec **out);
 void store_sub_recs_free(sub_rec *subs, int n);
-/* Persist the split of task id (fenced by host and attempt): subs are n JSON
+/* Persist the split of task id (fenced by host and lease token): subs are n JSON
  * texts. -ESTALE when fenced out. */
-int store_split(store *st, const char *host_id, const char *id, uint32_t attempt,
+int store_split(store *st, const char *host_id, const char *id, const char *token,
                 char *const *subs, int n);
 /* Re-run the failed and cancelled subtasks of a finished parallel task as a
  * new attempt; *reset says how many. -ENOENT, -EINVAL (not parallel), -EBUSY

@@ -12,19 +12,44 @@
 #include "store.h"
 #include "store_conn.h"
 
-enum { SC_SUBMIT, SC_CLAIM, SC_HEARTBEAT, SC_APPLY, SC_CANCEL, SC_SPLIT, SC_RETRY, SC_COUNT };
+enum {
+    SC_SUBMIT,
+    SC_CLAIM,
+    SC_HEARTBEAT,
+    SC_APPLY,
+    SC_CANCEL,
+    SC_SPLIT,
+    SC_RETRY,
+    SC_LEAVE,
+    SC_HOST,
+    SC_COUNT
+};
 
 /* Limits the store enforces (from the config: tasks.*). */
 typedef struct store_limits {
     size_t max_args_bytes;
     size_t max_result_bytes;
     int max_subtasks;
-    long events_maxlen;
-    double retention_s;  /* finished records expire after this; 0 = never */
+    long events_maxlen; /* events kept, over all shards */
+    double retention_s; /* finished tasks are kept this long; 0 = no limit */
+    long retention_max; /* finished tasks kept per handler; 0 = no limit */
 } store_limits;
+
+/* An event read back from a stream entry or a message, waiting to be taken. */
+typedef struct store_event {
+    char *name;
+    char *payload; /* JSON text */
+    char *sid;     /* its stream id, NULL if it was not stored */
+    char task_id[37];
+} store_event;
 
 struct store {
     char *prefix;
+    char *gtag;  /* "{P}": the hash tag of what every shard shares */
+    char **tags; /* "{P:s}" of each shard */
+    int shards;
+    bool marked;    /* {P}:meta is known to say this protocol and shard count */
+    bool meta_read; /* {P}:meta was read and its shard count adopted */
     store_limits lim;
     rconn *rc;              /* the link to Redis */
     char sha[SC_COUNT][41]; /* the scripts' SHAs, once a server told them */
@@ -32,6 +57,11 @@ struct store {
     int ack_ms;             /* redis.ack_timeout, in ms */
     int intr[2];            /* self-pipe for store_interrupt */
     char err[512];
+    char warn[512]; /* keys of the wrong type scripts removed, not taken yet */
+    /* A subscriber: the events unpacked from the last message, not taken yet. */
+    char only[37]; /* store_subscribe_task: the task whose events are wanted */
+    store_event *evq;
+    size_t evq_head, evq_n, evq_cap;
 };
 
 /*
@@ -47,6 +77,15 @@ typedef struct argbuf {
     char **nums; /* arena chunks to free */
     size_t nnums;
 } argbuf;
+
+/* One of several script calls run together (store__eval_many). */
+typedef struct script_call {
+    int script;
+    argbuf a;          /* started with store__args_script */
+    bool durable;      /* with redis.min_replicas_ack: a WAIT for the replicas after it */
+    redisReply *reply; /* out: owned by the caller */
+    bool short_;       /* out: durable, but fewer replicas confirmed it in time */
+} script_call;
 
 /* store.c */
 /* "<prefix>:" + fmt into buf (a key name); returns buf. */
@@ -67,13 +106,37 @@ void store__args_push_len(argbuf *a, const char *s, size_t len);
 void store__args_push(argbuf *a, const char *s);
 __attribute__((format(printf, 2, 3))) void store__args_pushf(argbuf *a, const char *fmt, ...);
 void store__args_free(argbuf *a);
-/* Start a script call's argv: EVALSHA sha 0 prefix maxlen retention. */
-void store__args_script(store *st, argbuf *a, int script);
+/* Start a script call's argv: EVALSHA sha 1 {P:s} P s, or EVALSHA sha 1 {P} for shard -1. */
+void store__args_script(store *st, argbuf *a, int script, int shard);
 /* Call a script by SHA (routed by KEYS[1] if any); NOSCRIPT loads it where it is missing. */
 int store__eval_script(store *st, int script, argbuf *a, redisReply **out);
 /* The same for a write that must be durable: with redis.min_replicas_ack = N, a WAIT N is
  * pipelined after it on the same connection; *short_ is true when fewer replicas confirmed
  * it in time (store_errstr says how many), the change being on the master only. */
 int store__eval_script_durable(store *st, int script, argbuf *a, redisReply **out, bool *short_);
+/*
+ * Run n script calls together (pipelined where they go to one server); each
+ * call's reply in calls[i].reply. On an error reply (-EPROTO, store_errstr says
+ * it) or a failure to reach Redis (-EIO) no reply is kept. A durable call's
+ * short_ says whether its WAIT fell short (store_errstr says how).
+ */
+int store__eval_many(store *st, script_call *calls, size_t n);
+/* Adopt the shard count of {P}:meta before keys are computed: read through the router
+ * once unless the connection's check already did (in a cluster, the node that holds it may
+ * not be connected yet). -EPROTONOSUPPORT for data of another protocol. */
+int store__meta(store *st);
+/* Keep the warnings element of a script's reply (wrong-typed keys it removed). */
+void store__note_warnings(store *st, const redisReply *r);
+/* A task id in lowercase, as keys spell it, into out (37 bytes). */
+void store__norm_id(const char *id, char *out);
+
+/* store_ops.c */
+/* The per-shard shares of tasks.retention_max (0: no limit) and events.maxlen. */
+long store__rmax_shard(const store *st);
+long store__evcap_shard(const store *st);
+
+/* store_pack.c */
+/* Drop the events not taken yet. */
+void store__events_clear(store *st);
 
 #endif

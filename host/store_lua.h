@@ -1,495 +1,772 @@
 /*
- * store_lua.h - the Lua scripts of Redis protocol version 1. Included by
- * store.c only. Every script starts with the common prelude; ARGV[1..3] are
- * always prefix, events maxlen and retention seconds.
+ * store_lua.h - the Lua scripts of Redis protocol version 2 (the README's
+ * "Redis protocol" section is the authority on keys, record fields and the
+ * packed events). Included by store.c only.
  *
  * Protocol changelog (STORE_PROTOCOL_VERSION in store.h). A change to the
  * key layout, a record field's meaning or an event's shape bumps the version;
- * hosts and the CLI refuse data marked with another one (P:protocol).
- *   1  first release. P:protocol (string "1") is set by the first submission
- *      into an empty prefix.
+ * hosts and the CLI refuse data of another version.
+ *   1  first release: P:task:<id>, P:q:<handler>, one stream P:events, a
+ *      channel per task. Its data is refused, not migrated (P:events or
+ *      P:hosts present, {P}:meta absent).
+ *   2  S shards with hash tags {P:s} (every script call touches one hash slot,
+ *      named by KEYS[1]); records written once with short field names and
+ *      defaults implied by absence; the host's lease (its entry per shard)
+ *      instead of a lease per task, fencing by the lease token in the host's
+ *      held hash; the events of one call as one stream entry and one message;
+ *      retention by count and age through per-handler done lists, no TTLs.
+ *      {P}:meta holds the version and S.
  *
- * Keys (P = prefix): P:task:<id> hash, P:sub:<id> hash, P:q:<handler> zset
- * (score = ms from which the task may be claimed), P:wake:<handler> list,
- * P:events stream, P:ev:<id> channel, P:ctl:<host> channel, P:hosts zset,
- * P:host:<id> hash, P:held:<host> hash (the attempts a host holds: id ->
- * "handler attempt", set by claim, removed by the write that ends the attempt
- * or by the heartbeat that finds it lost), P:done zset, P:protocol string.
- *
- * Scripts use Redis' clock (TIME) for every score so hosts with skewed clocks
- * agree on when a lease ends.
- *
- * Task records are read with redis.pcall('HMGET', ...): a P:task:<id> key that
- * is not a hash (overwritten by hand) reads as no record, instead of failing
- * the whole script, which would stall every task that a claim, heartbeat or
- * write serves along with it.
- *
- * The event names the scripts emit (bgtask_updated, and the plain endings in
- * EVNAME) are events.c's; tests/unit/test_events.c checks that the two agree.
- * The payloads of host writes come built from the host (events.c); payload()
- * builds the few the scripts make themselves in the same shape.
+ * Every script but host starts with the prelude: KEYS[1] = "{P:s}", ARGV[1] =
+ * P, ARGV[2] = s. All read Redis' clock once (TIME) and use it for every
+ * score, so hosts with skewed clocks agree on when a lease ends. They start
+ * with "#!lua": Redis then refuses a call as a whole when it is out of memory,
+ * instead of stopping it after some of its writes. No script decodes or
+ * encodes JSON: args, results and event payloads are the host's text.
  */
 #ifndef BGT_STORE_LUA_H
 #define BGT_STORE_LUA_H
 
-/* STORE_PROTOCOL_VERSION comes from store.h, which its includers include first. */
-
-/* A number macro as a string literal, to splice into a script. */
-#define LUA_STR_(x) #x
-#define LUA_STR(x) LUA_STR_(x)
-
-/* Shared helpers. emit() appends to the stream and publishes on the task's
- * channel; terminate() is the one way a task reaches a terminal state. */
-#define LUA_PRELUDE                                                                          \
-    "local P = ARGV[1]\n"                                                                    \
-    "local MAXLEN = ARGV[2]\n"                                                               \
-    "local RETENTION = tonumber(ARGV[3])\n"                                                  \
-    "local T = redis.call('TIME')\n"                                                         \
-    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"                \
-    /* NOW as a string, made once: a number passed to redis.call is formatted with     \
-     * printf("%.17g") at every call. */                                                \
+#define LUA_PRELUDE \
+    "#!lua\n"                                                                                 \
+    /* KEYS[1] = B, the shard's hash tag "{P:s}", which every key of the call starts with;    \
+     * ARGV[1] = P, ARGV[2] = s. */                                                           \
+    "local B = KEYS[1]\n"                                                                     \
+    "local P, S = ARGV[1], ARGV[2]\n"                                                         \
+    "local T = redis.call('TIME')\n"                                                          \
+    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"                 \
+    /* NOW as text, made once: a number given to redis.call is formatted at every call. */    \
     "local NOWS = tostring(NOW)\n"                                                            \
-    "local function emit(id, name, data)\n"                                                  \
-    "  local sid = redis.call('XADD', P .. ':events', 'MAXLEN', '~', MAXLEN, '*',\n"         \
-    "    'event', name, 'task_id', id, 'data', data)\n"                                      \
-    "  redis.call('PUBLISH', P .. ':ev:' .. id,\n"                                           \
-    "    '{\"event\":\"' .. name .. '\",\"id\":\"' .. sid .. '\",\"data\":' .. data .. '}')\n" \
-    "end\n"                                                                                  \
-    "local function payload(id, h, attempt, msg, extra)\n"                                   \
-    "  return '{\"task_id\":\"' .. id .. '\",\"handler\":' .. cjson.encode(h) ..\n"          \
-    "    ',\"attempt\":' .. attempt .. ',\"ts_ms\":' .. NOWS .. ',\"message\":' ..\n"         \
-    "    cjson.encode(msg) .. (extra or '') .. '}'\n"                                        \
-    "end\n"                                                                                  \
-    "local EVNAME = {SUCCESS = 'bgtask_done', FAILURE = 'bgtask_failed',\n"                  \
-    "  CANCELLED = 'bgtask_cancelled'}\n"                                                    \
-    /* cmd key list[1..n], in calls of at most 1000 (unpack() is bounded by Lua's stack). */  \
-    "local function batched(cmd, key, list)\n"                                             \
-    "  for j = 1, #list, 1000 do\n"                                                        \
-    "    redis.call(cmd, key, unpack(list, j, math.min(j + 999, #list)))\n"                \
-    "  end\n"                                                                              \
-    "end\n"                                                                                \
-    "local function wake(h)\n"                                                               \
-    "  local w = P .. ':wake:' .. h\n"                                                       \
-    "  redis.call('LPUSH', w, 1)\n"                                                          \
-    "  redis.call('LTRIM', w, 0, 63)\n"                                                      \
-    "end\n"                                                                                  \
-    /* Hosts whose entry expired: the attempts each last held (P:held:<host>)   \
-     * become claimable now instead of when each lease runs out. */             \
-    "local function bury(self)\n"                                                           \
-    "  local dead = redis.call('ZRANGEBYSCORE', P .. ':hosts', '-inf', NOW)\n"              \
-    "  for _, d in ipairs(dead) do\n"                                                       \
-    "    if d ~= self then\n"                                                               \
-    "      local list = redis.call('HGETALL', P .. ':held:' .. d)\n"                        \
-    "      for j = 1, #list, 2 do\n"                                                         \
+    /* Keys found holding a value of another type (written by hand): each is said in Redis'   \
+     * log, treated as absent (deleted) and named in the reply, so the host logs it too. */   \
+    "local WARN = {}\n"                                                                       \
+    "local function wrongtype(key)\n"                                                         \
+    "  redis.log(redis.LOG_WARNING, 'bgtask: ' .. key ..\n"                                   \
+    "    ' holds a value of the wrong type: treated as absent and removed')\n"                \
+    "  redis.call('DEL', key)\n"                                                              \
+    "  WARN[#WARN + 1] = key\n"                                                               \
+    "end\n"                                                                                   \
+    /* redis.call for a command on one key that treats a wrong-typed key as absent. */        \
+    "local function call(cmd, key, ...)\n"                                                    \
+    "  local r = redis.pcall(cmd, key, ...)\n"                                                \
+    "  if type(r) == 'table' and r.err then\n"                                                \
+    "    if string.find(r.err, 'WRONGTYPE', 1, true) then wrongtype(key) end\n"               \
+    "    return redis.call(cmd, key, ...)\n"                                                  \
+    "  end\n"                                                                                 \
+    "  return r\n"                                                                            \
+    "end\n"                                                                                   \
+    /* cmd key list[1..n], at most 1000 list items per call (unpack is bounded by Lua's       \
+     * stack). */                                                                             \
+    "local function batched(cmd, key, list)\n"                                                \
+    "  for j = 1, #list, 1000 do\n"                                                           \
+    "    call(cmd, key, unpack(list, j, math.min(j + 999, #list)))\n"                         \
+    "  end\n"                                                                                 \
+    "end\n"                                                                                   \
+    /* The events of this call: field/value pairs of one stream entry (see the README: a      \
+     * field 'h' names the handler of the events after it, a task id field is one event). */  \
+    "local EV = {}\n"                                                                         \
+    "local function emit(id, value)\n"                                                        \
+    "  EV[#EV + 1] = id\n"                                                                    \
+    "  EV[#EV + 1] = value\n"                                                                 \
+    "end\n"                                                                                   \
+    /* One XADD and one PUBLISH for every event of the call. The stream keeps about cap       \
+     * events: cap / (events in this entry) entries. */                                       \
+    "local function flush_events(cap)\n"                                                      \
+    "  local n = #EV\n"                                                                       \
+    "  if n == 0 then return end\n"                                                           \
+    "  local keep = math.max(1, math.floor(cap * 2 / n))\n"                                   \
+    "  local sid = call('XADD', B .. ':ev', 'MAXLEN', '~', keep, '*', unpack(EV))\n"          \
+    "  redis.call('PUBLISH', P .. ':ev:' .. S, sid .. '\\n' .. table.concat(EV, '\\n'))\n"    \
+    "  EV = {}\n"                                                                             \
+    "end\n"                                                                                   \
+    "local function wake(h) redis.call('PUBLISH', P .. ':wake:' .. h, S) end\n"               \
+    /* s as a JSON string (messages the scripts write themselves; cjson is not used). */      \
+    "local function jstr(s)\n"                                                                \
+    "  return '\"' .. string.gsub(s, '[%c\"\\\\]', function(c)\n"                             \
+    "    if c == '\"' then return '\\\\\"' elseif c == '\\\\' then return '\\\\\\\\'\n"       \
+    "    elseif c == '\\n' then return '\\\\n' elseif c == '\\t' then return '\\\\t' end\n"   \
+    "    return string.format('\\\\u%04x', string.byte(c))\n"                                 \
+    "  end) .. '\"'\n"                                                                        \
+    "end\n"                                                                                   \
+    /* A count read from a record: a whole number 0..max, else nil (corrupted). tonumber()    \
+     * alone lets nan, -5 or 1.5 through. */                                                  \
+    "local function count(v, max)\n"                                                          \
+    "  local n = tonumber(v)\n"                                                               \
+    "  if n and n >= 0 and n <= (max or 2147483647) and n == math.floor(n) then\n"            \
+    "    return n\n"                                                                          \
+    "  end\n"                                                                                 \
+    "end\n"                                                                                   \
+    /* The attempt of a lease token "<attempt> <started_ms>" (nil: none yet, 0). */           \
+    "local function attempt_of(tok)\n"                                                        \
+    "  if not tok then return 0 end\n"                                                        \
+    "  return count(string.match(tok, '^(%d+) '))\n"                                          \
+    "end\n"                                                                                   \
+    "local STATE = {success = 'SUCCESS', partial_success = 'SUCCESS', failure = 'FAILURE',\n" \
+    "  cancelled = 'CANCELLED'}\n"                                                            \
+    "local CODE = {success = 'd', partial_success = 'p', failure = 'f', cancelled = 'c'}\n"   \
+    /* Finished tasks of this call per handler, for its done list (a parallel task's id       \
+     * ends in '*': its subtasks go with it). */                                              \
+    "local DONE = {}\n"                                                                       \
+    /* End a task from a script (no host decided it): record, event, done list. */            \
+    "local function finish_here(id, key, h, tok, o, msg, parallel)\n"                         \
+    "  local f = {'o', o, 'f', NOWS, o == 'failure' and 'e' or 'm', msg}\n"                   \
+    "  if tok then f[7] = 'n'; f[8] = tok end\n"                                              \
+    "  redis.call('HSET', key, unpack(f))\n"                                                  \
+    "  emit('h', h)\n"                                                                        \
+    "  emit(id, CODE[o] .. attempt_of(tok) .. ' \"message\":' .. jstr(msg))\n"                \
+    "  local d = DONE[h] or {}\n"                                                             \
+    "  DONE[h] = d\n"                                                                         \
+    "  d[#d + 1] = parallel and id .. '*' or id\n"                                            \
+    "end\n"                                                                                   \
+    /* Append DONE to the done lists; past rmax ids per list (0: no limit), remove the        \
+     * oldest records and subtasks. */                                                        \
+    "local function push_done(rmax)\n"                                                        \
+    "  for h, list in pairs(DONE) do\n"                                                       \
+    "    if #list > 0 then\n"                                                                 \
+    "      local dk = B .. ':done:' .. h\n"                                                   \
+    "      local len = call('RPUSH', dk, unpack(list))\n"                                     \
+    "      if rmax > 0 and len > rmax then\n"                                                 \
+    "        local keys = {}\n"                                                               \
+    "        for _, x in ipairs(redis.call('LPOP', dk, len - rmax)) do\n"                     \
+    "          if string.byte(x, -1) == 42 then\n"                                            \
+    "            x = string.sub(x, 1, -2)\n"                                                  \
+    "            keys[#keys + 1] = B .. ':sub:' .. x\n"                                       \
+    "          end\n"                                                                         \
+    "          keys[#keys + 1] = B .. ':t:' .. x\n"                                           \
+    "        end\n"                                                                           \
+    "        for y = 1, #keys, 1000 do\n"                                                     \
+    "          redis.call('DEL', unpack(keys, y, math.min(y + 999, #keys)))\n"                \
+    "        end\n"                                                                           \
+    "      end\n"                                                                             \
+    "    end\n"                                                                               \
+    "  end\n"                                                                                 \
+    "  DONE = {}\n"                                                                           \
+    "end\n"                                                                                   \
+    /* Remove up to max of handler h's finished tasks that ended more than keep_ms ago. */    \
+    "local function trim_time(h, keep_ms, max)\n"                                             \
+    "  local dk = B .. ':done:' .. h\n"                                                       \
+    "  for _ = 1, max do\n"                                                                   \
+    "    local x = redis.pcall('LINDEX', dk, 0)\n"                                            \
+    "    if type(x) ~= 'string' then return end\n"                                            \
+    "    local par = string.byte(x, -1) == 42\n"                                              \
+    "    if par then x = string.sub(x, 1, -2) end\n"                                          \
+    "    local f = tonumber(redis.pcall('HGET', B .. ':t:' .. x, 'f'))\n"                     \
+    "    if f and f > NOW - keep_ms then return end\n"                                        \
+    "    redis.call('LPOP', dk)\n"                                                            \
+    "    redis.call('DEL', B .. ':t:' .. x)\n"                                                \
+    "    if par then redis.call('DEL', B .. ':sub:' .. x) end\n"                              \
+    "  end\n"                                                                                 \
+    "end\n"                                                                                   \
+    /* Hosts whose entry in this shard ran out (other than self): each attempt they held is   \
+     * written into its record (n = its token, l = the host) and queued again, due now. */    \
+    "local function bury(self)\n"                                                             \
+    "  for _, d in ipairs(call('ZRANGEBYSCORE', B .. ':hosts', '-inf', NOW)) do\n"            \
+    "    if d ~= self then\n"                                                                 \
+    "      local hk = B .. ':held:' .. d\n"                                                   \
+    "      local list = redis.pcall('HGETALL', hk)\n"                                         \
+    "      if list.err then wrongtype(hk); list = {} end\n"                                   \
+    "      local woken = {}\n"                                                                \
+    "      for j = 1, #list, 2 do\n"                                                          \
     "        local id = list[j]\n"                                                            \
-    "        local h, a = string.match(list[j + 1], '(%S+) (%S+)')\n"                        \
-    "        local r = redis.pcall('HMGET', P .. ':task:' .. id, 'state', 'owner', 'attempt')\n" \
-    "        if r[1] == 'ONGOING' and r[2] == d and r[3] == a then\n"                       \
-    "          redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW, id)\n"                        \
-    "          wake(h)\n"                                                                   \
-    "        end\n"                                                                         \
-    "      end\n"                                                                           \
-    "      redis.call('DEL', P .. ':host:' .. d, P .. ':held:' .. d)\n"                     \
-    "      redis.call('ZREM', P .. ':hosts', d)\n"                                          \
-    "    end\n"                                                                             \
-    "  end\n"                                                                               \
-    "end\n"                                                                                 \
-    "local function terminate(id, h, attempt, state, msg, result, evname, data, keep, single)\n"           \
-    "  local key = P .. ':task:' .. id\n"                                                    \
-    /* One HSET for every field the end changes: each call is also one AOF entry. */      \
-    "  local f = {'state', state, 'message', msg, 'finished_ms', NOWS, 'updated_ms', NOWS,\n" \
-    "    'cancel_requested', '0'}\n"                                                        \
-    "  if state == 'FAILURE' then f[#f + 1] = 'error'; f[#f + 1] = msg end\n"               \
-    "  if result then f[#f + 1] = 'result'; f[#f + 1] = result end\n"                       \
-    "  redis.call('HSET', key, unpack(f))\n"                                                \
-    "  redis.call('ZREM', P .. ':q:' .. h, id)\n"                                            \
-    "  redis.call('ZADD', P .. ':done', NOWS, id)\n"                                          \
-    "  keep = keep or RETENTION\n"                                                           \
-    "  if keep > 0 then\n"                                                                   \
-    "    local ms = tostring(math.floor(keep * 1000))\n"                                     \
-    "    redis.call('PEXPIRE', key, ms)\n"                                                   \
-    "    if not single then redis.call('PEXPIRE', P .. ':sub:' .. id, ms) end\n"               \
-    "  end\n"                                                                                \
-    "  emit(id, evname or EVNAME[state], data or payload(id, h, attempt, msg))\n"            \
-    "end\n"
+    "        local key = B .. ':t:' .. id\n"                                                  \
+    "        local r = redis.pcall('HMGET', key, 'h', 'o')\n"                                 \
+    "        if not r.err and r[1] and not r[2] then\n"                                       \
+    "          local tok = string.match(list[j + 1], '^%d+ %d+') or '0 0'\n"                  \
+    "          redis.call('HSET', key, 'n', tok, 'l', d)\n"                                   \
+    "          call('ZADD', B .. ':q:' .. r[1], NOW, id)\n"                                   \
+    "          woken[r[1]] = true\n"                                                          \
+    "        end\n"                                                                           \
+    "      end\n"                                                                             \
+    "      redis.call('DEL', hk)\n"                                                           \
+    "      redis.call('ZREM', B .. ':hosts', d)\n"                                            \
+    "      for h in pairs(woken) do wake(h) end\n"                                            \
+    "    end\n"                                                                               \
+    "  end\n"                                                                                 \
+    "end\n"                                                                                   \
 
-/*
- * submit: ARGV[4] = n, then 9 per task: id, handler, args, max_attempts,
- * delay_ms, subtasks (JSON array text or ""), parallelism (0 = the
- * handler's), on_failure ("" = the handler's, "continue", "fail_fast"), fresh
- * ("1": the store made the id up, so it cannot exist and is not looked up).
- * Returns per task 1 (created) or 0 (id exists: nothing changed).
- */
+
 static const char LUA_SUBMIT[] = LUA_PRELUDE
-    "local out = {}\n"
-    "local created = false\n"
-    "local woken = {}\n"
-    "local i = 5\n"
-    "for k = 1, tonumber(ARGV[4]) do\n"
-    "  local id, h, args = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
-    "  local maxa, delay, subs = ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]\n"
-    "  local par, onf, fresh = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8] == '1'\n"
-    "  i = i + 9\n"
-    "  local key = P .. ':task:' .. id\n"
-    "  if not fresh and redis.call('EXISTS', key) == 1 then\n"
-    "    out[k] = 0\n"
-    "  else\n"
-    "    local kind, nsub = 'single', '0'\n"
-    "    if subs ~= '' then\n"
-    "      local list = cjson.decode(subs)\n"
-    "      kind, nsub = 'parallel', tostring(#list)\n"
-    "      local sk = P .. ':sub:' .. id\n"
-    "      for j = 1, #list do\n"
-    "        redis.call('HSET', sk, (j - 1) .. ':args', cjson.encode(list[j]),\n"
-    "          (j - 1) .. ':state', 'PENDING')\n"
+    /* ARGV[3] = the number of handler groups; per group: handler, count, then per task:
+     * id, args ('' = {}), opts. opts '' = an id the store made up (it cannot exist), due
+     * now, nothing else to store; else "<check> <delay_ms> <nf>" (check 1: refuse an id
+     * that exists), followed by nf field/value pairs of the record. Returns {warnings,
+     * then per task 1 (created) or 0 (the id exists: nothing changed)}. */
+    "local out = {''}\n"
+    "local i = 4\n"
+    "for g = 1, tonumber(ARGV[3]) do\n"
+    "  local h, cnt = ARGV[i], tonumber(ARGV[i + 1])\n"
+    "  i = i + 2\n"
+    "  local q = {}\n"
+    "  local started = {'h', h}\n"
+    "  for k = 1, cnt do\n"
+    "    local id, args, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
+    "    i = i + 3\n"
+    "    local key = B .. ':t:' .. id\n"
+    "    local score = NOWS\n"
+    "    if opts == '' then\n"
+    "      if args == '' then\n"
+    "        redis.call('HSET', key, 'h', h, 'c', NOWS)\n"
+    "      else\n"
+    "        redis.call('HSET', key, 'h', h, 'c', NOWS, 'a', args)\n"
     "      end\n"
+    "    else\n"
+    "      local check, delay, nf = string.match(opts, '^(%d) (%d+) (%d+)$')\n"
+    "      nf = tonumber(nf)\n"
+    "      if check == '1' and redis.call('EXISTS', key) == 1 then\n"
+    "        score = nil\n"
+    "      else\n"
+    "        local f = {'h', h, 'c', NOWS}\n"
+    "        if args ~= '' then f[5] = 'a'; f[6] = args end\n"
+    "        for j = i, i + 2 * nf - 1 do f[#f + 1] = ARGV[j] end\n"
+    "        redis.call('HSET', key, unpack(f))\n"
+    "        if delay ~= '0' then score = tostring(NOW + tonumber(delay)) end\n"
+    "      end\n"
+    "      i = i + 2 * nf\n"
     "    end\n"
-    "    redis.call('HSET', key, 'id', id, 'handler', h, 'kind', kind, 'state', 'ONGOING',\n"
-    "      'args', args, 'attempt', '0', 'released', '0', 'max_attempts', maxa, 'owner', '',\n"
-    "      'created_ms', NOWS, 'started_ms', '0', 'updated_ms', NOWS, 'finished_ms', '0',\n"
-    "      'progress_current', '0', 'progress_total', '0', 'message', 'Task started',\n"
-    "      'result', '', 'error', '', 'cancel_requested', '0', 'subtasks', nsub,\n"
-    "      'sub_success', '0', 'sub_failure', '0', 'parallelism', par, 'on_failure', onf)\n"
-    "    redis.call('ZADD', P .. ':q:' .. h, delay == 0 and NOWS or tostring(NOW + delay), id)\n"
-    "    if not woken[h] then wake(h); woken[h] = true end\n"
-    "    emit(id, 'bgtask_updated', payload(id, h, 0, 'Task started',\n"
-    "      ',\"current_progress\":0,\"total_progress\":0'))\n"
-    "    out[k] = 1\n"
-    "    created = true\n"
+    "    if score then\n"
+    "      q[#q + 1] = score\n"
+    "      q[#q + 1] = id\n"
+    "      started[#started + 1] = id\n"
+    "      started[#started + 1] = 's0'\n"
+    "      out[#out + 1] = 1\n"
+    "    else\n"
+    "      out[#out + 1] = 0\n"
+    "    end\n"
+    "  end\n"
+    "  if #q > 0 then\n"
+    "    batched('ZADD', B .. ':q:' .. h, q)\n"
+    "    call('SADD', B .. ':handlers', h)\n"
+    "    wake(h)\n"
+    /* "Task started" is not stored: live subscribers get it here, late readers from the
+     * record. The message starts with the time, not a stream id. */
+    "    redis.call('PUBLISH', P .. ':ev:' .. S, NOWS .. '\\n' .. table.concat(started, '\\n'))\n"
     "  end\n"
     "end\n"
-    /* Mark the data with its protocol version (a no-op, not replicated, once it is). */
-    "if created then redis.call('SET', P .. ':protocol', '" LUA_STR(STORE_PROTOCOL_VERSION) "', 'NX') end\n"
-    "return out\n";
+    "out[1] = table.concat(WARN, ' ')\n"
+    "return out\n"
+    ;
 
-/*
- * claim: ARGV[4] = host, [5] = lease_ms, [6] = max, [7] = nh, then 4 per
- * handler: name, max_attempts, not_retriable (0|1), kind. Returns
- * {now, next_due_delay_ms (-1 none), then 13 per claimed task: id, handler,
- * attempt, released, max_attempts, args, progress_current, progress_total,
- * created_ms, corrupt ("" or why), subtasks, parallelism, on_failure}.
- */
 static const char LUA_CLAIM[] = LUA_PRELUDE
-    "local host, lease, want = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
-    "local LEASE_UNTIL = tostring(NOW + lease)\n"
-    "local out = {NOW, -1}\n"
-    "local hs, held = {}, {}\n"
-    /* A counter of the record: a whole number 0..2^31, else nil (corrupted). tonumber()
-     * alone lets nan, -5 or 1.5 through: claimed forever with a token that never fences. */
-    "local function count(v)\n"
-    "  local n = tonumber(v)\n"
-    "  if n and n >= 0 and n < 2147483648 and n == math.floor(n) then return n end\n"
-    "end\n"
+    /* ARGV[3] = host, [4] = its entry's ttl (ms: the entry is made if missing, never
+     * extended here), [5] = most tasks to claim, [6] = max_subtasks, [7] = events cap, [8]
+     * = nh, then per handler: name, its max_attempts, not_retriable (1|0). Returns {now,
+     * ms until the next of these queues' tasks is due or another host's entry runs out
+     * (-1: none, 0: maybe more due now), warnings, then per handler that got tasks:
+     * handler, count, and per task: id, lease token, args, the record's other fields the
+     * host needs ("r=1 x=5 pc=2 pt=10 ns=4 pl=2 of=fail_fast", only those set)}. */
+    "local host, ttl, want = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local maxsub = tonumber(ARGV[6])\n"
+    "local out = {NOW, -1, ''}\n"
+    "local held = {}\n"
+    "local TOK1 = '1 ' .. NOWS\n"
+    "call('ZADD', B .. ':hosts', 'NX', NOW + ttl, host)\n"
     "bury(host)\n"
-    "local i = 8\n"
-    "for k = 1, tonumber(ARGV[7]) do\n"
-    "  hs[k] = {ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1', ARGV[i + 3]}\n"
-    "  i = i + 4\n"
+    "local hs = {}\n"
+    "local i = 9\n"
+    "for k = 1, tonumber(ARGV[8]) do\n"
+    "  hs[k] = {ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'}\n"
+    "  i = i + 3\n"
     "end\n"
     "for _, hd in ipairs(hs) do\n"
     "  local h = hd[1]\n"
-    "  local q = P .. ':q:' .. h\n"
+    "  local q = B .. ':q:' .. h\n"
     "  while want > 0 do\n"
-    "    local ids = redis.call('ZRANGEBYSCORE', q, '-inf', NOW, 'LIMIT', 0, want)\n"
+    "    local ids = call('ZRANGEBYSCORE', q, '-inf', NOW, 'LIMIT', 0, want)\n"
     "    if #ids == 0 then break end\n"
+    "    local at = #out + 2\n"
+    "    out[at - 1] = h\n"
+    "    out[at] = 0\n"
+    "    local got = 0\n"
     "    for _, id in ipairs(ids) do\n"
-    "      local key = P .. ':task:' .. id\n"
-    "      local r = redis.pcall('HMGET', key, 'state', 'attempt', 'released', 'max_attempts',\n"
-    "        'owner', 'cancel_requested', 'args', 'progress_current', 'progress_total',\n"
-    "        'created_ms', 'subtasks', 'parallelism', 'on_failure', 'kind')\n"
-    "      if not r[1] or r[1] ~= 'ONGOING' then\n"
-    "        redis.call('ZREM', q, id)\n"
+    "      local key = B .. ':t:' .. id\n"
+    "      local r = redis.pcall('HGETALL', key)\n"
+    "      if r.err then wrongtype(key); r = {} end\n"
+    "      local a, more\n"
+    "      for j = 1, #r, 2 do\n"
+    "        local f = r[j]\n"
+    "        if f == 'a' then a = r[j + 1]\n"
+    "        elseif f ~= 'c' then\n"
+    "          more = more or {}\n"
+    "          more[f] = r[j + 1]\n"
+    "        end\n"
+    "      end\n"
+    /* the handler field is no news: a record without it is corrupted */
+    "      if more and more.h then\n"
+    "        more.h = nil\n"
+    "        if next(more) == nil then more = nil end\n"
+    "      elseif #r > 0 then\n"
+    "        more = more or {}\n"
+    "        more.bad = 'its handler (field h) is missing'\n"
+    "      end\n"
+    "      if #r == 0 or (more and more.o) then\n"
+    /* no record (or not a hash), or one that has ended: nothing to run */
+    "      elseif not more then\n"
+    /* a task that never ran: its first attempt */
+    "        out[#out + 1] = id\n"
+    "        out[#out + 1] = TOK1\n"
+    "        out[#out + 1] = a or '{}'\n"
+    "        out[#out + 1] = ''\n"
+    "        held[#held + 1] = id\n"
+    "        held[#held + 1] = TOK1\n"
+    "        got = got + 1\n"
     "      else\n"
-    "        local attempt, released = count(r[2]), count(r[3])\n"
-    "        local maxa = count(r[4])\n"
-    "        local owner = r[5] or ''\n"
-    "        if not attempt or not released or not maxa or not r[7] then\n"
-    "          attempt = count(r[2]) or 0\n"
-    "          redis.call('HSET', key, 'attempt', attempt)\n"
-    "          terminate(id, h, attempt, 'FAILURE', 'corrupted task record: attempt, '\n"
-    "            .. 'released, max_attempts or args is missing or not a whole number')\n"
-    "        else\n"
-    "          if maxa <= 0 then maxa = hd[2] end\n"
-    "          if r[6] == '1' then\n"
-    "            terminate(id, h, attempt, 'CANCELLED', 'Cancelled')\n"
-    "          elseif owner ~= '' and hd[3] then\n"
-    "            terminate(id, h, attempt, 'FAILURE', 'attempt ' .. attempt ..\n"
-    "              ' was lost with its host ' .. owner .. ' and the handler is not retriable')\n"
-    "          elseif attempt - released >= maxa then\n"
-    "            local why = 'gave up after ' .. attempt .. ' attempts'\n"
-    "            if owner ~= '' then\n"
-    "              why = why .. ': the previous attempts were lost with their host (last: '\n"
-    "                .. owner .. ')'\n"
-    "            end\n"
-    "            terminate(id, h, attempt, 'FAILURE', why)\n"
-    "          else\n"
-    "            attempt = attempt + 1\n"
-    "            if r[4] == tostring(maxa) and r[14] == hd[4] then\n"
-    "              redis.call('HSET', key, 'attempt', tostring(attempt), 'owner', host,\n"
-    "                'started_ms', NOWS, 'updated_ms', NOWS)\n"
-    "            else\n"
-    "              redis.call('HSET', key, 'attempt', tostring(attempt), 'owner', host,\n"
-    "                'started_ms', NOWS, 'updated_ms', NOWS, 'max_attempts', tostring(maxa),\n"
-    "                'kind', hd[4])\n"
-    "            end\n"
-    "            redis.call('ZADD', q, LEASE_UNTIL, id)\n"
-    "            local n = #out\n"
-    "            out[n + 1] = id\n"
-    "            out[n + 2] = h\n"
-    "            out[n + 3] = attempt\n"
-    "            out[n + 4] = released\n"
-    "            out[n + 5] = maxa\n"
-    "            out[n + 6] = r[7]\n"
-    "            out[n + 7] = r[8] or '0'\n"
-    "            out[n + 8] = r[9] or '0'\n"
-    "            out[n + 9] = r[10] or '0'\n"
-    "            out[n + 10] = ''\n"
-    "            out[n + 11] = r[11] or '0'\n"
-    "            out[n + 12] = r[12] or '0'\n"
-    "            out[n + 13] = r[13] or ''\n"
-    "            held[#held + 1] = id\n"
-    "            held[#held + 1] = h .. ' ' .. attempt\n"
-    "            want = want - 1\n"
+    "        local n, lost, ns, pl = more.n, more.l, more.ns, more.pl\n"
+    "        local attempt, released = attempt_of(n), count(more.r or '0')\n"
+    "        local maxa = count(more.x or '0', 1000)\n"
+    "        if maxa == 0 then maxa = hd[2] end\n"
+    "        local bad = more.bad\n"
+    "        if bad then\n"
+    "        elseif not attempt then bad = 'its attempt (field n) is not a whole number'\n"
+    "        elseif not released then bad = 'its released count (field r) is not a whole number'\n"
+    "        elseif not maxa then bad = 'its max_attempts (field x) is not a whole number 0..1000'\n"
+    "        elseif ns and not count(ns, maxsub) then\n"
+    "          bad = 'its subtasks count (field ns) is not a whole number 0..' .. maxsub\n"
+    "        elseif pl and not count(pl, 1024) then\n"
+    "          bad = 'its parallelism (field pl) is not a whole number 0..1024'\n"
+    "        end\n"
+    "        local par = ns ~= nil\n"
+    "        if bad then\n"
+    "          finish_here(id, key, h, attempt and n or nil, 'failure',\n"
+    "            'corrupted task record: ' .. bad, par)\n"
+    "        elseif more.k == '1' then\n"
+    "          finish_here(id, key, h, n, 'cancelled', 'Cancelled', par)\n"
+    "        elseif lost and hd[3] then\n"
+    "          finish_here(id, key, h, n, 'failure', 'attempt ' .. attempt ..\n"
+    "            ' was lost with its host ' .. lost .. ' and the handler is not retriable', par)\n"
+    "        elseif attempt - released >= maxa then\n"
+    "          local why = 'gave up after ' .. attempt .. ' attempts'\n"
+    "          if lost then\n"
+    "            why = why .. ': the previous attempts were lost with their host (last: ' ..\n"
+    "              lost .. ')'\n"
     "          end\n"
+    "          finish_here(id, key, h, n, 'failure', why, par)\n"
+    "        else\n"
+    "          local tok = (attempt + 1) .. ' ' .. NOWS\n"
+    "          local extra = {}\n"
+    "          for _, f in ipairs({'r', 'x', 'pc', 'pt', 'ns', 'pl', 'of'}) do\n"
+    "            if more[f] then extra[#extra + 1] = f .. '=' .. more[f] end\n"
+    "          end\n"
+    "          out[#out + 1] = id\n"
+    "          out[#out + 1] = tok\n"
+    "          out[#out + 1] = a or '{}'\n"
+    "          out[#out + 1] = table.concat(extra, ' ')\n"
+    "          held[#held + 1] = id\n"
+    "          held[#held + 1] = tok\n"
+    "          got = got + 1\n"
     "        end\n"
     "      end\n"
     "    end\n"
+    "    if got > 0 then out[at] = got else out[at] = nil; out[at - 1] = nil end\n"
+    "    want = want - got\n"
+    "    call('ZREM', q, unpack(ids))\n"
     "  end\n"
     "end\n"
-    "local due = -1\n"
-    "for _, hd in ipairs(hs) do\n"
-    "  local first = redis.call('ZRANGE', P .. ':q:' .. hd[1], 0, 0, 'WITHSCORES')\n"
-    "  if #first > 0 then\n"
-    "    local d = tonumber(first[2]) - NOW\n"
-    "    if d < 0 then d = 0 end\n"
-    "    if due < 0 or d < due then due = d end\n"
+    "if #held > 0 then batched('HSET', B .. ':held:' .. host, held) end\n"
+    "if want > 0 then\n"
+    /* Nothing more due: when the next task falls due, or another host's entry runs out (to
+     * bury it on time). */
+    "  local due = -1\n"
+    "  for _, hd in ipairs(hs) do\n"
+    "    local first = call('ZRANGE', B .. ':q:' .. hd[1], 0, 0, 'WITHSCORES')\n"
+    "    if #first > 0 then\n"
+    "      local d = math.max(tonumber(first[2]) - NOW, 0)\n"
+    "      if due < 0 or d < due then due = d end\n"
+    "    end\n"
     "  end\n"
-    "end\n"
-    /* Wake up when a host's entry runs out too, to bury it on time. */
-    "local hfirst = redis.call('ZRANGE', P .. ':hosts', 0, 1, 'WITHSCORES')\n"
-    "for j = 1, #hfirst, 2 do\n"
-    "  if hfirst[j] ~= host then\n"
-    "    local d = math.max(tonumber(hfirst[j + 1]) - NOW, 0)\n"
-    "    if due < 0 or d < due then due = d end\n"
-    "    break\n"
+    "  local hf = call('ZRANGE', B .. ':hosts', 0, 1, 'WITHSCORES')\n"
+    "  for j = 1, #hf, 2 do\n"
+    "    if hf[j] ~= host then\n"
+    "      local d = math.max(tonumber(hf[j + 1]) - NOW, 0)\n"
+    "      if due < 0 or d < due then due = d end\n"
+    "      break\n"
+    "    end\n"
     "  end\n"
-    "end\n"
-    "if #held > 0 then\n"
-    "  batched('HSET', P .. ':held:' .. host, held)\n"
-    "end\n"
-    "out[2] = due\n"
-    /* A full batch may have left due work behind: wake another host for it. */
-    "if want == 0 and due == 0 then\n"
+    "  out[2] = due\n"
+    "else\n"
+    /* A full batch may have left due work behind: other hosts may take it. */
+    "  out[2] = 0\n"
     "  for _, hd in ipairs(hs) do wake(hd[1]) end\n"
     "end\n"
-    "return out\n";
+    "flush_events(tonumber(ARGV[7]))\n"
+    "push_done(0)\n"
+    "out[3] = table.concat(WARN, ' ')\n"
+    "return out\n"
+    ;
 
-/*
- * heartbeat: ARGV[4] = host, [5] = lease_ms, [6] = host ttl ms, [7..14] =
- * machine, pid, version, handlers, workers, running, started_ms, breakers,
- * [15] = n, then 3 per attempt: id, handler, attempt. Returns per attempt 0 (renewed),
- * 1 (lost), 2 (renewed, cancel requested).
- *
- * It also buries hosts whose entry expired (see bury), drops the lost attempts
- * from the host's P:held:<host> and keeps that key alive.
- */
 static const char LUA_HEARTBEAT[] = LUA_PRELUDE
-    "local host, lease, ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    /* ARGV[3] = host, [4] = its entry's ttl ms, [5] = ms finished tasks are kept (0: no
+     * limit), [6] = n, then per attempt the host holds in this shard: id, lease token.
+     * Renews the host's entry, buries the hosts whose entry ran out, queues again what is
+     * held in the host's name but not listed, removes finished tasks past their time (of
+     * up to 32 handlers per call, drawn at random). Returns {warnings, then per attempt 0
+     * (held), 1 (lost), 2 (held, and a cancel was requested)}. */
+    "local host, ttl, keep, n = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "call('ZADD', B .. ':hosts', NOW + ttl, host)\n"
     "bury(host)\n"
-    "redis.call('ZADD', P .. ':hosts', NOW + ttl, host)\n"
-    "local out, lost = {}, {}\n"
-    "local i = 16\n"
-    "for k = 1, tonumber(ARGV[15]) do\n"
-    "  local id, h, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
-    "  i = i + 3\n"
-    "  local key = P .. ':task:' .. id\n"
-    "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'cancel_requested')\n"
-    "  if r[1] == 'ONGOING' and r[2] == host and r[3] == attempt then\n"
-    "    redis.call('ZADD', P .. ':q:' .. h, 'XX', NOW + lease, id)\n"
-    "    if r[4] == '1' then out[k] = 2 else out[k] = 0 end\n"
-    "  else\n"
-    "    out[k] = 1\n"
-    "    lost[#lost + 1] = id\n"
+    "local out = {''}\n"
+    "if n > 0 then\n"
+    "  local ids = {}\n"
+    "  for k = 1, n do ids[k] = ARGV[5 + 2 * k] end\n"
+    "  local hkey = B .. ':held:' .. host\n"
+    "  local v = redis.pcall('HMGET', hkey, unpack(ids))\n"
+    "  if v.err then\n"
+    /* The host's own held hash was overwritten: its attempts are lost, and are queued
+     * again as if the host had died. */
+    "    wrongtype(hkey)\n"
+    "    v = {}\n"
+    "    for k = 1, n do\n"
+    "      local key = B .. ':t:' .. ids[k]\n"
+    "      local r = redis.pcall('HMGET', key, 'h', 'o')\n"
+    "      if not r.err and r[1] and not r[2] then\n"
+    "        redis.call('HSET', key, 'n', ARGV[6 + 2 * k], 'l', host)\n"
+    "        call('ZADD', B .. ':q:' .. r[1], NOW, ids[k])\n"
+    "        wake(r[1])\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  local gone = {}\n"
+    "  for k = 1, n do\n"
+    "    local tok = ARGV[6 + 2 * k]\n"
+    "    if v[k] == tok then out[k + 1] = 0\n"
+    "    elseif v[k] and v[k] == tok .. ' c' then out[k + 1] = 2\n"
+    "    else out[k + 1] = 1 end\n"
+    /* A record deleted or overwritten by hand while its attempt runs: the attempt is lost. */
+    "    if out[k + 1] ~= 1 and redis.pcall('TYPE', B .. ':t:' .. ids[k])['ok'] ~= 'hash' then\n"
+    "      out[k + 1] = 1\n"
+    "      gone[#gone + 1] = ids[k]\n"
+    "    end\n"
+    "  end\n"
+    "  if #gone > 0 then redis.call('HDEL', hkey, unpack(gone)) end\n"
+    "end\n"
+    /* Attempts held in the host's name that it did not list: it no longer has them (its
+     * end write was lost in a failover, before a replica had it). Those claimed more than
+     * one entry ttl ago are queued again, as a burial would; younger ones may be claims
+     * whose reply the host has not taken yet. */
+    "local listed = 0\n"
+    "for k = 1, n do\n"
+    "  if out[k + 1] ~= 1 then listed = listed + 1 end\n"
+    "end\n"
+    "local hkey = B .. ':held:' .. host\n"
+    "local hl = redis.pcall('HLEN', hkey)\n"
+    "if type(hl) == 'number' and hl > listed then\n"
+    "  local mine = {}\n"
+    "  for k = 1, n do mine[ARGV[5 + 2 * k]] = true end\n"
+    "  local all = redis.call('HGETALL', hkey)\n"
+    "  local drop, woken = {}, {}\n"
+    "  for j = 1, #all, 2 do\n"
+    "    local id, tok = all[j], string.match(all[j + 1], '^%d+ %d+')\n"
+    "    local at = tok and tonumber(string.match(tok, ' (%d+)$'))\n"
+    "    if not mine[id] and (not at or at < NOW - ttl) then\n"
+    "      drop[#drop + 1] = id\n"
+    "      local key = B .. ':t:' .. id\n"
+    "      local r = redis.pcall('HMGET', key, 'h', 'o')\n"
+    "      if not r.err and r[1] and not r[2] then\n"
+    "        redis.call('HSET', key, 'n', tok or '0 0', 'l', host)\n"
+    "        call('ZADD', B .. ':q:' .. r[1], NOW, id)\n"
+    "        woken[r[1]] = true\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  if #drop > 0 then batched('HDEL', hkey, drop) end\n"
+    "  for h in pairs(woken) do wake(h) end\n"
+    "end\n"
+    /* Some of the shard's handlers (any number of names may have been submitted to): their
+     * finished tasks past the retention time go, and a name with nothing left is
+     * forgotten. */
+    "local hs = redis.pcall('SRANDMEMBER', B .. ':handlers', 32)\n"
+    "if hs.err then wrongtype(B .. ':handlers'); hs = {} end\n"
+    "for _, h in ipairs(hs) do\n"
+    "  if keep > 0 then trim_time(h, keep, 1000) end\n"
+    "  if redis.pcall('LLEN', B .. ':done:' .. h) == 0 and\n"
+    "      redis.pcall('ZCARD', B .. ':q:' .. h) == 0 then\n"
+    "    redis.call('SREM', B .. ':handlers', h)\n"
     "  end\n"
     "end\n"
-    "local hkey = P .. ':held:' .. host\n"
-    "if #lost > 0 then batched('HDEL', hkey, lost) end\n"
-    "local hk = P .. ':host:' .. host\n"
-    "redis.call('HSET', hk, 'id', host, 'machine', ARGV[7], 'pid', ARGV[8], 'version', ARGV[9],\n"
-    "  'handlers', ARGV[10], 'workers', ARGV[11], 'running', ARGV[12], 'started_ms', ARGV[13],\n"
-    "  'breakers', ARGV[14], 'updated_ms', NOW)\n"
-    "redis.call('PEXPIRE', hk, math.max(ttl * 2, lease * 2))\n"
-    "redis.call('PEXPIRE', hkey, math.max(ttl * 2, lease * 2))\n"
-    "return out\n";
+    "out[1] = table.concat(WARN, ' ')\n"
+    "return out\n"
+    ;
 
-/*
- * apply: ARGV[4] = host, [5] = n, then 15 per write: op, id, handler,
- * attempt, has_progress, current, total, progress_message, progress_event,
- * message, result, event_name, event_payload, backoff_ms, retention_s (-1 for
- * the store's), subtask index, subtask state, subtask attempt. op: 0 progress,
- * 1 success, 2 failure, 3 cancelled, 4 retry, 5 release, 6 subtask (its state
- * SUCCESS, FAILURE or CANCELLED is counted once however often it is reported;
- * RETRY records the attempt and message only). Returns per write 0 (fenced
- * out: nothing changed), 1 (applied), 2 (retry gave up: FAILURE), 3 (this
- * very change was applied before: nothing changed). A write is sent again
- * when its first sending got no answer, or when the replicas it had to wait
- * for did not confirm it (redis.min_replicas_ack); 3 tells the host it went
- * through the first time, instead of a fencing refusal that it is not.
- */
 static const char LUA_APPLY[] = LUA_PRELUDE
-    "local host = ARGV[4]\n"
-    "local STATE = {[1] = 'SUCCESS', [2] = 'FAILURE', [3] = 'CANCELLED'}\n"
-    /* The end of this attempt (op) is already in the record r, as this host wrote it. */
-    "local function already(op, r, attempt)\n"
-    "  if r[3] ~= attempt then return false end\n"
-    "  if STATE[op] then return r[1] == STATE[op] and r[2] == host end\n"
-    "  if op == 4 or op == 5 then\n"
-    "    return (r[1] == 'ONGOING' and r[2] == '') or (op == 4 and r[1] == 'FAILURE' and\n"
-    "      r[2] == host)\n"
+    /* A host's writes for the attempts it holds in this shard, in order. ARGV[3] = host,
+     * [4] = most finished tasks kept per handler in this shard (0: no limit), [5] = ms
+     * they are kept (0: no limit), [6] = events cap, [7] = the number of handler groups;
+     * per group: handler, count, then per write: op, id, lease token, event ('' = none: a
+     * code, the attempt and the payload's members, see the README), then by op:   d 
+     * success, no result, the default message: nothing   E  an end: outcome, result ('' =
+     * none), message ('' = the outcome's default),      parallel (1|0)   P  progress:
+     * current, total, message   R  run again later: delay ms, message   L  released at
+     * shutdown: message   T  a subtask's outcome: index, state (SUCCESS, FAILURE,
+     * CANCELLED, RETRY), its runs,      message, result ('' = none); counted once however
+     * often it is written   X  given up by the host (its lease ran out by its own clock):
+     * claimable again now,      the attempt counted as lost with the host, as a burial
+     * does A write applies only if the host's held hash has its id with exactly that
+     * token. Returns {warnings, then per write 1 (applied), 0 (fenced out: nothing
+     * changed) or 3 (not held, but the attempt ended by this host's own end write, sent
+     * before and not confirmed by the replicas: nothing changed)}. */
+    "local host, rmax = ARGV[3], tonumber(ARGV[4])\n"
+    "local keep, evcap = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local NARG = {d = 0, E = 4, P = 3, R = 2, L = 1, T = 5, X = 0}\n"
+    "local hkey = B .. ':held:' .. host\n"
+    "local ids = {}\n"
+    "local i = 8\n"
+    "for g = 1, tonumber(ARGV[7]) do\n"
+    "  local cnt = tonumber(ARGV[i + 1])\n"
+    "  i = i + 2\n"
+    "  for k = 1, cnt do\n"
+    "    ids[#ids + 1] = ARGV[i + 1]\n"
+    "    i = i + 4 + NARG[ARGV[i]]\n"
     "  end\n"
-    "  return false\n"
     "end\n"
-    "local out = {}\n"
-    "local i = 6\n"
-    "local finished = false\n"
+    "local held = redis.pcall('HMGET', hkey, unpack(ids))\n"
+    "if held.err then wrongtype(hkey); held = {} end\n"
+    "local out = {''}\n"
     "local ended = {}\n"
-    "for k = 1, tonumber(ARGV[5]) do\n"
-    "  local op, id, h, attempt = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
-    "  if op ~= 0 and op ~= 6 then ended[#ended + 1] = id end\n"
-    "  local key = P .. ':task:' .. id\n"
-    "  local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt', 'released',\n"
-    "    'max_attempts', 'kind')\n"
-    "  if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then\n"
-    "    if already(op, r, attempt) then out[k] = 3 else out[k] = 0 end\n"
-    "  else\n"
-    "    out[k] = 1\n"
-    "    if ARGV[i + 4] == '1' then\n"
-    "      redis.call('HSET', key, 'progress_current', ARGV[i + 5], 'progress_total',\n"
-    "        ARGV[i + 6], 'message', ARGV[i + 7], 'updated_ms', NOW)\n"
-    "      emit(id, 'bgtask_updated', ARGV[i + 8])\n"
-    "    end\n"
-    "    local msg, res, evn, evp = ARGV[i + 9], ARGV[i + 10], ARGV[i + 11], ARGV[i + 12]\n"
-    "    if STATE[op] then\n"
-    "      if res == '' then res = nil end\n"
-    "      local keep = tonumber(ARGV[i + 14])\n"
-    "      if keep < 0 then keep = nil end\n"
-    "      terminate(id, h, attempt, STATE[op], msg, res, evn, evp, keep, r[6] == 'single')\n"
-    "      finished = true\n"
-    "    elseif op == 4 then\n"
-    "      local used = tonumber(attempt) - (tonumber(r[4]) or 0)\n"
-    "      local maxa = tonumber(r[5]) or 1\n"
-    "      if used >= maxa then\n"
-    "        terminate(id, h, attempt, 'FAILURE', 'gave up after ' .. used .. ' attempts: '\n"
-    "          .. msg)\n"
-    "        finished = true\n"
-    "        out[k] = 2\n"
-    "      else\n"
-    "        redis.call('HSET', key, 'owner', '', 'error', msg, 'updated_ms', NOW)\n"
-    "        redis.call('ZADD', P .. ':q:' .. h, NOW + tonumber(ARGV[i + 13]), id)\n"
-    "        emit(id, evn, evp)\n"
-    "        wake(h)\n"
+    /* Records known to exist in this call. */
+    "local LIVE = {}\n"
+    "local function live(key)\n"
+    "  if LIVE[key] == nil then LIVE[key] = redis.call('EXISTS', key) == 1 end\n"
+    "  return LIVE[key]\n"
+    "end\n"
+    "local woken = {}\n"
+    "local x = 0\n"
+    "i = 8\n"
+    "for g = 1, tonumber(ARGV[7]) do\n"
+    "  local h, cnt = ARGV[i], tonumber(ARGV[i + 1])\n"
+    "  i = i + 2\n"
+    "  local opened = false\n"
+    "  local dl = DONE[h] or {}\n"
+    "  DONE[h] = dl\n"
+    "  for k = 1, cnt do\n"
+    "    x = x + 1\n"
+    "    local op, id, tok, ev = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
+    "    local v = held[x]\n"
+    /* the token, or the token with a cancel request appended */
+    "    local ok = v == tok or (v and v == tok .. ' c')\n"
+    "    local key = B .. ':t:' .. id\n"
+    /* The first write to the record goes through pcall: a record overwritten by hand (not
+     * a hash) refuses the write, like a lost lease, and stops nothing else. Writes that
+     * leave the task running refuse a record deleted by hand too (they would make a new
+     * one); an end written before the next heartbeat notices the deletion does make a
+     * record of its fields alone. */
+    "    if ok and op ~= 'd' and op ~= 'E' and not live(key) then ok = false end\n"
+    "    local again = false\n"
+    "    if not ok then\n"
+    /* Sent before, unconfirmed? The record's n is this token once the attempt ended, by
+     * its own end or by a burial (which also sets l to the host and leaves o unset). */
+    "      local r = redis.pcall('HMGET', key, 'n', 'o', 'l')\n"
+    "      if not r.err and r[1] == tok then\n"
+    "        local o, buried = r[2], not r[2] and r[3] == host\n"
+    "        if op == 'd' then again = o == 'success'\n"
+    "        elseif op == 'E' then again = o == ARGV[i + 4]\n"
+    "        elseif op == 'R' or op == 'L' then again = not o and not buried\n"
+    "        elseif op == 'X' then again = true\n"
+    "        else again = not buried end\n"
     "      end\n"
-    "    elseif op == 5 then\n"
-    "      redis.call('HSET', key, 'owner', '', 'updated_ms', NOW, 'message', msg)\n"
-    "      redis.call('HINCRBY', key, 'released', 1)\n"
-    "      redis.call('ZADD', P .. ':q:' .. h, NOW, id)\n"
-    "      emit(id, evn, evp)\n"
-    "      wake(h)\n"
-    "    elseif op == 6 then\n"
-    "      local sk, idx = P .. ':sub:' .. id, ARGV[i + 15]\n"
-    "      local sst, satt = ARGV[i + 16], ARGV[i + 17]\n"
-    "      local old = redis.call('HGET', sk, idx .. ':state')\n"
+    "    elseif op == 'd' then\n"
+    "      ok = type(redis.pcall('HSET', key, 'o', 'success', 'n', tok, 'f', NOWS)) == 'number'\n"
+    "      if ok then\n"
+    "        ended[#ended + 1] = id\n"
+    "        dl[#dl + 1] = id\n"
+    "      end\n"
+    "    elseif op == 'E' then\n"
+    "      local o, res, msg = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]\n"
+    "      local f = {'o', o, 'n', tok, 'f', NOWS}\n"
+    "      if res ~= '' then f[#f + 1] = 'y'; f[#f + 1] = res end\n"
+    "      if msg ~= '' then\n"
+    "        f[#f + 1] = o == 'failure' and 'e' or 'm'\n"
+    "        f[#f + 1] = msg\n"
+    "      end\n"
+    "      ok = type(redis.pcall('HSET', key, unpack(f))) == 'number'\n"
+    "      if ok then\n"
+    "        ended[#ended + 1] = id\n"
+    "        dl[#dl + 1] = ARGV[i + 7] == '1' and id .. '*' or id\n"
+    "      end\n"
+    "    elseif op == 'P' then\n"
+    "      ok = type(redis.pcall('HSET', key, 'pc', ARGV[i + 4], 'pt', ARGV[i + 5],\n"
+    "        'pm', ARGV[i + 6], 'pu', NOWS)) == 'number'\n"
+    "    elseif op == 'R' or op == 'L' then\n"
+    "      local msg = op == 'R' and ARGV[i + 5] or ARGV[i + 4]\n"
+    /* The message shows while it waits (pm, like a progress message): an end without a
+     * message of its own then shows the default, not this one. */
+    "      ok = type(redis.pcall('HSET', key, 'n', tok, 'pm', msg)) == 'number'\n"
+    "      if ok then\n"
+    "        redis.call('HDEL', key, 'l')\n"
+    "        if op == 'L' then redis.call('HINCRBY', key, 'r', 1) end\n"
+    "        call('ZADD', B .. ':q:' .. h, op == 'R' and NOW + tonumber(ARGV[i + 4]) or NOWS, id)\n"
+    "        ended[#ended + 1] = id\n"
+    "        woken[h] = true\n"
+    "      end\n"
+    "    elseif op == 'X' then\n"
+    /* Given up by its host: for this attempt, what the burial of a dead host does. */
+    "      redis.call('HSET', key, 'n', tok, 'l', host)\n"
+    "      call('ZADD', B .. ':q:' .. h, NOWS, id)\n"
+    "      ended[#ended + 1] = id\n"
+    "      woken[h] = true\n"
+    "    elseif op == 'T' then\n"
+    "      local sk, idx, sst = B .. ':sub:' .. id, ARGV[i + 4], ARGV[i + 5]\n"
+    "      local msg, res = ARGV[i + 7], ARGV[i + 8]\n"
     "      if sst == 'RETRY' then\n"
-    "        redis.call('HSET', sk, idx .. ':attempt', satt, idx .. ':message', msg)\n"
-    "      elseif old ~= 'SUCCESS' and old ~= 'FAILURE' then\n"
-    "        redis.call('HSET', sk, idx .. ':state', sst, idx .. ':attempt', satt,\n"
-    "          idx .. ':message', msg)\n"
-    "        if res ~= '' then redis.call('HSET', sk, idx .. ':result', res) end\n"
-    "        if sst == 'SUCCESS' then redis.call('HINCRBY', key, 'sub_success', 1)\n"
-    "        elseif sst == 'FAILURE' then redis.call('HINCRBY', key, 'sub_failure', 1) end\n"
+    "        call('HSET', sk, idx .. ':n', ARGV[i + 6], idx .. ':m', msg)\n"
+    "      else\n"
+    "        local old = redis.pcall('HGET', sk, idx .. ':s')\n"
+    "        if old ~= 'SUCCESS' and old ~= 'FAILURE' then\n"
+    "          local f = {idx .. ':s', sst, idx .. ':n', ARGV[i + 6]}\n"
+    "          if msg ~= '' then f[#f + 1] = idx .. ':m'; f[#f + 1] = msg end\n"
+    "          if res ~= '' then f[#f + 1] = idx .. ':y'; f[#f + 1] = res end\n"
+    "          call('HSET', sk, unpack(f))\n"
+    "          local c = sst == 'SUCCESS' and 'ss' or sst == 'FAILURE' and 'sf'\n"
+    "          if c then ok = type(redis.pcall('HINCRBY', key, c, 1)) == 'number' end\n"
+    "        end\n"
     "      end\n"
     "    end\n"
+    "    if ok then\n"
+    "      out[x + 1] = 1\n"
+    "      if ev ~= '' then\n"
+    "        if not opened then emit('h', h); opened = true end\n"
+    "        emit(id, ev)\n"
+    "      end\n"
+    "    else\n"
+    "      out[x + 1] = again and 3 or 0\n"
+    "    end\n"
+    "    i = i + 4 + NARG[op]\n"
     "  end\n"
-    "  i = i + 18\n"
+    "  if keep > 0 and #dl > 0 then trim_time(h, keep, 100) end\n"
     "end\n"
-    "if #ended > 0 then batched('HDEL', P .. ':held:' .. host, ended) end\n"
-    "if finished and RETENTION > 0 then\n"
-    "  redis.call('ZREMRANGEBYSCORE', P .. ':done', '-inf', NOW - RETENTION * 1000)\n"
-    "end\n"
-    "return out\n";
+    "if #ended > 0 then batched('HDEL', hkey, ended) end\n"
+    "push_done(rmax)\n"
+    "flush_events(evcap)\n"
+    "for h in pairs(woken) do wake(h) end\n"
+    "out[1] = table.concat(WARN, ' ')\n"
+    "return out\n"
+    ;
 
-/*
- * split: ARGV[4] = host, [5] = id, [6] = attempt, then one subtask's args
- * (JSON text) per argument. Fenced: persists the subtasks of a parallel task
- * once, so recovery never splits again. Returns 1, or 0 when fenced out.
- */
 static const char LUA_SPLIT[] = LUA_PRELUDE
-    "local host, id, attempt = ARGV[4], ARGV[5], ARGV[6]\n"
-    "local key = P .. ':task:' .. id\n"
-    "local r = redis.pcall('HMGET', key, 'state', 'owner', 'attempt')\n"
-    "if r[1] ~= 'ONGOING' or r[2] ~= host or r[3] ~= attempt then return 0 end\n"
-    "local sk = P .. ':sub:' .. id\n"
+    /* ARGV[3] = host, [4] = id, [5] = lease token, then one subtask's args per argument.
+     * Persists a parallel task's split once (fenced), so recovery never splits again.
+     * Returns 1, or 0 when fenced out. */
+    "local host, id, tok = ARGV[3], ARGV[4], ARGV[5]\n"
+    "local v = redis.pcall('HGET', B .. ':held:' .. host, id)\n"
+    "if v ~= tok and v ~= tok .. ' c' then return 0 end\n"
+    "local sk = B .. ':sub:' .. id\n"
     "redis.call('DEL', sk)\n"
-    "for j = 7, #ARGV do\n"
-    "  redis.call('HSET', sk, (j - 7) .. ':args', ARGV[j], (j - 7) .. ':state', 'PENDING')\n"
+    "local s = {}\n"
+    "for j = 6, #ARGV do\n"
+    "  s[#s + 1] = (j - 6) .. ':a'\n"
+    "  s[#s + 1] = ARGV[j]\n"
     "end\n"
-    "redis.call('HSET', key, 'subtasks', #ARGV - 6, 'kind', 'parallel', 'updated_ms', NOW)\n"
-    "return 1\n";
+    "batched('HSET', sk, s)\n"
+    "redis.call('HSET', B .. ':t:' .. id, 'ns', #ARGV - 5)\n"
+    "return 1\n"
+    ;
 
-/*
- * retry: ARGV[4] = id. Re-runs the failed and cancelled subtasks of a
- * finished parallel task as a new attempt of the same task. Returns {n}
- * (subtasks reset), {-1} unknown, {-2} not parallel, {-3} still ONGOING,
- * {-4} nothing to retry.
- */
-static const char LUA_RETRY[] = LUA_PRELUDE
-    "local id = ARGV[4]\n"
-    "local key = P .. ':task:' .. id\n"
-    "local r = redis.pcall('HMGET', key, 'state', 'kind', 'handler', 'subtasks', 'attempt',\n"
-    "  'released', 'max_attempts')\n"
-    "if not r[1] then return {-1} end\n"
-    "if r[2] ~= 'parallel' then return {-2} end\n"
-    "if r[1] == 'ONGOING' then return {-3} end\n"
-    "local sk = P .. ':sub:' .. id\n"
-    "local reset = 0\n"
-    "for j = 0, (tonumber(r[4]) or 0) - 1 do\n"
-    "  local st = redis.call('HGET', sk, j .. ':state')\n"
-    "  if st == 'FAILURE' or st == 'CANCELLED' then\n"
-    "    redis.call('HSET', sk, j .. ':state', 'PENDING')\n"
-    "    reset = reset + 1\n"
+static const char LUA_CANCEL[] = LUA_PRELUDE
+    /* ARGV[3] = id, [4] = most finished tasks kept per handler in this shard, [5] = events
+     * cap. Returns {-1} unknown, {0} cancelled now (it was waiting), {1, host} the host
+     * running it was asked to stop it, {2, state} it had ended already. */
+    "local id, rmax, evcap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local key = B .. ':t:' .. id\n"
+    "local r = redis.pcall('HMGET', key, 'h', 'o', 'n', 'ns')\n"
+    "if r.err or not r[1] then return {-1} end\n"
+    "if r[2] then return {2, STATE[r[2]] or r[2]} end\n"
+    "local h = r[1]\n"
+    "local q = B .. ':q:' .. h\n"
+    "if not call('ZSCORE', q, id) then\n"
+    "  for _, host in ipairs(call('ZRANGE', B .. ':hosts', 0, -1)) do\n"
+    "    local hk = B .. ':held:' .. host\n"
+    "    local v = redis.pcall('HGET', hk, id)\n"
+    "    if type(v) == 'string' then\n"
+    "      if not string.find(v, ' c$') then redis.call('HSET', hk, id, v .. ' c') end\n"
+    "      redis.call('HSET', key, 'k', '1')\n"
+    "      redis.call('PUBLISH', P .. ':ctl:' .. host, 'cancel ' .. id)\n"
+    "      return {1, host}\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "if reset == 0 then return {-4} end\n"
-    "local msg = 'Retrying ' .. reset .. ' failed subtask(s)'\n"
-    "redis.call('HSET', key, 'state', 'ONGOING', 'owner', '', 'finished_ms', 0, 'error', '',\n"
-    "  'message', msg, 'sub_failure', 0, 'cancel_requested', 0, 'updated_ms', NOW,\n"
-    "  'result', '')\n"
-    "local used = (tonumber(r[5]) or 0) - (tonumber(r[6]) or 0)\n"
-    "if used >= (tonumber(r[7]) or 1) then redis.call('HSET', key, 'max_attempts', used + 1) end\n"
-    "redis.call('PERSIST', key)\n"
-    "redis.call('PERSIST', sk)\n"
-    "redis.call('ZREM', P .. ':done', id)\n"
-    "redis.call('ZADD', P .. ':q:' .. r[3], NOW, id)\n"
-    "wake(r[3])\n"
-    "emit(id, 'bgtask_updated', payload(id, r[3], tonumber(r[5]) or 0, msg))\n"
-    "return {reset}\n";
+    /* Waiting in its queue (or, after a hand edit, neither queued nor held): it ends now. */
+    "call('ZREM', q, id)\n"
+    "finish_here(id, key, h, r[3] or nil, 'cancelled', 'Cancelled before it ran', r[4] ~= false)\n"
+    "push_done(rmax)\n"
+    "flush_events(evcap)\n"
+    "return {0}\n"
+    ;
 
-/*
- * cancel: ARGV[4] = id. Returns {-1} unknown, {0} cancelled now,
- * {1, owner} requested from the owner, {2, state} already terminal.
- */
-static const char LUA_CANCEL[] = LUA_PRELUDE
-    "local id = ARGV[4]\n"
-    "local key = P .. ':task:' .. id\n"
-    "local r = redis.pcall('HMGET', key, 'state', 'owner', 'handler', 'attempt')\n"
-    "if not r[1] then return {-1} end\n"
-    "if r[1] ~= 'ONGOING' then return {2, r[1]} end\n"
-    "if (r[2] or '') == '' then\n"
-    "  terminate(id, r[3], tonumber(r[4]) or 0, 'CANCELLED', 'Cancelled before it ran')\n"
-    "  return {0}\n"
+static const char LUA_RETRY[] = LUA_PRELUDE
+    /* ARGV[3] = id, [4] = events cap. Runs the failed and cancelled subtasks of a finished
+     * parallel task again, as a new attempt of the task (with at least one attempt left).
+     * Returns {subtasks reset}, or {-1} unknown, {-2} not parallel, {-3} still running,
+     * {-4} nothing failed. */
+    "local id, evcap = ARGV[3], tonumber(ARGV[4])\n"
+    "local key = B .. ':t:' .. id\n"
+    "local r = redis.pcall('HMGET', key, 'h', 'o', 'ns', 'n', 'r', 'x', 'ss')\n"
+    "if r.err or not r[1] then return {-1} end\n"
+    "local ns = r[3] and count(r[3])\n"
+    "if not ns then return {-2} end\n"
+    "if not r[2] then return {-3} end\n"
+    "local sk = B .. ':sub:' .. id\n"
+    "local reset = {}\n"
+    "for j = 0, ns - 1, 1000 do\n"
+    "  local f = {}\n"
+    "  for y = j, math.min(j + 999, ns - 1) do f[#f + 1] = y .. ':s' end\n"
+    "  local st = redis.pcall('HMGET', sk, unpack(f))\n"
+    "  if st.err then return {-2} end\n"
+    "  for y = 1, #f do\n"
+    "    if st[y] == 'FAILURE' or st[y] == 'CANCELLED' then reset[#reset + 1] = f[y] end\n"
+    "  end\n"
     "end\n"
-    "redis.call('HSET', key, 'cancel_requested', 1, 'updated_ms', NOW)\n"
-    "redis.call('PUBLISH', P .. ':ctl:' .. r[2], 'cancel ' .. id)\n"
-    "return {1, r[2]}\n";
+    "if #reset == 0 then return {-4} end\n"
+    "batched('HDEL', sk, reset)\n"
+    "local msg = 'Retrying ' .. #reset .. ' failed subtask(s)'\n"
+    "local attempt = attempt_of(r[4]) or 0\n"
+    "local used = attempt - (count(r[5] or '0') or 0)\n"
+    "local x = count(r[6] or '0', 1000) or 0\n"
+    "redis.call('HDEL', key, 'o', 'f', 'e', 'y', 'k', 'l', 'm')\n"
+    "redis.call('HSET', key, 'pm', msg, 'sf', '0')\n"
+    "if x == 0 or used >= x then redis.call('HSET', key, 'x', used + 1) end\n"
+    "call('LREM', B .. ':done:' .. r[1], 1, id .. '*')\n"
+    "call('ZADD', B .. ':q:' .. r[1], NOW, id)\n"
+    "wake(r[1])\n"
+    "emit('h', r[1])\n"
+    "emit(id, 'u' .. attempt .. ' \"message\":' .. jstr(msg) .. ',\"current_progress\":' ..\n"
+    "  (count(r[7] or '0') or 0) .. ',\"total_progress\":' .. ns)\n"
+    "flush_events(evcap)\n"
+    "return {#reset}\n"
+    ;
+
+static const char LUA_LEAVE[] = LUA_PRELUDE
+    /* ARGV[3] = host. A host's graceful exit from this shard: its entry goes unless it
+     * still holds attempts (then they are buried when the entry runs out). Returns the
+     * attempts held. */
+    "local host = ARGV[3]\n"
+    "local hk = B .. ':held:' .. host\n"
+    "local n = redis.pcall('HLEN', hk)\n"
+    "if type(n) ~= 'number' then wrongtype(hk); n = 0 end\n"
+    "if n == 0 then redis.call('ZREM', B .. ':hosts', host) end\n"
+    "return n\n"
+    ;
+
+static const char LUA_HOST[] = 
+    "#!lua\n"
+    /* KEYS[1] = "{P}"; ARGV[1] = host, [2] = its entry's ttl ms, then field/value pairs of
+     * its description. Hosts for display (bgtaskctl hosts, /v1/hosts): renews this host's
+     * entry and removes the entries that ran out. Returns Redis' time (ms). */
+    "local G = KEYS[1]\n"
+    "local T = redis.call('TIME')\n"
+    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"
+    "local host, ttl = ARGV[1], tonumber(ARGV[2])\n"
+    "local hosts = G .. ':hosts'\n"
+    "if redis.call('TYPE', hosts)['ok'] ~= 'zset' then redis.call('DEL', hosts) end\n"
+    "for _, d in ipairs(redis.call('ZRANGEBYSCORE', hosts, '-inf', NOW)) do\n"
+    "  if d ~= host then\n"
+    "    redis.call('ZREM', hosts, d)\n"
+    "    redis.call('DEL', G .. ':host:' .. d)\n"
+    "  end\n"
+    "end\n"
+    "redis.call('ZADD', hosts, NOW + ttl, host)\n"
+    "local hk = G .. ':host:' .. host\n"
+    "redis.call('DEL', hk)\n"
+    "redis.call('HSET', hk, 'updated_ms', NOW, unpack(ARGV, 3))\n"
+    "redis.call('PEXPIRE', hk, ttl * 2)\n"
+    "return NOW\n"
+    ;
 
 #endif

@@ -1,6 +1,9 @@
 /*
- * store_read.c - the store's reads: task records, lists of tasks and hosts,
- * queue figures, the event stream, subtasks and Redis' own INFO.
+ * store_read.c - the store's reads: task records (in the JSON form clients
+ * read, with the long field names of DESIGN §5, from the short fields of
+ * protocol 2 and the holding host's lease), lists of tasks and hosts, queue
+ * figures, subtasks and Redis' own INFO. Reads that span shards are
+ * pipelined.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,55 +13,195 @@
 #include "store_int.h"
 #include "util.h"
 
-/* ---- reading ---- */
+/* ---- pipelines ---- */
 
-static const char *const numeric_fields[] = {
-    "attempt",     "released",         "max_attempts",   "created_ms",       "started_ms",
-    "updated_ms",  "finished_ms",      "progress_current", "progress_total", "subtasks",
-    "sub_success", "sub_failure",      NULL,
-};
+/* A set of commands run together; each reply is NULL or owned by the set. */
+typedef struct batch {
+    rcall *c;
+    redisReply **r;
+    size_t n, cap;
+} batch;
 
-static bool is_numeric_field(const char *f)
+__attribute__((format(printf, 3, 4))) static void batch_add(batch *b, const char *key,
+                                                            const char *fmt, ...)
 {
-    for (int i = 0; numeric_fields[i]; i++)
-        if (strcmp(f, numeric_fields[i]) == 0)
-            return true;
-    return false;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 32;
+        b->c = xrealloc(b->c, b->cap * sizeof *b->c);
+        b->r = xrealloc(b->r, b->cap * sizeof *b->r);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    if (len <= 0)
+        abort(); /* only on out-of-memory */
+    b->c[b->n] =
+        (rcall){.key = key, .keylen = key ? strlen(key) : 0, .cmd = cmd, .len = (size_t)len};
+    b->r[b->n++] = NULL;
 }
 
-/* Build the JSON form of a record from an HGETALL reply. */
-static cJSON *record_json(const redisReply *r)
+static int batch_run(store *st, batch *b) { return b->n ? store__run(st, b->c, b->n, b->r) : 0; }
+
+/* The reply i when it is an array (a wrong-typed key answers an error: nothing there). */
+static const redisReply *batch_array(const batch *b, size_t i)
 {
-    cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const char *f = r->element[i]->str;
-        const char *v = r->element[i + 1]->str ? r->element[i + 1]->str : "";
-        if (!f)
-            continue;
-        if (is_numeric_field(f)) {
-            char *end;
-            double d = strtod(v, &end);
-            if (*v && !*end)
-                cJSON_AddNumberToObject(o, f, d);
-            else
-                cJSON_AddStringToObject(o, f, v); /* corrupted: show what is there */
-        } else if (strcmp(f, "cancel_requested") == 0) {
-            cJSON_AddBoolToObject(o, f, strcmp(v, "1") == 0);
-        } else if (strcmp(f, "args") == 0 || strcmp(f, "result") == 0) {
-            cJSON *j = *v ? cJSON_Parse(v) : NULL;
-            if (j)
-                cJSON_AddItemToObject(o, f, j);
-            else if (*v)
-                cJSON_AddStringToObject(o, f, v);
-            else
-                cJSON_AddNullToObject(o, f);
-        } else if ((strcmp(f, "owner") == 0 || strcmp(f, "error") == 0) && !*v) {
-            cJSON_AddNullToObject(o, f);
-        } else {
-            cJSON_AddStringToObject(o, f, v);
-        }
+    const redisReply *r = b->r[i];
+    return r && r->type == REDIS_REPLY_ARRAY ? r : NULL;
+}
+
+static long long batch_int(const batch *b, size_t i)
+{
+    const redisReply *r = b->r[i];
+    return r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+}
+
+static void batch_free(batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free((char *)b->c[i].cmd);
+        if (b->r[i])
+            freeReplyObject(b->r[i]);
     }
-    return o;
+    free(b->c);
+    free(b->r);
+    memset(b, 0, sizeof *b);
+}
+
+/* Redis' clock, ms. */
+static int redis_now(store *st, long long *now)
+{
+    redisReply *t;
+    int rc = store__cmd(st, NULL, &t, "TIME");
+    if (rc < 0)
+        return rc;
+    if (t->type != REDIS_REPLY_ARRAY || t->elements != 2) {
+        freeReplyObject(t);
+        snprintf(st->err, sizeof st->err, "TIME: unexpected reply");
+        return -EPROTO;
+    }
+    *now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    return 0;
+}
+
+/* ---- records ---- */
+
+/* The attempt running now, from the held hash of its host (owner NULL: none). */
+typedef struct lease {
+    const char *owner;
+    const char *token; /* "<attempt> <started_ms>[ c]" */
+} lease;
+
+static const char *field(const redisReply *r, const char *name)
+{
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, name) == 0)
+            return r->element[i + 1]->type == REDIS_REPLY_STRING ? r->element[i + 1]->str : "";
+    return NULL;
+}
+
+static void add_num(cJSON *o, const char *name, const char *v, double dflt)
+{
+    char *end;
+    double d = v ? strtod(v, &end) : dflt;
+    if (v && (!*v || *end))
+        cJSON_AddStringToObject(o, name, v); /* corrupted: show what is there */
+    else
+        cJSON_AddNumberToObject(o, name, d);
+}
+
+static void add_json(cJSON *o, const char *name, const char *v, const char *dflt)
+{
+    if (!v)
+        v = dflt;
+    cJSON *j = v ? cJSON_Parse(v) : NULL;
+    if (j)
+        cJSON_AddItemToObject(o, name, j);
+    else if (v)
+        cJSON_AddStringToObject(o, name, v);
+    else
+        cJSON_AddNullToObject(o, name);
+}
+
+static const char *state_of(const char *outcome)
+{
+    if (!outcome)
+        return "ONGOING";
+    if (strcmp(outcome, "success") == 0 || strcmp(outcome, "partial_success") == 0)
+        return "SUCCESS";
+    if (strcmp(outcome, "failure") == 0)
+        return "FAILURE";
+    if (strcmp(outcome, "cancelled") == 0)
+        return "CANCELLED";
+    return outcome; /* corrupted: show what is there */
+}
+
+static double dmax(double a, double b) { return a > b ? a : b; }
+
+/* The JSON form of record r (an HGETALL reply) of task id. */
+static cJSON *record_json(const char *id, const redisReply *r, const lease *l)
+{
+    const char *o = field(r, "o"), *n = l->token ? l->token : field(r, "n");
+    const char *ns = field(r, "ns"), *pm = field(r, "pm"), *m = field(r, "m"), *e = field(r, "e");
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id", id);
+    const char *h = field(r, "h");
+    cJSON_AddStringToObject(j, "handler", h ? h : "");
+    cJSON_AddStringToObject(j, "kind", ns ? "parallel" : "single");
+    cJSON_AddStringToObject(j, "state", state_of(o));
+    if (o)
+        cJSON_AddStringToObject(j, "outcome", o);
+    else
+        cJSON_AddNullToObject(j, "outcome");
+    add_json(j, "args", field(r, "a"), "{}");
+    double attempt = n ? atof(n) : 0, started = 0;
+    const char *sp = n ? strchr(n, ' ') : NULL;
+    if (sp)
+        started = atof(sp + 1);
+    cJSON_AddNumberToObject(j, "attempt", attempt);
+    add_num(j, "released", field(r, "r"), 0);
+    const char *x = field(r, "x");
+    if (x && atoi(x) > 0)
+        add_num(j, "max_attempts", x, 0);
+    else
+        cJSON_AddNullToObject(j, "max_attempts"); /* its handler's */
+    if (l->owner)
+        cJSON_AddStringToObject(j, "owner", l->owner);
+    else
+        cJSON_AddNullToObject(j, "owner");
+    const char *c = field(r, "c"), *f = field(r, "f"), *pu = field(r, "pu");
+    add_num(j, "created_ms", c, 0);
+    cJSON_AddNumberToObject(j, "started_ms", started);
+    double updated = dmax(dmax(c ? atof(c) : 0, started), dmax(pu ? atof(pu) : 0, f ? atof(f) : 0));
+    cJSON_AddNumberToObject(j, "updated_ms", updated);
+    add_num(j, "finished_ms", f, 0);
+    add_num(j, "progress_current", field(r, "pc"), 0);
+    add_num(j, "progress_total", field(r, "pt"), 0);
+    const char *msg;
+    if (!o)
+        msg = pm ? pm : m ? m : "Task started";
+    else if (strcmp(o, "failure") == 0)
+        msg = e ? e : m ? m : "";
+    else
+        msg = m ? m : strcmp(o, "cancelled") == 0 ? "Cancelled" : "Task finished";
+    cJSON_AddStringToObject(j, "message", msg);
+    add_json(j, "result", field(r, "y"), NULL);
+    if (o && strcmp(o, "failure") == 0 && e)
+        cJSON_AddStringToObject(j, "error", e);
+    else
+        cJSON_AddNullToObject(j, "error");
+    const char *k = field(r, "k");
+    bool cancel = (k && strcmp(k, "1") == 0) || (l->token && strstr(l->token, " c"));
+    cJSON_AddBoolToObject(j, "cancel_requested", cancel);
+    add_num(j, "subtasks", ns, 0);
+    add_num(j, "sub_success", field(r, "ss"), 0);
+    add_num(j, "sub_failure", field(r, "sf"), 0);
+    add_num(j, "parallelism", field(r, "pl"), 0);
+    const char *of = field(r, "of");
+    cJSON_AddStringToObject(j, "on_failure", of ? of : "");
+    return j;
 }
 
 int store_get_task(store *st, const char *id, cJSON **out)
@@ -68,60 +211,114 @@ int store_get_task(store *st, const char *id, cJSON **out)
         snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
         return -EINVAL;
     }
-    char key[300];
-    redisReply *r;
-    int rc = store__cmd(st, store__key(st, key, sizeof key, "task:%s", id), &r, "HGETALL %s", key);
-    if (rc < 0)
-        return rc;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-        freeReplyObject(r);
-        snprintf(st->err, sizeof st->err, "task %s not found", id);
-        return -ENOENT;
+    int meta = store__meta(st);
+    if (meta < 0)
+        return meta;
+    char tid[BGT_ID_LEN + 1];
+    store__norm_id(id, tid);
+    const char *tag = st->tags[store_shard_of(st, tid)];
+    batch b = {0};
+    batch_add(&b, tag, "HGETALL %s:t:%s", tag, tid);
+    batch_add(&b, tag, "ZRANGE %s:hosts 0 -1", tag);
+    int rc = batch_run(st, &b);
+    const redisReply *rec = rc == 0 ? batch_array(&b, 0) : NULL;
+    if (rc == 0 && (!rec || rec->elements == 0)) {
+        snprintf(st->err, sizeof st->err, "task %s not found", tid);
+        rc = -ENOENT;
     }
-    *out = record_json(r);
-    freeReplyObject(r);
-    return 0;
-}
-
-/* Fetch records of ids (pipelined) and append those matching the filters. */
-static int fetch_matching(store *st, redisReply *ids, size_t from, const char *state,
-                          const char *handler, int limit, cJSON *arr)
-{
-    size_t n = ids->elements > from ? ids->elements - from : 0;
-    if (n == 0)
-        return 0;
-    rcall *calls = xcalloc(n, sizeof *calls);
-    char **keys = xcalloc(n, sizeof *keys);
-    redisReply **reps = xcalloc(n, sizeof *reps);
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        keys[i] = xasprintf("%s:task:%s", st->prefix, ids->element[from + i]->str);
-        rc = store__call_fmt(&calls[i], keys[i], "HGETALL %s", keys[i]);
+    lease l = {0};
+    batch held = {0};
+    const redisReply *hosts = rc == 0 ? batch_array(&b, 1) : NULL;
+    if (rc == 0 && !field(rec, "o") && hosts && hosts->elements > 0) {
+        /* Running? Its host's held hash says so. */
+        for (size_t i = 0; i < hosts->elements; i++)
+            batch_add(&held, tag, "HGET %s:held:%s %s", tag, hosts->element[i]->str, tid);
+        rc = batch_run(st, &held);
+        for (size_t i = 0; rc == 0 && i < held.n; i++)
+            if (held.r[i] && held.r[i]->type == REDIS_REPLY_STRING) {
+                l.owner = hosts->element[i]->str;
+                l.token = held.r[i]->str;
+            }
     }
     if (rc == 0)
-        rc = store__run(st, calls, n, reps);
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = reps[i];
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-            cJSON_GetArraySize(arr) < limit) {
-            cJSON *o = record_json(r);
-            cJSON *s = cJSON_GetObjectItem(o, "state");
-            cJSON *h = cJSON_GetObjectItem(o, "handler");
-            bool ok = (!state || (cJSON_IsString(s) && strcasecmp(s->valuestring, state) == 0)) &&
-                      (!handler || (cJSON_IsString(h) && strcmp(h->valuestring, handler) == 0));
-            if (ok)
-                cJSON_AddItemToArray(arr, o);
-            else
-                cJSON_Delete(o);
-        }
-        if (r)
-            freeReplyObject(r);
-        free((char *)calls[i].cmd);
-        free(keys[i]);
+        *out = record_json(tid, rec, &l);
+    batch_free(&held);
+    batch_free(&b);
+    return rc;
+}
+
+/* ---- lists ---- */
+
+/*
+ * The handlers with a queue or a done list in each shard (or just `only` in
+ * every shard): one SMEMBERS per shard, pipelined. *out is a batch whose reply
+ * s is shard s's array (NULL when only is given).
+ */
+static int shard_handlers(store *st, const char *only, batch *out)
+{
+    memset(out, 0, sizeof *out);
+    if (only)
+        return 0;
+    for (int s = 0; s < st->shards; s++)
+        batch_add(out, st->tags[s], "SMEMBERS %s:handlers", st->tags[s]);
+    return batch_run(st, out);
+}
+
+/* The handlers of shard s from shard_handlers: their count, and name k of them. */
+static size_t nhandlers(const batch *hb, int s, const char *only)
+{
+    if (only)
+        return 1;
+    const redisReply *r = batch_array(hb, (size_t)s);
+    return r ? r->elements : 0;
+}
+
+static const char *handler_at(const batch *hb, int s, size_t k, const char *only)
+{
+    return only ? only : batch_array(hb, (size_t)s)->element[k]->str;
+}
+
+/* Ids to fetch, with the shard each is in. */
+typedef struct idlist {
+    char (*id)[BGT_ID_LEN + 1];
+    size_t n, cap;
+} idlist;
+
+static void idlist_add(idlist *l, const char *id)
+{
+    if (strlen(id) < BGT_ID_LEN)
+        return;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->id = xrealloc(l->id, l->cap * sizeof *l->id);
     }
-    free(calls);
-    free(keys);
-    free(reps);
+    memcpy(l->id[l->n], id, BGT_ID_LEN); /* a parallel task's '*' in a done list is dropped */
+    l->id[l->n++][BGT_ID_LEN] = '\0';
+}
+
+/* Fetch the records of ids (with their leases) and append those matching to arr. */
+static int fetch(store *st, const idlist *ids, const char *state, const char *handler, cJSON *arr)
+{
+    batch b = {0};
+    for (size_t i = 0; i < ids->n; i++) {
+        const char *tag = st->tags[store_shard_of(st, ids->id[i])];
+        batch_add(&b, tag, "HGETALL %s:t:%s", tag, ids->id[i]);
+    }
+    int rc = batch_run(st, &b);
+    for (size_t i = 0; rc == 0 && i < ids->n; i++) {
+        const redisReply *r = batch_array(&b, i);
+        if (!r || r->elements == 0)
+            continue;
+        lease l = {0};
+        cJSON *o = record_json(ids->id[i], r, &l);
+        const char *s = cJSON_GetObjectItem(o, "state")->valuestring;
+        const char *h = cJSON_GetObjectItem(o, "handler")->valuestring;
+        if ((!state || strcasecmp(s, state) == 0) && (!handler || strcmp(h, handler) == 0))
+            cJSON_AddItemToArray(arr, o);
+        else
+            cJSON_Delete(o);
+    }
+    batch_free(&b);
     return rc;
 }
 
@@ -138,24 +335,28 @@ static int cmp_created_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Sort an array of records newest first (cJSON arrays are linked lists). */
-static void sort_records(cJSON *arr)
+/* Sort an array of records newest first, keep at most limit. */
+static void sort_records(cJSON *arr, int limit)
 {
     int n = cJSON_GetArraySize(arr);
-    if (n < 2)
-        return;
-    cJSON **v = xmalloc((size_t)n * sizeof *v);
+    cJSON **v = xcalloc((size_t)n + 1, sizeof *v);
     for (int i = 0; i < n; i++)
         v[i] = cJSON_DetachItemFromArray(arr, 0);
     qsort(v, (size_t)n, sizeof *v, cmp_created_desc);
     for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(arr, v[i]);
+        if (i < limit)
+            cJSON_AddItemToArray(arr, v[i]);
+        else
+            cJSON_Delete(v[i]);
     free(v);
 }
 
 int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out)
 {
     *out = NULL;
+    int meta = store__meta(st);
+    if (meta < 0)
+        return meta;
     if (limit <= 0)
         limit = 20;
     if (handler && !name_valid(handler)) {
@@ -174,124 +375,109 @@ int store_list_tasks(store *st, const char *state, const char *handler, int limi
             return -EINVAL;
         }
     }
-    cJSON *arr = cJSON_CreateArray();
-    int rc = 0;
-    redisReply *r = NULL;
-    bool want_ongoing = !state || strcasecmp(state, "ONGOING") == 0;
-    bool want_done = !state || strcasecmp(state, "ONGOING") != 0;
-    if (want_ongoing) {
-        /* Queues hold the ONGOING tasks; one per handler. */
-        char cursor[32] = "0";
-        do {
-            rc = handler ? store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:%s COUNT 1000", cursor,
-                                      st->prefix, handler)
-                         : store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor,
-                                      st->prefix);
-            if (rc < 0)
-                goto fail;
-            strlcpy_(cursor, r->element[0]->str, sizeof cursor);
-            redisReply *keys = r->element[1];
-            for (size_t k = 0; k < keys->elements; k++) {
-                redisReply *ids;
-                const char *q = keys->element[k]->str;
-                rc = store__cmd(st, q, &ids, "ZRANGE %s 0 %d", q, limit * 4);
-                if (rc < 0)
-                    goto fail;
-                rc = fetch_matching(st, ids, 0, "ONGOING", handler, limit * 4, arr);
-                freeReplyObject(ids);
-                if (rc < 0)
-                    goto fail;
-            }
-            freeReplyObject(r);
-            r = NULL;
-        } while (strcmp(cursor, "0") != 0);
+    batch shb;
+    int rc = shard_handlers(st, handler, &shb);
+    if (rc < 0) {
+        batch_free(&shb);
+        return rc;
     }
-    if (want_done) {
-        /* Finished tasks, newest first, a page at a time until limit match. */
-        cJSON *done = cJSON_CreateArray();
-        for (long start = 0; cJSON_GetArraySize(done) < limit; start += 200) {
-            char key[300];
-            rc = store__cmd(st, store__key(st, key, sizeof key, "done"), &r,
-                            "ZREVRANGE %s %ld %ld", key, start, start + 199);
-            if (rc < 0) {
-                cJSON_Delete(done);
-                goto fail;
-            }
-            size_t got = r->elements;
-            rc = fetch_matching(st, r, 0, state, handler, limit, done);
-            freeReplyObject(r);
-            r = NULL;
-            if (rc < 0 || got < 200)
-                break;
+    bool ongoing = !state || strcasecmp(state, "ONGOING") == 0;
+    bool done = !state || !ongoing;
+    /* Candidates: the first ids of each queue and held hash, the newest of each done list. */
+    batch b = {0}, hb = {0}, held = {0};
+    for (int s = 0; s < st->shards; s++) {
+        const char *tag = st->tags[s];
+        for (size_t i = 0; i < nhandlers(&shb, s, handler); i++) {
+            const char *h = handler_at(&shb, s, i, handler);
+            if (ongoing)
+                batch_add(&b, tag, "ZRANGE %s:q:%s 0 %d", tag, h, limit - 1);
+            if (done)
+                batch_add(&b, tag, "LRANGE %s:done:%s %d -1", tag, h, -limit);
         }
-        cJSON *it;
-        while ((it = cJSON_DetachItemFromArray(done, 0)))
-            cJSON_AddItemToArray(arr, it);
-        cJSON_Delete(done);
-        if (rc < 0)
-            goto fail;
+        if (ongoing)
+            batch_add(&hb, tag, "ZRANGE %s:hosts 0 -1", tag);
     }
-    sort_records(arr);
-    while (cJSON_GetArraySize(arr) > limit)
-        cJSON_DeleteItemFromArray(arr, limit);
+    rc = batch_run(st, &b);
+    if (rc == 0)
+        rc = batch_run(st, &hb);
+    idlist ids = {0};
+    for (size_t i = 0; rc == 0 && i < b.n; i++) {
+        const redisReply *r = batch_array(&b, i);
+        for (size_t k = 0; r && k < r->elements; k++)
+            idlist_add(&ids, r->element[k]->str);
+    }
+    for (size_t i = 0; rc == 0 && i < hb.n; i++) {
+        const redisReply *r = batch_array(&hb, i);
+        for (size_t k = 0; r && k < r->elements; k++)
+            batch_add(&held, hb.c[i].key, "HKEYS %s:held:%s", hb.c[i].key, r->element[k]->str);
+    }
+    if (rc == 0)
+        rc = batch_run(st, &held);
+    for (size_t i = 0; rc == 0 && i < held.n; i++) {
+        const redisReply *r = batch_array(&held, i);
+        for (size_t k = 0; r && k < r->elements; k++)
+            idlist_add(&ids, r->element[k]->str);
+    }
+    cJSON *arr = cJSON_CreateArray();
+    if (rc == 0)
+        rc = fetch(st, &ids, state, handler, arr);
+    batch_free(&held);
+    batch_free(&hb);
+    batch_free(&b);
+    batch_free(&shb);
+    free(ids.id);
+    if (rc < 0) {
+        cJSON_Delete(arr);
+        return rc;
+    }
+    sort_records(arr, limit);
     *out = arr;
     return 0;
-fail:
-    freeReplyObject(r);
-    cJSON_Delete(arr);
-    return rc;
 }
 
 int store_list_hosts(store *st, cJSON **out)
 {
     *out = NULL;
     char key[300];
-    redisReply *r;
-    int rc = store__cmd(st, store__key(st, key, sizeof key, "hosts"), &r,
-                        "ZRANGE %s 0 -1 WITHSCORES", key);
+    snprintf(key, sizeof key, "%s:hosts", st->gtag);
+    long long now;
+    int rc = redis_now(st, &now);
+    redisReply *r = NULL;
+    if (rc == 0)
+        rc = store__cmd(st, st->gtag, &r, "ZRANGEBYSCORE %s %lld +inf WITHSCORES", key, now);
     if (rc < 0)
         return rc;
-    redisReply *t;
-    rc = store__cmd(st, key, &t, "TIME");
-    if (rc < 0) {
-        freeReplyObject(r);
-        return rc;
-    }
-    double now = atof(t->element[0]->str) * 1000 + atof(t->element[1]->str) / 1000;
-    freeReplyObject(t);
+    batch b = {0};
+    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    for (size_t i = 0; i < n; i++)
+        batch_add(&b, st->gtag, "HGETALL %s:host:%s", st->gtag, r->element[2 * i]->str);
+    rc = batch_run(st, &b);
     cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        double exp = atof(r->element[i + 1]->str);
-        if (exp < now)
-            continue; /* its lease ran out: not live */
-        redisReply *h;
-        rc = store__cmd(st, store__key(st, key, sizeof key, "host:%s", r->element[i]->str), &h,
-                        "HGETALL %s", key);
-        if (rc < 0)
-            break;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const redisReply *h = batch_array(&b, i);
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "id", r->element[i]->str);
-        for (size_t k = 0; k + 1 < h->elements; k += 2) {
+        cJSON_AddStringToObject(o, "id", r->element[2 * i]->str);
+        for (size_t k = 0; h && k + 1 < h->elements; k += 2) {
             const char *f = h->element[k]->str, *v = h->element[k + 1]->str;
             if (strcmp(f, "id") == 0)
                 continue;
-            if (strcmp(f, "pid") == 0 || strcmp(f, "workers") == 0 ||
-                strcmp(f, "running") == 0 || strcmp(f, "started_ms") == 0 ||
-                strcmp(f, "updated_ms") == 0)
+            if (strcmp(f, "pid") == 0 || strcmp(f, "workers") == 0 || strcmp(f, "running") == 0 ||
+                strcmp(f, "started_ms") == 0 || strcmp(f, "updated_ms") == 0) {
                 cJSON_AddNumberToObject(o, f, atof(v));
-            else if (strcmp(f, "handlers") == 0) {
+            } else if (strcmp(f, "handlers") == 0) {
                 cJSON *list = cJSON_AddArrayToObject(o, "handlers");
                 char *copy = xstrdup(v), *save = NULL;
                 for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
                     cJSON_AddItemToArray(list, cJSON_CreateString(tok));
                 free(copy);
-            } else
+            } else {
                 cJSON_AddStringToObject(o, f, v);
+            }
         }
-        cJSON_AddNumberToObject(o, "expires_ms", exp);
-        freeReplyObject(h);
+        cJSON_AddNumberToObject(o, "expires_ms", atof(r->element[2 * i + 1]->str));
         cJSON_AddItemToArray(arr, o);
     }
+    batch_free(&b);
     freeReplyObject(r);
     if (rc < 0) {
         cJSON_Delete(arr);
@@ -301,185 +487,160 @@ int store_list_hosts(store *st, cJSON **out)
     return 0;
 }
 
-/*
- * The depth, due count and oldest due age of each queue key of one SCAN
- * page: three calls per key, run together (pipelined where they go to one
- * server). A key that answers with an error (not a sorted set) is left out.
- */
-static int stats_page(store *st, const redisReply *keys, long long now, cJSON *hs)
+/* One handler's figures in one shard, to be summed over the shards. */
+typedef struct hrow {
+    const char *name;
+    long long queued, due, kept;
+    double oldest; /* the score of its oldest due task, -1 = none */
+} hrow;
+
+static int cmp_hrow(const void *a, const void *b)
 {
-    size_t n = keys->elements * 3;
-    if (n == 0)
-        return 0;
-    size_t plen = strlen(st->prefix) + 3;
-    rcall *calls = xcalloc(n, sizeof *calls);
-    redisReply **reps = xcalloc(n, sizeof *reps);
-    int rc = 0;
-    for (size_t k = 0; k < keys->elements && rc == 0; k++) {
-        const char *q = keys->element[k]->str;
-        if ((rc = store__call_fmt(&calls[3 * k], q, "ZCARD %s", q)) == 0 &&
-            (rc = store__call_fmt(&calls[3 * k + 1], q, "ZCOUNT %s -inf %lld", q, now)) == 0)
-            rc = store__call_fmt(&calls[3 * k + 2], q,
-                                 "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 1", q, now);
-    }
-    if (rc == 0)
-        rc = store__run(st, calls, n, reps);
-    for (size_t k = 0; k < keys->elements && rc == 0; k++) {
-        redisReply **r = reps + 3 * k;
-        if (!r[0] || !r[1] || !r[2] || r[0]->type != REDIS_REPLY_INTEGER ||
-            r[1]->type != REDIS_REPLY_INTEGER || r[2]->type != REDIS_REPLY_ARRAY)
-            continue;
-        double oldest = r[2]->elements == 2 ? (double)now - atof(r[2]->element[1]->str) : 0;
-        cJSON *h = cJSON_CreateObject();
-        cJSON_AddStringToObject(h, "handler", keys->element[k]->str + plen);
-        cJSON_AddNumberToObject(h, "queued", (double)r[0]->integer);
-        cJSON_AddNumberToObject(h, "due", (double)r[1]->integer);
-        cJSON_AddNumberToObject(h, "oldest_due_age_ms", oldest > 0 ? oldest : 0);
-        cJSON_AddItemToArray(hs, h);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (reps[i])
-            freeReplyObject(reps[i]);
-        free((char *)calls[i].cmd);
-    }
-    free(calls);
-    free(reps);
-    return rc;
+    return strcmp(((const hrow *)a)->name, ((const hrow *)b)->name);
 }
 
 int store_stats(store *st, cJSON **out)
 {
     *out = NULL;
-    char key[300];
-    redisReply *t, *r = NULL;
-    int rc = store__cmd(st, NULL, &t, "TIME");
-    if (rc < 0)
+    int meta = store__meta(st);
+    if (meta < 0)
+        return meta;
+    long long now;
+    batch shb = {0};
+    int rc = redis_now(st, &now);
+    if (rc == 0)
+        rc = shard_handlers(st, NULL, &shb);
+    if (rc < 0) {
+        batch_free(&shb);
         return rc;
-    long long now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
-    freeReplyObject(t);
+    }
+    /* Per shard and handler of that shard: queued, due, the oldest due, finished kept; per
+     * shard its hosts; the live hosts. A key of the wrong type counts nothing. */
+    batch b = {0};
+    size_t nrows = 0;
+    for (int s = 0; s < st->shards; s++) {
+        const char *tag = st->tags[s];
+        for (size_t i = 0; i < nhandlers(&shb, s, NULL); i++) {
+            const char *h = handler_at(&shb, s, i, NULL);
+            batch_add(&b, tag, "ZCARD %s:q:%s", tag, h);
+            batch_add(&b, tag, "ZCOUNT %s:q:%s -inf %lld", tag, h, now);
+            batch_add(&b, tag, "ZRANGE %s:q:%s 0 0 WITHSCORES", tag, h);
+            batch_add(&b, tag, "LLEN %s:done:%s", tag, h);
+            nrows++;
+        }
+        batch_add(&b, tag, "ZRANGE %s:hosts 0 -1", tag);
+    }
+    char hosts[300];
+    snprintf(hosts, sizeof hosts, "%s:hosts", st->gtag);
+    batch_add(&b, st->gtag, "ZCOUNT %s %lld +inf", hosts, now);
+    rc = batch_run(st, &b);
+    hrow *rows = xcalloc(nrows + 1, sizeof *rows);
+    batch held = {0};
+    size_t at = 0, r = 0;
+    for (int s = 0; s < st->shards && rc == 0; s++) {
+        for (size_t i = 0; i < nhandlers(&shb, s, NULL); i++, at += 4) {
+            hrow *w = &rows[r++];
+            w->name = handler_at(&shb, s, i, NULL);
+            w->queued = batch_int(&b, at);
+            w->due = batch_int(&b, at + 1);
+            const redisReply *first = batch_array(&b, at + 2);
+            double score = first && first->elements == 2 ? atof(first->element[1]->str) : -1;
+            w->oldest = score >= 0 && score <= (double)now ? score : -1;
+            w->kept = batch_int(&b, at + 3);
+        }
+        const redisReply *hr = batch_array(&b, at++);
+        for (size_t k = 0; hr && k < hr->elements; k++)
+            batch_add(&held, st->tags[s], "HLEN %s:held:%s", st->tags[s], hr->element[k]->str);
+    }
+    if (rc == 0)
+        rc = batch_run(st, &held);
     cJSON *o = cJSON_CreateObject();
-    cJSON *hs = cJSON_AddArrayToObject(o, "handlers");
-    char cursor[32] = "0";
-    do {
-        rc = store__cmd(st, NULL, &r, "SCAN %s MATCH %s:q:* COUNT 1000", cursor, st->prefix);
-        if (rc < 0)
-            goto fail;
-        strlcpy_(cursor, r->element[0]->str, sizeof cursor);
-        if ((rc = stats_page(st, r->element[1], now, hs)) < 0)
-            goto fail;
-        freeReplyObject(r);
-        r = NULL;
-    } while (strcmp(cursor, "0") != 0);
-    if ((rc = store__cmd(st, store__key(st, key, sizeof key, "done"), &r, "ZCARD %s", key)) < 0)
-        goto fail;
-    cJSON_AddNumberToObject(o, "finished", (double)r->integer);
-    freeReplyObject(r);
-    r = NULL;
-    if ((rc = store__cmd(st, store__key(st, key, sizeof key, "hosts"), &r, "ZCOUNT %s %lld +inf",
-                         key, now)) < 0)
-        goto fail;
-    cJSON_AddNumberToObject(o, "hosts", (double)r->integer);
-    freeReplyObject(r);
-    *out = o;
-    return 0;
-fail:
-    freeReplyObject(r);
-    cJSON_Delete(o);
+    cJSON *arr = cJSON_AddArrayToObject(o, "handlers");
+    qsort(rows, r, sizeof *rows, cmp_hrow);
+    long long finished = 0;
+    for (size_t i = 0; rc == 0 && i < r;) {
+        hrow sum = rows[i];
+        for (i++; i < r && strcmp(rows[i].name, sum.name) == 0; i++) {
+            sum.queued += rows[i].queued;
+            sum.due += rows[i].due;
+            sum.kept += rows[i].kept;
+            if (rows[i].oldest >= 0 && (sum.oldest < 0 || rows[i].oldest < sum.oldest))
+                sum.oldest = rows[i].oldest;
+        }
+        finished += sum.kept;
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "handler", sum.name);
+        cJSON_AddNumberToObject(h, "queued", (double)sum.queued);
+        cJSON_AddNumberToObject(h, "due", (double)sum.due);
+        cJSON_AddNumberToObject(h, "oldest_due_age_ms",
+                                sum.oldest < 0 ? 0 : (double)now - sum.oldest);
+        cJSON_AddNumberToObject(h, "finished", (double)sum.kept);
+        cJSON_AddItemToArray(arr, h);
+    }
+    long long running = 0;
+    for (size_t i = 0; i < held.n; i++)
+        running += batch_int(&held, i);
+    if (rc == 0) {
+        cJSON_AddNumberToObject(o, "running", (double)running);
+        cJSON_AddNumberToObject(o, "finished", (double)finished);
+        cJSON_AddNumberToObject(o, "hosts", (double)batch_int(&b, b.n - 1));
+        *out = o;
+    } else {
+        cJSON_Delete(o);
+    }
+    free(rows);
+    batch_free(&held);
+    batch_free(&b);
+    batch_free(&shb);
     return rc;
 }
 
-/* One part of a stream id: 1..20 decimal digits within 64 bits, up to end (or the NUL). */
-static bool sid_part(const char *s, const char *end, uint64_t *v)
+int store_count_open(store *st, long long *n)
 {
-    size_t n = end ? (size_t)(end - s) : strlen(s);
-    if (n == 0 || n > 20)
-        return false;
-    *v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9' || *v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-            return false;
-        *v = *v * 10 + (uint64_t)(s[i] - '0');
+    *n = 0;
+    int meta = store__meta(st);
+    if (meta < 0)
+        return meta;
+    batch shb;
+    int rc = shard_handlers(st, NULL, &shb);
+    batch b = {0}, held = {0};
+    for (int s = 0; rc == 0 && s < st->shards; s++) {
+        for (size_t i = 0; i < nhandlers(&shb, s, NULL); i++)
+            batch_add(&b, st->tags[s], "ZCARD %s:q:%s", st->tags[s], handler_at(&shb, s, i, NULL));
+        batch_add(&b, st->tags[s], "ZRANGE %s:hosts 0 -1", st->tags[s]);
     }
-    return true;
+    if (rc == 0)
+        rc = batch_run(st, &b);
+    for (int s = 0, at = 0; rc == 0 && s < st->shards; s++) {
+        for (size_t i = 0; i < nhandlers(&shb, s, NULL); i++)
+            *n += batch_int(&b, (size_t)at++);
+        const redisReply *r = batch_array(&b, (size_t)at++);
+        for (size_t k = 0; r && k < r->elements; k++)
+            batch_add(&held, st->tags[s], "HLEN %s:held:%s", st->tags[s], r->element[k]->str);
+    }
+    if (rc == 0)
+        rc = batch_run(st, &held);
+    for (size_t i = 0; rc == 0 && i < held.n; i++)
+        *n += batch_int(&held, i);
+    batch_free(&held);
+    batch_free(&b);
+    batch_free(&shb);
+    return rc;
 }
 
-bool store_event_id_valid(const char *s)
+int store_count_finished(store *st, const char *handler, long long *n)
 {
-    if (!s)
-        return false;
-    if (strcmp(s, "0") == 0)
-        return true;
-    const char *dash = strchr(s, '-');
-    uint64_t ms, seq;
-    return dash && sid_part(s, dash, &ms) && sid_part(dash + 1, NULL, &seq) &&
-           !(ms == UINT64_MAX && seq == UINT64_MAX);
-}
-
-int store_events_after(store *st, const char *id, const char *after, int limit, cJSON **out)
-{
-    *out = NULL;
-    if (!id_valid(id) || !store_event_id_valid(after)) {
-        snprintf(st->err, sizeof st->err, "invalid task id or event id");
-        return -EINVAL;
-    }
-    cJSON *arr = cJSON_CreateArray();
-    char start[48];
-    snprintf(start, sizeof start, "(%s", after);
-    if (strcmp(after, "0") == 0)
-        strcpy(start, "-");
-    for (;;) {
-        redisReply *r;
-        char key[300];
-        int rc = store__cmd(st, store__key(st, key, sizeof key, "events"), &r,
-                            "XRANGE %s %s + COUNT 1000", key, start);
-        if (rc < 0) {
-            cJSON_Delete(arr);
-            return rc;
-        }
-        for (size_t i = 0; i < r->elements && cJSON_GetArraySize(arr) < limit; i++) {
-            redisReply *e = r->element[i];
-            if (e->elements != 2)
-                continue;
-            redisReply *kv = e->element[1];
-            const char *ev = NULL, *tid = NULL, *data = NULL;
-            for (size_t k = 0; k + 1 < kv->elements; k += 2) {
-                const char *f = kv->element[k]->str;
-                if (strcmp(f, "event") == 0)
-                    ev = kv->element[k + 1]->str;
-                else if (strcmp(f, "task_id") == 0)
-                    tid = kv->element[k + 1]->str;
-                else if (strcmp(f, "data") == 0)
-                    data = kv->element[k + 1]->str;
-            }
-            if (!ev || !tid || !data || strcmp(tid, id) != 0)
-                continue;
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "id", e->element[0]->str);
-            cJSON_AddStringToObject(o, "event", ev);
-            cJSON *d = cJSON_Parse(data);
-            cJSON_AddItemToObject(o, "data", d ? d : cJSON_CreateObject());
-            cJSON_AddItemToArray(arr, o);
-        }
-        size_t n = r->elements;
-        if (n > 0)
-            snprintf(start, sizeof start, "(%s", r->element[n - 1]->element[0]->str);
-        freeReplyObject(r);
-        if (n < 1000 || cJSON_GetArraySize(arr) >= limit)
-            break;
-    }
-    *out = arr;
-    return 0;
-}
-
-int store_count_finished(store *st, long long *n)
-{
-    char key[300];
-    redisReply *r;
-    int rc = store__cmd(st, store__key(st, key, sizeof key, "done"), &r, "ZCARD %s", key);
-    if (rc == 0) {
-        *n = r->integer;
-        freeReplyObject(r);
-    }
+    *n = 0;
+    int meta = store__meta(st);
+    if (meta < 0)
+        return meta;
+    batch b = {0};
+    for (int s = 0; s < st->shards; s++)
+        batch_add(&b, st->tags[s], "LLEN %s:done:%s", st->tags[s], handler);
+    int rc = batch_run(st, &b);
+    for (size_t i = 0; rc == 0 && i < b.n; i++)
+        *n += batch_int(&b, i);
+    batch_free(&b);
     return rc;
 }
 
@@ -513,34 +674,42 @@ void store_sub_recs_free(sub_rec *subs, int n)
 int store_load_subtasks(store *st, const char *id, int n, sub_rec **out)
 {
     *out = NULL;
-    char key[300];
+    int meta = store__meta(st);
+    if (meta < 0)
+        return meta;
+    char tid[BGT_ID_LEN + 1];
+    store__norm_id(id, tid);
+    const char *tag = st->tags[store_shard_of(st, tid)];
     redisReply *r;
-    int rc = store__cmd(st, store__key(st, key, sizeof key, "sub:%s", id), &r, "HGETALL %s", key);
+    int rc = store__cmd(st, tag, &r, "HGETALL %s:sub:%s", tag, tid);
     if (rc < 0)
         return rc;
     sub_rec *subs = xcalloc((size_t)n + 1, sizeof *subs);
     for (int i = 0; i < n; i++)
         strcpy(subs[i].state, "PENDING");
-    for (size_t k = 0; k + 1 < r->elements; k += 2) {
+    for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k + 1 < r->elements; k += 2) {
         const char *f = r->element[k]->str, *v = r->element[k + 1]->str;
         char *colon;
         long i = strtol(f, &colon, 10);
         if (*colon != ':' || i < 0 || i >= n)
             continue; /* not a subtask field, or past the count: ignore */
         const char *name = colon + 1;
-        if (strcmp(name, "args") == 0)
+        if (strcmp(name, "a") == 0) {
+            free(subs[i].args);
             subs[i].args = xstrdup(v);
-        else if (strcmp(name, "state") == 0)
+        } else if (strcmp(name, "s") == 0) {
             strlcpy_(subs[i].state, v, sizeof subs[i].state);
-        else if (strcmp(name, "attempt") == 0)
+        } else if (strcmp(name, "n") == 0) {
             subs[i].attempt = (uint32_t)atol(v);
-        else if (strcmp(name, "message") == 0)
+        } else if (strcmp(name, "m") == 0) {
+            free(subs[i].message);
             subs[i].message = xstrdup(v);
-        else if (strcmp(name, "result") == 0)
+        } else if (strcmp(name, "y") == 0) {
+            free(subs[i].result);
             subs[i].result = xstrdup(v);
+        }
     }
     freeReplyObject(r);
     *out = subs;
     return 0;
 }
-

@@ -44,6 +44,7 @@ static bgt_task *stand_in(const bgt_task *j)
     memcpy(r->id, j->id, sizeof r->id);
     memcpy(r->handler, j->handler, sizeof r->handler);
     r->attempt = j->attempt;
+    memcpy(r->token, j->token, sizeof r->token); /* its writes are fenced by it */
     r->released = j->released;
     r->max_attempts = j->max_attempts;
     r->subtask = j->subtask;

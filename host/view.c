@@ -144,7 +144,9 @@ void view_mark_unserved(cJSON *stats, const cJSON *hosts)
     cJSON_ArrayForEach (q, cJSON_GetObjectItemCaseSensitive(stats, "handlers")) {
         double unserved = view_served(hosts, str_of(q, "handler")) ? 0 : num_of(q, "queued");
         cJSON_DeleteItemFromObjectCaseSensitive(q, "unserved");
-        cJSON_AddNumberToObject(q, "unserved", unserved);
+        /* A handler listed for its finished tasks alone waits for nothing. */
+        if (num_of(q, "queued") > 0)
+            cJSON_AddNumberToObject(q, "unserved", unserved);
     }
 }
 

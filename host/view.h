@@ -52,8 +52,8 @@ void view_task_hosts(cJSON *rec, const cJSON *hosts);
 cJSON *view_handlers(const cJSON *hosts, const cJSON *stats);
 /*
  * Give each entry of stats' "handlers" (store_stats' answer, changed in place)
- * "unserved": its queued tasks when no live host of hosts serves it, else 0
- * (for the bgtask_unserved_handler gauge).
+ * that has tasks queued "unserved": those tasks when no live host of hosts
+ * serves it, else 0 (for the bgtask_unserved_handler gauge).
  */
 void view_mark_unserved(cJSON *stats, const cJSON *hosts);
 

@@ -42,14 +42,22 @@ void mgr__conclude(manager *m, bgt_task *t, end_kind kind, bgt_status status, co
     t->errors = errors;
     t->nerrors = nerrors;
     mgr__assert_unlocked();
-    hooks_after(&m->hk, &t->info, kind, status, t->started > 0 ? now - t->started : 0,
+    hooks_after(&m->hk, &t->info, kind, nerrors > 0, status, t->started > 0 ? now - t->started : 0,
                 t->error ? t->error : t->end_message);
     static const fin_op ops[] = {
         [END_SUCCESS] = FIN_SUCCESS, [END_FAILURE] = FIN_FAILURE, [END_CANCELLED] = FIN_CANCELLED,
         [END_RETRY] = FIN_RETRY,     [END_RELEASE] = FIN_RELEASE, [END_LOST] = FIN_PROGRESS};
     t->op = ops[kind];
     mgr__lock(m);
-    if (kind == END_LOST) {
+    if (kind == END_LOST && !t->refused && !t->given_up && t->subtask < 0) {
+        /* Lost by this host's own clock (its lease ran out) and not given up yet: give it
+         * up in Redis, so that it runs again (FIN_LOST); fenced out if another host has
+         * taken it meanwhile. */
+        t->lost = true;
+        t->given_up = true;
+        t->op = FIN_LOST;
+        t->ev = -1;
+    } else if (kind == END_LOST) {
         /* Nothing to write, but the writer hands it back to be freed: a heartbeat it has
          * in flight may still point at this one. */
         t->lost = true;
@@ -69,6 +77,14 @@ static void conclude_status(manager *m, bgt_task *t, bgt_status status, int stop
                       NULL, 0);
         break;
     case BGT_RETRY: {
+        if ((int)(t->attempt - t->released) >= t->max_attempts) {
+            /* Its last attempt: no more runs. */
+            char *msg = xasprintf("gave up after %u attempts: %s", t->attempt - t->released,
+                                  t->error ? t->error : "the handler asked to retry");
+            mgr__conclude(m, t, END_FAILURE, status, msg, 0, NULL, 0);
+            free(msg);
+            break;
+        }
         int64_t b = mgr__backoff_ms(m->cfg, t->attempt - t->released);
         char *msg =
             xasprintf("attempt %u failed: %s; retrying in %.1fs", t->attempt,
@@ -338,8 +354,7 @@ static void setup_parallel(manager *m, bgt_task *t, store **wst)
             nothing_to_do(m, t);
             return;
         }
-        WITH_REDIS(t, rc,
-                   store_split(st, m->host_id, t->id, t->attempt, t->split_items, t->nsplit));
+        WITH_REDIS(t, rc, store_split(st, m->host_id, t->id, t->token, t->split_items, t->nsplit));
         if (rc < 0) {
             setup_failed(m, t, BGT_CANCELLED, "could not persist the split", true);
             return;
@@ -458,7 +473,7 @@ static bool run_subtask(manager *m, bgt_task *st)
                     : strcmp(out.state, "CANCELLED") == 0 ? END_CANCELLED
                                                           : END_FAILURE;
     mgr__assert_unlocked();
-    hooks_after(&m->hk, &info, kind, status, duration, error ? error : out.message);
+    hooks_after(&m->hk, &info, kind, false, status, duration, error ? error : out.message);
     free(error);
     free(out.message);
     if (!out.state)
@@ -480,7 +495,7 @@ static void end_written_off(manager *m, bgt_task *r)
         return;
     }
     mgr__assert_unlocked();
-    hooks_after(&m->hk, &r->info, END_FAILURE, BGT_CANCELLED, mono_s() - r->started,
+    hooks_after(&m->hk, &r->info, END_FAILURE, false, BGT_CANCELLED, mono_s() - r->started,
                 r->error ? r->error : r->end_message);
     end_job(m, r);
     mgr__task_free(r); /* never owned, never queued for the writer */

@@ -27,14 +27,14 @@
 #define NO_TEXT SIZE_MAX
 
 /*
- * A batch of writes. The texts they carry (event payloads, progress messages)
+ * A batch of writes. The texts they carry (event bodies, progress messages)
  * are appended to one buffer, kept from batch to batch, and pointed at once
  * the batch is complete (the buffer may move while it grows).
  */
 typedef struct wbatch {
     fin_item *items;
     bgt_task **tasks;
-    size_t (*off)[3]; /* per item: progress message, progress event, ending event */
+    size_t (*off)[3]; /* per item: progress message, progress event, ending event (bodies) */
     size_t n, cap;
     ev_buf text;
 } wbatch;
@@ -64,9 +64,9 @@ static void wbatch_seal(wbatch *b)
         if (o[OFF_PMSG] != NO_TEXT)
             f->progress_message = b->text.s + o[OFF_PMSG];
         if (o[OFF_PEVENT] != NO_TEXT)
-            f->progress_event = b->text.s + o[OFF_PEVENT];
+            f->progress_body = b->text.s + o[OFF_PEVENT];
         if (o[OFF_EVENT] != NO_TEXT)
-            f->event_payload = b->text.s + o[OFF_EVENT];
+            f->ev_body = b->text.s + o[OFF_EVENT];
     }
 }
 
@@ -85,16 +85,15 @@ static void wbatch_free(wbatch *b)
 }
 
 /* The progress event of a parallel task: with its subtasks, counted and running. (L) */
-static size_t parallel_progress(ev_buf *text, const bgt_task *t, const ev_head *h,
-                                const char *message)
+static size_t parallel_progress(ev_buf *text, const bgt_task *t, const char *message)
 {
     const par *p = t->par;
-    size_t off = ev_progress_sub_open(text, h, t->p_current, t->p_total, message, p->n, p->nsuccess,
-                                      p->nfailure);
+    size_t off = ev_body_progress_sub_open(text, t->p_current, t->p_total, message, p->n,
+                                           p->nsuccess, p->nfailure);
     for (int i = 0; i < p->n; i++)
         if (p->subs[i].state == PAR_RUNNING)
             ev_progress_sub_running(text, i, p->subs[i].frac);
-    ev_progress_sub_close(text);
+    ev_body_progress_sub_close(text);
     return off;
 }
 
@@ -110,9 +109,8 @@ static void take_progress(wbatch *b, bgt_task *t)
     f->current = t->p_current;
     f->total = t->p_total;
     o[OFF_PMSG] = ev_buf_add(&b->text, message);
-    ev_head h = {t->id, t->handler, t->info.attempt, now_ms()};
-    o[OFF_PEVENT] = t->par ? parallel_progress(&b->text, t, &h, message)
-                           : ev_progress(&b->text, &h, t->p_current, t->p_total, message);
+    o[OFF_PEVENT] = t->par ? parallel_progress(&b->text, t, message)
+                           : ev_body_progress(&b->text, t->p_current, t->p_total, message);
     t->p_dirty = false;
     t->p_written_at = mono_s();
 }
@@ -127,6 +125,7 @@ static void collect_writes(manager *m, wbatch *b, double now)
     while (m->writeq_head && b->n < WRITE_BATCH_MAX) {
         bgt_task *t = m->writeq_head;
         m->writeq_head = t->qnext;
+        m->nwriteq--;
         if (!m->writeq_head)
             m->writeq_tail = NULL;
         if (t->drop) {
@@ -138,26 +137,27 @@ static void collect_writes(manager *m, wbatch *b, double now)
         f->op = t->op;
         f->id = t->id;
         f->handler = t->handler;
-        f->attempt = t->attempt;
+        f->token = t->token;
+        f->parallel = t->h && t->h->def.kind == BGT_PARALLEL;
         f->message = t->end_message ? t->end_message : "";
         f->backoff_ms = t->backoff_ms;
-        f->retention_s = -1;
+        f->ev = -1;
         if (t->op == FIN_SUBTASK) {
-            /* Fenced by the task's claim; the subtask's own run count goes along. The
-             * subtask's copies of the task's id and attempt (info.attempt), not the
-             * task's: a task that lost its lease is freed while these still wait. */
-            f->attempt = t->info.attempt;
+            /* Fenced by the task's claim (the subtask's copy of its token: a task that
+             * lost its lease is freed while these still wait); the subtask's own run
+             * count goes along. */
             f->result = t->result;
             f->sub_index = t->subtask;
             f->sub_state = t->sub_state_name;
             f->sub_attempt = t->attempt;
         } else if (t->ev >= 0) {
             f->result = t->end == END_SUCCESS ? t->result : NULL;
-            f->event_name = ev_name((ev_kind)t->ev);
-            ev_head h = {t->id, t->handler, t->attempt, t->ended_ms};
-            b->off[b->n - 1][OFF_EVENT] =
-                ev_ending(&b->text, &h, (ev_kind)t->ev, f->message, f->result,
-                          (const char *const *)t->errors, t->nerrors);
+            f->partial = t->ev == EV_PARTIAL_SUCCESS;
+            f->ev = t->ev;
+            /* Every bgtask_updated carries the progress persisted (issue 8, item 12). */
+            b->off[b->n - 1][OFF_EVENT] = ev_body_ending(&b->text, (ev_kind)t->ev, f->message,
+                                                         f->result, (const char *const *)t->errors,
+                                                         t->nerrors, t->p_current, t->p_total);
         }
     }
     for (bgt_task *t = m->owned; t; t = t->next) {
@@ -170,7 +170,8 @@ static void collect_writes(manager *m, wbatch *b, double now)
         f->op = FIN_PROGRESS;
         f->id = t->id;
         f->handler = t->handler;
-        f->attempt = t->attempt;
+        f->token = t->token;
+        f->ev = -1;
     }
     wbatch_seal(b);
 }
@@ -185,7 +186,12 @@ static void writes_done(manager *m, wbatch *b)
         bgt_task *t = b->tasks[i];
         if (f->has_progress)
             progress++;
-        if (f->rc == -ESTALE) {
+        if (f->op == FIN_LOST) {
+            /* Not fenced out: the attempt was still held here, and is claimable again. */
+            if (f->rc == 0)
+                log_msg(BGT_LOG_NOTICE, t->id,
+                        "attempt %u given up in redis too: the task may run again", t->attempt);
+        } else if (f->rc == -ESTALE) {
             fenced++;
             if (f->op == FIN_SUBTASK)
                 log_msg(BGT_LOG_WARNING, t->id,
@@ -201,13 +207,13 @@ static void writes_done(manager *m, wbatch *b)
                 atomic_store(&t->stop, STOP_LOST);
                 log_msg(BGT_LOG_WARNING, t->id, "attempt %u lost its lease", t->attempt);
             }
-        } else if (f->gave_up) {
-            log_msg(BGT_LOG_NOTICE, t->id, "attempt %u asked to retry; gave up at max attempts",
-                    t->attempt);
+            if (f->op == FIN_PROGRESS)
+                t->refused = true;
         } else if (f->op == FIN_SUBTASK) {
             log_msg(BGT_LOG_DEBUG, t->id, "subtask %d: %s", t->subtask, t->sub_state_name);
         } else if (f->op != FIN_PROGRESS) {
-            log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt, hooks_end_status(t->end));
+            log_msg(BGT_LOG_INFO, t->id, "attempt %u: %s", t->attempt,
+                    hooks_end_status(t->end, t->ev == EV_PARTIAL_SUCCESS));
         }
         if (f->op != FIN_PROGRESS) { /* it came from the write queue */
             mgr__hand_back(m, t);
@@ -235,6 +241,7 @@ static void writes_requeue(manager *m, wbatch *b)
         if (f->op != FIN_PROGRESS) {
             t->qnext = m->writeq_head;
             m->writeq_head = t;
+            m->nwriteq++;
             if (!m->writeq_tail)
                 m->writeq_tail = t;
         }
@@ -262,28 +269,29 @@ static int heartbeat(manager *m)
     size_t i = 0;
     for (bgt_task *t = m->owned; t; t = t->next)
         if (beats(t)) {
-            items[i] = (hb_item){t->id, t->handler, t->attempt, 0};
+            items[i] = (hb_item){t->id, t->token, 0};
             tasks[i++] = t;
         }
     char *handlers = xstrdup(m->handler_list ? m->handler_list : "");
     char *breakers = metrics_iso_breakers(m->met);
-    /* The host's entry lives two heartbeats and a second: a host that stops
-     * beating for that long is taken for dead and its attempts are claimable
-     * then, before their leases run out. */
-    double ttl = fmin(m->cfg->lease_s, 2 * m->cfg->heartbeat_s + 1.0);
+    /* The host's entries are the lease of all its attempts (mgr__entry_ttl). */
+    double ttl = mgr__entry_ttl(m->cfg);
     host_info hi = {m->host_id,      m->machine,    (int)getpid(), BGT_VERSION,
                     handlers,        m->cfg->workers, m->nexecuting, m->started_ms,
                     (int64_t)(ttl * 1000), breakers};
     mgr__unlock(m);
 
     double sent = mono_s();
-    int rc = store_heartbeat(m->st_write, &hi, items, n, (int64_t)(m->cfg->lease_s * 1000));
+    int rc = store_heartbeat(m->st_write, &hi, items, n);
+    mgr__log_store_warnings(m->st_write);
+    metrics_health(m->met, MH_HEARTBEAT, rc < 0 ? store_errstr(m->st_write) : NULL);
     if (rc == 0) {
         mgr__lock(m);
         m->entry_until = sent + ttl;
         for (i = 0; i < n; i++) {
             bgt_task *t = tasks[i];
             if (items[i].status == HB_LOST) {
+                t->refused = true;
                 if (!t->lost && !t->finishing) {
                     t->lost = true;
                     atomic_store(&t->stop, STOP_LOST);
@@ -291,8 +299,8 @@ static int heartbeat(manager *m)
                             "attempt %u lost its lease (another host may run it now)", t->attempt);
                 }
             } else {
-                /* Not the lease: other hosts may bury this one and claim the attempt
-                 * once its entry (ttl) runs out, which can come first. */
+                /* Other hosts may bury this one and claim the attempt once its entries
+                 * run out. */
                 double until = sent + ttl - LEASE_MARGIN_S(m->cfg);
                 __atomic_store(&t->lease_until, &until, __ATOMIC_RELAXED);
                 if (items[i].status == HB_CANCEL) {
@@ -316,13 +324,24 @@ void *mgr__writer_main(void *arg)
     manager *m = arg;
     mgr__name_thread("bgt-writer");
     wbatch b = {0};
-    double next_hb = 0, backoff = 0.05, last_ok = mono_s();
+    double next_hb = 0, backoff = 0.05, last_ok = mono_s(), pending_since = 0;
     bool was_down = false;
     mgr__lock(m);
     for (;;) {
         if (m->drained && !m->writeq_head)
-            break; /* the manager has nothing left: leave P:hosts and exit */
+            break; /* the manager has nothing left: leave the host lists and exit */
         double now = mono_s();
+        /* While attempts run, let outcomes add up a little: one call carries them all. */
+        if (m->writeq_head && !m->stopping && m->nexecuting + m->nqueued > 0 &&
+            m->nwriteq < WRITE_BATCH_WANT && now < next_hb) {
+            if (pending_since == 0)
+                pending_since = now;
+            if (now < pending_since + BATCH_WAIT_S) {
+                mgr__wait(m, &m->write_cond, pending_since + BATCH_WAIT_S - now);
+                continue;
+            }
+        }
+        pending_since = 0;
         collect_writes(m, &b, now);
         bool hb_due = now >= next_hb;
         if (b.n == 0 && !hb_due) {
@@ -339,6 +358,7 @@ void *mgr__writer_main(void *arg)
         int rc = 0;
         if (b.n) {
             rc = store_apply(m->st_write, m->host_id, b.items, b.n);
+            mgr__log_store_warnings(m->st_write);
             if (rc == 0) {
                 writes_done(m, &b);
             } else {

@@ -207,6 +207,10 @@ void th_task_delete(redisContext *c, const char *prefix, const char *id);
 /* Replace task id's record with text, a value that is no record at all. */
 void th_corrupt_record(redisContext *c, const char *prefix, const char *id, const char *text);
 /* Set field of subtask index of task id ("state", "attempt", ...). */
+/* A field of subtask index of task id ("state", "message", "args", "attempt", "result";
+ * malloc'd), or NULL; a subtask not run yet reads state "PENDING". */
+char *th_subtask_field(redisContext *c, const char *prefix, const char *id, int index,
+                       const char *field);
 void th_subtask_set(redisContext *c, const char *prefix, const char *id, int index,
                     const char *field, const char *value);
 /* Make task id of handler claimable now and wake the hosts that serve it. */
@@ -254,6 +258,12 @@ bool th_host_entry_exists(redisContext *c, const char *prefix, const char *host_
 char *th_protocol_get(redisContext *c, const char *prefix);
 /* Mark the data under prefix as written by protocol `version` (to test a mismatch). */
 void th_protocol_set(redisContext *c, const char *prefix, const char *version);
+/* Leave under prefix a key that only protocol 1 wrote (its event stream), as the first
+ * release's data would be. */
+void th_protocol1_data(redisContext *c, const char *prefix);
+/* A host `host` that died long ago, whose record of held attempts is a string (a key of
+ * the wrong type, written by hand): the next burial touches it. */
+void th_plant_wrong_types(redisContext *c, const char *prefix, const char *host);
 
 /* Poll cond every few ms until it is true or timeout_s passes; returns its last value. */
 #define TH_WAIT_UNTIL(timeout_s, cond)                                                             \

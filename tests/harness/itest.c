@@ -234,6 +234,15 @@ bool it_running_on(const char *id, const char *owner, long long attempt, long lo
            it_field_ll(id, "attempt") == attempt && it_field_ll(id, "progress_current") >= step;
 }
 
+void it_assert_ended_on(const char *id, const th_host *h, long long attempt)
+{
+    char needle[128];
+    snprintf(needle, sizeof needle, "[%s] attempt %lld: ", id, attempt);
+    /* The host logs an end once Redis has it: the record may be read a moment before. */
+    if (!TH_WAIT_UNTIL(5, th_log_contains(h, needle)))
+        fail_msg("host %s's log does not say it ended attempt %lld of task %s", h->id, attempt, id);
+}
+
 bool it_host_listed(const char *host_id) { return th_host_expiry(fx.c, IT_PREFIX, host_id) >= 0; }
 
 bool it_wait_state(const char *id, const char *state, double timeout_s)
@@ -320,6 +329,14 @@ void it_assert_one_terminal(const char *id, const char *name)
     cJSON_ArrayForEach (e, evs) {
         terminal += it_ev_terminal(e);
         last = e;
+        /* Every bgtask_updated carries the progress, whatever it says (a retry, a
+         * release, a re-run of failed subtasks): Backend.AI's clients read it. */
+        if (strcmp(it_ev_name(e), "bgtask_updated") == 0 &&
+            (!cJSON_IsNumber(cJSON_GetObjectItem(it_ev_data(e), "current_progress")) ||
+             !cJSON_IsNumber(cJSON_GetObjectItem(it_ev_data(e), "total_progress"))))
+            fail_msg("task %s: a bgtask_updated without current_progress and total_progress "
+                     "(\"%s\")",
+                     id, it_ev_message(e));
     }
     if (terminal != 1 || !last || strcmp(it_ev_name(last), name) != 0) {
         char *s = cJSON_Print(evs);

@@ -119,6 +119,9 @@ void it_assert_field(const char *id, const char *name, const char *want);
 
 /* The task is ONGOING on owner with this attempt and has persisted at least `step`. */
 bool it_running_on(const char *id, const char *owner, long long attempt, long long step);
+/* Assert that host h wrote the end of attempt `attempt` of task id (its log says so: a
+ * finished record does not name its host). */
+void it_assert_ended_on(const char *id, const th_host *h, long long attempt);
 
 /* Whether the host is among the live hosts. */
 bool it_host_listed(const char *host_id);
@@ -154,7 +157,8 @@ bool it_ev_terminal(const cJSON *e);
 
 /*
  * The task has exactly one terminal event, it is `name`, it is the task's last
- * event, and the record's state agrees with it.
+ * event, and the record's state agrees with it; and every bgtask_updated of it
+ * carries current_progress and total_progress (issue 8, item 12).
  */
 void it_assert_one_terminal(const char *id, const char *name);
 

@@ -222,11 +222,27 @@ static void test_corrupted_records(void **state)
         cJSON_Delete(evs);
     }
 
-    /* Fields missing altogether. */
+    /* A subtask count no host could have written (issue 8, item 8): the task fails, the
+     * host lives (it must not try to allocate two billion subtasks), and a task claimed
+     * along with it runs with its first attempt. */
+    static const char *const bad_subtasks[] = {"2000000000", "-1", "1.5", "99999999999"};
+    for (size_t i = 0; i < sizeof bad_subtasks / sizeof bad_subtasks[0]; i++) {
+        char pid[37];
+        snprintf(pid, sizeof pid, "5b0a4c8e-1f8e-4a55-9d3c-2b8f3c1d9a%02zu", i);
+        plant(pid, "demo.parallel",
+              (const char *const[]){"kind", "parallel", "subtasks", bad_subtasks[i], NULL});
+        char *echo = it_submit("demo.echo", "{\"along\": true}", NULL);
+        assert_failed_corrupt(pid, "demo.parallel", "subtasks");
+        assert_true(it_wait_state(echo, "SUCCESS", 10));
+        it_assert_field(echo, "attempt", "1");
+        assert_true(it_host_alive(h));
+        free(echo);
+    }
+
+    /* A record without its handler. (Other fields left out take their defaults.) */
     const char *d = "5b0a4c8e-1f8e-4a55-9d3c-2b8f3c1d9e04";
-    plant(d, "demo.sleep",
-          (const char *const[]){"max_attempts", NULL, "released", NULL, "args", NULL, NULL});
-    assert_failed_corrupt(d, "demo.sleep", NULL);
+    plant(d, "demo.sleep", (const char *const[]){"handler", NULL, NULL});
+    assert_failed_corrupt(d, "demo.sleep", "handler");
 
     /* A state that is no state: not ONGOING, so it is dropped from the queue untouched. */
     const char *e = "5b0a4c8e-1f8e-4a55-9d3c-2b8f3c1d9e05";
@@ -520,23 +536,52 @@ static void test_protocol_mismatch(void **state)
     free(it_submit("demo.echo", NULL, NULL));
     char *v = th_protocol_get(fx.c, IT_PREFIX);
     assert_non_null(v);
-    assert_string_equal(v, "1");
+    assert_string_equal(v, "2");
     free(v);
 
+    /* A later version's data. */
     freeReplyObject(it_cmd("FLUSHALL"));
-    th_protocol_set(fx.c, IT_PREFIX, "2");
-    REFUSED("protocol version 2", "submit", "demo.echo");
-    REFUSED("this build speaks version 1", "status", "00000000-0000-4000-8000-000000000001");
-
+    th_protocol_set(fx.c, IT_PREFIX, "3");
+    REFUSED("protocol version 3", "submit", "demo.echo");
+    REFUSED("this build speaks version 2", "status", "00000000-0000-4000-8000-000000000001");
     char *dir = th_tmpdir("protocol");
     char *path = bad_conf(dir, "ok.conf", "");
     char *bin = it_bin("bgtaskd");
     char *argv[] = {bin, "-c", path, NULL};
     char *out = NULL, *err = NULL;
     assert_int_equal(th_run(30, argv, &out, &err), 1);
-    if (!strstr(err, "protocol version 2") || !strstr(err, "this build speaks version 1"))
+    if (!strstr(err, "protocol version 3") || !strstr(err, "this build speaks version 2"))
         fail_msg("bgtaskd: stderr lacks the protocol mismatch:\n%s", err);
     assert_int_equal(it_dbsize(), 1);
+    free(out);
+    free(err);
+
+    /* Data the first release left (protocol 1 had no mark): refused, not migrated. */
+    freeReplyObject(it_cmd("FLUSHALL"));
+    th_protocol1_data(fx.c, IT_PREFIX);
+    long long keys = it_dbsize();
+    REFUSED("protocol version 1", "submit", "demo.echo");
+    REFUSED("does not migrate", "list", NULL);
+    assert_int_equal(th_run(30, argv, &out, &err), 1);
+    if (!strstr(err, "protocol version 1") || !strstr(err, "does not migrate"))
+        fail_msg("bgtaskd: stderr lacks the protocol mismatch:\n%s", err);
+    assert_int_equal(it_dbsize(), keys);
+    free(out);
+    free(err);
+
+    /* Data spread over another number of shards than the host's configuration says. */
+    freeReplyObject(it_cmd("FLUSHALL"));
+    th_protocol_set(fx.c, IT_PREFIX, "2"); /* 16 shards */
+    free(path);
+    assert_true(asprintf(&path, "%s/shards.conf", dir) > 0);
+    char *text = NULL;
+    assert_true(asprintf(&text, "redis: { url = \"%s\"; shards = 8; };\n", fx.r.url) > 0);
+    it_write_file(path, text);
+    free(text);
+    argv[2] = path;
+    assert_int_equal(th_run(30, argv, &out, &err), 1);
+    if (!strstr(err, "spread over 16 shards") || !strstr(err, "redis.shards = 8"))
+        fail_msg("bgtaskd: stderr lacks the shard mismatch:\n%s", err);
     free(out);
     free(err);
     free(bin);

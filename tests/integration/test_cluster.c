@@ -15,7 +15,9 @@
  *   - blocking calls and subscriptions;
  *   - a master killed with kill -9: its replica is promoted and the same
  *     link writes to it, after reading the slot map again;
- *   - bgtaskd and bgtaskctl refuse a cluster URL until protocol 2.
+ *   - bgtaskd on the cluster (protocol 2): two hosts run tasks whose shards
+ *     spread over the masters, bgtaskctl reads them through the router, and a
+ *     master killed mid-run leaves every task SUCCESS with one terminal event.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,7 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "../harness/harness.h"
+#include "config.h"
+#include "store.h"
 #include "store_conn.h"
 
 static th_cluster cl;
@@ -409,27 +415,247 @@ static void test_master_failover(void **state)
     rconn_free(rc);
 }
 
-/* Protocol 1 does not run on a cluster: bgtaskd and bgtaskctl say so, and stop. */
-static void test_refused_until_protocol_2(void **state)
+/* ---- bgtaskd on the cluster ---- */
+
+/* A store on the cluster, as bgtaskctl opens one. */
+static store *store_on_cluster(int min_replicas_ack)
+{
+    bgt_config cfg;
+    config_defaults(&cfg);
+    cfg.min_replicas_ack = min_replicas_ack;
+    redis_addr a;
+    assert_int_equal(redis_addr_parse(cl.url, &a, err, sizeof err), 0);
+    store *st = store_open(&cfg, &a);
+    redis_addr_free(&a);
+    config_free(&cfg);
+    return st;
+}
+
+/* The node that serves the host list: the one to ask whether a host is up. */
+static th_redis *hosts_node(void)
+{
+    th_redis *n = th_cluster_master_of_key(&cl, "{bgtask}:hosts");
+    assert_non_null(n);
+    return n;
+}
+
+static void host_start(th_host *h, const char *id, const char *settings)
+{
+    th_host_opts o = {.id = id,
+                      .workers = 4,
+                      .lease_s = 20,
+                      .heartbeat_s = 4,
+                      .redis_url = cl.url,
+                      .redis_settings = settings};
+    assert_int_equal(th_host_start(h, hosts_node(), &o), 0);
+    if (!th_host_wait_ready(h, hosts_node(), 20)) {
+        th_log_dump(h);
+        fail_msg("host %s did not come up on the cluster", id);
+    }
+}
+
+static void host_stop(th_host *h)
+{
+    int rc = th_host_stop(h, 20.0);
+    if (rc != 0 || th_log_contains(h, "Sanitizer") || th_log_contains(h, "runtime error:")) {
+        th_log_dump(h);
+        fail_msg("host %s: exit %d", h->id, rc);
+    }
+}
+
+/* Submit n tasks of handler with args, in batches; their ids into ids. Returns how many
+ * were acknowledged (durably, with min_replicas_ack). */
+static size_t submit_n(store *st, const char *handler, const char *args, size_t n, char (*ids)[37])
+{
+    size_t got = 0;
+    for (size_t at = 0; at < n; at += 50) {
+        submit_req q[50];
+        size_t k = n - at < 50 ? n - at : 50;
+        for (size_t i = 0; i < k; i++)
+            q[i] = (submit_req){.handler = handler, .args = args};
+        if (store_submit(st, q, k) < 0)
+            fail_msg("submit: %s", store_errstr(st));
+        for (size_t i = 0; i < k; i++) {
+            if (q[i].rc != 0 || q[i].not_durable)
+                fail_msg("submit: %s", q[i].err);
+            memcpy(ids[got++], q[i].id_out, 37);
+        }
+    }
+    return got;
+}
+
+/* How many of ids are in state want (all terminal ones in *terminal). */
+static size_t count_state(store *st, char (*ids)[37], size_t n, const char *want, size_t *terminal)
+{
+    size_t match = 0, term = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *t = NULL;
+        if (store_get_task(st, ids[i], &t) < 0)
+            continue;
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(t, "state");
+        if (cJSON_IsString(s)) {
+            match += strcmp(s->valuestring, want) == 0;
+            term += strcmp(s->valuestring, "ONGOING") != 0;
+        }
+        cJSON_Delete(t);
+    }
+    if (terminal)
+        *terminal = term;
+    return match;
+}
+
+static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
+
+struct tally {
+    char (*ids)[37];
+    size_t n;
+    int *terminal;
+};
+
+static void tally_event(void *arg, const char *sid, const char *task_id, const char *name,
+                        const char *payload)
+{
+    struct tally *t = arg;
+    char(*hit)[37] = bsearch(task_id, t->ids, t->n, 37, cmp_id);
+    if (hit &&
+        (strcmp(name, "bgtask_done") == 0 || strcmp(name, "bgtask_failed") == 0 ||
+         strcmp(name, "bgtask_cancelled") == 0 || strcmp(name, "bgtask_partial_success") == 0))
+        t->terminal[hit - t->ids]++;
+}
+
+/* Every one of the sorted ids has exactly one terminal event in the streams. */
+static void one_terminal_each(store *st, char (*ids)[37], size_t n)
+{
+    int *terminal = calloc(n + 1, sizeof *terminal);
+    assert_non_null(terminal);
+    struct tally t = {ids, n, terminal};
+    assert_true(store_each_event(st, tally_event, &t) >= 0);
+    for (size_t i = 0; i < n; i++)
+        if (terminal[i] != 1)
+            fail_msg("task %s has %d terminal events, want 1", ids[i], terminal[i]);
+    free(terminal);
+}
+
+/* How many keys each master holds; returns how many masters hold any. */
+static int masters_with_keys(void)
+{
+    int with = 0;
+    for (int i = 0; i < cl.n; i++) {
+        if (!cl.nodes[i].pid)
+            continue;
+        redisReply *r = node_cmd(&cl.nodes[i], "ROLE");
+        bool master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                      strcmp(r->element[0]->str, "master") == 0;
+        freeReplyObject(r);
+        if (!master)
+            continue;
+        r = node_cmd(&cl.nodes[i], "DBSIZE");
+        with += r->integer > 0;
+        freeReplyObject(r);
+    }
+    return with;
+}
+
+/*
+ * Protocol 2 on a cluster: two hosts run tasks whose shards spread over the
+ * three masters; bgtaskctl reads them through the router.
+ */
+static void test_tasks_over_masters(void **state)
 {
     (void)state;
     need_up();
-    th_redis view = cl.nodes[0];
+    th_host h[2];
+    host_start(&h[0], "c1", NULL);
+    host_start(&h[1], "c2", NULL);
+    store *st = store_on_cluster(1);
+    enum { N = 200 };
+    char(*ids)[37] = calloc(N, 37);
+    assert_non_null(ids);
+    assert_int_equal(submit_n(st, "demo.echo", "{\"x\": 1}", N, ids), N);
+    size_t terminal = 0;
+    bool all = TH_WAIT_UNTIL(60, count_state(st, ids, N, "SUCCESS", &terminal) == N);
+    if (!all) {
+        th_log_dump(&h[0]);
+        th_log_dump(&h[1]);
+        fail_msg("%zu of %d tasks terminal", terminal, N);
+    }
+    qsort(ids, N, 37, cmp_id);
+    one_terminal_each(st, ids, N);
+    /* 16 shards over 3 masters: every master holds some. */
+    assert_int_equal(masters_with_keys(), 3);
+
+    th_redis view = *hosts_node();
     snprintf(view.url, sizeof view.url, "%s", cl.url);
-    char *e = NULL;
-    assert_int_equal(th_ctl(&view, NULL, &e, "list", NULL), 2);
-    assert_non_null(strstr(e, "needs protocol 2"));
-    free(e);
-    const char *b = getenv("BUILD");
-    char *bin = NULL;
-    assert_true(asprintf(&bin, "%s/bin/bgtaskd", b && *b ? b : "build") > 0);
-    char *argv[] = {bin, "--redis", cl.url, NULL};
     char *out = NULL;
-    assert_int_equal(th_run(30, argv, &out, &e), 1);
-    assert_non_null(strstr(e, "needs protocol 2"));
+    assert_int_equal(th_ctl(&view, &out, NULL, "status", ids[0], "--json", NULL), 0);
+    assert_non_null(strstr(out, "\"SUCCESS\""));
     free(out);
-    free(e);
-    free(bin);
+    assert_int_equal(th_ctl(&view, &out, NULL, "hosts", "--json", NULL), 0);
+    assert_non_null(strstr(out, "\"c1\""));
+    assert_non_null(strstr(out, "\"c2\""));
+    free(out);
+    assert_int_equal(th_ctl(&view, &out, NULL, "list", "--state", "SUCCESS", "--json", NULL), 0);
+    assert_non_null(strstr(out, "demo.echo"));
+    free(out);
+    store_free(st);
+    free(ids);
+    host_stop(&h[0]);
+    host_stop(&h[1]);
+}
+
+/*
+ * kill -9 of a master while two hosts run tasks (submitted with
+ * min_replicas_ack = 1, so its replica has them): its replica takes over, the
+ * hosts follow, and every task ends SUCCESS with one terminal event. An end
+ * written to the dead master but not yet to its replica is lost with it: its
+ * host no longer lists the attempt, and the heartbeat queues it again after
+ * the host entry's ttl (the task runs again).
+ */
+static void test_tasks_through_failover(void **state)
+{
+    (void)state;
+    need_up();
+    th_host h[2];
+    host_start(&h[0], "f1", NULL);
+    host_start(&h[1], "f2", NULL);
+    store *st = store_on_cluster(1);
+    enum { N = 300 };
+    char(*ids)[37] = calloc(N, 37);
+    assert_non_null(ids);
+    assert_int_equal(submit_n(st, "demo.sleep", "{\"seconds\": 0.05, \"steps\": 1}", N, ids), N);
+    /* A master of some shard, but not of the slot test_master_failover kills (its replica is
+     * needed then). */
+    const char *keep = "{fail}:counter";
+    th_redis *spare = th_cluster_master_of(&cl, rc__key_slot(keep, strlen(keep)));
+    assert_non_null(spare);
+    th_redis *victim = NULL;
+    for (int s = 0; s < 16 && !victim; s++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "{bgtask:%d}", s);
+        th_redis *m = th_cluster_master_of_key(&cl, tag);
+        if (m && m->port != spare->port)
+            victim = m;
+    }
+    assert_non_null(victim);
+    size_t terminal = 0;
+    TH_WAIT_UNTIL(30, count_state(st, ids, N, "SUCCESS", &terminal) >= N / 5);
+    th_redis_kill(victim);
+    double killed = th_now();
+    bool all = TH_WAIT_UNTIL(90, count_state(st, ids, N, "SUCCESS", &terminal) == N);
+    if (!all) {
+        th_log_dump(&h[0]);
+        th_log_dump(&h[1]);
+        fail_msg("%zu of %d tasks terminal 90 s after the kill", terminal, N);
+    }
+    printf("cluster failover: all %d tasks SUCCESS %.1f s after kill -9 of a master\n", N,
+           th_now() - killed);
+    assert_true(th_cluster_wait_ok(&cl, 30));
+    qsort(ids, N, 37, cmp_id);
+    one_terminal_each(st, ids, N);
+    store_free(st);
+    free(ids);
+    host_stop(&h[0]);
+    host_stop(&h[1]);
 }
 
 int main(void)
@@ -443,7 +669,8 @@ int main(void)
         cmocka_unit_test(test_script_noscript),
         cmocka_unit_test(test_ask_and_moved),
         cmocka_unit_test(test_block_and_subscribe),
-        cmocka_unit_test(test_refused_until_protocol_2),
+        cmocka_unit_test(test_tasks_over_masters),
+        cmocka_unit_test(test_tasks_through_failover),
         cmocka_unit_test(test_master_failover),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

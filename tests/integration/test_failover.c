@@ -45,7 +45,7 @@ static void test_kill9_failover(void **state)
     assert_true(pickup <= LEASE_S + 3);
 
     assert_true(it_wait_state(id, "SUCCESS", 15));
-    it_assert_field(id, "owner", "B");
+    it_assert_ended_on(id, b, 2);
     it_assert_field(id, "attempt", "2");
     it_assert_field(id, "released", "0");
     it_assert_field(id, "progress_current", "40");
@@ -111,7 +111,7 @@ static void test_sigterm_releases(void **state)
     assert_true(it_host_listed("B"));
 
     assert_true(it_wait_state(id, "SUCCESS", 15));
-    it_assert_field(id, "owner", "B");
+    it_assert_ended_on(id, b, 2);
     /* Two claims, one refunded: one attempt counts against max_attempts. */
     it_assert_field(id, "attempt", "2");
     it_assert_field(id, "released", "1");

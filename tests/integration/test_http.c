@@ -1172,6 +1172,121 @@ static void test_ui_hostile_paths(void **state)
     resp_free(&r);
 }
 
+/* ---- claims that fail, keys of the wrong type, partial success ---- */
+
+/*
+ * A key of the wrong type that every claim and heartbeat touches (a dead host's held
+ * attempts written as a string) stops neither: tasks run, the hosts stay healthy, and
+ * the key is said in a host's log (issue 8, item 9). And /healthz reports claims and
+ * heartbeats that fail: here Redis refuses every write (out of memory) while PING works.
+ */
+static void test_healthz_and_failing_claims(void **state)
+{
+    need_redis();
+    worker_ensure();
+    th_plant_wrong_types(fx.c, PREFIX, "ghost");
+    char *ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = submit(fx.base, "{\"handler\":\"demo.echo\",\"args\":{\"after\":\"ghost\"}}");
+    for (int i = 0; i < 3; i++) {
+        assert_true(TH_WAIT_UNTIL(10, state_is(ids[i], "SUCCESS")));
+        free(ids[i]);
+    }
+    assert_true(healthy(fx.base));
+    assert_true(TH_WAIT_UNTIL(10, th_log_contains(&fx.web, "held:ghost held a value of the "
+                                                           "wrong type") ||
+                                      th_log_contains(&fx.worker, "held:ghost held a value of "
+                                                                  "the wrong type")));
+
+    redisReply *rep = redisCommand(fx.c, "CONFIG SET maxmemory 1");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    bool reported = false;
+    double end = th_now() + 15;
+    while (!reported && th_now() < end) {
+        resp r = req("GET", "/healthz", NO_TOKEN, NULL);
+        reported = r.status == 503 && jstr(r.json, "reason") &&
+                   strstr(jstr(r.json, "reason"), "have failed") &&
+                   strstr(jstr(r.json, "reason"), "OOM");
+        resp_free(&r);
+        if (!reported)
+            th_sleep(0.05);
+    }
+    rep = redisCommand(fx.c, "CONFIG SET maxmemory 0");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_true(reported);
+    assert_true(TH_WAIT_UNTIL(15, healthy(fx.base)));
+}
+
+/*
+ * A partial success is one thing everywhere (issue 8, item 13): the stored event, the
+ * record's outcome over HTTP and in bgtaskctl, what a late subscriber gets first, and the
+ * host's metrics.
+ */
+static void test_partial_success_everywhere(void **state)
+{
+    need_redis();
+    /* The task runs on a host with HTTP, so that its metrics can be read. */
+    worker_stop();
+    int port = free_port();
+    assert_true(port > 0);
+    char extra[256], base[64];
+    snprintf(extra, sizeof extra, "http: { listen = \"127.0.0.1:%d\"; token = \"%s\"; };", port,
+             TOKEN);
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    th_host metered;
+    th_host_opts o = {.id = "metered", .extra = extra};
+    assert_int_equal(th_host_start(&metered, &fx.r, &o), 0);
+    assert_true(th_host_wait_ready(&metered, &fx.r, 15));
+    assert_true(TH_WAIT_UNTIL(10, healthy(base)));
+
+    char *id = submit(fx.base, "{\"handler\":\"demo.parallel\",\"args\":{\"items\":5,\"ms\":1,"
+                               "\"fail\":[2]}}");
+    assert_true(TH_WAIT_UNTIL(30, state_is(id, "SUCCESS")));
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_partial_success"), 1);
+    assert_int_equal(th_count_events(fx.c, PREFIX, id, "bgtask_done"), 0);
+
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/%s", id);
+    resp r = req("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "state"), "SUCCESS");
+    assert_string_equal(jstr(r.json, "outcome"), "partial_success");
+    resp_free(&r);
+
+    char *out = NULL;
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, "--json", NULL), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(jstr(j, "outcome"), "partial_success");
+    cJSON_Delete(j);
+    free(out);
+    assert_int_equal(th_ctl(&fx.r, &out, NULL, "status", id, NULL), 0);
+    assert_non_null(strstr(out, "partial_success"));
+    free(out);
+
+    /* A late subscriber's first event. */
+    snprintf(path, sizeof path, "/events/background-task?taskId=%s", id);
+    r = req("GET", path, NULL, "-N", NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(strncmp(r.body, "event: bgtask_partial_success\n", 30) == 0);
+    resp_free(&r);
+
+    /* The metrics of the host that ran it count it as what it was. */
+    r = req_at(base, "GET", "/metrics", NO_TOKEN, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(metric(r.body, "bgtask_done_total{handler=\"demo.parallel\","
+                               "status=\"partial_success\"}") == 1);
+    /* (Its subtasks count one by one: four succeeded, one failed.) */
+    assert_true(metric(r.body, "bgtask_done_total{handler=\"demo.parallel\","
+                               "status=\"success\"}") == 4);
+    resp_free(&r);
+    assert_int_equal(th_host_stop(&metered, 15), 0);
+    worker_ensure();
+    free(id);
+}
+
 /* ---- stats, subtasks, retry ---- */
 
 /* A task that succeeded after a retry has no error to show; a failed one has its own. */
@@ -1977,6 +2092,8 @@ int main(void)
         cmocka_unit_test(test_error_only_on_failure),
         cmocka_unit_test(test_unserved_handler),
         cmocka_unit_test(test_stats_subtasks_retry),
+        cmocka_unit_test(test_healthz_and_failing_claims),
+        cmocka_unit_test(test_partial_success_everywhere),
         cmocka_unit_test(test_sse_running_task),
         cmocka_unit_test(test_sse_finished_task),
         cmocka_unit_test(test_sse_bad_last_event_id),

@@ -235,7 +235,7 @@ static void check_takeover(th_host *a, th_host *b, const char *id, double cut)
     assert_true(TH_WAIT_UNTIL(5, th_log_contains(a, "outcome is discarded")));
 
     assert_true(it_wait_state(id, "SUCCESS", 15));
-    it_assert_field(id, "owner", "B");
+    it_assert_ended_on(id, b, 2);
     it_assert_field(id, "attempt", "2");
     it_assert_one_terminal(id, "bgtask_done");
 
@@ -247,7 +247,7 @@ static void check_takeover(th_host *a, th_host *b, const char *id, double cut)
     assert_true(TH_WAIT_UNTIL(10, th_host_expiry(fx.c, IT_PREFIX, "A") >= 0));
     char *next = it_submit("demo.echo", "{}", NULL);
     assert_true(it_wait_state(next, "SUCCESS", 15));
-    it_assert_field(next, "owner", "A");
+    it_assert_ended_on(next, a, 1);
     free(next);
 }
 

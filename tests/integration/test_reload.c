@@ -94,7 +94,7 @@ static void test_sighup_loads_plugins(void **state)
 
     assert_true(it_wait_state(demo, "SUCCESS", 10));
     assert_true(it_wait_state(probe, "SUCCESS", 10));
-    it_assert_field(demo, "owner", h->id);
+    it_assert_ended_on(demo, h, 1);
     it_assert_field(demo, "attempt", "1");
     it_assert_one_terminal(demo, "bgtask_done");
     it_assert_one_terminal(probe, "bgtask_done");

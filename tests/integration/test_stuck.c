@@ -105,13 +105,13 @@ static void test_subtask_written_off(void **state)
     char *msg = it_field(id, "error");
     assert_non_null(strstr(msg, "timed out after 1s"));
     free(msg);
-    redisReply *rep = it_cmd("HGET %s:sub:%s 2:message", IT_PREFIX, id);
-    assert_int_equal(rep->type, REDIS_REPLY_STRING);
-    assert_non_null(strstr(rep->str, "did not stop within kill_grace 1 s"));
-    freeReplyObject(rep);
-    rep = it_cmd("HGET %s:sub:%s 2:state", IT_PREFIX, id);
-    assert_string_equal(rep->str, "FAILURE");
-    freeReplyObject(rep);
+    char *v = th_subtask_field(fx.c, IT_PREFIX, id, 2, "message");
+    assert_non_null(v);
+    assert_non_null(strstr(v, "did not stop within kill_grace 1 s"));
+    free(v);
+    v = th_subtask_field(fx.c, IT_PREFIX, id, 2, "state");
+    assert_string_equal(v, "FAILURE");
+    free(v);
     free(id);
     it_pass();
 }

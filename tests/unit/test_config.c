@@ -324,12 +324,20 @@ static const bad_case bad_cases[] = {
     {"redis: { url = \"\"; };\n", "1: redis.url must be a non-empty string, got \"\""},
     {"redis: { password = 12345; };\n", "1: redis.password must be a string, got an integer"},
     {"redis: { prefix = \"my app\"; };\n",
-     "1: redis.prefix must be 1..64 characters without spaces or control characters, got "
-     "\"my app\""},
+     "1: redis.prefix must be 1..64 characters without spaces, braces or control characters, "
+     "got \"my app\""},
+    /* Braces would change the keys' hash tags. */
+    {"redis: { prefix = \"a{b}\"; };\n",
+     "1: redis.prefix must be 1..64 characters without spaces, braces or control characters, "
+     "got \"a{b}\""},
+    {"redis: { shards = 0; };\n", "1: redis.shards must be an integer 1..1024, got 0"},
+    {"redis: { shards = 1025; };\n", "1: redis.shards must be an integer 1..1024, got 1025"},
     /* host */
     {"host: { id = \"a b\"; };\n",
      "1: host.id must be 1..128 characters without spaces or control characters, got \"a b\""},
     {"host: {\n  workers = 0;\n};\n", "2: host.workers must be an integer 1..1024, got 0"},
+    {"tasks: { retention_max = -1; };\n",
+     "1: tasks.retention_max must be an integer 0..1000000000, got -1"},
     {"host: { workers = 1025; };\n", "1: host.workers must be an integer 1..1024, got 1025"},
     {"host: { workers = 8.0; };\n",
      "1: host.workers must be an integer 1..1024, got a floating-point number"},
@@ -343,8 +351,7 @@ static const bad_case bad_cases[] = {
     {"tasks: { lease = 0.5; };\n", "1: tasks.lease must be a number 1..3600, got 0.5"},
     {"tasks: { lease = 3601; };\n", "1: tasks.lease must be a number 1..3600, got 3601"},
     {"tasks: { lease = \"15\"; };\n", "1: tasks.lease must be a number 1..3600, got a string"},
-    {"tasks: { heartbeat = 0.01; };\n",
-     "1: tasks.heartbeat must be a number 0.05..1800, got 0.01"},
+    {"tasks: { heartbeat = 0.01; };\n", "1: tasks.heartbeat must be a number 0.05..1800, got 0.01"},
     {"tasks: {\n  lease = 10;\n  heartbeat = 6;\n};\n",
      "3: tasks.heartbeat must be at most tasks.lease/2 = 5, got 6"},
     {"tasks: {\n  lease = 8;\n};\n",
@@ -371,8 +378,7 @@ static const bad_case bad_cases[] = {
      "1: tasks.max_subtasks must be an integer 1..1000000, got 0"},
     {"tasks: { parallelism = 1025; };\n",
      "1: tasks.parallelism must be an integer 1..1024, got 1025"},
-    {"tasks: { kill_grace = -0.5; };\n",
-     "1: tasks.kill_grace must be a number 0..3600, got -0.5"},
+    {"tasks: { kill_grace = -0.5; };\n", "1: tasks.kill_grace must be a number 0..3600, got -0.5"},
     /* events */
     {"events: { maxlen = 99; };\n", "1: events.maxlen must be an integer 100..1000000000, got 99"},
     /* plugins */
@@ -691,14 +697,8 @@ static void test_shipped_deployments(void **state)
         if (redis_addr_parse(c.redis_url, &a, err, sizeof err) != 0)
             fail_msg("%s: redis.url: %s", src, err);
         assert_int_equal(a.kind, ex[i].kind);
-        /* A cluster needs protocol 2: refused with a message that says so. */
-        int rc = store_addr_check(&a, err, sizeof err);
-        if (ex[i].kind == REDIS_CLUSTER) {
-            assert_int_equal(rc, -ENOTSUP);
-            assert_non_null(strstr(err, "needs protocol 2"));
-        } else {
-            assert_int_equal(rc, 0);
-        }
+        /* Protocol 2 runs on all three, a Redis Cluster too. */
+        assert_int_equal(store_addr_check(&a, err, sizeof err), 0);
         redis_addr_free(&a);
         config_free(&c);
         free(path);

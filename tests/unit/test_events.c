@@ -2,8 +2,9 @@
  * test_events.c - the events module: names and which are terminal; strings
  * and numbers printed byte for byte as cJSON_PrintUnformatted prints them
  * (the wire format clients read); each payload against the same payload
- * built with cJSON; a record turned into the event that stands for it; and
- * the store's Lua scripts naming the same events as events.c.
+ * built with cJSON (a head and a body joined by ev_payload, as readers of
+ * protocol 2 join them); bodies that are the kind's default are empty; a
+ * record turned into the event that stands for it.
  */
 #include <float.h>
 #include <math.h>
@@ -18,8 +19,6 @@
 #include <cmocka.h>
 
 #include "events.h"
-#include "store.h"
-#include "store_lua.h"
 
 /* The wire names, spelled out: what clients depend on. */
 static const char *const wire[EV_COUNT] = {
@@ -165,31 +164,48 @@ static cJSON *base(const ev_head *h, const char *message)
 static const ev_head head = {"0f24f8b9-7247-420b-9b6c-d691459865cf", "demo.sleep", 3,
                              1795871183540};
 
+/* The payload of kind k with the body at off in b: head + body, as a reader joins them. */
+static char *joined(const ev_buf *b, size_t off, ev_kind k)
+{
+    ev_buf p = {0};
+    size_t at = ev_payload(&p, &head, k, b->s + off, strlen(b->s + off));
+    char *s = strdup(p.s + at);
+    ev_buf_free(&p);
+    return s;
+}
+
+static void assert_joined(const ev_buf *b, size_t off, ev_kind k, const char *want)
+{
+    char *got = joined(b, off, k);
+    assert_string_equal(got, want);
+    free(got);
+}
+
 static void test_progress_payloads(void **state)
 {
     ev_buf b = {0};
     /* Several payloads in one buffer: each stays readable at its offset. */
-    size_t o1 = ev_progress(&b, &head, 2, 5, "step \"2\"/5");
-    size_t o2 = ev_progress(&b, &head, 0.25, 1e6, NULL);
-    size_t o3 = ev_progress_sub_open(&b, &head, 7.5, 10, "7 of 10 subtasks done", 10, 6, 1);
+    size_t o1 = ev_body_progress(&b, 2, 5, "step \"2\"/5");
+    size_t o2 = ev_body_progress(&b, 0.25, 1e6, NULL);
+    size_t o3 = ev_body_progress_sub_open(&b, 7.5, 10, "7 of 10 subtasks done", 10, 6, 1);
     ev_progress_sub_running(&b, 4, 0.5);
     ev_progress_sub_running(&b, 9, 1.0 / 3);
-    ev_progress_sub_close(&b);
-    size_t o4 = ev_progress_sub_open(&b, &head, 0, 3, "", 3, 0, 0);
-    ev_progress_sub_close(&b);
+    ev_body_progress_sub_close(&b);
+    size_t o4 = ev_body_progress_sub_open(&b, 0, 3, "", 3, 0, 0);
+    ev_body_progress_sub_close(&b);
 
     cJSON *w = base(&head, "step \"2\"/5");
     cJSON_AddNumberToObject(w, "current_progress", 2);
     cJSON_AddNumberToObject(w, "total_progress", 5);
     char *want = cjson_text(w);
-    assert_string_equal(b.s + o1, want);
+    assert_joined(&b, o1, EV_UPDATED, want);
     free(want);
 
     w = base(&head, NULL);
     cJSON_AddNumberToObject(w, "current_progress", 0.25);
     cJSON_AddNumberToObject(w, "total_progress", 1e6);
     want = cjson_text(w);
-    assert_string_equal(b.s + o2, want);
+    assert_joined(&b, o2, EV_UPDATED, want);
     free(want);
 
     w = base(&head, "7 of 10 subtasks done");
@@ -209,7 +225,7 @@ static void test_progress_payloads(void **state)
     cJSON_AddNumberToObject(r, "progress", 1.0 / 3);
     cJSON_AddItemToArray(run, r);
     want = cjson_text(w);
-    assert_string_equal(b.s + o3, want);
+    assert_joined(&b, o3, EV_UPDATED, want);
     free(want);
 
     w = base(&head, "");
@@ -221,13 +237,13 @@ static void test_progress_payloads(void **state)
     cJSON_AddNumberToObject(s, "failed", 0);
     cJSON_AddArrayToObject(s, "running");
     want = cjson_text(w);
-    assert_string_equal(b.s + o4, want);
+    assert_joined(&b, o4, EV_UPDATED, want);
     free(want);
 
     /* A reset buffer starts over and keeps its memory. */
     size_t cap = b.cap;
     ev_buf_reset(&b);
-    assert_int_equal(ev_progress(&b, &head, 1, 1, "x"), 0);
+    assert_int_equal(ev_body_progress(&b, 1, 1, "x"), 0);
     assert_int_equal(b.cap, cap);
     ev_buf_free(&b);
 }
@@ -236,23 +252,35 @@ static void test_ending_payloads(void **state)
 {
     ev_buf b = {0};
     const char *errors[] = {"subtask 3: boom", "subtask 7: \"bad\" input"};
-    size_t done = ev_ending(&b, &head, EV_DONE, "Task finished", "{\"n\":1,\"s\":\"x\"}", NULL, 0);
-    size_t bare = ev_ending(&b, &head, EV_DONE, "Task finished", NULL, NULL, 0);
-    size_t part = ev_ending(&b, &head, EV_PARTIAL_SUCCESS, "8 of 10 subtasks succeeded, 2 failed",
-                            "{\"succeeded\":8,\"failed\":2}", errors, 2);
-    size_t failed = ev_ending(&b, &head, EV_FAILED, "boom", "{\"ignored\":1}", NULL, 0);
-    size_t cancelled = ev_ending(&b, &head, EV_CANCELLED, "Cancelled", NULL, NULL, 0);
-    size_t retry =
-        ev_ending(&b, &head, EV_UPDATED, "attempt 3 failed: x; retrying in 1.0s", NULL, NULL, 0);
+    size_t done =
+        ev_body_ending(&b, EV_DONE, "Task finished", "{\"n\":1,\"s\":\"x\"}", NULL, 0, 0, 0);
+    size_t bare = ev_body_ending(&b, EV_DONE, "Task finished", NULL, NULL, 0, 0, 0);
+    size_t part = ev_body_ending(&b, EV_PARTIAL_SUCCESS, "8 of 10 subtasks succeeded, 2 failed",
+                                 "{\"succeeded\":8,\"failed\":2}", errors, 2, 0, 0);
+    size_t failed = ev_body_ending(&b, EV_FAILED, "boom", "{\"ignored\":1}", NULL, 0, 0, 0);
+    size_t cancelled = ev_body_ending(&b, EV_CANCELLED, "Cancelled", NULL, NULL, 0, 0, 0);
+    size_t stopped = ev_body_ending(&b, EV_CANCELLED, "Cancelled (3 of 9 subtasks had finished)",
+                                    NULL, NULL, 0, 0, 0);
+    size_t retry = ev_body_ending(&b, EV_UPDATED, "attempt 3 failed: x; retrying in 1.0s", NULL,
+                                  NULL, 0, 2, 5);
 
     cJSON *w = base(&head, "Task finished");
     cJSON_AddItemToObject(w, "result", cJSON_Parse("{\"n\":1,\"s\":\"x\"}"));
     char *want = cjson_text(w);
-    assert_string_equal(b.s + done, want);
+    assert_joined(&b, done, EV_DONE, want);
     free(want);
 
+    /* The defaults are not kept: the body is empty, and the payload says them. */
+    assert_string_equal(b.s + bare, "");
+    assert_string_equal(b.s + cancelled, "");
     want = cjson_text(base(&head, "Task finished"));
-    assert_string_equal(b.s + bare, want);
+    assert_joined(&b, bare, EV_DONE, want);
+    free(want);
+    want = cjson_text(base(&head, "Cancelled"));
+    assert_joined(&b, cancelled, EV_CANCELLED, want);
+    free(want);
+    want = cjson_text(base(&head, "Cancelled (3 of 9 subtasks had finished)"));
+    assert_joined(&b, stopped, EV_CANCELLED, want);
     free(want);
 
     w = base(&head, "8 of 10 subtasks succeeded, 2 failed");
@@ -261,17 +289,18 @@ static void test_ending_payloads(void **state)
     cJSON_AddItemToArray(e, cJSON_CreateString(errors[1]));
     cJSON_AddItemToObject(w, "result", cJSON_Parse("{\"succeeded\":8,\"failed\":2}"));
     want = cjson_text(w);
-    assert_string_equal(b.s + part, want);
+    assert_joined(&b, part, EV_PARTIAL_SUCCESS, want);
     free(want);
 
     want = cjson_text(base(&head, "boom"));
-    assert_string_equal(b.s + failed, want);
+    assert_joined(&b, failed, EV_FAILED, want);
     free(want);
-    want = cjson_text(base(&head, "Cancelled"));
-    assert_string_equal(b.s + cancelled, want);
-    free(want);
-    want = cjson_text(base(&head, "attempt 3 failed: x; retrying in 1.0s"));
-    assert_string_equal(b.s + retry, want);
+    /* A retry's bgtask_updated carries the progress, as every one does (issue 8, item 12). */
+    w = base(&head, "attempt 3 failed: x; retrying in 1.0s");
+    cJSON_AddNumberToObject(w, "current_progress", 2);
+    cJSON_AddNumberToObject(w, "total_progress", 5);
+    want = cjson_text(w);
+    assert_joined(&b, retry, EV_UPDATED, want);
     free(want);
     ev_buf_free(&b);
 }
@@ -300,6 +329,20 @@ static void assert_payload(const cJSON *got, const char *want_json)
         fail_msg("payload %s, want %s", g, want_json);
     }
     cJSON_Delete(want);
+}
+
+/* An empty body (the kind's default) is an empty text, also as the first in a buffer whose
+ * memory was never written (the writer's first batch). */
+static void test_empty_body_first(void **state)
+{
+    ev_buf b = {.s = malloc(64), .cap = 64};
+    assert_non_null(b.s);
+    memset(b.s, 't', 64);
+    size_t off = ev_body_ending(&b, EV_DONE, "Task finished", NULL, NULL, 0, 0, 0);
+    size_t next = ev_buf_add(&b, "x");
+    assert_string_equal(b.s + off, "");
+    assert_string_equal(b.s + next, "x");
+    ev_buf_free(&b);
 }
 
 static void test_record_events(void **state)
@@ -353,45 +396,6 @@ static void test_record_events(void **state)
     cJSON_Delete(p);
 }
 
-/*
- * The events the Lua scripts emit are events.c's: every 'bgtask_...' name they quote is
- * one of its names, the ending of each terminal state (EVNAME) is the one events.c gives
- * that state, and the only event the scripts never emit is the partial success, which
- * only the host decides.
- */
-static void test_lua_names_match(void **state)
-{
-    const char *const scripts[] = {LUA_SUBMIT, LUA_CLAIM, LUA_HEARTBEAT, LUA_APPLY,
-                                   LUA_SPLIT,  LUA_RETRY, LUA_CANCEL};
-    bool seen[EV_COUNT] = {false};
-    for (size_t i = 0; i < sizeof scripts / sizeof scripts[0]; i++) {
-        for (const char *p = scripts[i]; (p = strstr(p, "'bgtask_")); p++) {
-            const char *end = strchr(p + 1, '\'');
-            assert_non_null(end);
-            char name[64];
-            snprintf(name, sizeof name, "%.*s", (int)(end - p - 1), p + 1);
-            int k = ev_kind_of(name);
-            if (k < 0)
-                fail_msg("script %zu names '%s', which events.c does not know", i, name);
-            seen[k] = true;
-        }
-    }
-    for (int k = 0; k < EV_COUNT; k++)
-        assert_int_equal(seen[k], k != EV_PARTIAL_SUCCESS);
-
-    static const char *const states[] = {"SUCCESS", "FAILURE", "CANCELLED"};
-    const char *map = strstr(LUA_PRELUDE, "local EVNAME = {");
-    assert_non_null(map);
-    for (size_t i = 0; i < 3; i++) {
-        char want[96];
-        snprintf(want, sizeof want, "%s = '%s'", states[i],
-                 ev_name((ev_kind)ev_kind_of_state(states[i])));
-        const char *at = strstr(map, want);
-        if (!at || at > strchr(map, '}'))
-            fail_msg("the scripts' EVNAME lacks %s", want);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,8 +404,8 @@ int main(void)
         cmocka_unit_test(test_strings_as_cjson),
         cmocka_unit_test(test_progress_payloads),
         cmocka_unit_test(test_ending_payloads),
+        cmocka_unit_test(test_empty_body_first),
         cmocka_unit_test(test_record_events),
-        cmocka_unit_test(test_lua_names_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

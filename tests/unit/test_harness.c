@@ -218,6 +218,15 @@ static void test_run_capture(void **state)
     free(out);
 }
 
+/* The shard of a task id under 16 shards, as the README defines it: FNV-1a-32 mod 16. */
+static int shard16(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return (int)(h % 16);
+}
+
 static void test_task_field_and_events(void **state)
 {
     th_redis r;
@@ -225,27 +234,51 @@ static void test_task_field_and_events(void **state)
     redisContext *c = th_redis_connect(&r);
     const char *id = "0b6f3f6e-1a1e-4f0c-9d41-3c0e6a0c6a01";
     const char *other = "9a1c2d3e-4f50-4617-8293-a4b5c6d7e8f9";
+    int s = shard16(id), so = shard16(other);
+    /* The README's example of the shard function. */
+    assert_int_equal(shard16("00000000-0000-4000-8000-000000000001"), 2);
 
-    command_ok(c, NULL, "HSET bgtask:task:%s state %s handler %s", id, "ONGOING", "demo.sleep");
+    command_ok(c, NULL, "HSET {bgtask:%d}:t:%s h %s c 1", s, id, "demo.sleep");
     char *v = th_task_field(c, "bgtask", id, "handler");
     assert_non_null(v);
     assert_string_equal(v, "demo.sleep");
     free(v);
+    v = th_task_field(c, "bgtask", id, "state");
+    assert_string_equal(v, "ONGOING");
+    free(v);
+    v = th_task_field(c, "bgtask", id, "attempt");
+    assert_string_equal(v, "0");
+    free(v);
     assert_null(th_task_field(c, "bgtask", id, "nosuchfield"));
     assert_null(th_task_field(c, "other", id, "handler"));
     assert_false(th_task_terminal(c, "bgtask", id));
-    const char *terminal[] = {"SUCCESS", "FAILURE", "CANCELLED"};
-    for (int i = 0; i < 3; i++) {
-        command_ok(c, NULL, "HSET bgtask:task:%s state %s", id, terminal[i]);
+    /* Running: its host's held hash has the lease token. */
+    command_ok(c, NULL, "ZADD {bgtask:%d}:hosts 1 h1", s);
+    command_ok(c, NULL, "HSET {bgtask:%d}:held:h1 %s %s", s, id, "2 123 c");
+    v = th_task_field(c, "bgtask", id, "owner");
+    assert_string_equal(v, "h1");
+    free(v);
+    v = th_task_field(c, "bgtask", id, "attempt");
+    assert_string_equal(v, "2");
+    free(v);
+    v = th_task_field(c, "bgtask", id, "cancel_requested");
+    assert_string_equal(v, "1");
+    free(v);
+    const char *terminal[] = {"success", "failure", "cancelled", "partial_success"};
+    for (int i = 0; i < 4; i++) {
+        command_ok(c, NULL, "HSET {bgtask:%d}:t:%s o %s", s, id, terminal[i]);
         assert_true(th_task_terminal(c, "bgtask", id));
     }
+    v = th_task_field(c, "bgtask", id, "state");
+    assert_string_equal(v, "SUCCESS");
+    free(v);
     assert_false(th_task_terminal(c, "bgtask", other));
 
+    /* Events: one stream entry per script call, a field h naming the handler. */
     assert_int_equal(th_count_events(c, "bgtask", id, NULL), 0);
-    for (int i = 0; i < 3; i++)
-        command_ok(c, NULL, "XADD bgtask:events * event bgtask_updated task_id %s data {}", id);
-    command_ok(c, NULL, "XADD bgtask:events * event bgtask_done task_id %s data {}", id);
-    command_ok(c, NULL, "XADD bgtask:events * event bgtask_done task_id %s data {}", other);
+    command_ok(c, NULL, "XADD {bgtask:%d}:ev * h demo.sleep %s u1 %s u1 %s u1 %s d1", s, id, id, id,
+               id);
+    command_ok(c, NULL, "XADD {bgtask:%d}:ev * h x %s d1", so, other);
     assert_int_equal(th_count_events(c, "bgtask", id, NULL), 4);
     assert_int_equal(th_count_events(c, "bgtask", id, "bgtask_updated"), 3);
     assert_int_equal(th_count_events(c, "bgtask", id, "bgtask_done"), 1);
@@ -254,9 +287,10 @@ static void test_task_field_and_events(void **state)
     assert_int_equal(th_count_events(c, "other", id, NULL), 0);
 
     /* More entries than one page of XRANGE, with the task's own at both ends. */
-    for (int i = 0; i < 2500; i++)
-        redisAppendCommand(c, "XADD bgtask:events * event bgtask_updated task_id %s data {}",
-                           i == 0 || i == 2499 ? id : other);
+    for (int i = 0; i < 2500; i++) {
+        const char *t = i == 0 || i == 2499 ? id : other;
+        redisAppendCommand(c, "XADD {bgtask:%d}:ev * h x %s u1", shard16(t), t);
+    }
     for (int i = 0; i < 2500; i++) {
         redisReply *rep;
         assert_int_equal(redisGetReply(c, (void **)&rep), REDIS_OK);
@@ -266,7 +300,7 @@ static void test_task_field_and_events(void **state)
     assert_int_equal(th_count_events(c, "bgtask", other, NULL), 2499);
 
     /* A key of the wrong type is an error, not a count. */
-    command_ok(c, "OK", "SET wrong:events x");
+    command_ok(c, "OK", "SET {wrong:%d}:ev x", s);
     assert_int_equal(th_count_events(c, "wrong", id, NULL), -1);
     redisFree(c);
     th_redis_stop(&r);
@@ -297,7 +331,7 @@ static void test_redis_missing(void **state)
 }
 
 /*
- * A fake bgtaskd: registers in <prefix>:hosts and <prefix>:host:<id> (its pid)
+ * A fake bgtaskd: registers in {<prefix>}:hosts and {<prefix>}:host:<id> (its pid)
  * the way a host does, a little late, writes to stdout and stderr, exits 3 at
  * once for the id "bad", and exits 0 on SIGTERM.
  */
@@ -312,8 +346,8 @@ static const char fake_bgtaskd[] =
     "[ \"$id\" = bad ] && exit 3\n"
     "trap 'echo \"fake bgtaskd $id stopping\" >&2; exit 0' TERM\n"
     "sleep 0.3\n"
-    "redis-cli -u \"$url\" hset \"$prefix:host:$id\" pid $$ >/dev/null\n"
-    "redis-cli -u \"$url\" zadd \"$prefix:hosts\" 1 \"$id\" >/dev/null\n"
+    "redis-cli -u \"$url\" hset \"{$prefix}:host:$id\" pid $$ >/dev/null\n"
+    "redis-cli -u \"$url\" zadd \"{$prefix}:hosts\" 1 \"$id\" >/dev/null\n"
     "while :; do sleep 0.05; done\n";
 
 /* A fake bgtaskctl: prints its arguments; "hang" makes it sleep. */
@@ -420,14 +454,14 @@ static void test_fake_host_and_ctl(void **state)
     };
     /* An entry left by an earlier process with this id must not count as ready. */
     redisContext *c = th_redis_connect(&r);
-    command_ok(c, NULL, "ZADD tp:hosts 1 %s", o.id);
-    command_ok(c, NULL, "HSET tp:host:%s pid 1", o.id);
+    command_ok(c, NULL, "ZADD {tp}:hosts 1 %s", o.id);
+    command_ok(c, NULL, "HSET {tp}:host:%s pid 1", o.id);
     th_host h;
     assert_int_equal(th_host_start(&h, &r, &o), 0);
     assert_string_equal(h.id, "fake\"1");
     check_host_conf(h.conf, &r, fake);
     assert_true(th_host_wait_ready(&h, &r, 10));
-    redisReply *rep = redisCommand(c, "HGET tp:host:%s pid", o.id);
+    redisReply *rep = redisCommand(c, "HGET {tp}:host:%s pid", o.id);
     assert_non_null(rep);
     assert_int_equal(rep->type, REDIS_REPLY_STRING);
     assert_int_equal(atoi(rep->str), h.pid);

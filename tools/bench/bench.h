@@ -72,7 +72,8 @@ enum {
     MODE_PARALLEL = 8,
     MODE_AOF = 16,
     MODE_ISOLATION = 32,
-    MODE_ALL = 63
+    MODE_ALL = 63,
+    MODE_FLAT = 64 /* not in all: it runs a million tasks */
 };
 
 /* The bench's settings and what it measured. */
@@ -84,6 +85,8 @@ typedef struct bench {
     long samples;
     long subtasks;
     long aof_tasks;
+    long flat_tasks;
+    long retention_max;
     int workers;
     int processes;          /* the isolation mode's worker processes; 0 = workers */
     const char *isolation;  /* more settings of the bench plugin's entry, or NULL */
@@ -170,6 +173,7 @@ int wait_redis_quiet(store *st);
 int run_drain(bench *b);
 int run_mixed(bench *b);
 int run_aof(bench *b);
+int run_flat(bench *b);
 int run_latency(bench *b);
 int run_parallel(bench *b);
 

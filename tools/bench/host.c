@@ -41,9 +41,14 @@ int find_paths(bench *b)
  * Write the host's config file: its prefix, id, workers, and the bench plugin alone.
  * tasks.max_subtasks (default 10000) is raised or lowered to --subtasks, so that the
  * parallel mode's split is not refused; the other modes have no subtasks.
+ * tasks.retention_max is the flat mode's --retention-max; the other modes keep every
+ * task they run (at least the default 100000), since they count the finished ones.
  */
 int host_write_config(const bench *b, host_proc *h, const char *mode)
 {
+    long keep = strcmp(mode, "flat") == 0 ? b->retention_max
+                : b->tasks > 100000       ? b->tasks
+                                          : 100000;
     snprintf(h->id, sizeof h->id, "bench-%d-%s", (int)getpid(), mode);
     snprintf(h->prefix, sizeof h->prefix, "bgbench:%d:%s", (int)getpid(), mode);
     snprintf(h->conf, sizeof h->conf, "%s/bgtaskd-%s.conf", b->outdir, mode);
@@ -57,9 +62,9 @@ int host_write_config(const bench *b, host_proc *h, const char *mode)
             "# Written by build/bin/bench for its %s run.\n"
             "redis: { prefix = \"%s\"; };\n"
             "host: { id = \"%s\"; workers = %d; log_level = \"warning\"; shutdown_grace = 5.0; };\n"
-            "tasks: { max_subtasks = %ld; };\n"
+            "tasks: { max_subtasks = %ld; retention_max = %ld; };\n"
             "plugins: { dir = \"%s\"; load = ( { name = \"bench\"; %s } ); };\n",
-            mode, h->prefix, h->id, b->workers, b->subtasks, b->plugins,
+            mode, h->prefix, h->id, b->workers, b->subtasks, keep, b->plugins,
             b->isolation ? b->isolation : "");
     if (fclose(f) != 0) {
         say("bench: %s: %s", h->conf, strerror(errno));

@@ -9,7 +9,8 @@ static const char usage_text[] =
     "one JSON line.\n"
     "\n"
     "  --redis URL      the Redis to use (default: $BGTASK_REDIS, else " STORE_DEFAULT_URL ")\n"
-    "  --mode M         drain, mixed, latency, parallel, aof, isolation or all (default all)\n"
+    "  --mode M         drain, mixed, latency, parallel, aof, isolation, flat or all\n"
+    "                   (default: all but flat)\n"
     "  --tasks N        tasks per throughput mode (default 100000)\n"
     "  --samples M      latency samples (default 2000)\n"
     "  --subtasks N     subtasks of the parallel mode's task (default 10000, at most 1000000)\n"
@@ -18,6 +19,9 @@ static const char usage_text[] =
     "                   when the server keeps no AOF\n"
     "  --processes P    worker processes of the isolation mode's process host (default: as\n"
     "                   many as --workers)\n"
+    "  --flat-tasks N   tasks of the flat mode (default 1000000): Redis memory must stay\n"
+    "                   flat once --retention-max finished tasks are kept\n"
+    "  --retention-max N  the flat mode's tasks.retention_max (default 100000)\n"
     "  --workers W      the host's worker threads (default 64: a host claims as many tasks\n"
     "                   per call as it has free workers, and for no-op tasks larger claims\n"
     "                   are what lowers the Redis cost per task)\n"
@@ -78,6 +82,8 @@ int main(int argc, char **argv)
                .samples = 2000,
                .subtasks = 10000,
                .aof_tasks = 20000,
+               .flat_tasks = 1000000,
+               .retention_max = 100000,
                .workers = 64,
                .batch = 1000,
                .timeout_s = 300};
@@ -89,6 +95,8 @@ int main(int argc, char **argv)
         O_SAMPLES,
         O_SUBTASKS,
         O_AOF_TASKS,
+        O_FLAT_TASKS,
+        O_RETENTION_MAX,
         O_WORKERS,
         O_PROCESSES,
         O_BATCH,
@@ -102,6 +110,8 @@ int main(int argc, char **argv)
         {"samples", required_argument, NULL, O_SAMPLES},
         {"subtasks", required_argument, NULL, O_SUBTASKS},
         {"aof-tasks", required_argument, NULL, O_AOF_TASKS},
+        {"flat-tasks", required_argument, NULL, O_FLAT_TASKS},
+        {"retention-max", required_argument, NULL, O_RETENTION_MAX},
         {"workers", required_argument, NULL, O_WORKERS},
         {"processes", required_argument, NULL, O_PROCESSES},
         {"batch", required_argument, NULL, O_BATCH},
@@ -122,6 +132,8 @@ int main(int argc, char **argv)
                 b.modes = MODE_MIXED;
             else if (strcmp(optarg, "latency") == 0)
                 b.modes = MODE_LATENCY;
+            else if (strcmp(optarg, "flat") == 0)
+                b.modes = MODE_FLAT;
             else if (strcmp(optarg, "aof") == 0)
                 b.modes = MODE_AOF;
             else if (strcmp(optarg, "parallel") == 0)
@@ -131,7 +143,8 @@ int main(int argc, char **argv)
             else if (strcmp(optarg, "all") == 0)
                 b.modes = MODE_ALL;
             else
-                return usage_error("--mode must be drain, mixed, latency, parallel, aof, isolation or all",
+                return usage_error("--mode must be drain, mixed, latency, parallel, aof, "
+                                   "isolation, flat or all",
                                    optarg);
             break;
         case O_TASKS:
@@ -141,6 +154,14 @@ int main(int argc, char **argv)
         case O_SAMPLES:
             if (!parse_long(optarg, 1, 10000000, &b.samples))
                 return usage_error("--samples must be 1..10000000", optarg);
+            break;
+        case O_FLAT_TASKS:
+            if (!parse_long(optarg, 1, 100000000, &b.flat_tasks))
+                return usage_error("--flat-tasks must be 1..100000000", optarg);
+            break;
+        case O_RETENTION_MAX:
+            if (!parse_long(optarg, 1, 1000000000, &b.retention_max))
+                return usage_error("--retention-max must be 1..1000000000", optarg);
             break;
         case O_AOF_TASKS:
             if (!parse_long(optarg, 1, 10000000, &b.aof_tasks))
@@ -218,6 +239,8 @@ int main(int argc, char **argv)
     if (!failed && !interrupted && (b.modes & MODE_AOF) && run_aof(&b) < 0)
         failed++;
     if (!failed && !interrupted && (b.modes & MODE_ISOLATION) && run_isolation(&b) < 0)
+        failed++;
+    if (!failed && !interrupted && (b.modes & MODE_FLAT) && run_flat(&b) < 0)
         failed++;
     if (interrupted)
         failed++;

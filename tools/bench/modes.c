@@ -52,7 +52,7 @@ int wait_finished(const bench *b, store *st, host_proc *h, long n, double start,
     *got = 0;
     for (;;) {
         long long c;
-        int rc = store_count_finished(st, &c);
+        int rc = store_count_finished(st, "bench.noop", &c);
         double now = mono_s();
         if (rc < 0) {
             say("bench: reading the finished count: %s", store_errstr(st));
@@ -586,6 +586,130 @@ out:
     snapshot_free(&s1);
     cJSON_Delete(rec);
     store_free(sub);
+    store_free(st);
+    return rc;
+}
+
+/* used_memory now, or -1 (said why). */
+static long long used_memory(store *st)
+{
+    char *text = NULL;
+    long long mem = -1;
+    if (store_info(st, "memory", &text) < 0) {
+        say("bench: INFO memory: %s", store_errstr(st));
+        return -1;
+    }
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n"))
+        sscanf(line, "used_memory:%lld", &mem);
+    free(text);
+    return mem;
+}
+
+/* Wait until at most `most` tasks are open (not finished); 0, or a negative errno. */
+static int wait_open_below(const bench *b, store *st, host_proc *h, long long most, double end)
+{
+    for (;;) {
+        long long open;
+        int rc = store_count_open(st, &open);
+        if (rc < 0) {
+            say("bench: counting open tasks: %s", store_errstr(st));
+            return rc;
+        }
+        if (open <= most)
+            return 0;
+        if (interrupted)
+            return -EINTR;
+        if (!host_alive(h))
+            return -ECHILD;
+        if (mono_s() > end) {
+            say("bench: %lld tasks still open at the end of --timeout", open);
+            return -ETIMEDOUT;
+        }
+        sleep_s(0.02);
+    }
+}
+
+/*
+ * flat: --flat-tasks tasks (default 1,000,000) through a running host with
+ * tasks.retention_max = --retention-max, submitted in batches while it runs (at most
+ * FLAT_AHEAD open at once). Redis' used_memory is sampled every tenth of the run: once
+ * the kept records reach retention_max it must stay flat. Memory per kept record is the
+ * growth over the run divided by the records kept at its end (the events stream, capped
+ * by events.maxlen, is in it).
+ */
+#define FLAT_AHEAD 50000
+int run_flat(bench *b)
+{
+    host_proc h = {0};
+    snapshot s0 = {0}, s1 = {0};
+    int rc = host_write_config(b, &h, "flat");
+    if (rc < 0)
+        return rc;
+    store *st = open_store(b, h.prefix);
+    if (!st) {
+        host_finish(b, &h, false);
+        return -EIO;
+    }
+    printf("flat: %ld tasks through one host with tasks.retention_max = %ld\n", b->flat_tasks,
+           b->retention_max);
+    long long mem[11] = {0};
+    double end = mono_s() + b->timeout_s;
+    if ((rc = host_start(b, &h)) < 0 || (rc = host_wait_registered(st, &h)) < 0 ||
+        (rc = wait_redis_quiet(st)) < 0 || (rc = snapshot_take(st, &s0)) < 0)
+        goto out;
+    mem[0] = s0.mem;
+    double t0 = mono_s();
+    long step = b->flat_tasks / 10 > 0 ? b->flat_tasks / 10 : 1;
+    for (long done = 0, next = step, k = 1; done < b->flat_tasks;) {
+        long n = b->flat_tasks - done < b->batch * 10L ? b->flat_tasks - done : b->batch * 10L;
+        if ((rc = submit_noops(b, st, n)) < 0 ||
+            (rc = wait_open_below(b, st, &h, FLAT_AHEAD, end)) < 0)
+            goto out;
+        done += n;
+        if (done >= next && k < 10) {
+            mem[k++] = used_memory(st);
+            next += step;
+        }
+    }
+    if ((rc = wait_open_below(b, st, &h, 0, end)) < 0 || (rc = snapshot_take(st, &s1)) < 0)
+        goto out;
+    double t1 = mono_s();
+    mem[10] = s1.mem;
+    long long kept = 0;
+    if ((rc = store_count_finished(st, "bench.noop", &kept)) < 0) {
+        say("bench: counting kept tasks: %s", store_errstr(st));
+        goto out;
+    }
+    printf("  %.0f tasks/s; Redis used_memory (MB) at each tenth of the run:\n   ",
+           (double)b->flat_tasks / (t1 - t0));
+    for (int i = 0; i <= 10; i++)
+        printf(" %.1f", (double)mem[i] / 1e6);
+    printf("\n");
+    /* Flat: over the second half of the run, once retention is full, the spread of the
+     * samples taken while tasks flow (the last one is taken once the open tasks, up to
+     * FLAT_AHEAD of them, have drained: it is lower by their records). */
+    long long lo = mem[5], hi = mem[5];
+    for (int i = 5; i < 10; i++) {
+        lo = mem[i] < lo ? mem[i] : lo;
+        hi = mem[i] > hi ? mem[i] : hi;
+    }
+    double per = kept > 0 ? (double)(mem[10] - mem[0]) / (double)kept : 0;
+    printf("  kept %lld finished records: %.0f bytes each (the events stream, capped by "
+           "events.maxlen, included)\n  while tasks flowed, the second half moved %.1f MB "
+           "(%.1f%%)\n",
+           kept, per, (double)(hi - lo) / 1e6, 100.0 * (double)(hi - lo) / (double)hi);
+    cJSON_AddNumberToObject(b->json, "flat_tasks", (double)b->flat_tasks);
+    cJSON_AddNumberToObject(b->json, "flat_kept", (double)kept);
+    cJSON_AddNumberToObject(b->json, "mem_bytes_per_kept_record", round(per));
+    cJSON_AddNumberToObject(b->json, "flat_second_half_spread_bytes", (double)(hi - lo));
+    cost c = snapshot_cost(&s0, &s1, b->flat_tasks, "task", "flat");
+    cost_print(&c, "task");
+    cost_json(b->json, "flat_", "task", &c);
+    rc = host_stop(&h);
+out:
+    host_finish(b, &h, rc == 0);
+    snapshot_free(&s0);
+    snapshot_free(&s1);
     store_free(st);
     return rc;
 }

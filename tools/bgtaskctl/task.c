@@ -88,6 +88,8 @@ int cmd_status(ctl *c, const cmd_opts *o, const char *id)
     snprintf(buf, sizeof buf, "%s%s", state,
              cancelling && strcmp(state, "ONGOING") == 0 ? " (cancel requested)" : "");
     print_field("state:", buf);
+    if (*jstr(rec, "outcome"))
+        print_field("outcome:", jstr(rec, "outcome"));
     snprintf(buf, sizeof buf, "%s/%s", fmt_num(jnum(rec, "attempt"), a, sizeof a),
              jnum(rec, "max_attempts") > 0 ? fmt_num(jnum(rec, "max_attempts"), b, sizeof b)
                                            : "default");

@@ -18,6 +18,8 @@
  *   partest.batch  no split function, batch_size 2: each subtask's args are
  *     {"items": [two items], "first": k}; it notes "batch <k> <items>" to the
  *     first item's log and returns {"first": k, "items": <count>}.
+ *   A subtask whose args have "echo_args": true also notes "args <i> <its args>", as
+ *   cJSON prints what the handler was given.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -97,6 +99,13 @@ static bgt_status run(bgt_task *t, const cJSON *args, void *udata)
                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
     }
     note(args, "start %d %u", i, bgt_attempt(t));
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "echo_args"))) {
+        /* The args as the handler got them, printed again: a value changed on the way
+         * (a number rounded, [] turned into {}) shows. */
+        char *text = cJSON_PrintUnformatted(args);
+        note(args, "args %d %s", i, text ? text : "?");
+        cJSON_free(text);
+    }
     bool fails = listed(args, "fail", i) || (listed(args, "fail_once", i) && bgt_attempt(t) == 1);
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(args, "ms");
     const cJSON *fail_ms = cJSON_GetObjectItemCaseSensitive(args, "fail_ms");
