@@ -42,13 +42,13 @@ int find_paths(bench *b)
  * tasks.max_subtasks (default 10000) is raised or lowered to --subtasks, so that the
  * parallel mode's split is not refused; the other modes have no subtasks.
  * tasks.retention_max is the flat mode's --retention-max; the other modes keep every
- * task they run (at least the default 100000), since they count the finished ones.
+ * task they run (0: no limit), since they count the finished ones. A limit as large as
+ * --tasks is not enough: it is split over the shards, and a shard that got more than
+ * its share would trim records the count still waits for.
  */
 int host_write_config(const bench *b, host_proc *h, const char *mode)
 {
-    long keep = strcmp(mode, "flat") == 0 ? b->retention_max
-                : b->tasks > 100000       ? b->tasks
-                                          : 100000;
+    long keep = strcmp(mode, "flat") == 0 ? b->retention_max : 0;
     snprintf(h->id, sizeof h->id, "bench-%d-%s", (int)getpid(), mode);
     snprintf(h->prefix, sizeof h->prefix, "bgbench:%d:%s", (int)getpid(), mode);
     snprintf(h->conf, sizeof h->conf, "%s/bgtaskd-%s.conf", b->outdir, mode);
