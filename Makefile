@@ -68,7 +68,7 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wn
 USER_CFLAGS := $(CFLAGS)
 USER_LDFLAGS := $(LDFLAGS)
 override CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -pthread $(SANFLAGS) -D_GNU_SOURCE \
-             -DBGT_VERSION='"$(VERSION)"' -DBGT_UI_DIR='"$(UIDIR)"' -Isdk -Ihost $(USER_CFLAGS)
+             -DBGT_VERSION='"$(VERSION)"' -Isdk -Ihost $(USER_CFLAGS)
 override LDFLAGS := -pthread $(SANFLAGS) $(USER_LDFLAGS)
 PLUGIN_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden $(SANFLAGS) -Isdk \
                  $(shell $(PKG_CONFIG) --cflags libcjson 2>/dev/null) $(USER_CFLAGS)
@@ -147,6 +147,10 @@ $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(HARNESS_LIB) 
 	$(CC) $(LDFLAGS) $^ $(HOST_LIBS) $(CMOCKA_LIBS) -o $@
 
 TEST_DEPS := all $(UNIT_BIN) $(INTEG_BIN) $(FIXTURES) $(TPLUGINS)
+
+# Building one test binary (make build/tests/integration/test_x) brings what
+# it runs up to date too: the programs and the plugins, test ones included.
+$(UNIT_BIN) $(INTEG_BIN): | $(BINS) $(PLUGINS) $(FIXTURES) $(TPLUGINS)
 
 # The tests install what is missing first, the way make run does (as root;
 # otherwise install-deps names what is missing and stops), then build and run

@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <libconfig.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +28,6 @@
 #include "config_int.h"
 #include "util.h"
 
-/* Where make install puts the dashboard (the Makefile says, from PREFIX). */
-#ifndef BGT_UI_DIR
-#define BGT_UI_DIR "/usr/local/share/bgtask/ui"
-#endif
 /* A token file is read up to this size; a longer one is refused. */
 #define TOKEN_MAX 4096
 
@@ -570,6 +567,28 @@ static char *default_plugins_dir(const char *base)
 }
 
 /*
+ * Where make install puts the dashboard beside the executable running:
+ * PREFIX/share/bgtask/ui for PREFIX/bin/bgtaskd, whatever PREFIX the build
+ * was installed with. Found at run time, so no compiled-in path can disagree
+ * with where the files went.
+ */
+char *config_default_ui_dir(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return xstrdup("/usr/local/share/bgtask/ui");
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');     /* PREFIX/bin/bgtaskd -> PREFIX/bin */
+    if (slash)
+        *slash = '\0';
+    slash = strrchr(exe, '/');           /* PREFIX/bin -> PREFIX */
+    if (slash)
+        *slash = '\0';
+    return xasprintf("%s/share/bgtask/ui", exe);
+}
+
+/*
  * Fill c with the defaults of config.h. Every string is a heap copy, so
  * config_free handles a default and a loaded config alike.
  */
@@ -603,7 +622,7 @@ void config_defaults(bgt_config *c)
     c->plugins_init_timeout_s = 60;
     c->http_max_body = 1048576;
     c->http_max_connections = 1024;
-    c->http_ui_dir = xstrdup(BGT_UI_DIR);
+    c->http_ui_dir = config_default_ui_dir();
     c->http_max_per_client = 256;
     c->http_request_timeout_s = 10;
     c->http_sse_max_queued = 67108864;

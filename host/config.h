@@ -99,7 +99,7 @@ typedef struct bgt_config {
     size_t http_max_body;     /* 1024..67108864, default 1048576 */
     int http_max_connections; /* 1..100000, default 1024 */
     char *http_ui_dir;        /* the dashboard's files (absolute); "" = no dashboard;
-                                 default BGT_UI_DIR, where make install puts them */
+                                 default config_default_ui_dir(), where make install puts them */
     int http_max_per_client;  /* connections of one client address, 1..100000, default 256 */
     double http_request_timeout_s; /* a whole request must arrive within, 0.1..3600, default 10 */
     size_t http_sse_max_queued; /* bytes queued for all SSE streams, 65536..2147483647,
@@ -122,6 +122,10 @@ typedef struct bgt_config {
 
 /* Fill c with the defaults (plugins_dir = "plugins" under the current folder). */
 void config_defaults(bgt_config *c);
+
+/* The dashboard's default folder: PREFIX/share/bgtask/ui for the running
+ * PREFIX/bin/<program>. Returns a heap string the caller frees. */
+char *config_default_ui_dir(void);
 
 /*
  * Read path into c (which config_load initialises with the defaults first).

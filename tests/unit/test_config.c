@@ -161,7 +161,10 @@ static void test_defaults(void **state)
     assert_false(c.http_metrics_auth);
     assert_int_equal(c.http_max_body, 1048576);
     assert_int_equal(c.http_max_connections, 1024);
-    assert_string_equal(c.http_ui_dir, BGT_UI_DIR);
+    char *ui = config_default_ui_dir();
+    assert_string_equal(c.http_ui_dir, ui);
+    assert_non_null(strstr(ui, "/share/bgtask/ui"));
+    free(ui);
     assert_false(c.http_allow_insecure);
     assert_int_equal(c.http_max_per_client, 256);
     assert_true(c.http_request_timeout_s == 10);
