@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "http_int.h"
+#include "json_check.h"
 #include "subtasks.h"
 #include "util.h"
 #include "view.h"
@@ -392,6 +393,9 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
 {
     if (rq->len && memchr(rq->body, '\0', rq->len))
         return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "the body contains a NUL byte");
+    char bad[160];
+    if (rq->len && !json_text_ok(rq->body, rq->len, bad, sizeof bad))
+        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL, "the body: %s", bad);
     const char *text = rq->body ? rq->body : "";
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(text, &end, true);

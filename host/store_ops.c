@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_check.h"
 #include "store_int.h"
 #include "util.h"
 
@@ -41,6 +42,11 @@ static int validate_submit(store *st, submit_req *q, ready *r)
             snprintf(q->err, sizeof q->err, "args are %zu bytes, over the limit of %zu", alen,
                      st->lim.max_args_bytes);
             return -E2BIG;
+        }
+        char why[160];
+        if (!json_text_ok(q->args, alen, why, sizeof why)) {
+            snprintf(q->err, sizeof q->err, "args: %s", why);
+            return -EINVAL;
         }
         const char *end = NULL;
         cJSON *j = cJSON_ParseWithOpts(q->args, &end, true);

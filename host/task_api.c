@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_check.h"
 #include "manager_int.h"
 #include "util.h"
 
@@ -115,6 +116,11 @@ int task_api_set_result(bgt_task *t, const cJSON *result)
 {
     if (!result)
         return -EINVAL;
+    char why[600];
+    if (!json_value_ok(result, why, sizeof why)) {
+        log_msg(BGT_LOG_WARNING, t->id, "result refused: %s", why);
+        return -EINVAL;
+    }
     char *s = cJSON_PrintUnformatted(result);
     if (!s)
         return -ENOMEM;
@@ -153,6 +159,11 @@ int task_api_add_subtask(bgt_task *t, const cJSON *args)
         return -EINVAL;
     if (t->nsplit >= t->m->cfg->max_subtasks)
         return -E2BIG;
+    char why[600];
+    if (!json_value_ok(args, why, sizeof why)) {
+        log_msg(BGT_LOG_WARNING, t->id, "subtask args refused: %s", why);
+        return -EINVAL;
+    }
     char *s = cJSON_PrintUnformatted(args);
     if (!s)
         return -ENOMEM;

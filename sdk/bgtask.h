@@ -220,8 +220,10 @@ typedef struct bgt_api {
     bool (*cancelled)(const bgt_task *t);
 
     /* The result of a successful attempt: serialized at the call (copied);
-     * a later call replaces it. Returns 0, or -EINVAL for NULL, -E2BIG over
-     * the host's tasks.max_result_bytes (the host logs the sizes). */
+     * a later call replaces it. Returns 0, or -EINVAL for NULL, for a string
+     * or key that is not valid UTF-8 or for nesting deeper than 64 arrays and
+     * objects, -E2BIG over the host's tasks.max_result_bytes (the host logs
+     * why). */
     int (*set_result)(bgt_task *t, const cJSON *result);
     /* The failure message (also used as the retry reason). Copied. */
     void (*set_error)(bgt_task *t, const char *fmt, va_list ap);
@@ -241,7 +243,8 @@ typedef struct bgt_api {
 
     /* Split functions only: append one subtask (or, with batch_size > 1, one
      * item) with these args (copied). Returns 0, -E2BIG past the host's
-     * tasks.max_subtasks, -EPERM outside a split function. */
+     * tasks.max_subtasks, -EINVAL for args that are not valid UTF-8 or nest
+     * deeper than 64, -EPERM outside a split function. */
     int (*add_subtask)(bgt_task *t, const cJSON *args);
 } bgt_api;
 

@@ -56,6 +56,18 @@ static void test_submit_refused(void **state)
     REFUSED("invalid JSON", "submit", "demo.echo", "--args", "");
     REFUSED("object", "submit", "demo.echo", "--args", "\"a string\"");
 
+    /* JSON that could not be read back whole. */
+    REFUSED("invalid UTF-8 at byte 9", "submit", "demo.echo", "--args", "{\"s\":\"caf\xe9\"}");
+    REFUSED("\\u0000", "submit", "demo.echo", "--args", "{\"s\":\"x\\u0000y\"}");
+    char deep[200];
+    int n = snprintf(deep, sizeof deep, "{\"a\":");
+    for (int i = 0; i < 65; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 65; i++)
+        deep[n++] = ']';
+    snprintf(deep + n, sizeof deep - (size_t)n, "}");
+    REFUSED("nested deeper than 64", "submit", "demo.echo", "--args", deep);
+
     /* Args over the limit set in the host's own config, which bgtaskctl -c reads. */
     char *text = it_read_file(fx.hosts[0].conf);
     char *tasks = strstr(text, "tasks: {\n");

@@ -854,6 +854,31 @@ static void test_bad_input_changes_nothing(void **state)
         assert_error(&r, 400, bad[i].needle);
         resp_free(&r);
     }
+    /* User JSON that could not be read back whole: invalid UTF-8, a \u0000 escape (a string
+     * would be cut there), nesting past 64, in args and in subtasks. */
+    static const struct {
+        const char *body, *needle;
+    } unkept[] = {
+        {"{\"handler\":\"demo.echo\",\"args\":{\"s\":\"caf\xe9\"}}", "invalid UTF-8"},
+        {"{\"handler\":\"demo.echo\",\"args\":{\"s\":\"x\\u0000y\"}}", "\\u0000"},
+        {"{\"handler\":\"demo.echo\",\"subtasks\":[{\"s\":\"\xff\"}]}", "invalid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof unkept / sizeof unkept[0]; i++) {
+        resp r = post(fx.base, unkept[i].body);
+        assert_error(&r, 400, unkept[i].needle);
+        resp_free(&r);
+    }
+    char deep[300];
+    int n = snprintf(deep, sizeof deep, "{\"handler\":\"demo.echo\",\"args\":{\"a\":");
+    for (int i = 0; i < 70; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 70; i++)
+        deep[n++] = ']';
+    snprintf(deep + n, sizeof deep - (size_t)n, "}}");
+    resp dr = post(fx.base, deep);
+    assert_error(&dr, 400, "nested deeper than 64");
+    resp_free(&dr);
+
     /* A NUL byte inside the body. */
     char *dir = th_tmpdir("http-bodies");
     char nulfile[600];

@@ -137,11 +137,54 @@ static void test_after_hook(void **state)
     it_pass();
 }
 
+/*
+ * A result is kept only when it can be read back whole: nested at most 64
+ * deep, valid UTF-8. bgt_set_result refuses the others (-EINVAL), so the
+ * ending's event always parses and every stream ends. (A result nested 998
+ * deep used to be taken, and its event, two levels deeper, could not be read.)
+ */
+static void test_result_checked(void **state)
+{
+    it_need_redis();
+    char *load = apicheck_load("");
+    it_host_start(&(th_host_opts){.id = "results", .plugins = load});
+    char *ok = it_submit("apicheck.end", "{\"depth\": 64}", NULL);
+    char *deep = it_submit("apicheck.end", "{\"depth\": 65}", NULL);
+    char *deeper = it_submit("apicheck.end", "{\"depth\": 998}", NULL);
+    char *latin1 = it_submit("apicheck.end", "{\"bad_utf8\": true}", NULL);
+    assert_true(it_wait_state(ok, "SUCCESS", 20));
+    it_assert_one_terminal(ok, "bgtask_done");
+    cJSON *res = it_field_json(ok, "result");
+    int depth = 0;
+    for (const cJSON *v = res; cJSON_IsArray(v); v = v->child)
+        depth++;
+    assert_int_equal(depth, 64);
+    cJSON_Delete(res);
+    /* The stream of the kept one ends: watch exits 0 with the task done. */
+    char *out = NULL;
+    assert_int_equal(th_ctl_timeout(30, &fx.r, &out, NULL, "watch", ok, NULL), 0);
+    free(out);
+
+    const char *refused[] = {deep, deeper, latin1};
+    for (int i = 0; i < 3; i++) {
+        assert_true(it_wait_state(refused[i], "FAILURE", 20));
+        it_assert_field(refused[i], "error", "set_result: rc -22");
+        it_assert_one_terminal(refused[i], "bgtask_failed");
+    }
+    free(ok);
+    free(deep);
+    free(deeper);
+    free(latin1);
+    free(load);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         IT_TEST(test_submit_from_init),
         IT_TEST(test_after_hook),
+        IT_TEST(test_result_checked),
     };
     return cmocka_run_group_tests_name("plugin_api", tests, it_group_setup, it_group_teardown);
 }

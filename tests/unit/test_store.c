@@ -21,6 +21,7 @@
 #include "../harness/harness.h"
 #include "config.h"
 #include "events.h"
+#include "json_check.h"
 #include "store.h"
 #include "util.h"
 
@@ -237,6 +238,63 @@ static void test_kept_as_given(void **state)
     assert_int_equal(nfield(t, "subtasks"), 5);
     cJSON_Delete(t);
     store_claimed_clear(&c);
+}
+
+/* Nesting of depth levels: {"a": [[...]]} with depth - 1 arrays (depth 0: {}). */
+static char *nested_args(int depth)
+{
+    char *s = xmalloc((size_t)depth * 2 + 16);
+    int n = sprintf(s, "{\"a\":");
+    for (int i = 1; i < depth; i++)
+        s[n++] = '[';
+    n += sprintf(s + n, "1");
+    for (int i = 1; i < depth; i++)
+        s[n++] = ']';
+    strcpy(s + n, "}");
+    return s;
+}
+
+/*
+ * Args are kept only when they can be read back whole: valid UTF-8, no NUL
+ * character (cJSON would cut a string there), nested at most JSON_MAX_DEPTH
+ * deep. A refusal names what and where and writes nothing.
+ */
+static void test_args_refused(void **state)
+{
+    char *deep = nested_args(JSON_MAX_DEPTH + 1), *ok = nested_args(JSON_MAX_DEPTH);
+    const struct {
+        const char *args, *needle;
+    } bad[] = {
+        {"{\"s\":\"caf\xe9\"}", "invalid UTF-8 at byte 9"},
+        {"{\"s\":\"\xc0\x80\"}", "invalid UTF-8"},     /* an overlong NUL */
+        {"{\"s\":\"\xed\xa0\x80\"}", "invalid UTF-8"}, /* a surrogate */
+        {"{\"s\":\"\xf4\x90\x80\x80\"}", "invalid UTF-8"}, /* past U+10FFFF */
+        {"{\"s\":\"x\\u0000y\"}", "\\u0000"},
+        {"{\"s\":\"x\\u0000\"}", "NUL"},
+        {deep, "nested deeper than 64"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        submit_req q = {.handler = "t.h", .args = bad[i].args};
+        assert_int_equal(store_submit(fx.st, &q, 1), 0);
+        if (q.rc != -EINVAL || !strstr(q.err, bad[i].needle))
+            fail_msg("args %zu: rc %d, '%s' (want -EINVAL and '%s')", i, q.rc, q.err,
+                     bad[i].needle);
+        assert_true(strstr(q.err, "args: ") == q.err);
+    }
+    redisReply *r = redisCommand(fx.c, "DBSIZE");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+
+    /* What is allowed: an escaped backslash before u0000, brackets inside strings, UTF-8 of
+     * every length, the deepest nesting allowed. */
+    const char *good[] = {"{\"s\":\"x\\\\u0000\"}", "{\"s\":\"[[[[{{{{\"}",
+                          "{\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}", ok};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char id[BGT_ID_LEN + 1];
+        submit1("t.h", good[i], id);
+    }
+    free(deep);
+    free(ok);
 }
 
 /*
@@ -647,6 +705,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_life, each),
         cmocka_unit_test_setup(test_kept_as_given, each),
+        cmocka_unit_test_setup(test_args_refused, each),
         cmocka_unit_test_setup(test_unlisted_attempts, each),
         cmocka_unit_test_setup(test_fencing_and_burial, each),
         cmocka_unit_test_setup(test_max_attempts_after_losses, each),

@@ -1,5 +1,6 @@
 /* submit.c - bgtaskctl submit: args and subtasks from the command line or files, checked before anything is sent. */
 #include "ctl.h"
+#include "json_check.h"
 
 /* ---- submit ---- */
 
@@ -38,6 +39,11 @@ static int check_json(const char *what, const char *text, size_t len, int type, 
     if (strlen(text) != len) {
         fprintf(stderr, "bgtaskctl: %s: invalid JSON: a NUL byte at offset %zu\n", what,
                 strlen(text));
+        return EX_USAGE;
+    }
+    char why[160];
+    if (!json_text_ok(text, len, why, sizeof why)) {
+        fprintf(stderr, "bgtaskctl: %s: %s\n", what, why);
         return EX_USAGE;
     }
     if (max && len > max) {

@@ -13,6 +13,9 @@
  *     sets the error (when given) and returns that status: "retry" asks for a retry on its
  *     first attempt and succeeds on the next; "cancelled" waits (up to 30 s) until
  *     bgt_cancelled() says so. Without "end": ok.
+ *   apicheck.end {"depth": N} or {"bad_utf8": true}
+ *     sets a result of N nested arrays ([[...[1]...]]), or a string that is not UTF-8;
+ *     if bgt_set_result refuses it: FAILURE "set_result: rc <rc>".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +32,25 @@ static bgt_status run(bgt_task *t, const cJSON *args, void *udata)
     const cJSON *end = cJSON_GetObjectItemCaseSensitive(args, "end");
     const cJSON *error = cJSON_GetObjectItemCaseSensitive(args, "error");
     const char *e = cJSON_IsString(end) ? end->valuestring : "ok";
+    const cJSON *depth = cJSON_GetObjectItemCaseSensitive(args, "depth");
+    cJSON *result = NULL;
+    if (cJSON_IsNumber(depth)) {
+        result = cJSON_CreateNumber(1);
+        for (int i = 0; i < depth->valueint; i++) {
+            cJSON *a = cJSON_CreateArray();
+            cJSON_AddItemToArray(a, result);
+            result = a;
+        }
+    } else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "bad_utf8")))
+        result = cJSON_CreateString("caf\xe9");
+    if (result) {
+        int rc = bgt_set_result(t, result);
+        cJSON_Delete(result);
+        if (rc != 0) {
+            bgt_set_error(t, "set_result: rc %d", rc);
+            return BGT_FAILED;
+        }
+    }
     if (cJSON_IsString(error))
         bgt_set_error(t, "%s", error->valuestring);
     if (strcmp(e, "failed") == 0)
