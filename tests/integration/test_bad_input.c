@@ -122,6 +122,13 @@ static void test_args_limit(void **state)
     assert_true(asprintf(&file, "%s/over.json", dir) > 0);
     it_write_file(file, over);
     REFUSED("limit", "-c", conf, "submit", "demo.echo", "--args-file", file);
+    /* Subtasks count against the same limit: they travel as the task's args. */
+    char *subs = NULL;
+    assert_true(asprintf(&subs, "%s/subs.json", dir) > 0);
+    it_write_file(subs, "[{\"pad\":\"0000000000000000000000000000000000000000\"},"
+                        " {\"pad\":\"0000000000000000000000000000000000000000\"}]");
+    REFUSED("limit", "-c", conf, "submit", "demo.echo", "--subtasks-file", subs);
+    free(subs);
     assert_int_equal(it_dbsize(), 0);
     char *out = NULL;
     assert_int_equal(
