@@ -3,7 +3,8 @@
  * on real bgtaskd processes with the demo plugin: success with a result,
  * failure with a message, RETRY with backoff until success, max_attempts,
  * cancellation while running and before a claim, a handler no host has yet,
- * progress (events, throttling, the persisted last value), and delayed tasks.
+ * progress (events, throttling, the persisted last value), delayed tasks, and
+ * a task's place in the lists after a run longer than a heartbeat.
  */
 #include "../harness/itest.h"
 
@@ -446,6 +447,36 @@ static void test_one_terminal_event_each(void **state)
     it_pass();
 }
 
+/*
+ * A task that runs across several heartbeats (0.5 s here), while its
+ * handler has nothing else queued or kept in its shard: once it ends, the
+ * stats and an unfiltered list show it. (Heartbeats forget a handler whose
+ * queue and done list are both empty; the end must list it again.)
+ */
+static void test_listed_after_a_long_run(void **state)
+{
+    it_need_redis();
+    it_host_start(NULL);
+    char *id = it_submit("demo.sleep", "{\"seconds\": 1.5, \"steps\": 3}", NULL);
+    assert_true(it_wait_state(id, "SUCCESS", 20));
+    char *out = it_ctl(0, NULL, "stats", "--json", NULL);
+    cJSON *st = cJSON_Parse(out), *h;
+    bool found = false;
+    cJSON_ArrayForEach (h, cJSON_GetObjectItem(st, "handlers"))
+        found |= strcmp(cJSON_GetObjectItem(h, "handler")->valuestring, "demo.sleep") == 0 &&
+                 cJSON_GetObjectItem(h, "finished")->valuedouble == 1;
+    if (!found)
+        fail_msg("stats: demo.sleep with 1 finished task is missing:\n%s", out);
+    cJSON_Delete(st);
+    free(out);
+    out = it_ctl(0, NULL, "list", "--json", NULL);
+    if (!strstr(out, id))
+        fail_msg("list: task %s is missing:\n%s", id, out);
+    free(out);
+    free(id);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,7 +485,7 @@ int main(void)
         IT_TEST(test_cancel_running),          IT_TEST(test_cancel_before_claim),
         IT_TEST(test_unknown_handler_waits),   IT_TEST(test_progress_events),
         IT_TEST(test_progress_throttled),      IT_TEST(test_delayed_task),
-        IT_TEST(test_one_terminal_event_each),
+        IT_TEST(test_one_terminal_event_each), IT_TEST(test_listed_after_a_long_run),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }
