@@ -203,6 +203,22 @@ static void log_redis_addr(const redis_addr *a)
     log_info("redis at %s", redis_addr_describe(a, buf, sizeof buf));
 }
 
+/* Warn about each master (every master of a cluster) that may evict keys: an evicted key
+ * is a lost task. A master that cannot be asked (CONFIG renamed away) is not warned about. */
+static void warn_eviction(store *st)
+{
+    store_master_text *pol;
+    size_t n;
+    if (store_config_get(st, "maxmemory-policy", &pol, &n) < 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(pol[i].text, "noeviction") != 0)
+            log_warn("redis %s: maxmemory-policy is '%s', not 'noeviction': an evicted key is a "
+                     "lost task",
+                     pol[i].server, pol[i].text);
+    store_master_texts_free(pol, n);
+}
+
 /* Load cfg's plugins while a guard reads the signals (sigs). Returns load_plugins' answer;
  * *stops gets how many SIGTERM/SIGINT came meanwhile. */
 static int load_guarded(const bgt_config *cfg, registry *reg, loaded *l, iso_host *iso,
@@ -427,12 +443,7 @@ int main(int argc, char **argv)
         } else if (rc < 0) {
             log_warn("%s; the host will keep trying", store_errstr(submit_st));
         } else {
-            char policy[64] = "";
-            if (store_config_get(submit_st, "maxmemory-policy", policy, sizeof policy) == 0 &&
-                strcmp(policy, "noeviction") != 0)
-                log_warn("redis maxmemory-policy is '%s', not 'noeviction': an evicted key is a "
-                         "lost task",
-                         policy);
+            warn_eviction(submit_st);
         }
         host_api_set_submit_store(submit_st, NULL);
     }

@@ -555,29 +555,87 @@ int store_ping(store *st)
     return rc;
 }
 
-int store_config_get(store *st, const char *name, char *value, size_t n)
+void store_master_texts_free(store_master_text *t, size_t n)
 {
-    redisReply *r;
-    int rc = store__cmd(st, NULL, &r, "CONFIG GET %s", name);
-    if (rc < 0)
-        return rc;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_STRING) {
-        strlcpy_(value, r->element[1]->str, n);
-    } else {
-        snprintf(st->err, sizeof st->err, "CONFIG GET %.64s: no such setting", name);
-        rc = -ENOENT;
+    for (size_t i = 0; t && i < n; i++) {
+        free(t[i].server);
+        free(t[i].text);
     }
-    freeReplyObject(r);
-    return rc;
+    free(t);
+}
+
+/*
+ * Run the command fmt on every master (rconn_each_master) and keep what
+ * each answered: a string reply (INFO), or the value of a CONFIG GET pair.
+ * An error reply, or another shape, is -EPROTO (-ENOENT for an empty CONFIG
+ * GET) with store_errstr naming the master.
+ */
+__attribute__((format(printf, 4, 5))) static int each_master(store *st, store_master_text **out,
+                                                             size_t *n, const char *fmt, ...)
+{
+    *out = NULL;
+    *n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    if (len <= 0)
+        return -ENOMEM;
+    rcall c = {.cmd = cmd, .len = (size_t)len};
+    redisReply **r;
+    char **names;
+    int got = rconn_each_master(st->rc, &c, &r, &names);
+    free(cmd);
+    if (got < 0)
+        return got;
+    store_master_text *t = xcalloc((size_t)got, sizeof *t);
+    int rc = 0;
+    for (int i = 0; i < got; i++) {
+        const redisReply *v = r[i];
+        if (v->type == REDIS_REPLY_ARRAY && v->elements == 2) /* CONFIG GET: name, value */
+            v = v->element[1];
+        else if (v->type == REDIS_REPLY_ARRAY && v->elements == 0)
+            v = NULL;
+        if (rc == 0 && (!v || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_STATUS))) {
+            snprintf(st->err, sizeof st->err, "%s: %.64s: %s", names[i], fmt,
+                     !v                                ? "no such setting"
+                     : r[i]->type == REDIS_REPLY_ERROR ? r[i]->str
+                                                       : "unexpected reply");
+            rc = v ? -EPROTO : -ENOENT;
+        }
+        t[i].server = names[i];
+        t[i].text = rc == 0 ? strndup(v->str, v->len) : NULL;
+        freeReplyObject(r[i]);
+    }
+    free(r);
+    free(names);
+    if (rc < 0) {
+        store_master_texts_free(t, (size_t)got);
+        return rc;
+    }
+    *out = t;
+    *n = (size_t)got;
+    return 0;
+}
+
+int store_config_get(store *st, const char *name, store_master_text **out, size_t *n)
+{
+    return each_master(st, out, n, "CONFIG GET %s", name);
 }
 
 int store_config_set(store *st, const char *name, const char *value)
 {
-    redisReply *r;
-    int rc = store__cmd(st, NULL, &r, "CONFIG SET %s %s", name, value);
-    freeReplyObject(r);
+    store_master_text *t;
+    size_t n;
+    int rc = each_master(st, &t, &n, "CONFIG SET %s %s", name, value);
+    store_master_texts_free(t, n);
     return rc;
+}
+
+int store_info(store *st, const char *section, store_master_text **out, size_t *n)
+{
+    return each_master(st, out, n, "INFO %s", section);
 }
 
 void store_interrupt(store *st)

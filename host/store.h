@@ -129,11 +129,22 @@ __attribute__((format(printf, 2, 3))) void store_set_error(store *st, const char
 const char *store_prefix(const store *st);
 /* PING. */
 int store_ping(store *st);
-/* Copy the value of Redis' setting name (CONFIG GET) into value (n bytes).
- * -ENOENT when Redis has no such setting. */
-int store_config_get(store *st, const char *name, char *value, size_t n);
-/* Change Redis' setting name to value (CONFIG SET): for tools that run a private
- * server (the bench), never for hosts. -EPROTO when Redis refuses (store_errstr). */
+/* What one master said: the server ("host:port" or a socket path) and its answer. */
+typedef struct store_master_text {
+    char *server;
+    char *text;
+} store_master_text;
+void store_master_texts_free(store_master_text *t, size_t n);
+/*
+ * Redis' setting name (CONFIG GET) on every master: the one server, the
+ * master the sentinels name, or each master of a cluster. *out gets one
+ * value per master (free with store_master_texts_free), *n how many.
+ * -ENOENT when Redis has no such setting, -EIO when a master cannot be reached.
+ */
+int store_config_get(store *st, const char *name, store_master_text **out, size_t *n);
+/* Change Redis' setting name to value (CONFIG SET) on every master: for tools that run
+ * private servers (the bench), never for hosts. -EPROTO when a master refuses
+ * (store_errstr names it). */
 int store_config_set(store *st, const char *name, const char *value);
 /* Wake a store blocked in another thread (store_next_*):
  * that call returns -EINTR. Safe to call from any thread. */
@@ -246,8 +257,9 @@ int store_count_open(store *st, long long *n);
 /* How many finished tasks of handler are kept (at most tasks.retention_max): one LLEN per
  * shard, pipelined. */
 int store_count_finished(store *st, const char *handler, long long *n);
-/* Redis' INFO text for a section ("commandstats", "cpu", ...); malloc'd. */
-int store_info(store *st, const char *section, char **out);
+/* Redis' INFO text for a section ("commandstats", "cpu", ...) from every master, as
+ * store_config_get gives its values: a cluster's figures are the sum over its masters. */
+int store_info(store *st, const char *section, store_master_text **out, size_t *n);
 
 /* ---- the host's side ---- */
 

@@ -80,6 +80,23 @@ size_t rc__cluster_nodes(rconn *rc, rnode **nodes)
     return rc->cl ? rc->cl->n : 0;
 }
 
+size_t rc__cluster_masters(rconn *rc, rnode ***out)
+{
+    cluster *cl = rc->cl;
+    bool *seen = xcalloc(cl->n + 1, sizeof *seen);
+    *out = xcalloc(cl->n + 1, sizeof **out);
+    size_t n = 0;
+    for (unsigned s = 0; s < SLOTS; s++) {
+        int idx = cl->slot[s];
+        if (idx >= 0 && !seen[idx]) {
+            seen[idx] = true;
+            (*out)[n++] = &cl->nodes[idx];
+        }
+    }
+    free(seen);
+    return n;
+}
+
 /* The index of node host:port, added if new; -1 when the table is full. */
 static int node_index(cluster *cl, const char *host, size_t hlen, int port)
 {

@@ -577,6 +577,46 @@ int rconn_run(rconn *rc, const rcall *calls, size_t n, redisReply **replies)
     return err;
 }
 
+int rconn_each_master(rconn *rc, const rcall *call, redisReply ***replies, char ***names)
+{
+    *replies = NULL;
+    *names = NULL;
+    if (rc->channels) {
+        rc__err(rc, "a subscribed connection takes no commands");
+        return -EINVAL;
+    }
+    rnode *one = &rc->node, **nodes = &one;
+    size_t n = 1;
+    if (rc->cl) {
+        int err = rc__cluster_refresh(rc);
+        if (err < 0)
+            return err;
+        n = rc__cluster_masters(rc, &nodes);
+    } else {
+        rc__sentinel_poll(rc);
+    }
+    redisReply **r = xcalloc(n + 1, sizeof *r);
+    int err = 0;
+    for (size_t i = 0; i < n && err == 0; i++)
+        if ((err = rc__node_ensure(rc, nodes[i])) == 0 &&
+            (err = append_unit(rc, nodes[i], call, 1, false)) == 0)
+            err = read_unit(rc, nodes[i], &r[i], 1, false);
+    if (err < 0) {
+        free_replies(r, n);
+        free(r);
+    } else {
+        *replies = r;
+        *names = xcalloc(n + 1, sizeof **names);
+        for (size_t i = 0; i < n; i++) {
+            char name[300];
+            (*names)[i] = xstrdup(rc__node_name(nodes[i], name, sizeof name));
+        }
+    }
+    if (nodes != &one)
+        free(nodes);
+    return err < 0 ? err : (int)n;
+}
+
 int rconn_block(rconn *rc, const rcall *call, double timeout_s, redisReply **reply)
 {
     *reply = NULL;

@@ -85,6 +85,17 @@ void rconn_drop(rconn *rc);
 int rconn_run(rconn *rc, const rcall *calls, size_t n, redisReply **replies);
 
 /*
+ * Run one call on every master: the one server, the master the sentinels
+ * name, or each master of a cluster (its slot map read first). *replies gets
+ * one reply per master (a malloc'd array: free each with freeReplyObject,
+ * then the array) and *names the "host:port" (or socket path) each came from
+ * (a malloc'd array of malloc'd strings). Returns how many masters answered
+ * (>= 1), or -EIO when one could not be reached (nothing is kept then).
+ * For what a server's own state answers (INFO, CONFIG), not for keys.
+ */
+int rconn_each_master(rconn *rc, const rcall *call, redisReply ***replies, char ***names);
+
+/*
  * Send one blocking call (BLPOP ...) and wait up to timeout_s for its reply.
  * -ETIMEDOUT when none came (the connection is dropped: the reply may still
  * come), -EINTR when intr_fd became readable (likewise), -EIO.
@@ -177,6 +188,9 @@ rnode *rc__cluster_route(rconn *rc, const char *key, size_t keylen);
 rnode *rc__cluster_redirect(rconn *rc, const redisReply *r, bool *ask);
 /* A node of the cluster failed: the map is refreshed before the next call. */
 void rc__cluster_suspect(rconn *rc);
+/* The masters that serve slots in the map now, each once, in slot order: *out gets a
+ * malloc'd array of pointers into the link's nodes. Returns how many. */
+size_t rc__cluster_masters(rconn *rc, rnode ***out);
 /* Every node the link knows, for closing them. */
 size_t rc__cluster_nodes(rconn *rc, rnode **nodes);
 /* The hash slot of key: CRC16 of its hash tag (the part between the first '{' and the

@@ -2,8 +2,7 @@
  * store_read.c - the store's reads: task records (in the JSON form clients
  * read, with the long field names of DESIGN §5, from the short fields of
  * protocol 2 and the holding host's lease), lists of tasks and hosts, queue
- * figures, subtasks and Redis' own INFO. Reads that span shards are
- * pipelined.
+ * figures and subtasks. Reads that span shards are pipelined.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -642,19 +641,6 @@ int store_count_finished(store *st, const char *handler, long long *n)
         *n += batch_int(&b, i);
     batch_free(&b);
     return rc;
-}
-
-int store_info(store *st, const char *section, char **out)
-{
-    *out = NULL;
-    redisReply *r;
-    int rc = store__cmd(st, NULL, &r, "INFO %s", section);
-    if (rc < 0)
-        return rc;
-    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
-        *out = strndup(r->str, (size_t)r->len);
-    freeReplyObject(r);
-    return *out ? 0 : -EPROTO;
 }
 
 /* ---- parallel tasks ---- */

@@ -12,7 +12,8 @@
  * processes, scratch folders), harness_redis.c (the redis-server),
  * harness_ha.c (replicas, sentinels, a Redis Cluster), harness_host.c (bgtaskd and bgtaskctl), harness_keys.c (the key layout:
  * the only test code that spells key names), itest.[ch] (the integration
- * tests' fixture), crashkit.[ch] (the crash tests' pool and checks) and
+ * tests' fixture), crashkit.[ch] (the crash tests' pool and checks),
+ * surface.[ch] (bgtaskctl and the HTTP API through any Redis address) and
  * fake_host.[ch] (the unit tests' host table). Include its headers as
  * "../harness/<name>.h": the Makefile compiles tests with -Isdk -Ihost only.
  * Every process the harness starts is killed and every folder it made is

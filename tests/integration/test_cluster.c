@@ -15,9 +15,13 @@
  *   - blocking calls and subscriptions;
  *   - a master killed with kill -9: its replica is promoted and the same
  *     link writes to it, after reading the slot map again;
+ *   - a host warns about each master that may evict keys;
  *   - bgtaskd on the cluster (protocol 2): two hosts run tasks whose shards
- *     spread over the masters, bgtaskctl reads them through the router, and a
- *     master killed mid-run leaves every task SUCCESS with one terminal event.
+ *     spread over the masters; a subscriber hears each event once;
+ *     bgtaskctl and the HTTP API work through the cluster URL (surface.h);
+ *   - the failover scenario: three hosts, 3,000 short tasks spread over every
+ *     master, one master killed with kill -9 mid-run and its replica
+ *     promoted: every task ends SUCCESS with one terminal event.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +37,7 @@
 #include <cjson/cJSON.h>
 
 #include "../harness/harness.h"
+#include "../harness/surface.h"
 #include "config.h"
 #include "store.h"
 #include "store_conn.h"
@@ -439,14 +444,16 @@ static th_redis *hosts_node(void)
     return n;
 }
 
-static void host_start(th_host *h, const char *id, const char *settings)
+/* Start host id on the cluster (workers; extra: more top-level config, or NULL). */
+static void host_start(th_host *h, const char *id, int workers, double heartbeat_s,
+                       const char *extra)
 {
     th_host_opts o = {.id = id,
-                      .workers = 4,
+                      .workers = workers,
                       .lease_s = 20,
-                      .heartbeat_s = 4,
+                      .heartbeat_s = heartbeat_s,
                       .redis_url = cl.url,
-                      .redis_settings = settings};
+                      .extra = extra};
     assert_int_equal(th_host_start(h, hosts_node(), &o), 0);
     if (!th_host_wait_ready(h, hosts_node(), 20)) {
         th_log_dump(h);
@@ -536,10 +543,10 @@ static void one_terminal_each(store *st, char (*ids)[37], size_t n)
     free(terminal);
 }
 
-/* How many keys each master holds; returns how many masters hold any. */
-static int masters_with_keys(void)
+/* The masters now, each once; how many. */
+static int masters_now(th_redis **out)
 {
-    int with = 0;
+    int n = 0;
     for (int i = 0; i < cl.n; i++) {
         if (!cl.nodes[i].pid)
             continue;
@@ -547,31 +554,221 @@ static int masters_with_keys(void)
         bool master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
                       strcmp(r->element[0]->str, "master") == 0;
         freeReplyObject(r);
-        if (!master)
-            continue;
-        r = node_cmd(&cl.nodes[i], "DBSIZE");
+        if (master)
+            out[n++] = &cl.nodes[i];
+    }
+    return n;
+}
+
+/* An empty cluster: FLUSHALL on every master (the replicas follow). */
+static void flush_cluster(void)
+{
+    th_redis *m[TH_MAX_CLUSTER_NODES];
+    for (int i = 0, n = masters_now(m); i < n; i++)
+        freeReplyObject(node_cmd(m[i], "FLUSHALL"));
+}
+
+/* How many masters hold any key. */
+static int masters_with_keys(void)
+{
+    th_redis *m[TH_MAX_CLUSTER_NODES];
+    int with = 0;
+    for (int i = 0, n = masters_now(m); i < n; i++) {
+        redisReply *r = node_cmd(m[i], "DBSIZE");
         with += r->integer > 0;
         freeReplyObject(r);
     }
     return with;
 }
 
+/* The master of each shard's hash tag into of[0..shards); returns how many masters serve
+ * shards. */
+static int shard_masters(store *st, th_redis **of)
+{
+    int n = 0;
+    th_redis *seen[TH_MAX_CLUSTER_NODES];
+    for (int s = 0; s < store_shards(st); s++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "{bgtask:%d}", s);
+        of[s] = th_cluster_master_of_key(&cl, tag);
+        assert_non_null(of[s]);
+        bool known = false;
+        for (int k = 0; k < n; k++)
+            known |= seen[k] == of[s];
+        if (!known)
+            seen[n++] = of[s];
+    }
+    return n;
+}
+
+/* How many masters the tasks ids[0..n) are on. */
+static int masters_of_tasks(store *st, char (*ids)[37], size_t n)
+{
+    th_redis *of[STORE_MAX_SHARDS];
+    shard_masters(st, of);
+    int count = 0;
+    th_redis *seen[TH_MAX_CLUSTER_NODES];
+    for (size_t i = 0; i < n; i++) {
+        th_redis *m = of[store_shard_of(st, ids[i])];
+        bool known = false;
+        for (int k = 0; k < count; k++)
+            known |= seen[k] == m;
+        if (!known)
+            seen[count++] = m;
+    }
+    return count;
+}
+
+/* Tasks not finished yet (waiting or running), or -1 while the cluster cannot say. */
+static long long open_tasks(store *st)
+{
+    long long n;
+    return store_count_open(st, &n) == 0 ? n : -1;
+}
+
+static long long finished_tasks(store *st, const char *handler)
+{
+    long long n;
+    return store_count_finished(st, handler, &n) == 0 ? n : -1;
+}
+
+/*
+ * A host warns about every master whose maxmemory-policy may evict keys, by
+ * its address: here the two that do not serve slot 0, so that asking one
+ * master (any) could not find both.
+ */
+static void test_eviction_warning_every_master(void **state)
+{
+    (void)state;
+    need_up();
+    th_redis *m[TH_MAX_CLUSTER_NODES], *first = th_cluster_master_of(&cl, 0);
+    int n = masters_now(m), set = 0;
+    assert_int_equal(n, 3);
+    for (int i = 0; i < n; i++)
+        if (m[i] != first) {
+            freeReplyObject(node_cmd(m[i], "CONFIG SET maxmemory-policy allkeys-lru"));
+            set++;
+        }
+    assert_int_equal(set, 2);
+    th_host h;
+    host_start(&h, "e1", 1, 4, NULL);
+    for (int i = 0; i < n; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "redis 127.0.0.1:%d: maxmemory-policy is '%s'", m[i]->port,
+                 m[i] == first ? "noeviction" : "allkeys-lru");
+        if (th_log_contains(&h, want) != (m[i] != first)) {
+            th_log_dump(&h);
+            fail_msg("the host's log %s \"%s\"", m[i] == first ? "has" : "lacks", want);
+        }
+    }
+    host_stop(&h);
+    for (int i = 0; i < n; i++)
+        freeReplyObject(node_cmd(m[i], "CONFIG SET maxmemory-policy noeviction"));
+}
+
+/* What a subscriber heard: per task (sorted ids) its "Task started" notices and terminal
+ * events, and every event's id with its task's. */
+typedef struct heard {
+    char (*ids)[37];
+    size_t n;
+    int *started, *terminal;
+    char **sids;
+    size_t nsids;
+    size_t terminals; /* terminal events of these tasks in all */
+} heard;
+
+/* Read sub's events for the tasks of h until each has had a terminal event (up to 30 s),
+ * then whatever else comes within 0.5 s (a duplicate would follow its first copy). */
+static void listen_all(store *sub, heard *h)
+{
+    double end = th_now() + 30, quiet_from = 0;
+    for (;;) {
+        double now = th_now();
+        if (h->terminals >= h->n && !quiet_from)
+            quiet_from = now;
+        if (quiet_from ? now > quiet_from + 0.5 : now > end)
+            break;
+        char *name = NULL, *sid = NULL;
+        cJSON *data = NULL;
+        if (store_next_event_ex(sub, 0.1, &name, &data, &sid) < 0)
+            continue;
+        const cJSON *tid = cJSON_GetObjectItemCaseSensitive(data, "task_id");
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(data, "message");
+        char(*hit)[37] =
+            cJSON_IsString(tid) ? bsearch(tid->valuestring, h->ids, h->n, 37, cmp_id) : NULL;
+        if (hit && strcmp(name, "bgtask_updated") == 0 && cJSON_IsString(msg) &&
+            strcmp(msg->valuestring, "Task started") == 0)
+            h->started[hit - h->ids]++;
+        if (hit && strcmp(name, "bgtask_done") == 0) {
+            h->terminal[hit - h->ids]++;
+            h->terminals++;
+        }
+        if (sid && hit) { /* stream ids are per shard: an event is its id and its task */
+            h->sids = realloc(h->sids, (h->nsids + 1) * sizeof *h->sids);
+            assert_true(asprintf(&h->sids[h->nsids++], "%s %s", sid, tid->valuestring) > 0);
+        }
+        free(sid);
+        free(name);
+        cJSON_Delete(data);
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Each task of h was announced once and ended once, and no event came twice. */
+static void heard_once(heard *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (h->started[i] != 1 || h->terminal[i] != 1)
+            fail_msg("task %s: heard %d 'Task started' and %d bgtask_done, want 1 and 1", h->ids[i],
+                     h->started[i], h->terminal[i]);
+    qsort(h->sids, h->nsids, sizeof *h->sids, cmp_str);
+    for (size_t i = 1; i < h->nsids; i++)
+        if (strcmp(h->sids[i - 1], h->sids[i]) == 0)
+            fail_msg("event %s heard twice", h->sids[i]);
+    for (size_t i = 0; i < h->nsids; i++)
+        free(h->sids[i]);
+    free(h->sids);
+    free(h->started);
+    free(h->terminal);
+}
+
 /*
  * Protocol 2 on a cluster: two hosts run tasks whose shards spread over the
- * three masters; bgtaskctl reads them through the router.
+ * three masters; a subscriber on one master hears what scripts publish on
+ * all three, each message once (classic PUBLISH goes over the cluster bus to
+ * every node; in cluster mode Redis does not also replicate it, so a
+ * replica does not publish it a second time); bgtaskctl and the HTTP API
+ * work through the cluster URL.
  */
 static void test_tasks_over_masters(void **state)
 {
     (void)state;
     need_up();
+    flush_cluster();
     th_host h[2];
-    host_start(&h[0], "c1", NULL);
-    host_start(&h[1], "c2", NULL);
-    store *st = store_on_cluster(1);
+    host_start(&h[0], "c1", 4, 4, "http: { listen = \"127.0.0.1:0\"; };");
+    host_start(&h[1], "c2", 4, 4, NULL);
+    store *st = store_on_cluster(1), *sub = store_on_cluster(0);
+    assert_int_equal(store_subscribe_all(sub), 0);
     enum { N = 200 };
     char(*ids)[37] = calloc(N, 37);
     assert_non_null(ids);
     assert_int_equal(submit_n(st, "demo.echo", "{\"x\": 1}", N, ids), N);
+    assert_int_equal(masters_of_tasks(st, ids, N), 3);
+    heard hd = {.ids = calloc(N, 37),
+                .n = N,
+                .started = calloc(N, sizeof(int)),
+                .terminal = calloc(N, sizeof(int))};
+    memcpy(hd.ids, ids, (size_t)N * 37);
+    qsort(hd.ids, N, 37, cmp_id);
+    listen_all(sub, &hd);
+    heard_once(&hd);
+    free(hd.ids);
+    store_free(sub);
     size_t terminal = 0;
     bool all = TH_WAIT_UNTIL(60, count_state(st, ids, N, "SUCCESS", &terminal) == N);
     if (!all) {
@@ -584,78 +781,83 @@ static void test_tasks_over_masters(void **state)
     /* 16 shards over 3 masters: every master holds some. */
     assert_int_equal(masters_with_keys(), 3);
 
-    th_redis view = *hosts_node();
-    snprintf(view.url, sizeof view.url, "%s", cl.url);
-    char *out = NULL;
-    assert_int_equal(th_ctl(&view, &out, NULL, "status", ids[0], "--json", NULL), 0);
-    assert_non_null(strstr(out, "\"SUCCESS\""));
-    free(out);
-    assert_int_equal(th_ctl(&view, &out, NULL, "hosts", "--json", NULL), 0);
-    assert_non_null(strstr(out, "\"c1\""));
-    assert_non_null(strstr(out, "\"c2\""));
-    free(out);
-    assert_int_equal(th_ctl(&view, &out, NULL, "list", "--state", "SUCCESS", "--json", NULL), 0);
-    assert_non_null(strstr(out, "demo.echo"));
-    free(out);
+    th_surface_check(cl.url, &h[0]);
     store_free(st);
     free(ids);
     host_stop(&h[0]);
     host_stop(&h[1]);
 }
 
+/* The failover scenario's size: tasks, and those finished when a master is killed. */
+#define FO_TASKS 3000
+#define FO_KILL_AFTER (FO_TASKS / 5)
+
 /*
- * kill -9 of a master while two hosts run tasks (submitted with
- * min_replicas_ack = 1, so its replica has them): its replica takes over, the
- * hosts follow, and every task ends SUCCESS with one terminal event. An end
- * written to the dead master but not yet to its replica is lost with it: its
- * host no longer lists the attempt, and the heartbeat queues it again after
- * the host entry's ttl (the task runs again).
+ * kill -9 of a master while three hosts run 3,000 short tasks spread over
+ * every master (submitted with min_replicas_ack = 1, so its replica has
+ * them): its replica takes over, the hosts follow, and every task ends
+ * SUCCESS with one terminal event. An end written to the dead master but not
+ * yet to its replica is lost with it: its host no longer lists the attempt,
+ * and the heartbeat queues it again after the host entry's ttl (the task runs
+ * again).
  */
 static void test_tasks_through_failover(void **state)
 {
     (void)state;
     need_up();
-    th_host h[2];
-    host_start(&h[0], "f1", NULL);
-    host_start(&h[1], "f2", NULL);
+    flush_cluster();
+    th_host h[3];
+    static const char *const names[] = {"f1", "f2", "f3"};
+    /* Heartbeat 2 s: a host entry lasts 5 s, longer than a failover takes (~2-3 s). */
+    for (int i = 0; i < 3; i++)
+        host_start(&h[i], names[i], 8, 2, NULL);
     store *st = store_on_cluster(1);
-    enum { N = 300 };
-    char(*ids)[37] = calloc(N, 37);
+    char(*ids)[37] = calloc(FO_TASKS, 37);
     assert_non_null(ids);
-    assert_int_equal(submit_n(st, "demo.sleep", "{\"seconds\": 0.05, \"steps\": 1}", N, ids), N);
+    double t0 = th_now();
+    assert_int_equal(submit_n(st, "demo.sleep", "{\"seconds\": 0.05, \"steps\": 1}", FO_TASKS, ids),
+                     FO_TASKS);
+    assert_int_equal(masters_of_tasks(st, ids, FO_TASKS), 3);
     /* A master of some shard, but not of the slot test_master_failover kills (its replica is
      * needed then). */
     const char *keep = "{fail}:counter";
     th_redis *spare = th_cluster_master_of(&cl, rc__key_slot(keep, strlen(keep)));
     assert_non_null(spare);
-    th_redis *victim = NULL;
-    for (int s = 0; s < 16 && !victim; s++) {
-        char tag[32];
-        snprintf(tag, sizeof tag, "{bgtask:%d}", s);
-        th_redis *m = th_cluster_master_of_key(&cl, tag);
-        if (m && m->port != spare->port)
-            victim = m;
-    }
+    th_redis *of[STORE_MAX_SHARDS], *victim = NULL;
+    shard_masters(st, of);
+    for (int s = 0; s < store_shards(st) && !victim; s++)
+        if (of[s] != spare)
+            victim = of[s];
     assert_non_null(victim);
-    size_t terminal = 0;
-    TH_WAIT_UNTIL(30, count_state(st, ids, N, "SUCCESS", &terminal) >= N / 5);
+    if (!TH_WAIT_UNTIL(60, finished_tasks(st, "demo.sleep") >= FO_KILL_AFTER))
+        fail_msg("fewer than %d tasks finished in 60 s", FO_KILL_AFTER);
+    /* Mid-run: most of the tasks are still to run. */
+    long long open = open_tasks(st);
+    if (open < FO_TASKS / 2)
+        fail_msg("%lld of %d tasks open when the master was to be killed: too late", open,
+                 FO_TASKS);
     th_redis_kill(victim);
     double killed = th_now();
-    bool all = TH_WAIT_UNTIL(90, count_state(st, ids, N, "SUCCESS", &terminal) == N);
+    bool all =
+        TH_WAIT_UNTIL(120, finished_tasks(st, "demo.sleep") >= FO_TASKS && open_tasks(st) == 0);
     if (!all) {
-        th_log_dump(&h[0]);
-        th_log_dump(&h[1]);
-        fail_msg("%zu of %d tasks terminal 90 s after the kill", terminal, N);
+        for (int i = 0; i < 3; i++)
+            th_log_dump(&h[i]);
+        fail_msg("%lld of %d tasks finished 120 s after the kill", finished_tasks(st, "demo.sleep"),
+                 FO_TASKS);
     }
-    printf("cluster failover: all %d tasks SUCCESS %.1f s after kill -9 of a master\n", N,
-           th_now() - killed);
+    printf("cluster failover: %d tasks on 3 hosts, %lld open at the kill -9 of a master; all "
+           "finished %.1f s after it (%.1f s in all)\n",
+           FO_TASKS, open, th_now() - killed, th_now() - t0);
     assert_true(th_cluster_wait_ok(&cl, 30));
-    qsort(ids, N, 37, cmp_id);
-    one_terminal_each(st, ids, N);
+    size_t terminal = 0;
+    assert_int_equal(count_state(st, ids, FO_TASKS, "SUCCESS", &terminal), FO_TASKS);
+    qsort(ids, FO_TASKS, 37, cmp_id);
+    one_terminal_each(st, ids, FO_TASKS);
     store_free(st);
     free(ids);
-    host_stop(&h[0]);
-    host_stop(&h[1]);
+    for (int i = 0; i < 3; i++)
+        host_stop(&h[i]);
 }
 
 int main(void)
@@ -669,6 +871,7 @@ int main(void)
         cmocka_unit_test(test_script_noscript),
         cmocka_unit_test(test_ask_and_moved),
         cmocka_unit_test(test_block_and_subscribe),
+        cmocka_unit_test(test_eviction_warning_every_master),
         cmocka_unit_test(test_tasks_over_masters),
         cmocka_unit_test(test_tasks_through_failover),
         cmocka_unit_test(test_master_failover),

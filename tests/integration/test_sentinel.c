@@ -3,10 +3,10 @@
  * master, two replicas and three redis-sentinel processes from the harness,
  * hosts and clients given a redis+sentinel:// URL.
  *
- *   - bgtaskctl and the HTTP API work through the sentinels, and follow a
- *     failover the sentinels are asked for (SENTINEL FAILOVER: the old
- *     master lives on as a replica, so a client that kept using it would
- *     fail);
+ *   - bgtaskctl and the HTTP API work through the sentinels (every command
+ *     and endpoint of surface.h), and follow a failover the sentinels are
+ *     asked for (SENTINEL FAILOVER: the old master lives on as a replica, so
+ *     a client that kept using it would fail);
  *   - a submit that fewer replicas confirm than redis.min_replicas_ack asks
  *     for is reported as not durable (bgtaskctl exit 7, HTTP "durable":
  *     false) and can be submitted again with its id;
@@ -32,6 +32,7 @@
 #include <cjson/cJSON.h>
 
 #include "../harness/harness.h"
+#include "../harness/surface.h"
 #include "config.h"
 #include "store.h"
 
@@ -235,6 +236,7 @@ static void test_ctl_and_http(void **state)
                       .extra = "http: { listen = \"127.0.0.1:0\"; };"};
     host_start(&h, &o);
     bool passed = false;
+    th_surface_check(sen.url, &h);
     th_redis v = via_sentinels();
 
     char *out = NULL, *err = NULL;

@@ -2,7 +2,7 @@
  * bench.h - what the files of the bench share (main.c: options, main, the
  * report; say.c: messages and the interrupt flag; host.c: the bgtaskd it
  * starts; redis.c: Redis' own accounting; modes.c: submitting, waiting and
- * the modes; isolation.c: the isolation mode).
+ * the modes; isolation.c: the isolation mode; scale.c: the scale mode).
  *
  * The bench: throughput, latency and Redis cost of one bgtaskd running no-op tasks.
  *
@@ -23,9 +23,11 @@
  *            threads (isolation = "thread") and by one where it runs in worker processes
  *            (isolation = "process", one per worker thread), twice each, alternating; the
  *            best rate of each mode and process/thread.
+ *   scale    --hosts hosts (each in one of the --netns network namespaces, in turn, when
+ *            given) run N tasks submitted while they run; tasks/s, and each master's CPU.
  *
- * The Redis cost of drain, mixed and parallel comes from INFO commandstats and INFO cpu
- * taken before and after. It talks to Redis only through the store (host/store.h).
+ * The Redis cost of drain, mixed, parallel and scale comes from INFO commandstats and INFO
+ * cpu taken before and after, summed over the masters (a Redis Cluster has several). It talks to Redis only through the store (host/store.h).
  */
 #ifndef BENCH_BENCH_H
 #define BENCH_BENCH_H
@@ -36,6 +38,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,7 +76,8 @@ enum {
     MODE_AOF = 16,
     MODE_ISOLATION = 32,
     MODE_ALL = 63,
-    MODE_FLAT = 64 /* not in all: it runs a million tasks */
+    MODE_FLAT = 64,  /* not in all: it runs a million tasks */
+    MODE_SCALE = 128 /* not in all: for tools/run-scaleout */
 };
 
 /* The bench's settings and what it measured. */
@@ -89,6 +93,9 @@ typedef struct bench {
     long retention_max;
     int workers;
     int processes;          /* the isolation mode's worker processes; 0 = workers */
+    int hosts;              /* the scale mode's hosts */
+    char **netns;           /* the scale mode's network namespaces (--netns), or NULL */
+    size_t nnetns;
     const char *isolation;  /* more settings of the bench plugin's entry, or NULL */
     int batch;
     double timeout_s;
@@ -104,10 +111,12 @@ typedef struct host_proc {
     pid_t pid;       /* 0 when not running */
     char id[64];     /* its host id */
     char prefix[64]; /* its key prefix */
-    char conf[PATH_MAX + 32];
-    char log[PATH_MAX + 32];
+    char conf[PATH_MAX + 64];
+    char log[PATH_MAX + 64];
     struct rusage usage; /* its CPU use, filled when it is reaped */
     bool reaped;
+    int index;         /* 0: its mode's one host; 1, 2...: one of several, sharing a prefix */
+    const char *netns; /* the network namespace it runs in, or NULL */
 } host_proc;
 
 typedef struct cmdstat {
@@ -116,10 +125,23 @@ typedef struct cmdstat {
     long long usec;
 } cmdstat;
 
-/* INFO commandstats and INFO cpu at one moment. */
+/* The most masters whose figures are shown one by one. */
+#define BENCH_MAX_MASTERS 64
+
+/* One master's CPU: its address, and used_cpu_user + used_cpu_sys (a snapshot) or their
+ * growth (a cost) in s, and per task. */
+typedef struct master_cpu {
+    char server[80];
+    double cpu_s;
+    double cpu_usec; /* a cost: per unit */
+} master_cpu;
+
+/* INFO commandstats and INFO cpu at one moment, summed over the masters. */
 typedef struct snapshot {
     cmdstat *cmds;
     size_t n;
+    master_cpu *masters; /* each master's own CPU (at most BENCH_MAX_MASTERS) */
+    size_t nmasters;
     double cpu_s;    /* used_cpu_user + used_cpu_sys */
     long long forks; /* background saves and AOF rewrites so far */
     long long aof;   /* aof_current_size, -1 when AOF is off */
@@ -136,6 +158,8 @@ typedef struct cost {
     long long forks;     /* background saves and AOF rewrites during the run */
     double aof_bytes;    /* AOF growth; -1 when AOF is off or a rewrite ran (it shrinks the file) */
     double mem_bytes;    /* used_memory growth */
+    master_cpu master[BENCH_MAX_MASTERS]; /* each master's share of cpu_usec */
+    size_t nmasters;
 } cost;
 
 /* Set by SIGINT/SIGTERM: every wait ends as if its deadline had come. */
@@ -158,6 +182,9 @@ double cpu_s(const struct rusage *u);
 
 /* redis.c: INFO commandstats and cpu, and the cost per task between two snapshots */
 void snapshot_free(snapshot *s);
+/* INFO section from every master into *t (free with store_master_texts_free), saying why
+ * when it fails. */
+int info_all(store *st, const char *section, store_master_text **t, size_t *n);
 int snapshot_take(store *st, snapshot *s);
 cost snapshot_cost(const snapshot *a, const snapshot *z, long units, const char *unit,
                    const char *title);
@@ -166,8 +193,8 @@ void cost_json(cJSON *j, const char *pre, const char *unit, const cost *c);
 
 /* modes.c: each mode returns 0 or a negative errno */
 int submit_noops(const bench *b, store *st, long n);
-int wait_finished(const bench *b, store *st, host_proc *h, long n, double start, double *t_first,
-                  double *t_done, long long *got);
+int wait_finished(const bench *b, store *st, host_proc *h, int nh, long n, double start,
+                  double *t_first, double *t_done, long long *got);
 store *open_store(const bench *b, const char *prefix);
 int wait_redis_quiet(store *st);
 int run_drain(bench *b);
@@ -179,5 +206,8 @@ int run_parallel(bench *b);
 
 /* isolation.c */
 int run_isolation(bench *b);
+
+/* scale.c */
+int run_scale(bench *b);
 
 #endif

@@ -44,15 +44,21 @@ int find_paths(bench *b)
  * tasks.retention_max is the flat mode's --retention-max; the other modes keep every
  * task they run (0: no limit), since they count the finished ones. A limit as large as
  * --tasks is not enough: it is split over the shards, and a shard that got more than
- * its share would trim records the count still waits for.
+ * its share would trim records the count still waits for. Hosts of one mode (h->index
+ * 1, 2, ...) share its prefix, each with its own id and files.
  */
 int host_write_config(const bench *b, host_proc *h, const char *mode)
 {
     long keep = strcmp(mode, "flat") == 0 ? b->retention_max : 0;
-    snprintf(h->id, sizeof h->id, "bench-%d-%s", (int)getpid(), mode);
+    char name[32];
+    if (h->index > 0)
+        snprintf(name, sizeof name, "%s-%d", mode, h->index);
+    else
+        snprintf(name, sizeof name, "%s", mode);
+    snprintf(h->id, sizeof h->id, "bench-%d-%s", (int)getpid(), name);
     snprintf(h->prefix, sizeof h->prefix, "bgbench:%d:%s", (int)getpid(), mode);
-    snprintf(h->conf, sizeof h->conf, "%s/bgtaskd-%s.conf", b->outdir, mode);
-    snprintf(h->log, sizeof h->log, "%s/bgtaskd-%s.log", b->outdir, mode);
+    snprintf(h->conf, sizeof h->conf, "%s/bgtaskd-%s.conf", b->outdir, name);
+    snprintf(h->log, sizeof h->log, "%s/bgtaskd-%s.log", b->outdir, name);
     FILE *f = fopen(h->conf, "w");
     if (!f) {
         say("bench: %s: %s", h->conf, strerror(errno));
@@ -73,10 +79,24 @@ int host_write_config(const bench *b, host_proc *h, const char *mode)
     return 0;
 }
 
+/* In the child: join the network namespace `name` (made by `ip netns add`). */
+static void enter_netns(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "/var/run/netns/%s", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+        dprintf(STDERR_FILENO, "bench: network namespace %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    close(fd);
+}
+
 /*
- * Start bgtaskd -c <conf> with stdout and stderr in the log file. The Redis address goes
- * in $BGTASK_REDIS (which overrides the config file), not on the command line, where ps
- * would show a password in it.
+ * Start bgtaskd -c <conf> with stdout and stderr in the log file, in the network
+ * namespace h->netns when one is named. The Redis address goes in $BGTASK_REDIS (which
+ * overrides the config file), not on the command line, where ps would show a password in
+ * it.
  */
 int host_start(const bench *b, host_proc *h)
 {
@@ -98,6 +118,8 @@ int host_start(const bench *b, host_proc *h)
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         setenv("BGTASK_REDIS", b->url, 1);
+        if (h->netns)
+            enter_netns(h->netns);
         execl(b->bgtaskd, b->bgtaskd, "-c", h->conf, (char *)NULL);
         dprintf(STDERR_FILENO, "bench: exec %s: %s\n", b->bgtaskd, strerror(errno));
         _exit(127);

@@ -29,7 +29,7 @@ static int drain_rate(bench *b, const char *mode, const char *isolation, double 
     long long got;
     if ((rc = host_start(b, &h)) < 0)
         goto out;
-    rc = wait_finished(b, st, &h, b->tasks, t0, &t_first, &t_done, &got);
+    rc = wait_finished(b, st, &h, 1, b->tasks, t0, &t_first, &t_done, &got);
     if (rc < 0) {
         printf("  %s: INCOMPLETE: %lld of %ld tasks in %.3fs\n", mode, got, b->tasks,
                mono_s() - t0);

@@ -9,8 +9,8 @@ static const char usage_text[] =
     "one JSON line.\n"
     "\n"
     "  --redis URL      the Redis to use (default: $BGTASK_REDIS, else " STORE_DEFAULT_URL ")\n"
-    "  --mode M         drain, mixed, latency, parallel, aof, isolation, flat or all\n"
-    "                   (default: all but flat)\n"
+    "  --mode M         drain, mixed, latency, parallel, aof, isolation, flat, scale or all\n"
+    "                   (default: all but flat and scale)\n"
     "  --tasks N        tasks per throughput mode (default 100000)\n"
     "  --samples M      latency samples (default 2000)\n"
     "  --subtasks N     subtasks of the parallel mode's task (default 10000, at most 1000000)\n"
@@ -22,6 +22,9 @@ static const char usage_text[] =
     "  --flat-tasks N   tasks of the flat mode (default 1000000): Redis memory must stay\n"
     "                   flat once --retention-max finished tasks are kept\n"
     "  --retention-max N  the flat mode's tasks.retention_max (default 100000)\n"
+    "  --hosts N        hosts of the scale mode (default 1), sharing its tasks\n"
+    "  --netns NS,...   the scale mode's hosts run in these network namespaces (host i in\n"
+    "                   the i-th, in turn), made with `ip netns add` (tools/run-scaleout)\n"
     "  --workers W      the host's worker threads (default 64: a host claims as many tasks\n"
     "                   per call as it has free workers, and for no-op tasks larger claims\n"
     "                   are what lowers the Redis cost per task)\n"
@@ -35,36 +38,42 @@ static const char usage_text[] =
 
 /* ---- main ---- */
 
-/* Print which Redis is measured and whether it keeps an AOF (which weighs on every figure). */
+/* Print which Redis is measured, over how many masters, and whether they keep an AOF
+ * (which weighs on every figure). */
 static int describe_redis(bench *b)
 {
     store *st = open_store(b, "bgbench");
     if (!st)
         return -EIO;
-    char *server = NULL, *persistence = NULL;
-    int rc = store_info(st, "server", &server);
+    store_master_text *server = NULL, *persistence = NULL;
+    size_t ns = 0, np = 0;
+    int rc = info_all(st, "server", &server, &ns);
     if (rc == 0)
-        rc = store_info(st, "persistence", &persistence);
-    if (rc < 0) {
-        say("bench: INFO: %s", store_errstr(st));
+        rc = info_all(st, "persistence", &persistence, &np);
+    if (rc < 0)
         goto out;
-    }
     char version[32] = "?";
     int aof = 0;
-    for (char *line = strtok(server, "\r\n"); line; line = strtok(NULL, "\r\n"))
+    for (char *line = strtok(server[0].text, "\r\n"); line; line = strtok(NULL, "\r\n"))
         sscanf(line, "redis_version:%31s", version);
-    for (char *line = strtok(persistence, "\r\n"); line; line = strtok(NULL, "\r\n"))
-        sscanf(line, "aof_enabled:%d", &aof);
-    if (b->addr.path)
-        printf("bench: redis %s at %s, AOF %s\n", version, b->addr.path, aof ? "on" : "off");
-    else
-        printf("bench: redis %s at %s:%d, AOF %s\n", version, b->addr.host, b->addr.port,
-               aof ? "on" : "off");
+    for (size_t m = 0; m < np; m++)
+        for (char *line = strtok(persistence[m].text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+            int on = 0;
+            if (sscanf(line, "aof_enabled:%d", &on) == 1)
+                aof += on != 0;
+        }
+    char where[700];
+    printf("bench: redis %s at %s: %zu master(s), AOF %s\n", version,
+           redis_addr_describe(&b->addr, where, sizeof where), ns,
+           aof == (int)np ? "on"
+           : aof          ? "on some masters only"
+                          : "off");
     cJSON_AddStringToObject(b->json, "redis_version", version);
-    cJSON_AddBoolToObject(b->json, "aof", aof != 0);
+    cJSON_AddBoolToObject(b->json, "aof", aof == (int)np);
+    cJSON_AddNumberToObject(b->json, "redis_masters", (double)ns);
 out:
-    free(server);
-    free(persistence);
+    store_master_texts_free(server, ns);
+    store_master_texts_free(persistence, np);
     store_free(st);
     return rc;
 }
@@ -73,6 +82,32 @@ static int usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "bench: %s: '%s' (see bench --help)\n", what, arg);
     return 2;
+}
+
+/* --netns NS,...: names of namespaces that exist (ip netns add); -1 after saying why not. */
+static int parse_netns(bench *b, const char *list)
+{
+    char *copy = xstrdup(list), *save = NULL;
+    int rc = 0;
+    for (char *ns = strtok_r(copy, ",", &save); ns && rc == 0; ns = strtok_r(NULL, ",", &save)) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "/var/run/netns/%s", ns);
+        if (ns[strspn(ns, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")] ||
+            ns[0] == '.') {
+            rc = usage_error("--netns: not a namespace name", ns);
+        } else if (access(path, R_OK) < 0) {
+            fprintf(stderr, "bench: --netns: no network namespace '%s' (%s: %s)\n", ns, path,
+                    strerror(errno));
+            rc = 2;
+        } else {
+            b->netns = xrealloc(b->netns, (b->nnetns + 1) * sizeof *b->netns);
+            b->netns[b->nnetns++] = xstrdup(ns);
+        }
+    }
+    free(copy);
+    if (rc == 0 && b->nnetns == 0)
+        rc = usage_error("--netns: no namespace named", list);
+    return rc ? -1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -85,6 +120,7 @@ int main(int argc, char **argv)
                .flat_tasks = 1000000,
                .retention_max = 100000,
                .workers = 64,
+               .hosts = 1,
                .batch = 1000,
                .timeout_s = 300};
     const char *cli_url = NULL;
@@ -101,7 +137,9 @@ int main(int argc, char **argv)
         O_PROCESSES,
         O_BATCH,
         O_TIMEOUT,
-        O_KEEP
+        O_KEEP,
+        O_HOSTS,
+        O_NETNS
     };
     static const struct option opts[] = {
         {"redis", required_argument, NULL, O_REDIS},
@@ -117,6 +155,8 @@ int main(int argc, char **argv)
         {"batch", required_argument, NULL, O_BATCH},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"keep-logs", no_argument, NULL, O_KEEP},
+        {"hosts", required_argument, NULL, O_HOSTS},
+        {"netns", required_argument, NULL, O_NETNS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -140,11 +180,13 @@ int main(int argc, char **argv)
                 b.modes = MODE_PARALLEL;
             else if (strcmp(optarg, "isolation") == 0)
                 b.modes = MODE_ISOLATION;
+            else if (strcmp(optarg, "scale") == 0)
+                b.modes = MODE_SCALE;
             else if (strcmp(optarg, "all") == 0)
                 b.modes = MODE_ALL;
             else
                 return usage_error("--mode must be drain, mixed, latency, parallel, aof, "
-                                   "isolation, flat or all",
+                                   "isolation, flat, scale or all",
                                    optarg);
             break;
         case O_TASKS:
@@ -192,6 +234,15 @@ int main(int argc, char **argv)
             b.timeout_s = (double)v;
             break;
         case O_KEEP: b.keep_logs = true; break;
+        case O_HOSTS:
+            if (!parse_long(optarg, 1, 64, &v))
+                return usage_error("--hosts must be 1..64", optarg);
+            b.hosts = (int)v;
+            break;
+        case O_NETNS:
+            if (parse_netns(&b, optarg) < 0)
+                return 2;
+            break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
         }
@@ -242,6 +293,8 @@ int main(int argc, char **argv)
         failed++;
     if (!failed && !interrupted && (b.modes & MODE_FLAT) && run_flat(&b) < 0)
         failed++;
+    if (!failed && !interrupted && (b.modes & MODE_SCALE) && run_scale(&b) < 0)
+        failed++;
     if (interrupted)
         failed++;
     cJSON_AddBoolToObject(b.json, "complete", failed == 0);
@@ -251,5 +304,8 @@ int main(int argc, char **argv)
     free(line);
     cJSON_Delete(b.json);
     redis_addr_free(&b.addr);
+    for (size_t i = 0; i < b.nnetns; i++)
+        free(b.netns[i]);
+    free(b.netns);
     return failed ? 1 : 0;
 }

@@ -41,10 +41,10 @@ out:
  * Wait until the finished count reaches n, polling every POLL_S. *t_first gets the time
  * the first finished task was seen, *t_done the time all were, *got the last count.
  * -ETIMEDOUT when the run (which began at start) has taken --timeout, or when nothing
- * finished for STALL_S; -ECHILD when the host exits, -EINTR on a signal.
+ * finished for STALL_S; -ECHILD when one of the hosts h[0..nh) exits, -EINTR on a signal.
  */
-int wait_finished(const bench *b, store *st, host_proc *h, long n, double start, double *t_first,
-                  double *t_done, long long *got)
+int wait_finished(const bench *b, store *st, host_proc *h, int nh, long n, double start,
+                  double *t_first, double *t_done, long long *got)
 {
     double moved = mono_s();
     long long last = -1;
@@ -71,8 +71,9 @@ int wait_finished(const bench *b, store *st, host_proc *h, long n, double start,
         }
         if (interrupted)
             return -EINTR;
-        if (!host_alive(h))
-            return -ECHILD;
+        for (int i = 0; i < nh; i++)
+            if (!host_alive(&h[i]))
+                return -ECHILD;
         if (now - moved > STALL_S || now - start > b->timeout_s) {
             say("bench: %lld of %ld tasks finished after %.1fs; %s", c, n, now - start,
                 now - moved > STALL_S ? "nothing finished for 10s" : "out of time (--timeout)");
@@ -107,26 +108,28 @@ static double self_cpu_s(void)
 }
 
 /*
- * Wait (up to HOST_STOP_S) until Redis runs no background AOF rewrite or save: one left
- * over from an earlier run would share the CPUs with the next.
+ * Wait (up to HOST_STOP_S) until no master runs a background AOF rewrite or save: one
+ * left over from an earlier run would share the CPUs with the next.
  */
 int wait_redis_quiet(store *st)
 {
     double end = mono_s() + HOST_STOP_S;
     for (;;) {
-        char *text = NULL;
-        int rc = store_info(st, "persistence", &text);
-        if (rc < 0) {
-            say("bench: INFO persistence: %s", store_errstr(st));
+        store_master_text *t;
+        size_t n;
+        int rc = info_all(st, "persistence", &t, &n);
+        if (rc < 0)
             return rc;
-        }
-        int aof = 0, rdb = 0;
-        for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
-            sscanf(line, "aof_rewrite_in_progress:%d", &aof);
-            sscanf(line, "rdb_bgsave_in_progress:%d", &rdb);
-        }
-        free(text);
-        if (!aof && !rdb)
+        int busy = 0;
+        for (size_t m = 0; m < n; m++)
+            for (char *line = strtok(t[m].text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+                int on = 0;
+                if (sscanf(line, "aof_rewrite_in_progress:%d", &on) == 1 ||
+                    sscanf(line, "rdb_bgsave_in_progress:%d", &on) == 1)
+                    busy += on;
+            }
+        store_master_texts_free(t, n);
+        if (!busy)
             return 0;
         if (interrupted)
             return -EINTR;
@@ -177,7 +180,7 @@ int run_drain(bench *b)
         goto out;
     double t_first, t_done;
     long long got;
-    rc = wait_finished(b, st, &h, b->tasks, t2, &t_first, &t_done, &got);
+    rc = wait_finished(b, st, &h, 1, b->tasks, t2, &t_first, &t_done, &got);
     if (rc < 0) {
         double t = mono_s() - t2;
         printf("  drain: INCOMPLETE: %lld of %ld tasks in %.3fs (%.0f tasks/s)\n", got, b->tasks, t,
@@ -238,7 +241,7 @@ int run_mixed(bench *b)
     double t1 = mono_s();
     double t_first, t_done;
     long long got;
-    rc = wait_finished(b, st, &h, b->tasks, t0, &t_first, &t_done, &got);
+    rc = wait_finished(b, st, &h, 1, b->tasks, t0, &t_first, &t_done, &got);
     if (rc < 0) {
         double t = mono_s() - t0;
         printf("  mixed: INCOMPLETE: %lld of %ld tasks in %.3fs (%.0f tasks/s)\n", got, b->tasks, t,
@@ -299,8 +302,12 @@ int run_aof(bench *b)
     }
     printf("aof: %ld tasks submitted, then drained by one host; automatic AOF rewrites off\n",
            b->aof_tasks);
-    if ((rc = store_config_get(st, "auto-aof-rewrite-percentage", old, sizeof old)) < 0 ||
-        (rc = store_config_set(st, "auto-aof-rewrite-percentage", "0")) < 0) {
+    store_master_text *pct = NULL;
+    size_t npct = 0;
+    if ((rc = store_config_get(st, "auto-aof-rewrite-percentage", &pct, &npct)) == 0)
+        strlcpy_(old, pct[0].text, sizeof old); /* the bench's servers share one setting */
+    store_master_texts_free(pct, npct);
+    if (rc < 0 || (rc = store_config_set(st, "auto-aof-rewrite-percentage", "0")) < 0) {
         say("bench: auto-aof-rewrite-percentage: %s", store_errstr(st));
         goto out;
     }
@@ -311,7 +318,7 @@ int run_aof(bench *b)
     double t0 = mono_s(), t_first, t_done;
     long long got;
     if ((rc = host_start(b, &h)) < 0 ||
-        (rc = wait_finished(b, st, &h, b->aof_tasks, t0, &t_first, &t_done, &got)) < 0 ||
+        (rc = wait_finished(b, st, &h, 1, b->aof_tasks, t0, &t_first, &t_done, &got)) < 0 ||
         (rc = snapshot_take(st, &s1)) < 0)
         goto out;
     if (s1.forks != s0.forks) {
@@ -590,19 +597,22 @@ out:
     return rc;
 }
 
-/* used_memory now, or -1 (said why). */
+/* used_memory now, summed over the masters, or -1 (said why). */
 static long long used_memory(store *st)
 {
-    char *text = NULL;
-    long long mem = -1;
-    if (store_info(st, "memory", &text) < 0) {
-        say("bench: INFO memory: %s", store_errstr(st));
+    store_master_text *t;
+    size_t n;
+    if (info_all(st, "memory", &t, &n) < 0)
         return -1;
+    long long sum = 0;
+    for (size_t m = 0; m < n; m++) {
+        long long mem = 0;
+        for (char *line = strtok(t[m].text, "\r\n"); line; line = strtok(NULL, "\r\n"))
+            sscanf(line, "used_memory:%lld", &mem);
+        sum += mem;
     }
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n"))
-        sscanf(line, "used_memory:%lld", &mem);
-    free(text);
-    return mem;
+    store_master_texts_free(t, n);
+    return sum;
 }
 
 /* Wait until at most `most` tasks are open (not finished); 0, or a negative errno. */

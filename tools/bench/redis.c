@@ -1,4 +1,5 @@
-/* redis.c - Redis' own accounting: INFO commandstats and cpu snapshots, the cost per task between two. */
+/* redis.c - Redis' own accounting: INFO commandstats and cpu snapshots (summed over the
+ * masters), the cost per task between two. */
 #include "bench.h"
 
 /* ---- Redis' own accounting ---- */
@@ -6,75 +7,107 @@
 void snapshot_free(snapshot *s)
 {
     free(s->cmds);
+    free(s->masters);
     memset(s, 0, sizeof *s);
 }
 
+int info_all(store *st, const char *section, store_master_text **t, size_t *n)
+{
+    int rc = store_info(st, section, t, n);
+    if (rc < 0)
+        say("bench: INFO %s: %s", section, store_errstr(st));
+    return rc;
+}
+
+/* The command's entry in s, added when new. */
+static cmdstat *cmd_entry(snapshot *s, size_t *cap, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->cmds[i].name, name) == 0)
+            return &s->cmds[i];
+    if (s->n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        s->cmds = xrealloc(s->cmds, *cap * sizeof *s->cmds);
+    }
+    cmdstat *c = &s->cmds[s->n++];
+    memset(c, 0, sizeof *c);
+    strlcpy_(c->name, name, sizeof c->name);
+    return c;
+}
+
+/*
+ * INFO commandstats, cpu, persistence and memory of every master (one for a single server
+ * or Sentinel), summed: what a task costs Redis is the sum over the masters its shards are
+ * on. Each master's CPU is kept too, to show how the work spread.
+ */
 int snapshot_take(store *st, snapshot *s)
 {
     memset(s, 0, sizeof *s);
-    char *text = NULL;
-    int rc = store_info(st, "commandstats", &text);
-    if (rc < 0) {
-        say("bench: INFO commandstats: %s", store_errstr(st));
-        return rc;
-    }
-    size_t cap = 0;
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
-        char name[48];
-        long long calls, usec;
-        if (sscanf(line, "cmdstat_%47[^:]:calls=%lld,usec=%lld", name, &calls, &usec) != 3)
-            continue;
-        if (s->n == cap) {
-            cap = cap ? cap * 2 : 64;
-            s->cmds = xrealloc(s->cmds, cap * sizeof *s->cmds);
+    store_master_text *t = NULL;
+    size_t n = 0, cap = 0;
+    int rc = info_all(st, "commandstats", &t, &n);
+    for (size_t m = 0; rc == 0 && m < n; m++)
+        for (char *line = strtok(t[m].text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+            char name[48];
+            long long calls, usec;
+            if (sscanf(line, "cmdstat_%47[^:]:calls=%lld,usec=%lld", name, &calls, &usec) != 3)
+                continue;
+            cmdstat *c = cmd_entry(s, &cap, name);
+            c->calls += calls;
+            c->usec += usec;
         }
-        cmdstat *c = &s->cmds[s->n++];
-        strlcpy_(c->name, name, sizeof c->name);
-        c->calls = calls;
-        c->usec = usec;
+    store_master_texts_free(t, n);
+    if (rc == 0 && (rc = info_all(st, "cpu", &t, &n)) == 0) {
+        s->nmasters = n < BENCH_MAX_MASTERS ? n : BENCH_MAX_MASTERS;
+        s->masters = xcalloc(s->nmasters + 1, sizeof *s->masters);
+        for (size_t m = 0; m < n; m++) {
+            double user = 0, sys = 0;
+            for (char *line = strtok(t[m].text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+                sscanf(line, "used_cpu_user:%lf", &user);
+                sscanf(line, "used_cpu_sys:%lf", &sys);
+            }
+            s->cpu_s += user + sys;
+            if (m < s->nmasters) {
+                strlcpy_(s->masters[m].server, t[m].server, sizeof s->masters[m].server);
+                s->masters[m].cpu_s = user + sys;
+            }
+        }
+        store_master_texts_free(t, n);
     }
-    free(text);
-    if ((rc = store_info(st, "cpu", &text)) < 0) {
-        say("bench: INFO cpu: %s", store_errstr(st));
-        snapshot_free(s);
-        return rc;
-    }
-    double user = 0, sys = 0;
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
-        sscanf(line, "used_cpu_user:%lf", &user);
-        sscanf(line, "used_cpu_sys:%lf", &sys);
-    }
-    free(text);
-    s->cpu_s = user + sys;
     /* A background save or AOF rewrite forks a child that competes for the CPUs (and is
-     * not in used_cpu_*): the figures of a run with one are not comparable to one without. */
-    if ((rc = store_info(st, "persistence", &text)) < 0) {
-        say("bench: INFO persistence: %s", store_errstr(st));
+     * not in used_cpu_*): the figures of a run with one are not comparable to one without.
+     * AOF sizes add up only when every master keeps one. */
+    if (rc == 0 && (rc = info_all(st, "persistence", &t, &n)) == 0) {
+        bool every_aof = true;
+        for (size_t m = 0; m < n; m++) {
+            long long rewrites = 0, saves = 0, size = 0;
+            int aof_on = 0;
+            for (char *line = strtok(t[m].text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+                sscanf(line, "aof_rewrites:%lld", &rewrites);
+                sscanf(line, "rdb_saves:%lld", &saves);
+                sscanf(line, "aof_enabled:%d", &aof_on);
+                sscanf(line, "aof_current_size:%lld", &size);
+            }
+            s->forks += rewrites + saves;
+            s->aof += size;
+            every_aof &= aof_on != 0;
+        }
+        if (!every_aof)
+            s->aof = -1;
+        store_master_texts_free(t, n);
+    }
+    if (rc == 0 && (rc = info_all(st, "memory", &t, &n)) == 0) {
+        for (size_t m = 0; m < n; m++) {
+            long long mem = 0;
+            for (char *line = strtok(t[m].text, "\r\n"); line; line = strtok(NULL, "\r\n"))
+                sscanf(line, "used_memory:%lld", &mem);
+            s->mem += mem;
+        }
+        store_master_texts_free(t, n);
+    }
+    if (rc < 0)
         snapshot_free(s);
-        return rc;
-    }
-    long long rewrites = 0, saves = 0;
-    int aof_on = 0;
-    s->aof = -1;
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
-        sscanf(line, "aof_rewrites:%lld", &rewrites);
-        sscanf(line, "rdb_saves:%lld", &saves);
-        sscanf(line, "aof_enabled:%d", &aof_on);
-        sscanf(line, "aof_current_size:%lld", &s->aof);
-    }
-    free(text);
-    s->forks = rewrites + saves;
-    if (!aof_on)
-        s->aof = -1;
-    if ((rc = store_info(st, "memory", &text)) < 0) {
-        say("bench: INFO memory: %s", store_errstr(st));
-        snapshot_free(s);
-        return rc;
-    }
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n"))
-        sscanf(line, "used_memory:%lld", &s->mem);
-    free(text);
-    return 0;
+    return rc;
 }
 
 static const cmdstat *snapshot_find(const snapshot *s, const char *name)
@@ -161,6 +194,16 @@ cost snapshot_cost(const snapshot *a, const snapshot *z, long units, const char 
     c.script_calls /= n;
     c.usec /= n;
     c.cpu_usec = (z->cpu_s - a->cpu_s) * 1e6 / n;
+    for (size_t m = 0; m < z->nmasters; m++) {
+        double before = 0;
+        for (size_t k = 0; k < a->nmasters; k++)
+            if (strcmp(a->masters[k].server, z->masters[m].server) == 0)
+                before = a->masters[k].cpu_s;
+        strlcpy_(c.master[m].server, z->masters[m].server, sizeof c.master[m].server);
+        c.master[m].cpu_s = z->masters[m].cpu_s - before;
+        c.master[m].cpu_usec = c.master[m].cpu_s * 1e6 / n;
+    }
+    c.nmasters = z->nmasters;
     c.forks = z->forks - a->forks;
     c.aof_bytes = a->aof >= 0 && z->aof >= 0 && c.forks == 0 ? (double)(z->aof - a->aof) / n : -1;
     c.mem_bytes = (double)(z->mem - a->mem) / n;
@@ -173,6 +216,8 @@ void cost_print(const cost *c, const char *unit)
            unit, c->toplevel, c->script_calls);
     printf("    command time %.2f us/%s, Redis CPU (INFO cpu) %.2f us/%s\n", c->usec, unit,
            c->cpu_usec, unit);
+    for (size_t m = 0; c->nmasters > 1 && m < c->nmasters; m++)
+        printf("      master %s: %.2f us/%s\n", c->master[m].server, c->master[m].cpu_usec, unit);
     if (c->aof_bytes >= 0)
         printf("    AOF %.0f bytes/%s\n", c->aof_bytes, unit);
     printf("    Redis memory %+.0f bytes/%s (used_memory)\n", c->mem_bytes, unit);
@@ -204,4 +249,15 @@ void cost_json(cJSON *j, const char *pre, const char *unit, const cost *c)
     }
     snprintf(key, sizeof key, "%smem_bytes_per_%s", pre, unit);
     cJSON_AddNumberToObject(j, key, round(c->mem_bytes));
+    if (c->nmasters > 1) {
+        snprintf(key, sizeof key, "%sredis_masters", pre);
+        cJSON *arr = cJSON_AddArrayToObject(j, key);
+        for (size_t m = 0; m < c->nmasters; m++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "server", c->master[m].server);
+            snprintf(key, sizeof key, "cpu_usec_per_%s", unit);
+            cJSON_AddNumberToObject(o, key, round(c->master[m].cpu_usec * 100) / 100);
+            cJSON_AddItemToArray(arr, o);
+        }
+    }
 }
