@@ -178,6 +178,140 @@ bool parse_double(const char *s, double min, double max, double *out)
     return true;
 }
 
+#define DURATION_MAX_MS (INT64_C(1) << 53)
+
+bool parse_duration_ms(const char *s, int64_t *ms)
+{
+    static const struct {
+        const char *name;
+        int64_t ms;
+    } units[] = {{"ms", 1},       {"s", 1000},        {"m", 60000},
+                 {"h", 3600000}, {"d", 86400000},    {"w", 604800000}};
+    if (!s || !*s)
+        return false;
+    int64_t total = 0;
+    const char *p = s;
+    while (*p) {
+        if (*p < '0' || *p > '9')
+            return false;
+        int64_t n = 0;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            n = n * 10 + (*p - '0');
+            if (n > DURATION_MAX_MS)
+                return false;
+        }
+        int64_t unit = 0;
+        if (!*p && p == s + strspn(s, "0123456789")) {
+            unit = 1000; /* a bare number: seconds */
+        } else {
+            for (size_t u = 0; u < sizeof units / sizeof units[0] && !unit; u++) {
+                size_t len = strlen(units[u].name);
+                /* "m" must not take the m of "ms" */
+                if (strncmp(p, units[u].name, len) == 0 && !(len == 1 && *p == 'm' && p[1] == 's')) {
+                    unit = units[u].ms;
+                    p += len;
+                }
+            }
+            if (!unit)
+                return false;
+        }
+        if (n > (DURATION_MAX_MS - total) / unit)
+            return false;
+        total += n * unit;
+    }
+    *ms = total;
+    return true;
+}
+
+/* d digits of p as a number, or -1. */
+static int digits(const char *p, int d)
+{
+    int v = 0;
+    for (int i = 0; i < d; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* An RFC 3339 date-time: true and *ms set. */
+static bool parse_rfc3339(const char *s, int64_t *ms)
+{
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (strlen(s) < 20 || s[4] != '-' || s[7] != '-' || !strchr("Tt ", s[10]) || s[13] != ':' ||
+        s[16] != ':')
+        return false;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    int h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h < 0 || h > 23 ||
+        mi < 0 || mi > 59 || sec < 0 || sec > 60)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
+    const char *p = s + 19;
+    int64_t frac = 0;
+    if (*p == '.') {
+        int n = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 3)
+                frac = frac * 10 + (*p - '0');
+        if (n == 0)
+            return false;
+        for (; n < 3; n++)
+            frac *= 10;
+    }
+    int64_t off = 0;
+    if ((*p == 'Z' || *p == 'z') && !p[1]) {
+        off = 0;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int oh = digits(p + 1, 2), om = digits(p + 4, 2);
+        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+            return false;
+        off = (oh * 60 + om) * INT64_C(60000) * (*p == '-' ? -1 : 1);
+    } else {
+        return false;
+    }
+    int64_t t = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * INT64_C(60000) +
+                sec * INT64_C(1000) + frac - off;
+    if (t < 0)
+        return false;
+    *ms = t;
+    return true;
+}
+
+bool parse_time_ms(const char *s, int64_t now_ms, int64_t *ms)
+{
+    if (!s || !*s)
+        return false;
+    if (s[strspn(s, "0123456789")] == '\0') {
+        long v;
+        if (!parse_long(s, 0, DURATION_MAX_MS, &v))
+            return false;
+        *ms = v;
+        return true;
+    }
+    if (strlen(s) >= 20 && s[4] == '-')
+        return parse_rfc3339(s, ms);
+    int64_t ago;
+    if (!parse_duration_ms(s, &ago))
+        return false;
+    *ms = ago < now_ms ? now_ms - ago : 0;
+    return true;
+}
+
 static void oom(void)
 {
     static const char msg[] = "bgtask: out of memory\n";

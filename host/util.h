@@ -58,6 +58,28 @@ bool parse_long(const char *s, long min, long max, long *out);
 bool parse_double(const char *s, double min, double max, double *out);
 
 /*
+ * Parse a duration (older_than, step, --since 24h): one or more "<n><unit>"
+ * pieces, n a whole number and unit ms, s, m, h, d or w ("90s", "1h30m",
+ * "7d"); a bare whole number is seconds. True and *ms set (0..2^53 ms); false,
+ * *ms untouched, for anything else (empty, signs, fractions, spaces, an unknown
+ * unit, overflow). Callers say what was expected: DURATION_EXPECTED.
+ */
+bool parse_duration_ms(const char *s, int64_t *ms);
+/*
+ * Parse a point in time (since, until): an RFC 3339 time
+ * ("2026-12-03T17:00:00Z", "2026-12-03T17:00:00.250+02:00"; a space for the
+ * T and a lowercase t/z are accepted), milliseconds since the epoch (a bare
+ * whole number), or a duration meaning that long before now_ms ("24h").
+ * True and *ms set (ms since the epoch, never negative); false, *ms untouched,
+ * otherwise. Callers say what was expected: TIME_EXPECTED.
+ */
+bool parse_time_ms(const char *s, int64_t now_ms, int64_t *ms);
+#define DURATION_EXPECTED "a duration such as 90s, 30m, 24h, 7d or 1h30m"
+#define TIME_EXPECTED                                                                          \
+    "a time (RFC 3339 such as 2026-12-03T17:00:00Z, or ms since the epoch) or a duration "     \
+    "meaning that long ago, such as 30m, 24h or 7d"
+
+/*
  * Whether host (an address as written in "host:port", without brackets) is a
  * loopback address: 1 for 127.0.0.0/8, ::1, ::ffff:127.x.y.z and "localhost";
  * 0 for any other numeric address (0.0.0.0 and :: included: they mean every
