@@ -2,8 +2,9 @@
  * dispatcher.c - the manager's two listeners to Redis: the dispatcher, which
  * claims as many attempts as there are free workers (one script call per
  * shard, round-robin over the shards known to have work) and queues them as
- * jobs; and the control listener, which turns cancel requests into stop flags
- * and wake-ups into shards to claim from. Neither runs plugin code: a claim
+ * jobs; and the control listener, which turns cancel requests into stop flags,
+ * wake-ups into shards to claim from, and an operator's pause or resume of a
+ * handler into the handlers claimed. Neither runs plugin code: a claim
  * that fails at once is a job too, so its hooks run on a worker.
  */
 #include <math.h>
@@ -15,12 +16,21 @@
 #include "manager_int.h"
 #include "util.h"
 
+/* Whether an operator paused handler name. (L) */
+static bool op_paused(const manager *m, const char *name)
+{
+    for (size_t i = 0; i < m->npaused; i++)
+        if (strcmp(m->paused[i], name) == 0)
+            return true;
+    return false;
+}
+
 void mgr__refresh_handlers(manager *m)
 {
     size_t n = registry_handlers(m->reg, NULL, 0);
     const handler **hv = xcalloc(n + 1, sizeof *hv);
     n = registry_handlers(m->reg, hv, n);
-    /* A paused handler (its isolated plugin's crash breaker is open) is not claimed. */
+    /* A paused handler (its isolated plugin's crash breaker is open) is not served. */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++)
         if (!registry_paused(hv[i]))
@@ -33,24 +43,74 @@ void mgr__refresh_handlers(manager *m)
         len += strlen(hv[i]->name) + 1;
     free(m->handler_list);
     m->handler_list = xcalloc(1, len);
+    /* One an operator paused is served (listed) but not claimed. */
+    m->nhs = 0;
     for (size_t i = 0; i < n; i++) {
         const bgt_handler_def *d = &hv[i]->def;
-        m->hs[i] = (claim_handler){
+        if (i)
+            strcat(m->handler_list, ",");
+        strcat(m->handler_list, hv[i]->name);
+        if (op_paused(m, hv[i]->name))
+            continue;
+        m->hs[m->nhs++] = (claim_handler){
             .name = hv[i]->name,
             .max_attempts = d->max_attempts > 0 ? d->max_attempts : m->cfg->max_attempts,
             .not_retriable = d->not_retriable,
         };
-        if (i)
-            strcat(m->handler_list, ",");
-        strcat(m->handler_list, hv[i]->name);
     }
-    m->nhs = n;
     free(hv);
     m->reg_generation = m->reg->generation;
     m->handlers_changed = false;
     m->resubscribe = true;
     for (int s = 0; s < m->nshards; s++)
         m->shard_ready[s] = true;
+}
+
+/* Claims follow a change of the paused handlers. (L) */
+static void paused_changed(manager *m)
+{
+    m->handlers_changed = true;
+    pthread_cond_signal(&m->slot_cond);
+}
+
+/* Pause or resume one handler, as the control channel tells it; true if that changed it. (L) */
+static bool pause_one(manager *m, const char *name, bool pause)
+{
+    for (size_t i = 0; i < m->npaused; i++)
+        if (strcmp(m->paused[i], name) == 0) {
+            if (pause)
+                return false;
+            log_notice("handler %s resumed by an operator: its tasks are claimed again", name);
+            free(m->paused[i]); /* name may be it */
+            m->paused[i] = m->paused[--m->npaused];
+            paused_changed(m);
+            return true;
+        }
+    if (!pause)
+        return false;
+    m->paused = xrealloc(m->paused, (m->npaused + 1) * sizeof *m->paused);
+    m->paused[m->npaused++] = xstrdup(name);
+    log_notice("handler %s paused by an operator: its tasks wait (running ones finish)", name);
+    paused_changed(m);
+    return true;
+}
+
+void mgr__set_paused(manager *m, const char *list)
+{
+    /* Resume those no longer listed, then pause those listed. */
+    for (size_t i = 0; i < m->npaused;) {
+        const char *name = m->paused[i];
+        size_t len = strlen(name);
+        bool listed = false;
+        for (const char *p = strstr(list, name); p && !listed; p = strstr(p + 1, name))
+            listed = (p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0');
+        if (listed || !pause_one(m, name, false))
+            i++;
+    }
+    char *copy = xstrdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+        pause_one(m, tok, true);
+    free(copy);
 }
 
 double mgr__entry_ttl(const bgt_config *cfg)
@@ -137,6 +197,26 @@ static int pick_shard(manager *m, double now, double *wake_at)
 static int prepare(manager *m)
 {
     int rc = store_prepare(m->st_claim);
+    /* The handlers an operator paused, before the first claim (heartbeats keep it current). */
+    cJSON *paused = NULL;
+    if (rc == 0)
+        rc = store_paused(m->st_claim, &paused);
+    if (rc == 0) {
+        size_t len = 1;
+        const cJSON *p;
+        cJSON_ArrayForEach (p, paused)
+            len += strlen(p->string) + 1;
+        char *list = xcalloc(1, len);
+        cJSON_ArrayForEach (p, paused) {
+            strcat(list, *list ? " " : "");
+            strcat(list, p->string);
+        }
+        mgr__lock(m);
+        mgr__set_paused(m, list);
+        mgr__unlock(m);
+        free(list);
+    }
+    cJSON_Delete(paused);
     if (rc == 0 && store_shards(m->st_claim) != m->nshards) {
         store_set_error(m->st_claim,
                         "the bgtask data is spread over %d shards ({%s}:meta) and this host "
@@ -208,8 +288,11 @@ void *mgr__dispatcher_main(void *arg)
         int got = 0;
         double due = -1;
         double claim_sent = mono_s();
+        bool first = !prepared;
         int rc = prepared ? 0 : prepare(m);
         prepared = rc == 0;
+        if (rc == 0 && first)
+            continue; /* the paused handlers are known now: take the handlers claimed again */
         if (rc == 0)
             rc = store_claim(m->st_claim, m->host_id, shard, hs, nhs, want, (int64_t)(ttl * 1000),
                              batch, &got, &due);
@@ -300,7 +383,12 @@ void *mgr__control_main(void *arg)
             subscribe(m);
         ctl_msg msg;
         int rc = store_next_control(m->st_ctl, 0.5, &msg);
-        if (rc == 0 && msg.kind == CTL_CANCEL) {
+        if (rc == 0 && (msg.kind == CTL_PAUSE || msg.kind == CTL_RESUME)) {
+            mgr__lock(m);
+            pause_one(m, msg.handler, msg.kind == CTL_PAUSE);
+            m->paused_gen++;
+            mgr__unlock(m);
+        } else if (rc == 0 && msg.kind == CTL_CANCEL) {
             mgr__lock(m);
             for (bgt_task *t = m->owned; t; t = t->next)
                 if (strcmp(t->id, msg.id) == 0 && !t->finishing) {

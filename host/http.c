@@ -131,19 +131,19 @@ enum MHD_Result http__send_json(struct MHD_Connection *c, unsigned status, cJSON
     return http__send_body(c, status, body, "application/json", NULL, location);
 }
 
-/* {"error": {"code": ..., "message": ...}}, with Allow for a 405. */
-enum MHD_Result http__send_error(struct MHD_Connection *c, unsigned status, const char *allow,
-                                 const char *fmt, ...)
+/* {"error": {"code", "message", "reason"}} (no reason when NULL), with Allow for a 405. */
+__attribute__((format(printf, 5, 0))) static enum MHD_Result
+send_error(struct MHD_Connection *c, unsigned status, const char *allow, const char *reason,
+           const char *fmt, va_list ap)
 {
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     cJSON *o = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(e, "code", status_code(status));
     cJSON_AddStringToObject(e, "message", msg);
+    if (reason)
+        cJSON_AddStringToObject(e, "reason", reason);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s)
@@ -151,6 +151,26 @@ enum MHD_Result http__send_error(struct MHD_Connection *c, unsigned status, cons
     char *body = xasprintf("%s\n", s);
     free(s);
     return http__send_body(c, status, body, "application/json", allow, NULL);
+}
+
+enum MHD_Result http__send_error(struct MHD_Connection *c, unsigned status, const char *allow,
+                                 const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result ret = send_error(c, status, allow, NULL, fmt, ap);
+    va_end(ap);
+    return ret;
+}
+
+enum MHD_Result http__send_conflict(struct MHD_Connection *c, const char *reason,
+                                    const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result ret = send_error(c, MHD_HTTP_CONFLICT, NULL, reason, fmt, ap);
+    va_end(ap);
+    return ret;
 }
 
 /* A store call failed: 404 unknown, 400 refused input, 503 Redis down or refusing. */
@@ -218,6 +238,24 @@ static route route_of(const char *url, request *rq)
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(url, fixed[i].path) == 0)
             return fixed[i].r;
+    static const char *const bulk[] = {[BULK_RETRY] = "/v1/tasks/retry",
+                                       [BULK_PURGE] = "/v1/tasks/purge",
+                                       [BULK_CANCEL] = "/v1/tasks/cancel"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(url, bulk[i]) == 0) {
+            rq->bulk = i;
+            return R_BULK;
+        }
+    if (strncmp(url, "/v1/handlers/", 13) == 0) {
+        /* "<name>/pause" or "<name>/resume" */
+        const char *rest = url + 13, *slash = strchr(rest, '/');
+        if (!slash || (strcmp(slash, "/pause") != 0 && strcmp(slash, "/resume") != 0))
+            return R_NONE;
+        int n = (int)(slash - rest);
+        snprintf(rq->handler, sizeof rq->handler, "%.*s", n < 71 ? n : 71, rest);
+        rq->resume = slash[1] == 'r';
+        return R_PAUSE;
+    }
     if (strcmp(url, "/") == 0)
         return R_ROOT;
     if (strcmp(url, "/ui") == 0 || strncmp(url, "/ui/", 4) == 0) {
@@ -250,7 +288,9 @@ static const char *allowed_methods(route r)
     switch (r) {
     case R_TASKS: return "GET, HEAD, POST";
     case R_TASK: return "GET, HEAD, DELETE";
-    case R_RETRY: return "POST";
+    case R_RETRY:
+    case R_BULK:
+    case R_PAUSE: return "POST";
     case R_SSE_TASK:
     case R_SSE_ALL: return "GET";
     default: return "GET, HEAD";
@@ -264,7 +304,9 @@ static bool method_allowed(route r, const char *method)
     switch (r) {
     case R_TASKS: return get || head || strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     case R_TASK: return get || head || strcmp(method, MHD_HTTP_METHOD_DELETE) == 0;
-    case R_RETRY: return strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    case R_RETRY:
+    case R_BULK:
+    case R_PAUSE: return strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     case R_SSE_TASK:
     case R_SSE_ALL: return get;
     default: return get || head;
@@ -518,8 +560,9 @@ static enum MHD_Result first_call(http_server *s, struct MHD_Connection *c, requ
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    /* A retry needs no body, and then no type. */
-    bool bodiless = rq->route == R_RETRY && !ct && (!cl || strcmp(cl, "0") == 0);
+    /* A retry, pause or resume needs no body, and then no type. */
+    bool bodiless = (rq->route == R_RETRY || rq->route == R_PAUSE) && !ct &&
+                    (!cl || strcmp(cl, "0") == 0);
     rq->responded = !is_json_type(ct) && !bodiless;
     if (rq->responded)
         return http__send_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, NULL,
@@ -591,7 +634,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return http__send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                                 "the body is over http.max_body (%zu bytes)",
                                 s->cfg->http_max_body);
-    return rq->route == R_RETRY ? http__post_retry(s, c, rq) : http__post_task(s, c, rq);
+    switch (rq->route) {
+    case R_RETRY: return http__post_retry(s, c, rq);
+    case R_BULK: return http__post_bulk(s, c, rq);
+    case R_PAUSE: return http__post_pause(s, c, rq);
+    default: return http__post_task(s, c, rq);
+    }
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

@@ -346,10 +346,12 @@ enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, con
 }
 
 /*
- * Run the failed and cancelled subtasks of a finished parallel task again, as
- * bgtaskctl retry does: 202 {"task_id", "state", "retrying"}. The body, if
- * any, is an empty JSON object. A task that is single, still running or has
- * nothing to run again is a 409 that changes nothing.
+ * Run a finished task again, as bgtaskctl retry does: a single one that
+ * failed or was cancelled as a new attempt, a parallel one's failed and
+ * cancelled subtasks: 202 {"task_id", "kind", "state", "retrying"}. The body,
+ * if any, is an empty JSON object. A task still running or with nothing to
+ * run again is a 409 (reason "running" or "nothing_to_retry") that changes
+ * nothing.
  */
 enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const request *rq)
 {
@@ -370,18 +372,20 @@ enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const
     }
     store *st = http__pool_get(s);
     int n = 0;
-    int rc = store_retry(st, rq->id, &n);
-    if (http__again(rc,
-                    st)) /* a retry that went through answers "nothing to retry" the second time */
-        rc = store_retry(st, rq->id, &n);
+    bool parallel = false;
+    int rc = store_retry(st, rq->id, &n, &parallel);
+    /* A retry that went through answers "running" the second time. */
+    if (http__again(rc, st))
+        rc = store_retry(st, rq->id, &n, &parallel);
     char err[256];
     snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
     http__pool_put(s, st);
-    if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY)
-        return http__send_error(c, MHD_HTTP_CONFLICT, NULL, "%s: nothing was changed", err);
+    if (rc == -EBUSY || rc == -EALREADY)
+        return http__send_conflict(c, rc == -EBUSY ? "running" : "nothing_to_retry",
+                                   "%s: nothing was changed", err);
     if (rc < 0)
         return http__send_store_error(s, c, rc, err);
-    return http__send_json(c, MHD_HTTP_ACCEPTED, view_retry(rq->id, n), NULL);
+    return http__send_json(c, MHD_HTTP_ACCEPTED, view_retry(rq->id, parallel, n), NULL);
 }
 
 /* The fields POST /v1/tasks takes. */

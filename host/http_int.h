@@ -3,7 +3,7 @@
  * request across the access handler's calls, the pool of request stores and
  * the JSON answers. http.c: the server, routing, the bearer token, the SSE
  * streams and the dashboard's files; http_api.c: the REST endpoints,
- * /healthz and /metrics. Only these files include <microhttpd.h>.
+ * /healthz and /metrics; http_ops.c: the operator's write operations. Only these files include <microhttpd.h>.
  */
 #ifndef BGT_HTTP_INT_H
 #define BGT_HTTP_INT_H
@@ -62,6 +62,8 @@ typedef enum route {
     R_TASK,
     R_SUBTASKS, /* /v1/tasks/<id>/subtasks */
     R_RETRY,    /* /v1/tasks/<id>/retry */
+    R_BULK,     /* /v1/tasks/retry, /v1/tasks/purge, /v1/tasks/cancel (request.bulk) */
+    R_PAUSE,    /* /v1/handlers/<name>/pause or /resume (request.handler, request.resume) */
     R_HOSTS,
     R_HANDLERS,
     R_STATS,
@@ -77,6 +79,9 @@ typedef struct request {
     char id[BGT_ID_LEN + 1];       /* R_TASK and below: the id, lower-case; "" if not a task id */
     char raw_id[48];               /* R_TASK and below: what the path said, for messages */
     char ui_name[UI_NAME_MAX + 2]; /* R_UI: what follows "/ui/"; "/" for "/ui" itself */
+    char handler[72];              /* R_PAUSE: the handler name in the path (cut if longer) */
+    bool resume;                   /* R_PAUSE: resume, not pause */
+    int bulk;                      /* R_BULK: the operation (a bulk_op) */
     bool post, del;                /* the method, when it is not GET or HEAD */
     guard_conn *conn;              /* the connection's slot in the guard */
     bool responded;
@@ -117,6 +122,9 @@ __attribute__((format(printf, 4, 5))) enum MHD_Result http__send_error(struct MH
                                                                        unsigned status,
                                                                        const char *allow,
                                                                        const char *fmt, ...);
+/* A 409 conflict with a "reason" a client can tell cases apart by ("running", ...). */
+__attribute__((format(printf, 3, 4))) enum MHD_Result
+http__send_conflict(struct MHD_Connection *c, const char *reason, const char *fmt, ...);
 /* A store call failed with rc (err: the store's text): 404 unknown, 400 refused input, 503
  * Redis down or refusing (counted as a Redis error). */
 enum MHD_Result http__send_store_error(http_server *s, struct MHD_Connection *c, int rc,
@@ -140,5 +148,12 @@ enum MHD_Result http__get_stats(http_server *s, struct MHD_Connection *c);
 enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, request *rq);
+
+/* ---- http_ops.c: the operator's write operations ---- */
+
+/* POST /v1/tasks/retry|purge|cancel: 200 (dry run) or 202 with what store_bulk answers. */
+enum MHD_Result http__post_bulk(http_server *s, struct MHD_Connection *c, const request *rq);
+/* POST /v1/handlers/<name>/pause|resume: 200 with view_pause's answer. */
+enum MHD_Result http__post_pause(http_server *s, struct MHD_Connection *c, const request *rq);
 
 #endif

@@ -345,6 +345,9 @@ bool mgr_free(manager *m)
     free(m->workers);
     free(m->hs);
     free(m->handler_list);
+    for (size_t i = 0; i < m->npaused; i++)
+        free(m->paused[i]);
+    free(m->paused);
     free(m->shard_ready);
     free(m->shard_due);
     pthread_mutex_destroy(&m->lock);

@@ -190,6 +190,11 @@ struct manager {
     char *handler_list; /* comma-separated, for the host's description */
     bool handlers_changed;
     bool resubscribe; /* the control listener must listen to the new handlers' wake-ups */
+    /* (L) The handlers an operator paused (store_pause): served, not claimed. */
+    char **paused;
+    size_t npaused;
+    unsigned paused_gen; /* counts the changes told on the control channel: a heartbeat
+                            that read the paused handlers before one of them does not undo it */
 
     /* (L) Shards with work to claim: ready ones (a wake-up, a full claim, a task falling
      * due, a host to bury) are claimed round-robin from next. */
@@ -263,8 +268,12 @@ void *mgr__control_main(void *arg);    /* dispatcher.c */
 void *mgr__worker_main(void *arg);     /* worker.c */
 void *mgr__writer_main(void *arg);     /* writer.c */
 
-/* dispatcher.c: rebuild the list of handlers served. (L) */
+/* dispatcher.c: rebuild the list of handlers served, and of those claimed: the ones not
+ * paused. (L) */
 void mgr__refresh_handlers(manager *m);
+/* dispatcher.c: the paused handlers are those of list (space-separated; what a heartbeat
+ * read): claims follow at once. (L) */
+void mgr__set_paused(manager *m, const char *list);
 /* dispatcher.c: the ttl of this host's entries (lease, two heartbeats and a second). */
 double mgr__entry_ttl(const bgt_config *cfg);
 /* Log the keys of the wrong type st's scripts found (once each: they are removed). */

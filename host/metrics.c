@@ -390,12 +390,13 @@ static void put_label(text *t, const char *v)
     }
 }
 
+/* A number of store_stats (a true or false counts 1 or 0). */
 static double stat_num(const cJSON *o, const char *f, bool *found)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, f);
     if (found)
-        *found = cJSON_IsNumber(v);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+        *found = cJSON_IsNumber(v) || cJSON_IsBool(v);
+    return cJSON_IsNumber(v) ? v->valuedouble : cJSON_IsTrue(v) ? 1 : 0;
 }
 
 /* The entry of handler in store_stats' "handlers" array, or NULL. */
@@ -459,6 +460,9 @@ static void render_redis(text *t, const metrics *m, const cJSON *stats)
                     "Unfinished tasks of a handler that no live host serves, per handler: they "
                     "wait until a host with the handler starts.",
                     "unserved", 1, false);
+    put_queue_gauge(t, m, hs, "bgtask_handler_paused",
+                    "1 while an operator has paused the handler (no host claims its tasks).",
+                    "paused", 1, true);
     bool found;
     double v = stat_num(stats, "finished", &found);
     if (found)

@@ -17,12 +17,14 @@
 
 #include "store_int.h"
 #include "store_lua.h"
+#include "store_lua_ops.h"
 #include "util.h"
 
 static const char *const script_src[SC_COUNT] = {
     [SC_SUBMIT] = LUA_SUBMIT, [SC_CLAIM] = LUA_CLAIM,   [SC_HEARTBEAT] = LUA_HEARTBEAT,
     [SC_APPLY] = LUA_APPLY,   [SC_CANCEL] = LUA_CANCEL, [SC_SPLIT] = LUA_SPLIT,
     [SC_RETRY] = LUA_RETRY,   [SC_LEAVE] = LUA_LEAVE,   [SC_HOST] = LUA_HOST,
+    [SC_SELECT] = LUA_SELECT, [SC_PURGE] = LUA_PURGE,   [SC_PAUSE] = LUA_PAUSE,
 };
 
 /* ---- connection ---- */
@@ -266,6 +268,7 @@ void store_free(store *st)
     free(st->gtag);
     free(st->prefix);
     store__events_clear(st);
+    free(st->paused);
     if (st->intr[0] >= 0) {
         close(st->intr[0]);
         close(st->intr[1]);

@@ -188,9 +188,10 @@ int store_get_task(store *st, const char *id, cJSON **out);
  * a name; at most limit. *out is a JSON array of records. */
 int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out);
 /* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms,
- * expires_ms, breakers}. */
+ * expires_ms, breakers, paused (its handlers that are paused)}. */
 int store_list_hosts(store *st, cJSON **out);
-/* {"handlers": [{handler, queued, due, oldest_due_age_ms, finished}], "running": N,
+/* {"handlers": [{handler, queued, due, oldest_due_age_ms, finished, paused (+ paused_ms,
+ * reason when paused)}], "running": N,
  * "finished": N, "hosts": N (live)}: queued are the tasks waiting (delayed ones too),
  * due those that may start now, running the attempts held by hosts, finished the
  * finished tasks kept (retention). */
@@ -395,19 +396,23 @@ typedef struct fin_item {
 int store_apply(store *st, const char *host_id, fin_item *items, size_t n);
 
 /*
- * Subscribe st to what a host listens to: its control channel (cancel requests)
- * and the wake-ups of the handlers it serves. Call it again when the handlers
+ * Subscribe st to what a host listens to: its control channel (cancel requests),
+ * the one every host listens to (pause, resume) and the wake-ups of the
+ * handlers it serves. Call it again when the handlers
  * change.
  */
 int store_subscribe_control(store *st, const char *host_id, const char *const *handlers, size_t nh);
 typedef enum ctl_kind {
     CTL_CANCEL = 1, /* stop the attempt of task id */
     CTL_WAKE = 2,   /* a handler may have work in shard */
+    CTL_PAUSE = 3,  /* an operator paused handler (to every host) */
+    CTL_RESUME = 4, /* an operator resumed handler (to every host) */
 } ctl_kind;
 typedef struct ctl_msg {
     ctl_kind kind;
     char id[37];
     int shard;
+    char handler[64];
 } ctl_msg;
 /* The next control message. Returns 0, -ETIMEDOUT, -EINTR, -EIO; -EAGAIN after the
  * connection was made again (wake-ups may have been missed meanwhile). */
@@ -431,9 +436,86 @@ void store_sub_recs_free(sub_rec *subs, int n);
  * texts. -ESTALE when fenced out. */
 int store_split(store *st, const char *host_id, const char *id, const char *token,
                 char *const *subs, int n);
-/* Re-run the failed and cancelled subtasks of a finished parallel task as a
- * new attempt; *reset says how many. -ENOENT, -EINVAL (not parallel), -EBUSY
- * (still running), -EALREADY (nothing failed). */
-int store_retry(store *st, const char *id, int *reset);
+/*
+ * Run a finished task again as a new attempt (the operator's retry). A
+ * single task in FAILURE or CANCELLED runs again as a whole: its error,
+ * result and end are cleared, its attempt number goes on growing, and its
+ * max_attempts counts from here; a parallel task runs its failed and
+ * cancelled subtasks again. *reset: 1 for a single task, the subtasks reset
+ * for a parallel one (*parallel). -ENOENT, -EBUSY (still running),
+ * -EALREADY (nothing to retry: a single task that succeeded, a parallel one
+ * with no failed or cancelled subtasks); store_errstr says which.
+ */
+int store_retry(store *st, const char *id, int *reset, bool *parallel);
+
+/* ---- the operator's bulk operations (store_bulk.c) ---- */
+
+typedef enum bulk_op {
+    BULK_RETRY = 0, /* finished tasks of a handler that failed (or were cancelled) run again */
+    BULK_PURGE,     /* finished tasks are deleted: record, subtasks, done-list entry */
+    BULK_CANCEL,    /* unfinished tasks of a handler are cancelled (running ones: requested) */
+} bulk_op;
+
+#define BULK_LIMIT_DEFAULT 10000
+#define BULK_LIMIT_MAX 100000
+#define BULK_IDS_MAX 1000   /* ids of one request (purge, cancel) */
+#define BULK_IDS_SHOWN 100  /* ids an answer lists */
+
+/* What a bulk operation acts on: a filter, or ids. Strings are borrowed for the call. */
+typedef struct bulk_req {
+    bulk_op op;
+    const char *handler;       /* the filter's handler: required for retry and cancel */
+    const char *const *states; /* retry: FAILURE (default), CANCELLED; purge: SUCCESS, FAILURE,
+                                  CANCELLED (default all; ONGOING is refused); any case */
+    size_t nstates;
+    int64_t since_ms, until_ms; /* retry: finished in [since, until) (ms epoch; 0: open) */
+    bool has_older_than;        /* purge: required with a filter */
+    int64_t older_than_ms;      /* purge: finished more than this long ago (Redis' clock) */
+    const char *const *ids;     /* purge, cancel: exactly these tasks (1..BULK_IDS_MAX), alone */
+    size_t nids;
+    long limit;   /* most tasks acted on: 0 = BULK_LIMIT_DEFAULT, else 1..BULK_LIMIT_MAX */
+    bool dry_run; /* select and count only */
+} bulk_req;
+
+/*
+ * Run a bulk operation. *out (caller frees) is the answer: {"matched",
+ * "retried" | "deleted" | "cancelled" (+ "cancel_requested"), "dry_run",
+ * "truncated" (more matched than limit), "task_ids" (the first
+ * BULK_IDS_SHOWN acted on, or that would be), "skipped" (purge, and the ids
+ * form: ids unknown or in a state the operation does not take)}. Retry acts on
+ * the newest first, purge on the oldest. A task that changed between the
+ * selection and the change is left alone and not counted. -EINVAL for bad
+ * input, store_errstr naming the field: nothing is read or changed.
+ */
+int store_bulk(store *st, const bulk_req *q, cJSON **out);
+
+/* ---- paused handlers (store_pause.c) ---- */
+
+#define PAUSE_REASON_MAX 200
+
+/* A handler's pause, as store_pause answers it. */
+typedef struct pause_state {
+    bool paused;
+    int64_t paused_ms; /* since when (Redis' clock), 0 when not paused */
+    char reason[PAUSE_REASON_MAX + 1];
+    bool changed; /* this call paused or resumed it */
+} pause_state;
+
+/*
+ * Pause (pause true, with reason: NULL or up to PAUSE_REASON_MAX bytes) or
+ * resume handler: no host claims a paused handler's tasks (running ones
+ * finish), submissions still wait in its queue. Every host is told at once
+ * (P:ctl) and reads the paused handlers at each heartbeat too. Pausing a
+ * paused handler, or resuming one that is not, changes nothing (changed
+ * false). -EINVAL for an invalid name or reason; -ENOENT for a handler that no
+ * live host serves, no task waits for and that is not paused.
+ */
+int store_pause(store *st, const char *handler, bool pause, const char *reason,
+                pause_state *out);
+/* The paused handlers: {"<handler>": {"paused_ms", "reason"}}; *out: caller frees. */
+int store_paused(store *st, cJSON **out);
+/* The paused handlers the last heartbeat read, space-separated ("" none; malloc'd), or NULL
+ * when none was read since the last call. */
+char *store_take_paused(store *st);
 
 #endif

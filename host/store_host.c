@@ -200,6 +200,20 @@ int store_heartbeat(store *st, const host_info *hi, hb_item *items, size_t n)
                 items[i].status = (int)r->element[k++]->integer;
             }
     }
+    /* The description's call answers the paused handlers too. */
+    const redisReply *d = rc == 0 ? calls[st->shards].reply : NULL;
+    if (d && d->type == REDIS_REPLY_ARRAY) {
+        size_t len = 1;
+        for (size_t i = 1; i < d->elements; i++)
+            len += d->element[i]->len + 1;
+        free(st->paused);
+        st->paused = xcalloc(1, len);
+        for (size_t i = 1; i < d->elements; i++) {
+            if (i > 1)
+                strcat(st->paused, " ");
+            strcat(st->paused, d->element[i]->str);
+        }
+    }
     if (rc == -EPROTO)
         snprintf(st->err, sizeof st->err, "heartbeat: unexpected reply");
     for (size_t c = 0; c < ncalls; c++) {
@@ -505,12 +519,13 @@ int store_split(store *st, const char *host_id, const char *id, const char *toke
 
 int store_subscribe_control(store *st, const char *host_id, const char *const *handlers, size_t nh)
 {
-    char **ch = xcalloc(nh + 2, sizeof *ch);
+    char **ch = xcalloc(nh + 3, sizeof *ch);
     ch[0] = xasprintf("%s:ctl:%s", st->prefix, host_id);
+    ch[1] = xasprintf("%s:ctl", st->prefix); /* to every host: pause, resume */
     for (size_t i = 0; i < nh; i++)
-        ch[i + 1] = xasprintf("%s:wake:%s", st->prefix, handlers[i]);
-    int rc = rconn_subscribe(st->rc, (const char *const *)ch, nh + 1);
-    for (size_t i = 0; i < nh + 1; i++)
+        ch[i + 2] = xasprintf("%s:wake:%s", st->prefix, handlers[i]);
+    int rc = rconn_subscribe(st->rc, (const char *const *)ch, nh + 2);
+    for (size_t i = 0; i < nh + 2; i++)
         free(ch[i]);
     free(ch);
     return rc;
@@ -552,6 +567,14 @@ int store_next_control(store *st, double timeout_s, ctl_msg *out)
         } else if (strncmp(msg, "cancel ", 7) == 0 && id_valid(msg + 7)) {
             out->kind = CTL_CANCEL;
             strlcpy_(out->id, msg + 7, sizeof out->id);
+            rc = 0;
+        } else if (strncmp(msg, "pause ", 6) == 0 && name_valid(msg + 6)) {
+            out->kind = CTL_PAUSE;
+            strlcpy_(out->handler, msg + 6, sizeof out->handler);
+            rc = 0;
+        } else if (strncmp(msg, "resume ", 7) == 0 && name_valid(msg + 7)) {
+            out->kind = CTL_RESUME;
+            strlcpy_(out->handler, msg + 7, sizeof out->handler);
             rc = 0;
         }
         freeReplyObject(r);

@@ -22,6 +22,9 @@ enum {
     SC_RETRY,
     SC_LEAVE,
     SC_HOST,
+    SC_SELECT,
+    SC_PURGE,
+    SC_PAUSE,
     SC_COUNT
 };
 
@@ -58,6 +61,8 @@ struct store {
     int intr[2];            /* self-pipe for store_interrupt */
     char err[512];
     char warn[512]; /* keys of the wrong type scripts removed, not taken yet */
+    char *paused;   /* the paused handlers the last heartbeat read (space-separated), not taken
+                       yet; NULL: none read */
     /* A subscriber: the events unpacked from the last message, not taken yet. */
     char only[37]; /* store_subscribe_task: the task whose events are wanted */
     store_event *evq;
@@ -134,6 +139,13 @@ void store__norm_id(const char *id, char *out);
 /* The per-shard shares of tasks.retention_max (0: no limit) and events.maxlen. */
 long store__rmax_shard(const store *st);
 long store__evcap_shard(const store *st);
+
+/* store_pause.c */
+/* Give each entry of a store_stats "handlers" array "paused" (and the paused handlers that
+ * have no entry one of their own), and each host of a store_list_hosts array "paused": its
+ * handlers that are paused. */
+int store__stats_paused(store *st, cJSON *handlers);
+int store__hosts_paused(store *st, cJSON *hosts);
 
 /* store_pack.c */
 /* Drop the events not taken yet. */

@@ -16,6 +16,11 @@
  *      held hash; the events of one call as one stream entry and one message;
  *      retention by count and age through per-handler done lists, no TTLs.
  *      {P}:meta holds the version and S.
+ *      Added within version 2 (readers of the earlier layout are not misled,
+ *      but a host built before them ignores them): the record fields b (the
+ *      attempts used before an operator's retry, not counted against x) and rt
+ *      (operator retries), {P}:paused and the channel P:ctl (paused handlers);
+ *      the scripts of store_lua_ops.h.
  *
  * Every script but host starts with the prelude: KEYS[1] = "{P:s}", ARGV[1] =
  * P, ARGV[2] = s. All read Redis' clock once (TIME) and use it for every
@@ -303,12 +308,15 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "      else\n"
     "        local n, lost, ns, pl = more.n, more.l, more.ns, more.pl\n"
     "        local attempt, released = attempt_of(n), count(more.r or '0')\n"
+    /* b: the attempts used before an operator's last retry; the cap counts from there. */
+    "        local base = count(more.b or '0')\n"
     "        local maxa = count(more.x or '0', 1000)\n"
     "        if maxa == 0 then maxa = hd[2] end\n"
     "        local bad = more.bad\n"
     "        if bad then\n"
     "        elseif not attempt then bad = 'its attempt (field n) is not a whole number'\n"
     "        elseif not released then bad = 'its released count (field r) is not a whole number'\n"
+    "        elseif not base then bad = 'its retry base (field b) is not a whole number'\n"
     "        elseif not maxa then bad = 'its max_attempts (field x) is not a whole number 0..1000'\n"
     "        elseif ns and not count(ns, maxsub) then\n"
     "          bad = 'its subtasks count (field ns) is not a whole number 0..' .. maxsub\n"
@@ -324,8 +332,8 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "        elseif lost and hd[3] then\n"
     "          finish_here(id, key, h, n, 'failure', 'attempt ' .. attempt ..\n"
     "            ' was lost with its host ' .. lost .. ' and the handler is not retriable', par)\n"
-    "        elseif attempt - released >= maxa then\n"
-    "          local why = 'gave up after ' .. attempt .. ' attempts'\n"
+    "        elseif attempt - released - base >= maxa then\n"
+    "          local why = 'gave up after ' .. (attempt - base) .. ' attempts'\n"
     "          if lost then\n"
     "            why = why .. ': the previous attempts were lost with their host (last: ' ..\n"
     "              lost .. ')'\n"
@@ -334,7 +342,9 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "        else\n"
     "          local tok = (attempt + 1) .. ' ' .. NOWS\n"
     "          local extra = {}\n"
-    "          for _, f in ipairs({'r', 'x', 'pc', 'pt', 'ns', 'pl', 'of'}) do\n"
+    /* The host counts attempts against the cap as attempt - r: the retry base is in r. */
+    "          if released + base > 0 then extra[1] = 'r=' .. (released + base) end\n"
+    "          for _, f in ipairs({'x', 'pc', 'pt', 'ns', 'pl', 'of'}) do\n"
     "            if more[f] then extra[#extra + 1] = f .. '=' .. more[f] end\n"
     "          end\n"
     "          out[#out + 1] = id\n"
@@ -679,47 +689,6 @@ static const char LUA_CANCEL[] = LUA_PRELUDE
     "return {0}\n"
     ;
 
-static const char LUA_RETRY[] = LUA_PRELUDE
-    /* ARGV[3] = id, [4] = events cap. Runs the failed and cancelled subtasks of a finished
-     * parallel task again, as a new attempt of the task (with at least one attempt left).
-     * Returns {subtasks reset}, or {-1} unknown, {-2} not parallel, {-3} still running,
-     * {-4} nothing failed. */
-    "local id, evcap = ARGV[3], tonumber(ARGV[4])\n"
-    "local key = B .. ':t:' .. id\n"
-    "local r = redis.pcall('HMGET', key, 'h', 'o', 'ns', 'n', 'r', 'x', 'ss')\n"
-    "if r.err or not r[1] then return {-1} end\n"
-    "local ns = r[3] and count(r[3])\n"
-    "if not ns then return {-2} end\n"
-    "if not r[2] then return {-3} end\n"
-    "local sk = B .. ':sub:' .. id\n"
-    "local reset = {}\n"
-    "for j = 0, ns - 1, 1000 do\n"
-    "  local f = {}\n"
-    "  for y = j, math.min(j + 999, ns - 1) do f[#f + 1] = y .. ':s' end\n"
-    "  local st = redis.pcall('HMGET', sk, unpack(f))\n"
-    "  if st.err then return {-2} end\n"
-    "  for y = 1, #f do\n"
-    "    if st[y] == 'FAILURE' or st[y] == 'CANCELLED' then reset[#reset + 1] = f[y] end\n"
-    "  end\n"
-    "end\n"
-    "if #reset == 0 then return {-4} end\n"
-    "batched('HDEL', sk, reset)\n"
-    "local msg = 'Retrying ' .. #reset .. ' failed subtask(s)'\n"
-    "local attempt = attempt_of(r[4]) or 0\n"
-    "local used = attempt - (count(r[5] or '0') or 0)\n"
-    "local x = count(r[6] or '0', 1000) or 0\n"
-    "redis.call('HDEL', key, 'o', 'f', 'e', 'y', 'k', 'l', 'm')\n"
-    "redis.call('HSET', key, 'pm', msg, 'sf', '0')\n"
-    "if x == 0 or used >= x then redis.call('HSET', key, 'x', used + 1) end\n"
-    "call('LREM', B .. ':done:' .. r[1], 1, id .. '*')\n"
-    "call('ZADD', B .. ':q:' .. r[1], NOW, id)\n"
-    "requeued(r[1])\n"
-    "emit('h', r[1])\n"
-    "emit(id, 'u' .. attempt .. ' \"message\":' .. jstr(msg) .. ',\"current_progress\":' ..\n"
-    "  (count(r[7] or '0') or 0) .. ',\"total_progress\":' .. ns)\n"
-    "flush_events(evcap)\n"
-    "return {#reset}\n";
-
 static const char LUA_LEAVE[] = LUA_PRELUDE
     /* ARGV[3] = host. A host's graceful exit from this shard: its entry goes unless it
      * still holds attempts (then they are buried when the entry runs out). Returns the
@@ -736,7 +705,8 @@ static const char LUA_HOST[] =
     "#!lua\n"
     /* KEYS[1] = "{P}"; ARGV[1] = host, [2] = its entry's ttl ms, then field/value pairs of
      * its description. Hosts for display (bgtaskctl hosts, /v1/hosts): renews this host's
-     * entry and removes the entries that ran out. Returns Redis' time (ms). */
+     * entry and removes the entries that ran out. Returns {Redis' time (ms), then the
+     * handlers an operator paused ({P}:paused)}. */
     "local G = KEYS[1]\n"
     "local T = redis.call('TIME')\n"
     "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"
@@ -754,7 +724,10 @@ static const char LUA_HOST[] =
     "redis.call('DEL', hk)\n"
     "redis.call('HSET', hk, 'updated_ms', NOW, unpack(ARGV, 3))\n"
     "redis.call('PEXPIRE', hk, ttl * 2)\n"
-    "return NOW\n"
+    "local paused = redis.pcall('HKEYS', G .. ':paused')\n"
+    "if paused.err then paused = {} end\n"
+    "table.insert(paused, 1, NOW)\n"
+    "return paused\n"
     ;
 
 #endif

@@ -285,9 +285,10 @@ int store_cancel(store *st, const char *id, char *state_out, size_t n)
     return rc;
 }
 
-int store_retry(store *st, const char *id, int *reset)
+int store_retry(store *st, const char *id, int *reset, bool *parallel)
 {
     *reset = 0;
+    *parallel = false;
     char tid[BGT_ID_LEN + 1];
     int rc = take_id(st, id, tid);
     if (rc < 0)
@@ -296,23 +297,30 @@ int store_retry(store *st, const char *id, int *reset)
         return rc;
     argbuf a = {0};
     store__args_script(st, &a, SC_RETRY, store_shard_of(st, tid));
-    store__args_push(&a, tid);
     store__args_pushf(&a, "%ld", store__evcap_shard(st));
+    store__args_push(&a, ""); /* any outcome: the script says what cannot be retried */
+    store__args_push(&a, tid);
     redisReply *r;
     rc = store__eval_script(st, SC_RETRY, &a, &r);
     store__args_free(&a);
     if (rc < 0)
         return rc;
-    long long v = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0]->integer : -5;
+    bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+    long long v = ok ? r->element[0]->integer : -6;
+    *parallel = ok && r->element[1]->integer == 1;
     freeReplyObject(r);
     switch (v) {
     case -1: snprintf(st->err, sizeof st->err, "task %s not found", tid); return -ENOENT;
     case -2:
-        snprintf(st->err, sizeof st->err, "task %s is not a parallel task", tid);
-        return -EINVAL;
+        snprintf(st->err, sizeof st->err,
+                 "task %s: its subtasks count (field ns) is corrupted: nothing to retry", tid);
+        return -EALREADY;
     case -3: snprintf(st->err, sizeof st->err, "task %s is still running", tid); return -EBUSY;
     case -4:
-        snprintf(st->err, sizeof st->err, "task %s has no failed subtasks", tid);
+        snprintf(st->err, sizeof st->err,
+                 *parallel ? "task %s has no failed or cancelled subtasks"
+                           : "task %s did not fail and was not cancelled",
+                 tid);
         return -EALREADY;
     default:
         if (v < 0) {

@@ -161,6 +161,7 @@ static cJSON *record_json(const char *id, const redisReply *r, const lease *l)
         started = atof(sp + 1);
     cJSON_AddNumberToObject(j, "attempt", attempt);
     add_num(j, "released", field(r, "r"), 0);
+    add_num(j, "retries", field(r, "rt"), 0); /* an operator's */
     const char *x = field(r, "x");
     if (x && atoi(x) > 0)
         add_num(j, "max_attempts", x, 0);
@@ -478,6 +479,8 @@ int store_list_hosts(store *st, cJSON **out)
     }
     batch_free(&b);
     freeReplyObject(r);
+    if (rc == 0)
+        rc = store__hosts_paused(st, arr);
     if (rc < 0) {
         cJSON_Delete(arr);
         return rc;
@@ -579,6 +582,8 @@ int store_stats(store *st, cJSON **out)
     long long running = 0;
     for (size_t i = 0; i < held.n; i++)
         running += batch_int(&held, i);
+    if (rc == 0)
+        rc = store__stats_paused(st, arr);
     if (rc == 0) {
         cJSON_AddNumberToObject(o, "running", (double)running);
         cJSON_AddNumberToObject(o, "finished", (double)finished);

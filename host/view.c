@@ -186,12 +186,24 @@ cJSON *view_cancel(const char *id, int rc, const char *state_out)
     return o;
 }
 
-cJSON *view_retry(const char *id, int n)
+cJSON *view_retry(const char *id, bool parallel, int n)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "task_id", id);
+    cJSON_AddStringToObject(o, "kind", parallel ? "parallel" : "single");
     cJSON_AddStringToObject(o, "state", "ONGOING");
     cJSON_AddNumberToObject(o, "retrying", n);
+    return o;
+}
+
+cJSON *view_pause(const char *handler, const pause_state *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "handler", handler);
+    cJSON_AddBoolToObject(o, "paused", p->paused);
+    cJSON_AddNumberToObject(o, "paused_ms", (double)p->paused_ms);
+    cJSON_AddStringToObject(o, "reason", p->reason);
+    cJSON_AddBoolToObject(o, "changed", p->changed);
     return o;
 }
 

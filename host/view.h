@@ -75,8 +75,14 @@ cJSON *view_submitted(const char *id, const char *not_durable, const char *unser
  */
 cJSON *view_cancel(const char *id, int rc, const char *state_out);
 /* What a retry did, as bgtaskctl retry --json and POST /v1/tasks/<id>/retry answer:
- * {"task_id", "state": "ONGOING", "retrying": n}. Caller owns it. */
-cJSON *view_retry(const char *id, int n);
+ * {"task_id", "kind" ("single" or "parallel"), "state": "ONGOING", "retrying": n (1 for a
+ * single task, the subtasks run again for a parallel one)}. Caller owns it. */
+cJSON *view_retry(const char *id, bool parallel, int n);
+
+/* What a pause or resume did, as bgtaskctl pause/resume --json and POST
+ * /v1/handlers/<name>/pause|resume answer: {"handler", "paused", "paused_ms",
+ * "reason", "changed"}. Caller owns it. */
+cJSON *view_pause(const char *handler, const pause_state *p);
 
 /* The record's count of subtasks: 0..VIEW_SUBTASKS_MAX, or -1 when the record counts more
  * (it is corrupted). */

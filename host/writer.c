@@ -279,15 +279,20 @@ static int heartbeat(manager *m)
     host_info hi = {m->host_id,      m->machine,    (int)getpid(), BGT_VERSION,
                     handlers,        m->cfg->workers, m->nexecuting, m->started_ms,
                     (int64_t)(ttl * 1000), breakers};
+    unsigned paused_gen = m->paused_gen;
     mgr__unlock(m);
 
     double sent = mono_s();
     int rc = store_heartbeat(m->st_write, &hi, items, n);
     mgr__log_store_warnings(m->st_write);
     metrics_health(m->met, MH_HEARTBEAT, rc < 0 ? store_errstr(m->st_write) : NULL);
+    char *paused = store_take_paused(m->st_write);
     if (rc == 0) {
         mgr__lock(m);
         m->entry_until = sent + ttl;
+        /* The paused handlers, unless the control channel told a change meanwhile. */
+        if (paused && paused_gen == m->paused_gen)
+            mgr__set_paused(m, paused);
         for (i = 0; i < n; i++) {
             bgt_task *t = tasks[i];
             if (items[i].status == HB_LOST) {
@@ -312,6 +317,7 @@ static int heartbeat(manager *m)
         }
         mgr__unlock(m);
     }
+    free(paused);
     free(handlers);
     free(breakers);
     free(items);

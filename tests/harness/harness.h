@@ -255,6 +255,9 @@ char *th_host_field(redisContext *c, const char *prefix, const char *host_id, co
 char *th_host_held(redisContext *c, const char *prefix, const char *host_id);
 /* Whether host_id's entry (its details) is there. */
 bool th_host_entry_exists(redisContext *c, const char *prefix, const char *host_id);
+/* Mark handler paused as an operator's pause does, but without telling the hosts (only
+ * their heartbeats can see it). */
+void th_pause_plant(redisContext *c, const char *prefix, const char *handler);
 /* The protocol version the data under prefix is marked with (malloc'd), or NULL for none. */
 char *th_protocol_get(redisContext *c, const char *prefix);
 /* Mark the data under prefix as written by protocol `version` (to test a mismatch). */

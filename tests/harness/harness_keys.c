@@ -154,6 +154,7 @@ static char *record_field(const record *rec, const char *name)
         {"created_ms", "c", "0"},
         {"args", "a", "{}"},
         {"released", "r", "0"},
+        {"retries", "rt", "0"},
         {"max_attempts", "x", ""},
         {"finished_ms", "f", "0"},
         {"progress_current", "pc", "0"},
@@ -643,6 +644,14 @@ bool th__host_registered(redisContext *c, const char *prefix, const char *host_i
 }
 
 /* ---- the protocol mark ---- */
+
+void th_pause_plant(redisContext *c, const char *prefix, const char *handler)
+{
+    redisReply *r = redisCommand(c, "HSET {%s}:paused %s %s", prefix, handler, "1 planted");
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        abort();
+    freeReplyObject(r);
+}
 
 char *th_protocol_get(redisContext *c, const char *prefix)
 {

@@ -19,6 +19,8 @@
  *   - bgtaskd on the cluster (protocol 2): two hosts run tasks whose shards
  *     spread over the masters; a subscriber hears each event once;
  *     bgtaskctl and the HTTP API work through the cluster URL (surface.h);
+ *   - the operator's operations (bulk retry, purge, pause, bulk cancel) over
+ *     the shards of every master;
  *   - the failover scenario: three hosts, 3,000 short tasks spread over every
  *     master, one master killed with kill -9 mid-run and its replica
  *     promoted: every task ends SUCCESS with one terminal event.
@@ -788,6 +790,89 @@ static void test_tasks_over_masters(void **state)
     host_stop(&h[1]);
 }
 
+/* The number n of a store_bulk answer. */
+static long answer_num(const cJSON *a, const char *n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a, n);
+    return cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
+}
+
+/* How many of the n tasks have attempt `attempt` (and are not ONGOING). */
+static size_t count_ended_attempt(store *st, char (*ids)[37], size_t n, int attempt)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *t = NULL;
+        if (store_get_task(st, ids[i], &t) < 0)
+            continue;
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(t, "state");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(t, "attempt");
+        k += cJSON_IsString(s) && strcmp(s->valuestring, "ONGOING") != 0 && cJSON_IsNumber(a) &&
+             (int)a->valuedouble == attempt;
+        cJSON_Delete(t);
+    }
+    return k;
+}
+
+/*
+ * The operator's operations on a cluster: each script call stays in one
+ * slot, and what must see every shard asks each, over the three masters. A
+ * bulk retry finds the failed tasks of every shard, a purge deletes them; a
+ * pause reaches the host and holds: the tasks submitted meanwhile all wait,
+ * and a bulk cancel ends every one of them at once (none was running).
+ */
+static void test_ops_over_masters(void **state)
+{
+    (void)state;
+    need_up();
+    flush_cluster();
+    th_host h;
+    host_start(&h, "c3", 4, 4, NULL);
+    store *st = store_on_cluster(0);
+    enum { N = 40 };
+    char(*ids)[37] = calloc(N, 37);
+    assert_non_null(ids);
+    assert_int_equal(submit_n(st, "demo.fail", NULL, N, ids), N);
+    assert_true(TH_WAIT_UNTIL(60, count_state(st, ids, N, "FAILURE", NULL) == N));
+    cJSON *a = NULL;
+    bulk_req q = {.op = BULK_RETRY, .handler = "demo.fail", .dry_run = true};
+    assert_int_equal(store_bulk(st, &q, &a), 0);
+    assert_int_equal(answer_num(a, "matched"), N);
+    cJSON_Delete(a);
+    q.dry_run = false;
+    assert_int_equal(store_bulk(st, &q, &a), 0);
+    assert_int_equal(answer_num(a, "retried"), N);
+    cJSON_Delete(a);
+    assert_true(TH_WAIT_UNTIL(60, count_ended_attempt(st, ids, N, 2) == N));
+
+    bulk_req p = {
+        .op = BULK_PURGE, .handler = "demo.fail", .has_older_than = true, .older_than_ms = 0};
+    assert_int_equal(store_bulk(st, &p, &a), 0);
+    assert_int_equal(answer_num(a, "deleted"), N);
+    cJSON_Delete(a);
+    cJSON *t = NULL;
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(store_get_task(st, ids[i], &t), -ENOENT);
+
+    pause_state ps;
+    assert_int_equal(store_pause(st, "demo.echo", true, "cluster", &ps), 0);
+    assert_true(ps.changed && ps.paused);
+    assert_true(TH_WAIT_UNTIL(20, th_log_contains(&h, "handler demo.echo paused by an operator")));
+    assert_int_equal(submit_n(st, "demo.echo", NULL, N, ids), N);
+    bulk_req c = {.op = BULK_CANCEL, .handler = "demo.echo"};
+    assert_int_equal(store_bulk(st, &c, &a), 0);
+    assert_int_equal(answer_num(a, "matched"), N);
+    assert_int_equal(answer_num(a, "cancelled"), N);
+    assert_int_equal(answer_num(a, "cancel_requested"), 0);
+    cJSON_Delete(a);
+    assert_int_equal(count_state(st, ids, N, "CANCELLED", NULL), N);
+    assert_int_equal(store_pause(st, "demo.echo", false, NULL, &ps), 0);
+    assert_true(ps.changed && !ps.paused);
+    store_free(st);
+    free(ids);
+    host_stop(&h);
+}
+
 /* The failover scenario's size: tasks, and those finished when a master is killed. */
 #define FO_TASKS 3000
 #define FO_KILL_AFTER (FO_TASKS / 5)
@@ -873,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_block_and_subscribe),
         cmocka_unit_test(test_eviction_warning_every_master),
         cmocka_unit_test(test_tasks_over_masters),
+        cmocka_unit_test(test_ops_over_masters),
         cmocka_unit_test(test_tasks_through_failover),
         cmocka_unit_test(test_master_failover),
     };

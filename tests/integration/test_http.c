@@ -1502,7 +1502,8 @@ static void test_stats_subtasks_retry(void **state)
     char spath[128];
     snprintf(spath, sizeof spath, "/v1/tasks/%s/retry", single);
     r = req("POST", spath, NULL, NULL);
-    assert_error(&r, 409, "not a parallel task");
+    assert_error(&r, 409, "did not fail");
+    assert_string_equal(jstr(cJSON_GetObjectItem(r.json, "error"), "reason"), "nothing_to_retry");
     resp_free(&r);
     r = req("POST", "/v1/tasks/00000000-0000-4000-8000-000000000000/retry", NULL, NULL);
     assert_error(&r, 404, NULL);

@@ -365,12 +365,62 @@ static void row_events(void)
     free(dir);
 }
 
+/*
+ * The operator's operations: the dry runs of the bulk ones answer the same
+ * both ways; a retry of one failed task answers the same as of another; a
+ * pause (or resume) and the same again differ only in "changed".
+ */
+static void row_ops(void)
+{
+    char *f1 = it_submit("demo.fail", NULL, NULL), *f2 = it_submit("demo.fail", NULL, NULL);
+    assert_true(it_wait_state(f1, "FAILURE", 30) && it_wait_state(f2, "FAILURE", 30));
+    assert_same("retry --handler --dry-run and POST /v1/tasks/retry",
+                ctl_json(0, "retry", "--handler", "demo.fail", "--since", "1h", "--dry-run", NULL),
+                api(200, "POST", "/v1/tasks/retry",
+                    "{\"handler\": \"demo.fail\", \"since\": \"1h\", \"dry_run\": true}"));
+    assert_same("purge --dry-run and POST /v1/tasks/purge",
+                ctl_json(0, "purge", "--older-than", "0s", "--handler", "demo.fail", "--dry-run",
+                         NULL),
+                api(200, "POST", "/v1/tasks/purge",
+                    "{\"older_than\": \"0s\", \"handler\": \"demo.fail\", \"dry_run\": true}"));
+    char *pid = it_submit("demo.echo", NULL, NULL);
+    assert_true(it_wait_state(pid, "SUCCESS", 30));
+    char ids[128];
+    snprintf(ids, sizeof ids, "{\"ids\": [\"%s\"], \"dry_run\": true}", pid);
+    assert_same("purge ID --dry-run and POST /v1/tasks/purge {ids}",
+                ctl_json(0, "purge", pid, "--dry-run", NULL),
+                api(200, "POST", "/v1/tasks/purge", ids));
+    assert_same("cancel --handler --all --dry-run and POST /v1/tasks/cancel",
+                ctl_json(0, "cancel", "--handler", "demo.sleep", "--all", "--dry-run", NULL),
+                api(200, "POST", "/v1/tasks/cancel",
+                    "{\"handler\": \"demo.sleep\", \"dry_run\": true}"));
+    char path[128];
+    snprintf(path, sizeof path, "/v1/tasks/%s/retry", f2);
+    assert_same("retry ID and POST /v1/tasks/ID/retry",
+                without(ctl_json(0, "retry", f1, NULL), "task_id"),
+                without(api(202, "POST", path, NULL), "task_id"));
+    cJSON *a = ctl_json(0, "pause", "demo.fail", "--reason", "parity", NULL);
+    cJSON *b = api(200, "POST", "/v1/handlers/demo.fail/pause", "{\"reason\": \"other\"}");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(a, "changed")));
+    assert_same("pause and POST /v1/handlers/H/pause", without(a, "changed"), without(b, "changed"));
+    a = api(200, "POST", "/v1/handlers/demo.fail/resume", NULL);
+    b = ctl_json(0, "resume", "demo.fail", NULL);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(a, "changed")));
+    assert_same("resume and POST /v1/handlers/H/resume", without(a, "changed"),
+                without(b, "changed"));
+    free(f1);
+    free(f2);
+    free(pid);
+}
+
 /* The rows walked, by the names of the README's table. */
 static const char *const walked[] = {
     "submit a task",     "give it its subtasks",      "follow a task until it ends",
     "read a task",       "read its subtasks",         "cancel a task",
     "retry its failed subtasks", "list tasks",        "live hosts",
     "handlers",          "queue figures",             "every task's events",
+    "retry a failed task", "retry a handler's failed tasks", "purge finished tasks",
+    "cancel a handler's tasks", "pause, resume a handler",
     NULL,
 };
 
@@ -429,6 +479,7 @@ static void test_walk(void **state)
     row_retry_and_follow(ids);
     row_hosts_handlers_stats();
     row_events();
+    row_ops();
     free((char *)ids[0]);
     free((char *)ids[1]);
     it_pass();

@@ -177,9 +177,9 @@ static void test_answers(void **state)
     assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\",\"outcome\":"
                    "\"already_finished\",\"state\":\"SUCCESS\"}");
     cJSON_Delete(o);
-    o = view_retry(id, 2);
-    assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\",\"state\":"
-                   "\"ONGOING\",\"retrying\":2}");
+    o = view_retry(id, true, 2);
+    assert_json(o, "{\"task_id\":\"3b241101-e2bb-4255-8caf-4136c566a962\",\"kind\":"
+                   "\"parallel\",\"state\":\"ONGOING\",\"retrying\":2}");
     cJSON_Delete(o);
 }
 

@@ -5,7 +5,8 @@
  * names; --json gives every command a form for scripts. main.c: options, the
  * connection, dispatch; output.c: text, tables, JSON; watch.c: following a
  * task, and every task's events; submit.c; task.c: status, cancel, retry;
- * lists.c: list, hosts, handlers, stats.
+ * lists.c: list, hosts, handlers, stats; ops.c: the operator's bulk retry,
+ * cancel and purge, pause and resume.
  */
 #ifndef BGTASKCTL_CTL_H
 #define BGTASKCTL_CTL_H
@@ -63,11 +64,18 @@ typedef struct ctl {
 
 /* The options of every command (each command's table says which it takes). */
 typedef struct cmd_opts {
-    const char *args, *args_file, *subtasks_file, *id, *state, *handler, *on_failure;
+    const char *args, *args_file, *subtasks_file, *id, *state, *handler, *on_failure, *reason;
+    const char *states[4]; /* every --state given (purge takes several) */
+    int nstates;
     long max_attempts, limit, offset, parallelism; /* limit 0: the command's default */
     long min_replicas_ack; /* -1: the config's */
     double delay;
-    bool wait, subtasks;
+    int64_t since_ms, until_ms; /* --since, --until (0: not given) */
+    bool has_older_than;
+    int64_t older_than_ms;
+    bool wait, subtasks, dry_run, all;
+    char **operands; /* a command that takes several (purge ID...): argv's */
+    int noperands;
 } cmd_opts;
 
 #define TABLE_MAX_COLS 8
@@ -127,5 +135,11 @@ int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_handlers(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_events(ctl *c, const cmd_opts *o, const char *unused);
 int cmd_stats(ctl *c, const cmd_opts *o, const char *unused);
+int cmd_purge(ctl *c, const cmd_opts *o, const char *unused);
+int cmd_pause(ctl *c, const cmd_opts *o, const char *handler);
+int cmd_resume(ctl *c, const cmd_opts *o, const char *handler);
+/* retry --handler H ..., cancel --handler H --all (task.c hands them over). */
+int cmd_retry_bulk(ctl *c, const cmd_opts *o);
+int cmd_cancel_bulk(ctl *c, const cmd_opts *o);
 
 #endif

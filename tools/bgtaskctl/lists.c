@@ -70,6 +70,15 @@ int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused)
             if (*jstr(h, "breakers"))
                 printf("%s: %s\n", jstr(h, "id"), jstr(h, "breakers"));
         }
+        /* Handlers an operator paused: served, their tasks not claimed. */
+        cJSON_ArrayForEach(h, hosts) {
+            const cJSON *p = cJSON_GetObjectItemCaseSensitive(h, "paused");
+            if (cJSON_GetArraySize(p) > 0) {
+                char *list = cell_text(p);
+                printf("%s: paused: %s\n", jstr(h, "id"), list);
+                free(list);
+            }
+        }
     }
     cJSON_Delete(hosts);
     return EX_OK;

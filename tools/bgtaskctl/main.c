@@ -3,7 +3,8 @@
 
 static const char usage_short[] =
     "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
-    "commands: submit, status, watch, cancel, retry, list, hosts, handlers, stats, events\n"
+    "commands: submit, status, watch, cancel, retry, purge, pause, resume, list, hosts,\n"
+    "          handlers, stats, events\n"
     "(bgtaskctl --help)\n";
 
 static const char usage_long[] =
@@ -51,11 +52,29 @@ static const char usage_long[] =
     "                 follow a task's progress until it ends; --subtasks adds one line\n"
     "                 per running subtask of a parallel task, with its own progress\n"
     "  cancel ID      cancel a task (a running one is asked to stop)\n"
+    "  cancel --handler H --all [--limit N] [--dry-run]\n"
+    "                 cancel every unfinished task of handler H (--all is required)\n"
     "  retry ID [--wait]\n"
-    "                 run the failed and cancelled subtasks of a finished parallel task\n"
-    "                 again, as a new attempt (the others keep their outcome); exits 1\n"
-    "                 if the task is not parallel, still running or has none of those;\n"
-    "                 --wait then follows it like watch, from the retry's first event\n"
+    "                 run a finished task again as a new attempt: a single task that\n"
+    "                 failed or was cancelled as a whole (its max attempts count from\n"
+    "                 here), a parallel one's failed and cancelled subtasks (the others\n"
+    "                 keep their outcome); exits 1 if the task is still running or has\n"
+    "                 nothing to retry; --wait then follows it like watch\n"
+    "  retry --handler H [--state FAILURE|CANCELLED] [--since T] [--until T]\n"
+    "        [--limit N] [--dry-run]\n"
+    "                 retry the finished tasks of handler H in that state (default\n"
+    "                 FAILURE) that ended in [since, until), newest first, at most N\n"
+    "                 (default 10000); --dry-run only counts them. T: an RFC 3339 time,\n"
+    "                 ms since the epoch, or a duration ago (30m, 24h, 7d)\n"
+    "  purge --older-than D [--state S]... [--handler H] [--limit N] [--dry-run]\n"
+    "  purge ID...    delete finished tasks (record, subtasks) that ended more than D\n"
+    "                 ago (90s, 30m, 24h, 7d, 1h30m; 0s: every one), in states S\n"
+    "                 (SUCCESS, FAILURE, CANCELLED; default all), or those ids; an\n"
+    "                 unfinished task is never deleted (its id is listed as skipped)\n"
+    "  pause HANDLER [--reason TEXT]\n"
+    "                 no host claims the handler's tasks until it is resumed (running\n"
+    "                 ones finish; submissions still wait in its queue)\n"
+    "  resume HANDLER its tasks are claimed again\n"
     "  list [--state S] [--handler H] [--limit N]\n"
     "                 recent tasks, newest first (default limit 20)\n"
     "  hosts          live hosts\n"
@@ -73,7 +92,7 @@ static const char usage_long[] =
     "  2  usage error, bad input or Redis cannot be reached\n"
     "  3  the task was cancelled\n"
     "  4  partial success (some subtasks failed)\n"
-    "  5  task not found\n"
+    "  5  task not found (pause, resume: no such handler)\n"
     "  6  submit --id ID: a task with that id exists already; nothing was changed, and\n"
     "     the id is printed as for a new task (with --json: {\"task_id\", \"exists\": true})\n"
     "  7  submitted, but fewer replicas than --min-replicas-ack (redis.min_replicas_ack)\n"
@@ -182,7 +201,13 @@ enum {
     OPT_ON_FAILURE,
     OPT_SUBTASKS,
     OPT_MIN_REPLICAS_ACK,
-    OPT_OFFSET
+    OPT_OFFSET,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_OLDER_THAN,
+    OPT_DRY_RUN,
+    OPT_ALL,
+    OPT_REASON
 };
 
 /* The options every command takes, first in each table. */
@@ -228,6 +253,34 @@ static const struct option status_options[] = {
 static const struct option retry_options[] = {
     COMMON_OPTIONS,
     {"wait", no_argument, NULL, OPT_WAIT},
+    {"handler", required_argument, NULL, OPT_HANDLER},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {0},
+};
+static const struct option cancel_options[] = {
+    COMMON_OPTIONS,
+    {"handler", required_argument, NULL, OPT_HANDLER},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {0},
+};
+static const struct option purge_options[] = {
+    COMMON_OPTIONS,
+    {"older-than", required_argument, NULL, OPT_OLDER_THAN},
+    {"state", required_argument, NULL, OPT_STATE},
+    {"handler", required_argument, NULL, OPT_HANDLER},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {0},
+};
+static const struct option pause_options[] = {
+    COMMON_OPTIONS,
+    {"reason", required_argument, NULL, OPT_REASON},
     {0},
 };
 static const struct option events_options[] = {
@@ -243,22 +296,29 @@ static const struct option list_options[] = {
     {0},
 };
 
+/* How many operands a command takes. */
+enum { ONE = 0, OPTIONAL, MANY };
+
 static const struct command {
     const char *name;
     int (*run)(ctl *c, const cmd_opts *o, const char *operand);
     const struct option *options;
-    const char *operand; /* what the one operand is, or NULL for none */
+    const char *operand; /* what the operand is, or NULL for none */
+    int arity;           /* ONE, OPTIONAL (at most one), MANY (task ids, in o->operands) */
 } commands[] = {
-    {"submit", cmd_submit, submit_options, "a handler name"},
-    {"status", cmd_status, status_options, "a task id"},
-    {"watch", cmd_watch, subtasks_options, "a task id"},
-    {"cancel", cmd_cancel, plain_options, "a task id"},
-    {"retry", cmd_retry, retry_options, "a task id"},
-    {"list", cmd_list, list_options, NULL},
-    {"hosts", cmd_hosts, plain_options, NULL},
-    {"handlers", cmd_handlers, plain_options, NULL},
-    {"stats", cmd_stats, plain_options, NULL},
-    {"events", cmd_events, events_options, NULL},
+    {"submit", cmd_submit, submit_options, "a handler name", ONE},
+    {"status", cmd_status, status_options, "a task id", ONE},
+    {"watch", cmd_watch, subtasks_options, "a task id", ONE},
+    {"cancel", cmd_cancel, cancel_options, "a task id", OPTIONAL},
+    {"retry", cmd_retry, retry_options, "a task id", OPTIONAL},
+    {"purge", cmd_purge, purge_options, "task ids", MANY},
+    {"pause", cmd_pause, pause_options, "a handler name", ONE},
+    {"resume", cmd_resume, plain_options, "a handler name", ONE},
+    {"list", cmd_list, list_options, NULL, ONE},
+    {"hosts", cmd_hosts, plain_options, NULL, ONE},
+    {"handlers", cmd_handlers, plain_options, NULL, ONE},
+    {"stats", cmd_stats, plain_options, NULL, ONE},
+    {"events", cmd_events, events_options, NULL, ONE},
 };
 
 /* Apply one parsed option: EX_OK, -1 when the run is over (--help, --version), or EX_USAGE. */
@@ -279,7 +339,25 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
     case OPT_ID: o->id = optarg; break;
     case OPT_WAIT: o->wait = true; break;
     case OPT_SUBTASKS: o->subtasks = true; break;
-    case OPT_STATE: o->state = optarg; break;
+    case OPT_STATE:
+        if (o->nstates == (int)(sizeof o->states / sizeof o->states[0]))
+            return usage_error("--state is given too often (at most 4 times)");
+        o->state = o->states[o->nstates++] = optarg;
+        break;
+    case OPT_DRY_RUN: o->dry_run = true; break;
+    case OPT_ALL: o->all = true; break;
+    case OPT_REASON: o->reason = optarg; break;
+    case OPT_SINCE:
+    case OPT_UNTIL:
+        if (!parse_time_ms(optarg, now_ms(), opt == OPT_SINCE ? &o->since_ms : &o->until_ms))
+            return usage_error("--%s must be %s, got '%s'", opt == OPT_SINCE ? "since" : "until",
+                               TIME_EXPECTED, optarg);
+        break;
+    case OPT_OLDER_THAN:
+        if (!parse_duration_ms(optarg, &o->older_than_ms))
+            return usage_error("--older-than must be %s, got '%s'", DURATION_EXPECTED, optarg);
+        o->has_older_than = true;
+        break;
     case OPT_HANDLER: o->handler = optarg; break;
     case OPT_DELAY:
         if (!parse_double(optarg, 0, 31536000, &o->delay))
@@ -352,8 +430,15 @@ static int run(ctl *c, int argc, char **argv)
     if ((code = parse_options(c, &o, argc, argv, ":c:h", cmd->options)) != EX_OK)
         return code;
     const char *operand = optind < argc ? argv[optind] : NULL;
-    if (cmd->operand && argc - optind != 1)
+    if (cmd->arity == MANY) {
+        o.operands = argv + optind;
+        o.noperands = argc - optind;
+        operand = NULL; /* the store checks each id */
+    } else if (cmd->arity == OPTIONAL && argc - optind > 1) {
+        return usage_error("%s takes at most one operand, %s", cmd->name, cmd->operand);
+    } else if (cmd->operand && cmd->arity == ONE && argc - optind != 1) {
         return usage_error("%s needs %s", cmd->name, cmd->operand);
+    }
     if (!cmd->operand && operand)
         return usage_error("%s takes no operands, got '%s'", cmd->name, operand);
     if (cmd->run == cmd_status && !o.subtasks && (o.state || o.offset || o.limit))
@@ -366,12 +451,13 @@ static int run(ctl *c, int argc, char **argv)
     /* A malformed id cannot name a task; submit checks its input before connecting. Ids
      * are matched case-insensitively: the store spells them in lower case. */
     char id[BGT_ID_LEN + 1];
+    bool task_id = cmd->operand && strcmp(cmd->operand, "a task id") == 0;
     if (cmd->run != cmd_submit) {
-        if (operand && !id_valid(operand)) {
+        if (operand && task_id && !id_valid(operand)) {
             fprintf(stderr, "bgtaskctl: task %s not found (not a task id)\n", operand);
             return EX_NOTFOUND;
         }
-        if (operand) {
+        if (operand && task_id) {
             for (int i = 0; i <= BGT_ID_LEN; i++)
                 id[i] = (char)tolower((unsigned char)operand[i]);
             operand = id;

@@ -137,6 +137,16 @@ int cmd_watch(ctl *c, const cmd_opts *o, const char *id) { return watch_task(c, 
 
 int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
 {
+    if (id && (o->handler || o->all || o->dry_run))
+        return usage_error("cancel ID takes no --handler, --all or --dry-run");
+    if (!id && !o->handler)
+        return usage_error("cancel needs a task id, or --handler H --all");
+    if (!id && !o->all)
+        return usage_error("cancel --handler %s needs --all (so that a mistyped id never "
+                           "becomes a bulk cancel)",
+                           o->handler);
+    if (!id)
+        return cmd_cancel_bulk(c, o);
     char state[128] = "";
     int rc = store_cancel(c->st, id, state, sizeof state);
     if (rc < 0)
@@ -158,32 +168,46 @@ int cmd_cancel(ctl *c, const cmd_opts *o, const char *id)
 }
 
 /*
- * Run the failed and cancelled subtasks of a finished parallel task again.
- * Not parallel, still running or nothing to run again: EX_FAIL with the
- * store's reason; with --wait, follow the new attempt like watch.
+ * Run a finished task again: a single one that failed or was cancelled as a
+ * new attempt, a parallel one's failed and cancelled subtasks. Still running
+ * or nothing to run again: EX_FAIL with the store's reason; with --wait,
+ * follow the new attempt like watch.
  */
 int cmd_retry(ctl *c, const cmd_opts *o, const char *id)
 {
+    bool filter = o->handler || o->nstates || o->since_ms || o->until_ms || o->dry_run;
+    if (id && filter)
+        return usage_error("retry ID takes no --handler, --state, --since, --until or --dry-run");
+    if (!id && !o->handler)
+        return usage_error("retry needs a task id, or --handler H");
+    if (!id && o->wait)
+        return usage_error("retry --handler: --wait goes with a task id");
+    if (!id)
+        return cmd_retry_bulk(c, o);
     int n = 0;
+    bool parallel = false;
     store *sub = NULL; /* --wait: subscribed before the retry, to see all it starts */
     int code = o->wait ? watch_open(c, id, &sub) : EX_OK;
     if (code != EX_OK)
         return code;
-    int rc = store_retry(c->st, id, &n);
+    int rc = store_retry(c->st, id, &n, &parallel);
     if (rc < 0)
         store_free(sub);
-    if (rc == -EINVAL || rc == -EBUSY || rc == -EALREADY) {
+    if (rc == -EBUSY || rc == -EALREADY) {
         fprintf(stderr, "bgtaskctl: %s: nothing was changed\n", store_errstr(c->st));
         return EX_FAIL;
     }
     if (rc < 0)
         return store_fail(c, c->st, rc, id);
     if (c->json) {
-        cJSON *j = view_retry(id, n);
+        cJSON *j = view_retry(id, parallel, n);
         print_json(j, true);
         cJSON_Delete(j);
-    } else {
+    } else if (parallel) {
         printf("retrying %d failed subtask(s)\n", n);
+        fflush(stdout);
+    } else {
+        printf("retrying (a new attempt)\n");
         fflush(stdout);
     }
     return o->wait ? watch_follow(c, sub, id, false, 0) : EX_OK;
