@@ -11,10 +11,10 @@ export function servedBy(hosts) {
     return by;
 }
 
-// Handlers with tasks queued that no live host serves.
+// Handlers with tasks queued that no live host serves (and not paused).
 export function unserved(stats, hosts) {
     const by = servedBy(hosts);
-    return stats.handlers.filter((q) => q.queued > 0 && !by[q.handler]);
+    return stats.handlers.filter((q) => q.queued > 0 && !by[q.handler] && !q.paused);
 }
 
 export function unservedBanner(list) {
@@ -38,9 +38,10 @@ function hostsTable(hosts) {
         td('num', num(x.workers)),
         td('busy', bar(x.workers > 0 ? x.running / x.workers : null), h('span', { class: 'num' }, `${num(x.running)} running`)),
         td('', chips(x.handlers || [])),
+        td('paused', x.paused?.length ? chips(x.paused) : h('span', { class: 'muted' }, '-')),
         td('', ago(x.started_ms)),
     ], { 'data-host': x.id }));
-    return table([['Host'], ['Machine'], ['Version'], ['Workers', 'num'], ['Busy'], ['Handlers'], ['Started']],
+    return table([['Host'], ['Machine'], ['Version'], ['Workers', 'num'], ['Busy'], ['Handlers'], ['Paused'], ['Started']],
         rows, 'No live host: start bgtaskd.');
 }
 
@@ -49,7 +50,8 @@ function queuesTable(stats, hosts) {
     const rows = [...stats.handlers].sort((a, b) => a.handler.localeCompare(b.handler)).map((q) => {
         const served = by[q.handler] || [];
         return row([
-            td('', h('a', { href: `#/tasks?handler=${encodeURIComponent(q.handler)}` }, q.handler)),
+            td('', h('a', { href: `#/tasks?handler=${encodeURIComponent(q.handler)}` }, q.handler),
+                q.paused ? [' ', h('span', { class: 'badge cancelled', title: q.reason || null }, 'paused')] : null),
             td('num', num(q.queued)),
             td('num', num(q.due)),
             td('num', q.due > 0 ? span(q.oldest_due_age_ms) : '-'),

@@ -1,7 +1,8 @@
 // task.js - one task: its record, progress, attempts, result or error, the
 // subtasks of a parallel task, what happened while the page was open, and
-// the actions: cancel, and retry of a parallel task's failed subtasks.
-// Follows /events/background-task?taskId=<id> (read with fetch).
+// the actions: cancel; retry (a failed or cancelled single task runs again,
+// a parallel task its failed subtasks); delete the record of a finished
+// task. Follows /events/background-task?taskId=<id> (read with fetch).
 import { api, follow, poll, isTerminalEvent } from './api.js';
 import { h, fill, badge, bar, setBar, ago, clock, span, num, progressText, fraction, notice } from './dom.js';
 
@@ -18,7 +19,10 @@ function facts(t) {
         ['Kind', t.kind === 'parallel'
             ? `parallel${t.parallelism && t.parallelism !== '0' ? `, ${t.parallelism} at once` : ''}${t.on_failure ? `, ${t.on_failure}` : ''}`
             : t.kind || 'single'],
-        ['Attempt', `${t.attempt} of ${t.max_attempts || 'default'}${t.released ? ` (${t.released} released at shutdown)` : ''}`],
+        ['Attempt', t.retries > 0
+            ? `${t.attempt} (retried ${t.retries === 1 ? 'once' : `${t.retries} times`} by an operator; ` +
+                `${t.max_attempts || 'the default'} attempts after each retry)`
+            : `${t.attempt} of ${t.max_attempts || 'default'}${t.released ? ` (${t.released} released at shutdown)` : ''}`],
         ['Owner', t.owner || '-'],
         ['Created', t.created_ms ? [clock(t.created_ms), ' ', h('span', { class: 'muted' }, '(', ago(t.created_ms), ')')] : '-'],
         ['Started', t.started_ms ? clock(t.started_ms) : '-'],
@@ -73,6 +77,10 @@ export function mount(el, id, ctx) {
         if (task.kind === 'parallel' && task.state !== 'ONGOING' && task.subtasks > 0 &&
             task.sub_success < task.subtasks)
             actions.append(h('button', { type: 'button', 'data-action': 'retry', onclick: askRetry }, 'Retry failed subtasks'));
+        if (task.kind !== 'parallel' && (task.state === 'FAILURE' || task.state === 'CANCELLED'))
+            actions.append(h('button', { type: 'button', class: 'primary', 'data-action': 'retry', onclick: askRetry }, 'Retry'));
+        if (task.state !== 'ONGOING')
+            actions.append(h('button', { type: 'button', class: 'ghost', 'data-action': 'delete', onclick: askDelete }, 'Delete record'));
     }
 
     function draw(t) {
@@ -191,12 +199,33 @@ export function mount(el, id, ctx) {
     }
 
     function askRetry() {
+        if (task.kind !== 'parallel') {
+            confirm(`Run this ${task.state === 'FAILURE' ? 'failed' : 'cancelled'} task again, as a new attempt? ` +
+                'Its error and result are cleared; it gets its attempts afresh.', 'Retry', 'primary', async () => {
+                await api(`/v1/tasks/${id}/retry`, { method: 'POST' });
+                watch(); // the old stream ended with the task
+                return 'Queued again as a new attempt.';
+            });
+            return;
+        }
         const n = task.subtasks - task.sub_success;
         confirm(`Run the failed and cancelled subtasks (up to ${num(n)}) again, as attempt ${task.attempt + 1}? The others keep their outcome.`,
             'Retry', 'primary', async () => {
                 const r = await api(`/v1/tasks/${id}/retry`, { method: 'POST' });
                 watch(); // the old stream ended with the task
                 return `Retrying ${num(r.retrying)} subtask${r.retrying === 1 ? '' : 's'}.`;
+            });
+    }
+
+    function askDelete() {
+        confirm('Delete the record of this task, with its subtasks and log lines? Its events and the history counts stay.',
+            'Delete record', 'danger', async () => {
+                const r = await api('/v1/tasks/purge', { method: 'POST', body: { ids: [id] } });
+                if (!r.deleted) throw new Error(`The record was not deleted: ${JSON.stringify(r.skipped ?? r)}`);
+                stop();
+                fill(el, h('h1', {}, 'Task'), h('p', { class: 'banner info', 'data-testid': 'deleted' },
+                    `The record of task ${id} is deleted. `, h('a', { href: '#/tasks' }, 'Back to the tasks')));
+                return null;
             });
     }
 

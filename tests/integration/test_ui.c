@@ -187,6 +187,11 @@ static void test_live_task(void **state) { scenario("live_task"); }
 static void test_cancel(void **state) { scenario("cancel"); }
 static void test_retry_subtasks(void **state) { scenario("retry_subtasks"); }
 static void test_handlers(void **state) { scenario("handlers"); }
+static void test_retry_task(void **state) { scenario("retry_task"); }
+static void test_pause(void **state) { scenario("pause"); }
+static void test_bulk_retry(void **state) { scenario("bulk_retry"); }
+static void test_purge(void **state) { scenario("purge"); }
+static void test_cancel_all(void **state) { scenario("cancel_all"); }
 static void test_token_refused_later(void **state) { scenario("token_refused_later"); }
 
 int main(void)
@@ -194,8 +199,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_token),     cmocka_unit_test(test_token),
         cmocka_unit_test(test_overview),     cmocka_unit_test(test_live_task),
-        cmocka_unit_test(test_cancel),       cmocka_unit_test(test_retry_subtasks),
-        cmocka_unit_test(test_handlers),     cmocka_unit_test(test_token_refused_later),
+        cmocka_unit_test(test_cancel),       cmocka_unit_test(test_retry_task),
+        cmocka_unit_test(test_retry_subtasks), cmocka_unit_test(test_handlers),
+        cmocka_unit_test(test_pause),        cmocka_unit_test(test_bulk_retry),
+        cmocka_unit_test(test_purge),        cmocka_unit_test(test_cancel_all),
+        cmocka_unit_test(test_token_refused_later),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

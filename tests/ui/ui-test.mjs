@@ -29,20 +29,35 @@ if (!opt.url || !opt.token || !opt['open-url']) {
 const WAIT = 20000; // the deadline of any one condition
 mkdirSync(opt.shots, { recursive: true });
 
-// Submit a task through the API, as any client would.
-async function submit(handler, args) {
-    const res = await fetch(`${opt.url}/v1/tasks`, {
-        method: 'POST',
-        headers: { Authorization: `Bearer ${opt.token}`, 'Content-Type': 'application/json' },
-        body: JSON.stringify({ handler, args }),
-    });
-    const body = await res.json();
-    if (res.status !== 202) throw new Error(`submit ${handler}: ${res.status} ${JSON.stringify(body)}`);
+// Call the API as any client would: the answer's status and parsed body.
+async function call(method, path, body) {
+    const headers = { Authorization: `Bearer ${opt.token}` };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(`${opt.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    return { status: res.status, body: await res.json() };
+}
+
+// Submit a task (more: other fields of the submission, such as max_attempts).
+async function submit(handler, args, more = {}) {
+    const { status, body } = await call('POST', '/v1/tasks', { handler, args, ...more });
+    if (status !== 202) throw new Error(`submit ${handler}: ${status} ${JSON.stringify(body)}`);
     return body.task_id;
 }
 
 function check(cond, what) {
     if (!cond) throw new Error(what);
+}
+
+// Read task id through the API until pred(record) holds, WAIT ms at most;
+// resolves with that record. Every 50 ms: a poll with a deadline.
+async function until(id, pred, what) {
+    const end = Date.now() + WAIT;
+    for (;;) {
+        const { status, body } = await call('GET', `/v1/tasks/${id}`);
+        if (status === 200 && pred(body)) return body;
+        if (Date.now() > end) throw new Error(`task ${id}: ${what} not seen in ${WAIT} ms (last: ${status} ${JSON.stringify(body).slice(0, 300)})`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
 }
 
 const browser = await chromium.launch({
@@ -153,6 +168,22 @@ await scenario('cancel', async () => {
     await shot('task');
 });
 
+// A single task that fails (demo.flaky asks for another attempt, and it may
+// have only one) is retried from its page: it runs again and succeeds.
+let flaky = null;
+await scenario('retry_task', async () => {
+    flaky = await submit('demo.flaky', { n: 2 }, { max_attempts: 1 });
+    await page.goto(`${opt.url}/ui/#/task/${flaky}`);
+    await page.locator('[data-testid=task-state] [data-state=FAILURE]').waitFor();
+    await page.click('button[data-action=retry]');
+    await page.click('[data-testid=confirm] button[data-action=confirm]');
+    await page.locator('[data-testid=task-state] [data-state=SUCCESS]').waitFor();
+    check(/Attempt\s+2\b/.test(await page.locator('.facts').innerText()), 'the record does not show attempt 2');
+    check((await page.locator('button[data-action=retry]').count()) === 0, 'the retry button stayed');
+    const t = await until(flaky, (x) => x.state === 'SUCCESS', 'SUCCESS');
+    check(t.result && t.result.attempt === 2, `the result is not attempt 2's: ${JSON.stringify(t.result)}`);
+});
+
 // A parallel task whose subtasks 1 and 4 fail their first run ends PARTIAL;
 // retrying its failed subtasks from the page runs those two again, and it
 // ends SUCCESS with every subtask done.
@@ -172,7 +203,7 @@ await scenario('retry_subtasks', async () => {
     await page.waitForFunction((n) => document.querySelectorAll(
         '[data-testid=events] li.done, [data-testid=events] li.partial_success').length > n, before);
     check((await page.locator('button[data-action=retry]').count()) === 0, 'the retry button stayed');
-    check(/2 of/.test(await page.locator('.facts').innerText()), 'the record does not show attempt 2');
+    check(/Attempt\s+2\b/.test(await page.locator('.facts').innerText()), 'the record does not show attempt 2');
 });
 
 // The handlers: who serves what, and what nobody serves.
@@ -181,6 +212,91 @@ await scenario('handlers', async () => {
     await page.locator('tr[data-handler="demo.sleep"][data-served=yes]').waitFor();
     await page.locator('tr[data-handler="nobody.home"][data-served=no]').waitFor();
     await shot('handlers');
+});
+
+// Pause demo.echo from the handlers view, then see a demo.echo task wait
+// while a demo.sleep task submitted after it runs and ends (the host is
+// claiming, but not demo.echo's tasks); resume, and it runs. The pause
+// reaches the hosts on the control channel: a task submitted before the
+// host had it may still run, so a pair whose echo ran is tried again (within
+// the deadline) until one echo waits.
+await scenario('pause', async () => {
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    const echo = 'tr[data-handler="demo.echo"]';
+    await page.click(`${echo}[data-paused=no] button[data-action=pause]`);
+    await page.fill('[data-testid=op][data-op=pause] input[name=reason]', 'browser test');
+    await page.click('[data-testid=op][data-op=pause] button[data-action=confirm]');
+    await page.locator(`${echo}[data-paused=yes]`).waitFor();
+    await shot('handlers-paused');
+    await page.goto(`${opt.url}/ui/#/`);
+    await page.locator('tr[data-host="ui"] td.paused', { hasText: 'demo.echo' }).waitFor();
+    const end = Date.now() + WAIT;
+    let waiting = null;
+    while (!waiting) {
+        check(Date.now() < end, `every demo.echo task ran while demo.echo was paused (for ${WAIT} ms)`);
+        const id = await submit('demo.echo', { hello: 'paused' });
+        const runner = await submit('demo.sleep', { seconds: 0.05, steps: 1 });
+        await until(runner, (x) => x.state === 'SUCCESS', 'SUCCESS');
+        const t = (await call('GET', `/v1/tasks/${id}`)).body;
+        if (t.state === 'ONGOING' && t.attempt === 0 && !t.started_ms) waiting = id;
+    }
+    await page.goto(`${opt.url}/ui/#/task/${waiting}`);
+    await page.locator('[data-testid=task-state] [data-state=ONGOING]').waitFor();
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    await page.click(`${echo}[data-paused=yes] button[data-action=resume]`);
+    await page.locator(`${echo}[data-paused=no]`).waitFor();
+    await page.goto(`${opt.url}/ui/#/task/${waiting}`);
+    await page.locator('[data-testid=task-state] [data-state=SUCCESS]').waitFor();
+});
+
+// Three demo.fail tasks fail; "Retry…" on demo.fail shows the dry run's
+// count, 3, and retrying runs each again (attempt 2, failing again).
+const failing = [];
+await scenario('bulk_retry', async () => {
+    for (let i = 0; i < 3; i++) failing.push(await submit('demo.fail', { message: `failure ${i}` }));
+    for (const id of failing) await until(id, (x) => x.state === 'FAILURE', 'FAILURE');
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    await page.click('tr[data-handler="demo.fail"] button[data-action=retry]');
+    const op = '[data-testid=op][data-op=retry]';
+    await page.locator(`${op} [data-testid=count][data-count="3"]`).waitFor();
+    await shot('handlers-retry');
+    await page.click(`${op} button[data-action=confirm]`);
+    await page.locator(`${op} [data-testid=op-done]`, { hasText: 'Retried 3 of 3' }).waitFor();
+    for (const id of failing) await until(id, (x) => x.state === 'FAILURE' && x.attempt === 2, 'FAILURE at attempt 2');
+});
+
+// "Purge…" on demo.fail, finished more than 0 s ago: the dry run counts the
+// three, the real run deletes their records. Then "Delete record" on the
+// retried demo.flaky task's page.
+await scenario('purge', async () => {
+    check(failing.length === 3 && flaky, 'no tasks from bulk_retry and retry_task');
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    await page.click('tr[data-handler="demo.fail"] button[data-action=purge]');
+    const op = '[data-testid=op][data-op=purge]';
+    await page.selectOption(`${op} select[name=older_than]`, '0s');
+    await page.locator(`${op} [data-testid=count][data-count="3"]`).waitFor();
+    await shot('handlers-purge');
+    await page.click(`${op} button[data-action=confirm]`);
+    await page.locator(`${op} [data-testid=op-done]`, { hasText: 'Deleted 3 records of 3' }).waitFor();
+    for (const id of failing) check((await call('GET', `/v1/tasks/${id}`)).status === 404, `task ${id} is still there`);
+    await page.goto(`${opt.url}/ui/#/task/${flaky}`);
+    await page.click('button[data-action=delete]');
+    await page.click('[data-testid=confirm] button[data-action=confirm]');
+    await page.locator('[data-testid=deleted]').waitFor();
+    check((await call('GET', `/v1/tasks/${flaky}`)).status === 404, 'the deleted record is still there');
+});
+
+// "Cancel all…" on demo.sleep: two running sleepers are counted, then cancelled.
+await scenario('cancel_all', async () => {
+    const ids = [await submit('demo.sleep', { seconds: 60, steps: 600 }), await submit('demo.sleep', { seconds: 60, steps: 600 })];
+    for (const id of ids) await until(id, (x) => x.started_ms > 0, 'running');
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    await page.click('tr[data-handler="demo.sleep"] button[data-action=cancel]');
+    const op = '[data-testid=op][data-op=cancel]';
+    await page.locator(`${op} [data-testid=count][data-count="2"]`).waitFor();
+    await page.click(`${op} button[data-action=confirm]`);
+    await page.locator(`${op} [data-testid=op-done]`).waitFor();
+    for (const id of ids) await until(id, (x) => x.state === 'CANCELLED', 'CANCELLED');
 });
 
 // The token is withdrawn while the page is open (another tab, a rotation):
