@@ -578,9 +578,12 @@ __attribute__((format(printf, 4, 5))) static int each_master(store *st, store_ma
 {
     *out = NULL;
     *n = 0;
-    va_list ap;
+    va_list ap, copy;
     va_start(ap, fmt);
-    char *cmd = NULL;
+    va_copy(copy, ap);
+    char what[160], *cmd = NULL;
+    vsnprintf(what, sizeof what, fmt, copy); /* for messages */
+    va_end(copy);
     int len = redisvFormatCommand(&cmd, fmt, ap);
     va_end(ap);
     if (len <= 0)
@@ -601,7 +604,7 @@ __attribute__((format(printf, 4, 5))) static int each_master(store *st, store_ma
         else if (v->type == REDIS_REPLY_ARRAY && v->elements == 0)
             v = NULL;
         if (rc == 0 && (!v || (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_STATUS))) {
-            snprintf(st->err, sizeof st->err, "%s: %.64s: %s", names[i], fmt,
+            snprintf(st->err, sizeof st->err, "%s: %s: %s", names[i], what,
                      !v                                ? "no such setting"
                      : r[i]->type == REDIS_REPLY_ERROR ? r[i]->str
                                                        : "unexpected reply");

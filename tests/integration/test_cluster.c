@@ -14,8 +14,10 @@
  *     calls go straight to the new owner;
  *   - blocking calls and subscriptions;
  *   - a master killed with kill -9: its replica is promoted and the same
- *     link writes to it, after reading the slot map again;
- *   - a host warns about each master that may evict keys;
+ *     link writes to it, after reading the slot map again; a subscriber that
+ *     listened on it listens on a live master and hears what comes after;
+ *   - INFO and CONFIG answer per master; a host warns about each master that
+ *     may evict keys;
  *   - bgtaskd on the cluster (protocol 2): two hosts run tasks whose shards
  *     spread over the masters; a subscriber hears each event once;
  *     bgtaskctl and the HTTP API work through the cluster URL (surface.h);
@@ -390,9 +392,18 @@ static void test_master_failover(void **state)
     freeReplyObject(run1(rc, call(k, "SET %s 1", k)));
     th_redis *a = th_cluster_master_of(&cl, slot);
     assert_non_null(a);
-    /* Wait for the replica to have it, so the promoted one does too. */
-    freeReplyObject(node_cmd(a, "WAIT 1 2000"));
+    /* Wait for the replica to have it, so the promoted one does too: WAIT on the connection
+     * that wrote it (a WAIT counts the writes of its own client only). */
+    redisReply *w = run1(rc, call(k, "WAIT 1 5000"));
+    assert_int_equal(w->integer, 1);
+    freeReplyObject(w);
     int old_port = a->port;
+    /* A subscriber listening on that master (each subscribe picks the next master). */
+    rconn *sub = link_open();
+    const char *chans[] = {"bgt:failover"};
+    for (int i = 0; i < 12 && sub->subnode.port != old_port; i++)
+        assert_int_equal(rconn_subscribe(sub, chans, 1), 0);
+    assert_int_equal(sub->subnode.port, old_port);
     th_redis_kill(a);
     double killed = th_now();
     redisReply *r = NULL;
@@ -419,6 +430,26 @@ static void test_master_failover(void **state)
     th_redis *now = th_cluster_master_of(&cl, slot);
     assert_non_null(now);
     assert_int_equal(n->port, now->port);
+    /* The subscriber moves to a master that runs, and hears what is published after. */
+    bool heard = false;
+    while (!heard && th_now() < killed + 30) {
+        rcall c = call(NULL, "PUBLISH %s after", chans[0]);
+        if (rconn_run(rc, &c, 1, &r) == 0)
+            freeReplyObject(r);
+        call_free(&c);
+        while (!heard && rconn_next_push(sub, 0.2, &r) == 0) {
+            heard = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+                    strcmp(r->element[0]->str, "message") == 0;
+            freeReplyObject(r);
+        }
+    }
+    if (!heard)
+        fail_msg("the subscriber on the killed master heard nothing within 30 s: %s", err);
+    assert_int_not_equal(sub->subnode.port, old_port);
+    printf("cluster failover: a subscriber of the killed master heard a message %.2f s after "
+           "kill -9\n",
+           th_now() - killed);
+    rconn_free(sub);
     rconn_free(rc);
 }
 
@@ -632,6 +663,48 @@ static long long finished_tasks(store *st, const char *handler)
 {
     long long n;
     return store_count_finished(st, handler, &n) == 0 ? n : -1;
+}
+
+/* INFO and CONFIG through the store: one answer per master, each naming its master; a
+ * setting Redis does not have, or a value it refuses, names the master that said so. */
+static void test_every_master_reads(void **state)
+{
+    (void)state;
+    need_up();
+    store *st = store_on_cluster(0);
+    store_master_text *t;
+    size_t n;
+    assert_int_equal(store_info(st, "server", &t, &n), 0);
+    assert_int_equal(n, 3);
+    th_redis *m[TH_MAX_CLUSTER_NODES];
+    assert_int_equal(masters_now(m), 3);
+    for (size_t i = 0; i < n; i++) {
+        char want[64];
+        bool one_of = false;
+        for (int k = 0; k < 3; k++) {
+            snprintf(want, sizeof want, "127.0.0.1:%d", m[k]->port);
+            one_of |= strcmp(t[i].server, want) == 0;
+        }
+        if (!one_of || !strstr(t[i].text, "redis_version:"))
+            fail_msg("INFO server from %s is not a master's answer", t[i].server);
+        for (size_t k = 0; k < i; k++)
+            assert_string_not_equal(t[k].server, t[i].server);
+    }
+    store_master_texts_free(t, n);
+    assert_int_equal(store_config_get(st, "maxmemory-policy", &t, &n), 0);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(t[i].text, "noeviction");
+    store_master_texts_free(t, n);
+    assert_int_equal(store_config_get(st, "no-such-setting", &t, &n), -ENOENT);
+    assert_null(t);
+    assert_non_null(strstr(store_errstr(st), "127.0.0.1:"));
+    assert_non_null(strstr(store_errstr(st), "CONFIG GET no-such-setting: no such setting"));
+    assert_int_equal(store_config_set(st, "maxmemory-policy", "noeviction"), 0);
+    assert_int_equal(store_config_set(st, "maxmemory-policy", "sometimes"), -EPROTO);
+    assert_non_null(strstr(store_errstr(st), "127.0.0.1:"));
+    assert_non_null(strstr(store_errstr(st), "CONFIG SET maxmemory-policy sometimes: ERR"));
+    store_free(st);
 }
 
 /*
@@ -956,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_script_noscript),
         cmocka_unit_test(test_ask_and_moved),
         cmocka_unit_test(test_block_and_subscribe),
+        cmocka_unit_test(test_every_master_reads),
         cmocka_unit_test(test_eviction_warning_every_master),
         cmocka_unit_test(test_tasks_over_masters),
         cmocka_unit_test(test_ops_over_masters),
