@@ -16,11 +16,41 @@
 #define LUA_WANT(arg)                                                                             \
     "local ANY, W = " arg " == '', {}\n"                                                          \
     "for o in string.gmatch(" arg ", '%S+') do W[o] = true end\n"                                 \
-    /* A time limit: '' none, '-N' N ms before Redis' now, else ms. */                            \
+    /* A time limit, exclusive: '' none, '-N' after N ms before Redis' now (so that '-0'       \
+     * takes what ended in this very ms too), else ms. */                                         \
     "local function limit_ms(v)\n"                                                                \
     "  if v == '' then return nil end\n"                                                          \
-    "  if string.sub(v, 1, 1) == '-' then return NOW - tonumber(string.sub(v, 2)) end\n"         \
+    "  if string.sub(v, 1, 1) == '-' then return NOW - tonumber(string.sub(v, 2)) + 1 end\n"     \
     "  return tonumber(v)\n"                                                                      \
+    "end\n"
+
+/* Entries to take out of the done lists: GONE[h][entry] = true, NGONE[h] their count. One
+ * LREM each (from the tail: what is retried ended lately, most often) for a few; else the
+ * list once, filtered: a bulk operation costs one pass over the list, not one per task. */
+#define LUA_DROP_DONE                                                                             \
+    "local GONE, NGONE = {}, {}\n"                                                                \
+    "local function gone(h, entry)\n"                                                             \
+    "  GONE[h] = GONE[h] or {}\n"                                                                 \
+    "  GONE[h][entry] = true\n"                                                                   \
+    "  NGONE[h] = (NGONE[h] or 0) + 1\n"                                                          \
+    "end\n"                                                                                       \
+    "local function drop_done()\n"                                                                \
+    "  for h, g in pairs(GONE) do\n"                                                              \
+    "    local dk = B .. ':done:' .. h\n"                                                         \
+    "    if NGONE[h] <= 8 then\n"                                                                 \
+    "      for x in pairs(g) do call('LREM', dk, -1, x) end\n"                                    \
+    "    else\n"                                                                                  \
+    "      local all = redis.pcall('LRANGE', dk, 0, -1)\n"                                        \
+    "      if not all.err then\n"                                                                 \
+    "        local keep = {}\n"                                                                   \
+    "        for _, x in ipairs(all) do\n"                                                        \
+    "          if not g[x] then keep[#keep + 1] = x end\n"                                        \
+    "        end\n"                                                                               \
+    "        redis.call('DEL', dk)\n"                                                             \
+    "        batched('RPUSH', dk, keep)\n"                                                        \
+    "      end\n"                                                                                 \
+    "    end\n"                                                                                   \
+    "  end\n"                                                                                     \
     "end\n"
 
 static const char LUA_RETRY[] = LUA_PRELUDE
@@ -35,6 +65,7 @@ static const char LUA_RETRY[] = LUA_PRELUDE
      * task, else 0. */
     "local evcap = tonumber(ARGV[3])\n"
     LUA_WANT("ARGV[4]")
+    LUA_DROP_DONE
     "local out, woken = {}, {}\n"
     "for j = 5, #ARGV do\n"
     "  local id = ARGV[j]\n"
@@ -80,7 +111,7 @@ static const char LUA_RETRY[] = LUA_PRELUDE
     "  end\n"
     "  if entry then\n"
     "    redis.call('HINCRBY', key, 'rt', 1)\n"
-    "    call('LREM', B .. ':done:' .. h, 1, entry)\n"
+    "    gone(h, entry)\n"
     "    call('ZADD', B .. ':q:' .. h, NOWS, id)\n"
     "    woken[h] = true\n"
     "    emit('h', h)\n"
@@ -90,6 +121,7 @@ static const char LUA_RETRY[] = LUA_PRELUDE
     "  out[#out + 1] = res\n"
     "  out[#out + 1] = par\n"
     "end\n"
+    "drop_done()\n"
     "flush_events(evcap)\n"
     "for h in pairs(woken) do requeued(h) end\n"
     "return out\n"
@@ -99,7 +131,7 @@ static const char LUA_SELECT[] = LUA_PRELUDE
     /* Reads only. ARGV[3] = mode, then by mode:
      *   done  finished tasks: [4] = handler ('' = every handler of the shard, by name), [5] =
      *         outcomes (space-separated, '' = any), [6] = finished at or after (ms, '' = any),
-     *         [7] = finished before ('' = any; '-N': N ms before now), [8] = where to go on
+     *         [7] = finished before ('' = any; '-N': N ms or more before now), [8] = where to go on
      *         ("<handler> <index>", '' = from the start), [9] = most records to read. The done
      *         lists are in the order tasks ended: a list is left at its first task that ended
      *         too late.
@@ -179,13 +211,14 @@ static const char LUA_SELECT[] = LUA_PRELUDE
 
 static const char LUA_PURGE[] = LUA_PRELUDE
     /* ARGV[3] = outcomes to delete (space-separated, '' = any), [4] = only those finished
-     * before ('' = any; '-N': N ms before now), then task ids. Deletes each finished task
+     * before ('' = any; '-N': N ms or more before now), then task ids. Deletes each finished task
      * that still matches: its record, its subtasks and its entry in its handler's done list
      * (the events stay: the stream is capped on its own). Returns per id 1 (deleted), 0 (it
      * no longer matches: left alone), -1 (unknown), -2 (unfinished: left alone). */
     LUA_WANT("ARGV[3]")
+    LUA_DROP_DONE
     "local upto = limit_ms(ARGV[4])\n"
-    "local out, gone, ngone = {}, {}, {}\n"
+    "local out = {}\n"
     "for j = 5, #ARGV do\n"
     "  local id = ARGV[j]\n"
     "  local key = B .. ':t:' .. id\n"
@@ -197,32 +230,13 @@ static const char LUA_PURGE[] = LUA_PRELUDE
     "    out[#out + 1] = 0\n"
     "  else\n"
     "    redis.call('DEL', key, B .. ':sub:' .. id)\n"
-    "    local g = gone[r[1]] or {}\n"
-    "    gone[r[1]] = g\n"
     /* a parallel task's entry ends in '*' */
-    "    g[id] = true\n"
-    "    g[id .. '*'] = true\n"
-    "    ngone[r[1]] = (ngone[r[1]] or 0) + 1\n"
+    "    gone(r[1], id)\n"
+    "    gone(r[1], id .. '*')\n"
     "    out[#out + 1] = 1\n"
     "  end\n"
     "end\n"
-    /* Out of the done lists: one LREM each for a few, else the list once, filtered. */
-    "for h, g in pairs(gone) do\n"
-    "  local dk = B .. ':done:' .. h\n"
-    "  if ngone[h] <= 8 then\n"
-    "    for x in pairs(g) do call('LREM', dk, 1, x) end\n"
-    "  else\n"
-    "    local all = redis.pcall('LRANGE', dk, 0, -1)\n"
-    "    if not all.err then\n"
-    "      local keep = {}\n"
-    "      for _, x in ipairs(all) do\n"
-    "        if not g[x] then keep[#keep + 1] = x end\n"
-    "      end\n"
-    "      redis.call('DEL', dk)\n"
-    "      batched('RPUSH', dk, keep)\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
+    "drop_done()\n"
     "return out\n"
     ;
 
