@@ -332,7 +332,7 @@ static int act(store *st, const bulk_req *q, const char *outcomes, const cand *v
     int script = q->op == BULK_RETRY ? SC_RETRY : q->op == BULK_PURGE ? SC_PURGE : SC_CANCEL;
     size_t cap = q->op == BULK_CANCEL ? n : (n / ACT_CHUNK + (size_t)st->shards + 1);
     script_call *calls = xcalloc(cap + 1, sizeof *calls);
-    /* which candidates each call carries: first[i] .. for count[i] of shard's */
+    /* Call i carries count[i] candidates of its shard, the first of them v[first[i]]. */
     size_t *first = xcalloc(cap + 1, sizeof *first), *count = xcalloc(cap + 1, sizeof *count);
     size_t nc = 0;
     for (int s = 0; s < st->shards; s++) {
@@ -426,11 +426,12 @@ int store_bulk(store *st, const bulk_req *q, cJSON **out)
     if (rc == 0 && q->op != BULK_CANCEL && c.n > 1)
         qsort(c.v, c.n, sizeof *c.v, q->op == BULK_RETRY ? cmp_newest : cmp_oldest);
     size_t n = c.n < (size_t)limit ? c.n : (size_t)limit;
-    if (rc == 0 && q->dry_run)
+    if (rc == 0 && q->dry_run) {
         for (size_t i = 0; i < n && i < BULK_IDS_SHOWN; i++)
             cJSON_AddItemToArray(shown, cJSON_CreateString(c.v[i].id));
-    else if (rc == 0)
+    } else if (rc == 0) {
         rc = act(st, q, q->nids > 0 ? "" : outcomes, c.v, n, done, shown);
+    }
     free(c.v);
     if (rc < 0) {
         cJSON_Delete(skipped);
