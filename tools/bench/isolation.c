@@ -39,10 +39,12 @@ static int drain_rate(bench *b, const char *mode, const char *isolation, double 
                             : (double)b->tasks / (t_done - t0);
     rc = host_stop(&h);
     /* The host's CPU includes its worker processes': it reaped them before it exited. */
+    /* Context switches too: what a process boundary costs is mostly waking the other side. */
     printf("  %-16s %.0f tasks/s (%.3fs from the host's start, first finished after %.1f ms); "
-           "bgtaskd CPU %.1f us/task\n",
+           "bgtaskd CPU %.1f us/task, %.2f context switches/task\n",
            mode, *tps, t_done - t0, (t_first - t0) * 1e3,
-           rc == 0 ? cpu_s(&h.usage) * 1e6 / (double)b->tasks : NAN);
+           rc == 0 ? cpu_s(&h.usage) * 1e6 / (double)b->tasks : NAN,
+           rc == 0 ? (double)(h.usage.ru_nvcsw + h.usage.ru_nivcsw) / (double)b->tasks : NAN);
 out:
     host_finish(b, &h, rc == 0);
     store_free(st);
