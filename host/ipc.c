@@ -176,7 +176,8 @@ void ipc_conn_close(ipc_conn *c)
     *c = (ipc_conn){.fd = -1};
 }
 
-long ipc_fill(ipc_conn *c)
+/* One read of up to the free room of the buffer; flags for recv. */
+static long fill(ipc_conn *c, int flags)
 {
     /* Drop what was consumed, then make room for at least a header or the frame under way. */
     if (c->in_off) {
@@ -193,16 +194,34 @@ long ipc_fill(ipc_conn *c)
     }
     grow(&c->in, &c->in_cap, want);
     for (;;) {
-        ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        size_t room = c->in_cap - c->in_len;
+        ssize_t r = recv(c->fd, c->in + c->in_len, room, flags);
         if (r > 0) {
             c->in_len += (size_t)r;
+            c->drained = (size_t)r < room;
             return r;
         }
         if (r == 0)
             return -EPIPE;
         if (errno == EINTR)
             continue;
+        c->drained = errno == EWOULDBLOCK;
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+long ipc_fill(ipc_conn *c) { return fill(c, 0); }
+
+int ipc_drain(ipc_conn *c)
+{
+    for (;;) {
+        long r = fill(c, MSG_DONTWAIT);
+        if (r == -EAGAIN)
+            return 0;
+        if (r < 0)
+            return (int)r;
+        if (c->drained)
+            return 0;
     }
 }
 

@@ -3,7 +3,7 @@
  * isolated plugins (`bgtaskd --worker`), over one AF_UNIX stream socketpair.
  * The worker's end is its file descriptor 3 (IPC_WORKER_FD).
  *
- * Protocol version 1. Both ends are the same executable (the host starts
+ * Protocol version 2. Both ends are the same executable (the host starts
  * /proc/self/exe), so integers travel in native byte order. Every message is
  * one frame: an 8-byte header, then the payload.
  *
@@ -26,10 +26,12 @@
  *              u32 max_args_bytes, u32 max_result_bytes, u32 max_subtasks,
  *              f64 progress gap (s), u32 log level, u32 seccomp (a seccomp_mode),
  *              f64 data limit (bytes for RLIMIT_DATA, 0: none)
- *   CALL       u32 op (IPC_OP_*), str task id, str handler, u32 attempt (bgt_attempt),
+ *   CALL       u32 call (its number on this connection, from 1 up), u32 op (IPC_OP_*),
+ *              str task id, str handler, u32 attempt (bgt_attempt),
  *              u32 hook attempt (the task's attempt, for hooks), u32 subtask + 1 (0: none),
  *              f64 last current, f64 last total, str args (JSON; for MERGE the results)
- *   CANCEL     -  the call running should stop: bgt_cancelled() turns true
+ *   CANCEL     u32 call: that call should stop (bgt_cancelled() turns true), or not
+ *              start at all if it has not
  *   SUBMITTED  u32 rc (0 or a negative errno), str id (the new task's, "" on failure)
  *
  * Worker -> host
@@ -41,21 +43,34 @@
  *   LOG        u32 level, u32 about (IPC_LOG_*), str text
  *   SUBMIT     str handler, str? args (a JSON object); answered by exactly one SUBMITTED
  *   SUBTASKS   u32 n, then n times str args: a split's bgt_add_subtask calls, in order
- *   DONE       u32 status (a bgt_status), str? error, str? result (JSON)
+ *   DONE       u32 call, u32 status (a bgt_status), str? error, str? result (JSON)
  *   NOTE       str text: a crash note, sent by a worker that is about to die
  *
  * Order. The host sends INIT first; the worker answers with LOG and SUBMIT
  * frames (its plugin's init runs), then one READY or FAILED. After READY the
- * host sends one CALL at a time; the worker answers with PROGRESS, LOG,
- * SUBMIT and (for a split) SUBTASKS frames, then exactly one DONE. CANCEL may
- * arrive at any time; one that arrives after its call ended is ignored. A
- * worker that is not running a call sends nothing but NOTE. Closing the host's
- * end asks the worker to exit; a worker exits when its end reads EOF.
+ * host may send several CALLs without waiting (at most ISO_DEPTH in flight):
+ * the worker runs them one at a time, in the order they came; for each it
+ * sends PROGRESS, LOG, SUBMIT and (for a split) SUBTASKS frames, then exactly
+ * one DONE with its number, and only then starts the next. So every frame the
+ * worker sends belongs to the oldest call not answered yet, and a call behind
+ * that one has not started. A worker that is not running a call sends
+ * nothing but NOTE. Closing the host's end asks the worker to exit (calls it
+ * has not started are dropped); a worker exits when its end reads EOF.
+ *
+ * Cancelling. CANCEL may arrive at any time; one for a call that ended is
+ * ignored. Before it starts a call the worker reads everything its socket
+ * holds, and a call whose CANCEL it has read is not run: it is answered at
+ * once with DONE, status BGT_CANCELLED, error "cancelled before it started".
+ * That is how the host takes back a call queued behind one that runs long
+ * (or whose task was told to stop): once its CANCEL is written, a read of the
+ * host that starts after that and finds the call before it still unanswered
+ * proves the worker has not started it and will skip it; the host gives it
+ * to another worker and drops the skipped call's DONE when it comes.
  *
  * Trust. The worker runs plugin code and is untrusted: the host checks every
  * frame (header, limit, each field's bounds, NUL terminators, finite numbers,
- * nothing left over, the type allowed at that point), and a frame that fails
- * any check ends that worker, never the host. The worker checks the host's
+ * nothing left over, the type allowed at that point, a DONE's call number),
+ * and a frame that fails any check ends that worker, never the host. The worker checks the host's
  * frames the same way and exits on a bad one.
  */
 #ifndef BGT_IPC_H
@@ -65,7 +80,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IPC_VERSION 1
+#define IPC_VERSION 2
 /* The worker's end of the socketpair. */
 #define IPC_WORKER_FD 3
 #define IPC_HEADER 8
@@ -159,6 +174,7 @@ typedef struct ipc_conn {
     size_t in_len, in_off, in_cap;
     uint8_t *out;      /* queued bytes: [out_off, out_len) not written yet */
     size_t out_len, out_off, out_cap;
+    bool drained;      /* the last ipc_fill took all there was (it read less than it could) */
     char err[200];     /* what went wrong, for the last -EPROTO */
 } ipc_conn;
 
@@ -169,10 +185,17 @@ void ipc_conn_close(ipc_conn *c);
 
 /*
  * One read() into the receive buffer. Returns the bytes read (> 0), -EAGAIN
- * (nothing there, non-blocking fd), -EPIPE (the other end closed) or another
- * negative errno. Frames taken earlier with ipc_next become invalid.
+ * (nothing there: a non-blocking fd, or SO_RCVTIMEO passed), -EPIPE (the
+ * other end closed) or another negative errno; c->drained tells whether it
+ * took everything the socket held. Frames taken earlier with ipc_next become
+ * invalid.
  */
 long ipc_fill(ipc_conn *c);
+/*
+ * Read everything the socket holds now, without waiting (MSG_DONTWAIT).
+ * 0, -EPIPE (the other end closed) or another negative errno.
+ */
+int ipc_drain(ipc_conn *c);
 /*
  * Take the next whole frame out of the receive buffer. Returns 1 and fills f
  * (valid until the next ipc_fill), 0 when no whole frame is there yet, or

@@ -1,47 +1,27 @@
 /*
- * isolate.c - the worker processes of isolated plugins: starting them
- * (posix_spawn of /proc/self/exe, so the worker is this very binary even if
- * the file was replaced since), their start-up exchange, the pool of slots
- * proxies take them from, replacing them, the crash breaker, and the
- * supervisor thread that does the waiting parts. The calls themselves are in
- * proxy.c.
+ * isolate.c - the worker processes of isolated plugins: the pool of slots
+ * calls are given to, replacing workers, the crash breaker, and the
+ * supervisor thread that does the waiting parts. Starting a worker is in
+ * iso_start.c, the calls themselves in proxy.c.
  */
 #include <fcntl.h>
 #include <math.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "isolate_int.h"
+#include "task_api.h"
 #include "util.h"
-#include "worker_main.h"
-
-extern char **environ;
 
 /* The longest respawn backoff. */
 #define BACKOFF_MAX_S 5.0
-
-void iso__clean(char *s)
-{
-    for (; s && *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            *s = ' ';
-}
-
-/* The largest frame the host accepts from a worker: a result, a submission's args. */
-static size_t frame_max(const bgt_config *cfg)
-{
-    size_t m = cfg->max_result_bytes > cfg->max_args_bytes ? cfg->max_result_bytes
-                                                           : cfg->max_args_bytes;
-    return (m > (1u << 20) ? m : (1u << 20)) + (64u << 10);
-}
 
 /* Live worker processes of pl, into the metrics. Lock held. */
 static void count_workers(iso_pool *pl)
@@ -50,409 +30,6 @@ static void count_workers(iso_pool *pl)
     for (int i = 0; i < pl->nslots; i++)
         n += pl->slots[i].state != SLOT_EMPTY;
     metrics_iso_workers(pl->host->met, pl->name, n);
-}
-
-/* ---- starting a worker ---- */
-
-/* The environment of a worker: the host's, without the Redis address (it may hold a password). */
-static char **worker_env(void)
-{
-    size_t n = 0;
-    for (char **e = environ; *e; e++)
-        n++;
-    char **env = xcalloc(n + 1, sizeof *env);
-    size_t k = 0;
-    for (char **e = environ; *e; e++)
-        if (strncmp(*e, "BGTASK_REDIS", 12) != 0)
-            env[k++] = *e;
-    return env;
-}
-
-/* posix_spawn the worker with fd as its IPC_WORKER_FD. 0 with *pid, or a negative errno. */
-static int spawn(const iso_pool *pl, int fd, pid_t *pid)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, all;
-    char host_pid[24];
-    char *name = pl->name;
-    snprintf(host_pid, sizeof host_pid, "%d", (int)getpid());
-    char *argv[] = {"bgtaskd", WORKER_ARG, name, host_pid, NULL};
-    char **env = worker_env();
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, fd, IPC_WORKER_FD);
-    posix_spawn_file_actions_addclosefrom_np(&fa, IPC_WORKER_FD + 1);
-    /* Its own process group: a terminal's Ctrl-C is for the host, which stops its workers. */
-    posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawn(pid, "/proc/self/exe", &fa, &at, argv, env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    free(env);
-    return -rc;
-}
-
-/* Check a READY frame; the first fills pl's definitions, later ones must match them. */
-static int take_ready(iso_pool *pl, const ipc_frame *f, bool first, char *err, size_t errlen)
-{
-    ipc_rd r;
-    const char *name, *version;
-    uint32_t hooks, n;
-    ipc_rd_init(&r, f);
-    ipc_get_str(&r, "plugin name", false, BGT_NAME_MAX, &name);
-    ipc_get_str(&r, "plugin version", false, 256, &version);
-    ipc_get_u32(&r, "hooks", &hooks);
-    ipc_get_u32(&r, "handlers", &n);
-    if (!r.bad && n > 1024) {
-        snprintf(err, errlen, "READY lists %u handlers, more than 1024", n);
-        return -EPROTO;
-    }
-    proxy_def *defs = xcalloc(n + 1, sizeof *defs);
-    for (uint32_t i = 0; i < n && !r.bad; i++) {
-        const char *hn;
-        proxy_def *d = &defs[i];
-        ipc_get_str(&r, "handler name", false, BGT_NAME_MAX, &hn);
-        ipc_get_u32(&r, "kind", &d->kind);
-        ipc_get_u32(&r, "flags", &d->flags);
-        ipc_get_u32(&r, "max_attempts", &d->max_attempts);
-        ipc_get_u32(&r, "parallelism", &d->parallelism);
-        ipc_get_f64(&r, "timeout_s", &d->timeout_s);
-        ipc_get_u32(&r, "batch_size", &d->batch_size);
-        ipc_get_u32(&r, "on_failure", &d->on_failure);
-        if (hn)
-            strlcpy_(d->name, hn, sizeof d->name);
-        if (!r.bad && (d->flags & ~(uint32_t)(IPC_HF_SPLIT | IPC_HF_MERGE | IPC_HF_NOT_RETRIABLE))) {
-            r.bad = true;
-            r.what = "flags";
-        }
-    }
-    char why[200];
-    if (!ipc_rd_done(&r, why, sizeof why)) {
-        snprintf(err, errlen, "malformed READY: %s", why);
-        free(defs);
-        return -EPROTO;
-    }
-    if (first) {
-        free(pl->defs);
-        pl->defs = defs;
-        pl->ndefs = (int)n;
-        pl->nhooks = (int)hooks;
-        free(pl->owner.name);
-        free(pl->owner.version);
-        pl->owner.name = xstrdup(name);
-        pl->owner.version = xstrdup(version);
-        return 0;
-    }
-    bool same = (int)n == pl->ndefs && strcmp(name, pl->owner.name) == 0;
-    for (uint32_t i = 0; same && i < n; i++) {
-        const proxy_def *a = &defs[i], *b = &pl->defs[i];
-        same = strcmp(a->name, b->name) == 0 && a->kind == b->kind && a->flags == b->flags &&
-               a->max_attempts == b->max_attempts && a->parallelism == b->parallelism &&
-               a->timeout_s == b->timeout_s && a->batch_size == b->batch_size &&
-               a->on_failure == b->on_failure;
-    }
-    free(defs);
-    if (!same) {
-        snprintf(err, errlen, "the worker registered other handlers than the first worker did");
-        return -EPROTO;
-    }
-    return 0;
-}
-
-/* Answer a SUBMIT with the host's own submission (t is NULL in init). Queues SUBMITTED. */
-static int serve_submit(iso_pool *pl, ipc_conn *c, bgt_task *t, const ipc_frame *f, char *err,
-                        size_t errlen)
-{
-    ipc_rd r;
-    const char *hname, *args;
-    ipc_rd_init(&r, f);
-    ipc_get_str(&r, "handler", false, BGT_NAME_MAX, &hname);
-    ipc_get_str(&r, "args", true, pl->host->cfg->max_args_bytes, &args);
-    char why[200];
-    if (!ipc_rd_done(&r, why, sizeof why)) {
-        snprintf(err, errlen, "malformed SUBMIT: %s", why);
-        return -EPROTO;
-    }
-    cJSON *a = args ? cJSON_Parse(args) : NULL;
-    char id[BGT_ID_LEN + 1] = "";
-    int rc = args && !cJSON_IsObject(a) ? -EINVAL : host_api()->submit(t, hname, a, id);
-    cJSON_Delete(a);
-    ipc_buf b = {0};
-    ipc_begin(&b, IPC_SUBMITTED);
-    ipc_put_u32(&b, (uint32_t)rc);
-    ipc_put_str(&b, rc == 0 ? id : "");
-    ipc_end(&b);
-    ipc_queue(c, &b);
-    ipc_buf_free(&b);
-    return 0;
-}
-
-/* A LOG frame: the line, tagged with the task's id (t, for task logs) or the plugin's name. */
-static int serve_log(iso_pool *pl, bgt_task *t, const ipc_frame *f, char *err, size_t errlen)
-{
-    ipc_rd r;
-    uint32_t level, about;
-    const char *text;
-    ipc_rd_init(&r, f);
-    ipc_get_u32(&r, "level", &level);
-    ipc_get_u32(&r, "about", &about);
-    ipc_get_str(&r, "text", false, 4096, &text);
-    char why[200];
-    if (!ipc_rd_done(&r, why, sizeof why)) {
-        snprintf(err, errlen, "malformed LOG: %s", why);
-        return -EPROTO;
-    }
-    int lv = level < BGT_LOG_ERR ? BGT_LOG_ERR : level > BGT_LOG_DEBUG ? BGT_LOG_DEBUG
-                                                                        : (int)level;
-    iso__clean((char *)text);
-    if (about == IPC_LOG_TASK && t)
-        log_msg(lv, host_api()->task_id(t), "%s", text);
-    else
-        log_msg(lv, pl->name, "%s", text);
-    return 0;
-}
-
-/* A NOTE frame: keep its text for the death message. */
-static int take_note(const ipc_frame *f, char *note, size_t notelen, char *err, size_t errlen)
-{
-    ipc_rd r;
-    const char *text;
-    ipc_rd_init(&r, f);
-    ipc_get_str(&r, "text", false, 1024, &text);
-    char why[200];
-    if (!ipc_rd_done(&r, why, sizeof why)) {
-        snprintf(err, errlen, "malformed NOTE: %s", why);
-        return -EPROTO;
-    }
-    strlcpy_(note, text, notelen);
-    iso__clean(note);
-    return 0;
-}
-
-int iso__serve(iso_pool *pl, ipc_conn *c, bgt_task *t, const ipc_frame *f, char *note,
-               size_t notelen, char *err, size_t errlen)
-{
-    switch (f->type) {
-    case IPC_LOG: return serve_log(pl, t, f, err, errlen);
-    case IPC_SUBMIT: return serve_submit(pl, c, t, f, err, errlen);
-    case IPC_NOTE: return take_note(f, note, notelen, err, errlen);
-    default:
-        snprintf(err, errlen, "unexpected %s frame", ipc_type_name(f->type));
-        return -EPROTO;
-    }
-}
-
-/* Queue the INIT frame for pl on c. */
-static void queue_init(const iso_pool *pl, ipc_conn *c, size_t data_limit)
-{
-    const bgt_config *cfg = pl->host->cfg;
-    ipc_buf b = {0};
-    ipc_begin(&b, IPC_INIT);
-    ipc_put_u32(&b, IPC_VERSION);
-    ipc_put_str(&b, pl->file);
-    ipc_put_str(&b, cfg->plugins_dir);
-    ipc_put_str(&b, pl->config_text);
-    ipc_put_u32(&b, (uint32_t)cfg->max_args_bytes);
-    ipc_put_u32(&b, (uint32_t)cfg->max_result_bytes);
-    ipc_put_u32(&b, (uint32_t)cfg->max_subtasks);
-    ipc_put_f64(&b, cfg->progress_interval_s);
-    ipc_put_u32(&b, (uint32_t)(log_enabled(BGT_LOG_DEBUG)  ? BGT_LOG_DEBUG
-                               : log_enabled(BGT_LOG_INFO) ? BGT_LOG_INFO
-                                                           : BGT_LOG_NOTICE));
-    ipc_put_u32(&b, (uint32_t)pl->conf.seccomp);
-    ipc_put_f64(&b, (double)data_limit);
-    ipc_end(&b);
-    ipc_queue(c, &b);
-    ipc_buf_free(&b);
-}
-
-int iso__exchange(ipc_conn *c, double timeout_s)
-{
-    int rc = ipc_flush(c);
-    if (rc < 0 && rc != -EAGAIN)
-        return rc;
-    if (!ipc_pending(c)) {
-        /* The common case, all sent: the read itself waits (up to SO_RCVTIMEO, ISO_TICK_S),
-         * one system call instead of poll and read. */
-        long r = ipc_fill(c);
-        return r < 0 && r != -EAGAIN ? (int)r : 0;
-    }
-    struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLOUT};
-    int ms = (int)ceil(fmin(fmax(timeout_s, 0), ISO_TICK_S) * 1000);
-    int n = poll(&p, 1, ms);
-    if (n < 0)
-        return errno == EINTR ? 0 : -errno;
-    if (p.revents & POLLOUT) {
-        rc = ipc_flush(c);
-        if (rc < 0 && rc != -EAGAIN)
-            return rc;
-    }
-    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-        long r = ipc_fill(c);
-        if (r < 0 && r != -EAGAIN)
-            return (int)r;
-    }
-    return 0;
-}
-
-/* Where a worker's memory limit goes: its slot's cgroup, or 0 cgroup and the RLIMIT_DATA size. */
-static size_t memory_limit(iso_pool *pl, iso_slot *s)
-{
-    iso_host *h = pl->host;
-    if (pl->conf.memory_max == 0)
-        return 0;
-    if (!s->cgroup) {
-        pthread_mutex_lock(&h->lock);
-        if (!h->cg_tried) {
-            h->cg_tried = true;
-            if (cgroup_base_setup(&h->cg, "/sys/fs/cgroup", "/proc/self/cgroup", h->cg_why,
-                                  sizeof h->cg_why) == 0)
-                log_info("memory_max of isolated plugins: cgroup v2 memory.max under %s",
-                         h->cg.dir);
-            else
-                log_notice("memory_max of isolated plugins: RLIMIT_DATA, because %s", h->cg_why);
-        }
-        bool cg = h->cg.dir != NULL;
-        pthread_mutex_unlock(&h->lock);
-        char name[BGT_NAME_MAX + 32], why[300];
-        snprintf(name, sizeof name, "w-%s-%d", pl->name, s->index);
-        if (cg && cgroup_worker(&h->cg, name, pl->conf.memory_max, &s->cgroup, why,
-                                sizeof why) < 0)
-            log_warn("%s; this worker's memory_max is RLIMIT_DATA instead", why);
-    }
-    return s->cgroup ? 0 : pl->conf.memory_max;
-}
-
-/*
- * Start the process of slot s (SLOT_STARTING, owned by the caller) and run its start-up
- * exchange: INIT, then the plugin's init (its LOG and SUBMIT frames are served), then READY.
- * first: this READY defines the plugin's handlers. On failure the process is gone and err
- * says why; a death also sets *note to its crash note.
- */
-static int start_worker(iso_pool *pl, iso_slot *s, bool first, char *err, size_t errlen)
-{
-    char note[1024] = "";
-    int sv[2] = {-1, -1};
-    int rc;
-    s->pid = 0;
-    size_t data_limit = memory_limit(pl, s);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "socketpair: %s", strerror(-rc));
-        return rc;
-    }
-    /* dup2 onto itself would keep the close-on-exec flag. */
-    if (sv[1] == IPC_WORKER_FD) {
-        int moved = fcntl(sv[1], F_DUPFD_CLOEXEC, IPC_WORKER_FD + 1);
-        close(sv[1]);
-        sv[1] = moved;
-    }
-    rc = sv[1] < 0 ? -errno : spawn(pl, sv[1], &s->pid);
-    close(sv[1]);
-    if (rc < 0) {
-        close(sv[0]);
-        snprintf(err, errlen, "cannot start a worker: %s", strerror(-rc));
-        return rc;
-    }
-    /* Reads wait at most a tick (the callers look at deadlines and stop flags between
-     * them); sends never wait (MSG_DONTWAIT), what does not fit is queued. */
-    struct timeval tick = {0, (suseconds_t)(ISO_TICK_S * 1e6)};
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof tick);
-    ipc_conn_init(&s->conn, sv[0], frame_max(pl->host->cfg));
-    if (s->cgroup) {
-        if ((rc = cgroup_move(s->cgroup, s->pid)) < 0) {
-            snprintf(err, errlen, "cannot move the worker into %s: %s", s->cgroup,
-                     strerror(-rc));
-            goto fail;
-        }
-        s->oom_base = cgroup_oom_kills(s->cgroup);
-    }
-    queue_init(pl, &s->conn, data_limit);
-    double limit = pl->host->cfg->plugins_init_timeout_s;
-    double deadline = limit > 0 ? mono_s() + limit : INFINITY;
-    for (;;) {
-        ipc_frame f;
-        while ((rc = ipc_next(&s->conn, &f)) == 1) {
-            switch (f.type) {
-            case IPC_LOG:
-            case IPC_SUBMIT:
-            case IPC_NOTE:
-                rc = iso__serve(pl, &s->conn, NULL, &f, note, sizeof note, err, errlen);
-                break;
-            case IPC_READY:
-                rc = take_ready(pl, &f, first, err, errlen);
-                if (rc == 0) {
-                    s->calls = 0;
-                    return 0;
-                }
-                break;
-            case IPC_FAILED: {
-                ipc_rd r;
-                const char *msg;
-                ipc_rd_init(&r, &f);
-                ipc_get_str(&r, "message", false, 2048, &msg);
-                char why[200];
-                if (ipc_rd_done(&r, why, sizeof why)) {
-                    iso__clean((char *)msg);
-                    snprintf(err, errlen, "%s", msg);
-                    rc = -ECANCELED;
-                } else {
-                    snprintf(err, errlen, "malformed FAILED: %s", why);
-                    rc = -EPROTO;
-                }
-                break;
-            }
-            default:
-                snprintf(err, errlen, "unexpected %s frame while starting",
-                         ipc_type_name(f.type));
-                rc = -EPROTO;
-            }
-            if (rc < 0)
-                goto fail;
-        }
-        if (rc < 0) {
-            snprintf(err, errlen, "%s", s->conn.err);
-            goto fail;
-        }
-        double left = deadline - mono_s();
-        if (left <= 0) {
-            snprintf(err, errlen, "the plugin's init did not return within %g s "
-                     "(plugins.init_timeout): its worker was killed", limit);
-            rc = -ETIMEDOUT;
-            goto fail;
-        }
-        if ((rc = iso__exchange(&s->conn, fmin(left, ISO_TICK_S))) < 0) {
-            /* It died: the message is its exit, made below. */
-            err[0] = '\0';
-            goto fail;
-        }
-    }
-
-fail:
-    kill(s->pid, SIGKILL);
-    int st = 0;
-    while (waitpid(s->pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    if (!err[0]) {
-        char what[160];
-        if (WIFSIGNALED(st))
-            snprintf(what, sizeof what, "signal %d (SIG%s)", WTERMSIG(st),
-                     sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
-        else
-            snprintf(what, sizeof what, "exited with status %d", WEXITSTATUS(st));
-        snprintf(err, errlen, "worker died during init: %s%s%s", what, note[0] ? "; crash note: " : "",
-                 note);
-    }
-    ipc_conn_close(&s->conn);
-    s->pid = 0;
-    return rc < 0 ? rc : -ECHILD;
 }
 
 /* ---- the crash breaker ---- */
@@ -509,52 +86,157 @@ static void notify(iso_host *h)
         h->notify(h->notify_arg);
 }
 
-/* ---- slots ---- */
+/* ---- giving calls to workers ---- */
 
-iso_slot *iso__acquire(iso_pool *pl, bgt_task *t)
+/* How well s fits a new call now: 2 for a worker that turns calls over quickly and has room,
+ * 1 for an idle one, 0 for none. Lock held. */
+static int fit(const iso_slot *s, double now)
 {
-    iso_host *h = pl->host;
-    pthread_mutex_lock(&h->lock);
-    pl->waiting++;
-    for (;;) {
-        iso_slot *s = NULL;
-        for (int i = 0; i < pl->nslots && !s; i++)
-            if (pl->slots[i].state == SLOT_IDLE)
-                s = &pl->slots[i];
-        if (s) {
-            s->state = SLOT_BUSY;
-            pl->waiting--;
-            pthread_mutex_unlock(&h->lock);
-            /* Nothing may follow a DONE: a worker that sent more is misbehaving. (One that
-             * died between calls shows at the first read of the next call.) */
-            if (s->conn.in_len == s->conn.in_off)
-                return s;
-            char msg[1400];
-            iso__bury(pl, s, false, "protocol violation: frames after DONE", "between calls",
-                      "", msg, sizeof msg);
-            pthread_mutex_lock(&h->lock);
-            pl->waiting++;
-            continue;
-        }
-        if (host_api()->cancelled(t)) {
-            pl->waiting--;
-            pthread_mutex_unlock(&h->lock);
-            return NULL;
-        }
-        pthread_cond_signal(&h->work_cond);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(ISO_TICK_S * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&h->idle_cond, &h->lock, &ts);
-    }
+    if (s->state != SLOT_READY)
+        return 0;
+    if (s->n == 0)
+        return 1;
+    return s->n < ISO_DEPTH && now - s->front_since < ISO_FAST_S ? 2 : 0;
 }
 
-/* The resident memory of process pid in bytes, or 0 when it cannot be read. */
-static size_t rss_of(pid_t pid)
+/* Whether pl has a worker waiting for a call or being started. Lock held. */
+static bool any_idle(const iso_pool *pl)
+{
+    for (int i = 0; i < pl->nslots; i++)
+        if ((pl->slots[i].state == SLOT_READY && pl->slots[i].n == 0) ||
+            pl->slots[i].state == SLOT_STARTING)
+            return true;
+    return false;
+}
+
+/* The best slot of pl for a new call, or NULL. Lock held. */
+static iso_slot *pick(iso_pool *pl, double now)
+{
+    iso_slot *best = NULL;
+    int bf = 0;
+    for (int i = 0; i < pl->nslots && bf < 2; i++) {
+        int f = fit(&pl->slots[i], now);
+        if (f > bf) {
+            bf = f;
+            best = &pl->slots[i];
+        }
+    }
+    return best;
+}
+
+/* Append c to s's fifo and write its CALL (what does not fit now, the io thread writes).
+ * Lock held. */
+static void send_call(iso_pool *pl, iso_slot *s, iso_call *c, double now)
+{
+    const bgt_api *api = host_api();
+    c->s = s;
+    c->seq = s->next_seq++;
+    c->front_at = s->n == 0 ? now : 0;
+    if (s->n == 0)
+        s->front_since = now;
+    c->heard = c->cancel_sent = false;
+    c->cancel_read = 0;
+    c->note[0] = c->violation[0] = '\0';
+    s->fifo[(s->first + s->n) % ISO_DEPTH] = (iso_entry){c->seq, c};
+    if (s->n++ == 0 && !any_idle(pl))
+        pthread_cond_signal(&pl->host->work_cond); /* the supervisor starts a spare */
+    if (++s->calls >= pl->conf.max_tasks_per_process && pl->conf.max_tasks_per_process) {
+        log_msg(BGT_LOG_INFO, pl->name, "replacing worker %d after %ld calls "
+                "(max_tasks_per_process)", (int)s->pid, s->calls);
+        metrics_iso_inc(pl->host->met, pl->name, MI_RECYCLE_TASKS);
+        s->state = SLOT_DRAINING;
+    }
+    double cur = 0, total = 0;
+    api->last_progress(c->t, &cur, &total);
+    pthread_mutex_lock(&s->send_lock);
+    ipc_buf *b = &s->scratch;
+    ipc_begin(b, IPC_CALL);
+    ipc_put_u32(b, c->seq);
+    ipc_put_u32(b, (uint32_t)c->op);
+    ipc_put_str(b, api->task_id(c->t));
+    ipc_put_str(b, api->task_handler(c->t));
+    ipc_put_u32(b, api->task_attempt(c->t));
+    ipc_put_u32(b, task_api_hook_info(c->t)->attempt);
+    ipc_put_u32(b, (uint32_t)(api->task_subtask(c->t) + 1));
+    ipc_put_f64(b, cur);
+    ipc_put_f64(b, total);
+    ipc_put_str(b, c->args);
+    ipc_end(b);
+    ipc_queue(&s->conn, b);
+    /* An error shows as the worker's death at the io thread's next read. */
+    if (ipc_flush(&s->conn) == -EAGAIN && !s->want_out) {
+        s->want_out = true;
+        iso__watch(pl->host, s);
+    }
+    pthread_mutex_unlock(&s->send_lock);
+}
+
+void iso__finish(iso_call *c, bgt_status status)
+{
+    c->status = status;
+    c->finished = true;
+    c->s = NULL;
+    if (!c->handed) {
+        pthread_cond_signal(&c->cond);
+        return;
+    }
+    bgt_task *t = c->t;
+    free(c->args);
+    free(c);
+    task_api_handed_back(t, status);
+}
+
+void iso__dispatch(iso_pool *pl)
+{
+    double now = mono_s();
+    while (pl->pending) {
+        iso_call *c = pl->pending;
+        iso_slot *s = NULL;
+        bool stop = host_api()->cancelled(c->t);
+        if (!stop && !(s = pick(pl, now)))
+            break;
+        pl->pending = c->next;
+        if (!pl->pending)
+            pl->pending_tail = NULL;
+        pl->npending--;
+        c->next = NULL;
+        if (stop)
+            iso__finish(c, BGT_CANCELLED); /* told to stop before any worker took it */
+        else
+            send_call(pl, s, c, now);
+    }
+    /* While the breaker is open, workers are started only for calls that wait. */
+    if (pl->pending && pl->breaker_open)
+        pthread_cond_signal(&pl->host->work_cond);
+}
+
+void iso__submit(iso_call *c)
+{
+    iso_pool *pl = c->pl;
+    pthread_mutex_lock(&pl->host->lock);
+    c->next = NULL;
+    if (pl->pending_tail)
+        pl->pending_tail->next = c;
+    else
+        pl->pending = c;
+    pl->pending_tail = c;
+    pl->npending++;
+    iso__dispatch(pl);
+    pthread_mutex_unlock(&pl->host->lock);
+}
+
+void iso__requeue(iso_call *c)
+{
+    iso_pool *pl = c->pl;
+    c->s = NULL;
+    c->next = pl->pending;
+    pl->pending = c;
+    if (!pl->pending_tail)
+        pl->pending_tail = c;
+    pl->npending++;
+}
+
+size_t iso__rss(pid_t pid)
 {
     char path[64], buf[128];
     snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
@@ -572,41 +254,50 @@ static size_t rss_of(pid_t pid)
     return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Ask s's process to exit (its end closed) and leave the reaping to the supervisor. Lock held. */
+/* Close s's end (its socket leaves the io thread's epoll with it). Lock held. */
+static void close_conn(iso_host *h, iso_slot *s)
+{
+    pthread_mutex_lock(&s->send_lock);
+    if (s->conn.fd >= 0)
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, s->conn.fd, NULL);
+    ipc_conn_close(&s->conn);
+    s->want_out = false;
+    pthread_mutex_unlock(&s->send_lock);
+}
+
+/* Ask s's process to exit (its end closed) and leave the reaping to the supervisor. Its fifo
+ * is empty. Lock held. */
 static void retire(iso_pool *pl, iso_slot *s)
 {
-    ipc_conn_close(&s->conn);
+    close_conn(pl->host, s);
     s->state = SLOT_RETIRING;
     s->retire_by = mono_s() + pl->conf.kill_grace_s;
     pthread_cond_signal(&pl->host->work_cond);
 }
 
-void iso__release(iso_pool *pl, iso_slot *s)
+void iso__answered(iso_pool *pl, iso_slot *s, bool real, size_t rss)
 {
-    iso_host *h = pl->host;
-    s->calls++;
-    size_t rss = pl->conf.max_rss ? rss_of(s->pid) : 0;
-    pthread_mutex_lock(&h->lock);
-    pl->failures = 0;
-    if (pl->conf.max_tasks_per_process && s->calls >= pl->conf.max_tasks_per_process) {
-        log_msg(BGT_LOG_INFO, pl->name, "replacing worker %d after %ld calls "
-                "(max_tasks_per_process)", (int)s->pid, s->calls);
-        metrics_iso_inc(h->met, pl->name, MI_RECYCLE_TASKS);
-        retire(pl, s);
-    } else if (rss > pl->conf.max_rss) {
+    double now = mono_s();
+    s->first = (s->first + 1) % ISO_DEPTH;
+    s->n--;
+    s->front_since = now;
+    if (s->n > 0 && s->fifo[s->first].call)
+        s->fifo[s->first].call->front_at = now;
+    if (real)
+        pl->failures = 0;
+    if (real && pl->conf.max_rss && rss > pl->conf.max_rss && s->state == SLOT_READY) {
         log_msg(BGT_LOG_NOTICE, pl->name, "replacing worker %d: %zu MiB resident after a call, "
                 "over max_rss %zu MiB", (int)s->pid, rss >> 20, pl->conf.max_rss >> 20);
-        metrics_iso_inc(h->met, pl->name, MI_RECYCLE_RSS);
-        retire(pl, s);
-    } else {
-        s->state = SLOT_IDLE;
-        pthread_cond_signal(&h->idle_cond);
+        metrics_iso_inc(pl->host->met, pl->name, MI_RECYCLE_RSS);
+        s->state = SLOT_DRAINING;
     }
-    pthread_mutex_unlock(&h->lock);
+    if (s->state == SLOT_DRAINING && s->n == 0)
+        retire(pl, s);
+    iso__dispatch(pl);
 }
 
 void iso__bury(iso_pool *pl, iso_slot *s, bool stopped, const char *violation,
-               const char *where, const char *note, char *msg, size_t msglen)
+               const char *where, const char *note, iso_call *keep, char *msg, size_t msglen)
 {
     iso_host *h = pl->host;
     int st = 0;
@@ -641,11 +332,26 @@ void iso__bury(iso_pool *pl, iso_slot *s, bool stopped, const char *violation,
     if (!stopped)
         log_msg(BGT_LOG_WARNING, pl->name, "worker %d%s%s%s: %s", (int)pid, where ? " (" : "",
                 where ? where : "", where ? ")" : "", msg);
-    ipc_conn_close(&s->conn);
 
     pthread_mutex_lock(&h->lock);
+    close_conn(h, s);
+    /* The calls queued behind the one it ran never started: they go to another worker, in
+     * their order. */
+    int requeued = 0;
+    for (int i = s->n - 1; i >= 0; i--) {
+        iso_call *c = s->fifo[(s->first + i) % ISO_DEPTH].call;
+        if (c && c != keep) {
+            iso__requeue(c);
+            requeued++;
+        }
+    }
+    if (requeued)
+        log_msg(BGT_LOG_INFO, pl->name, "worker %d: %d call(s) queued behind the call it ran "
+                "had not started: they go to other workers", (int)pid, requeued);
+    s->n = s->first = 0;
     s->state = SLOT_EMPTY;
     s->pid = 0;
+    s->note[0] = '\0';
     bool opened = false;
     if (stopped)
         metrics_iso_inc(h->met, pl->name, MI_KILL);
@@ -654,6 +360,7 @@ void iso__bury(iso_pool *pl, iso_slot *s, bool stopped, const char *violation,
         opened = count_death(pl, mono_s());
     }
     count_workers(pl);
+    iso__dispatch(pl);
     pthread_cond_signal(&h->work_cond);
     pthread_mutex_unlock(&h->lock);
     if (opened)
@@ -663,9 +370,11 @@ void iso__bury(iso_pool *pl, iso_slot *s, bool stopped, const char *violation,
 /* ---- the supervisor ---- */
 
 /*
- * Start a worker in an empty slot of pl: the pool is kept full (a call should not wait for a
- * start), but while the breaker is open only for a proxy that waits for a worker when none is
- * idle or starting. Lock held; released while the worker starts. True if it tried.
+ * Start a worker in an empty slot of pl when it has no idle worker and none starting: one
+ * worker always waits for a call (a call should not wait for a start), and the pool grows
+ * to the number of workers its calls keep busy, up to its processes. While the breaker is
+ * open, only for calls that wait for a worker. Lock held; released while the worker
+ * starts. True if it tried.
  */
 static bool maybe_start(iso_host *h, iso_pool *pl, double now, double *wake)
 {
@@ -673,13 +382,13 @@ static bool maybe_start(iso_host *h, iso_pool *pl, double now, double *wake)
     iso_slot *empty = NULL;
     for (int i = 0; i < pl->nslots; i++) {
         iso_slot *s = &pl->slots[i];
-        idle += s->state == SLOT_IDLE;
+        idle += s->state == SLOT_READY && s->n == 0;
         starting += s->state == SLOT_STARTING;
-        live += s->state == SLOT_IDLE || s->state == SLOT_BUSY || s->state == SLOT_STARTING;
+        live += s->state == SLOT_READY || s->state == SLOT_DRAINING || s->state == SLOT_STARTING;
         if (s->state == SLOT_EMPTY && !empty)
             empty = s;
     }
-    bool wanted = pl->breaker_open ? pl->waiting > idle + starting : true;
+    bool wanted = pl->breaker_open ? pl->npending > idle + starting : idle + starting == 0;
     if (!wanted || live >= pl->nslots || !empty)
         return false;
     if (now < pl->next_spawn) {
@@ -690,15 +399,16 @@ static bool maybe_start(iso_host *h, iso_pool *pl, double now, double *wake)
     pthread_mutex_unlock(&h->lock);
     char err[1200];
     err[0] = '\0';
-    int rc = start_worker(pl, empty, false, err, sizeof err);
+    int rc = iso__start_worker(pl, empty, false, err, sizeof err);
     if (rc < 0)
         log_msg(BGT_LOG_ERR, pl->name, "worker start failed: %s", err);
     pthread_mutex_lock(&h->lock);
     bool opened = false;
     if (rc == 0) {
-        empty->state = SLOT_IDLE;
+        empty->state = SLOT_READY;
+        iso__watch(h, empty);
         metrics_iso_inc(h->met, pl->name, MI_SPAWN);
-        pthread_cond_broadcast(&h->idle_cond);
+        iso__dispatch(pl);
     } else {
         empty->state = SLOT_EMPTY;
         metrics_iso_inc(h->met, pl->name, MI_DEATH_INIT);
@@ -778,8 +488,13 @@ iso_host *iso_host_new(const bgt_config *cfg, registry *reg, metrics *met)
     h->reg = reg;
     h->met = met;
     pthread_mutex_init(&h->lock, NULL);
-    pthread_cond_init(&h->idle_cond, NULL);
     pthread_cond_init(&h->work_cond, NULL);
+    /* Checked by iso_start: without them no worker is ever read. */
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (h->epfd >= 0 && h->wakefd >= 0)
+        epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->wakefd, &ev);
     return h;
 }
 
@@ -793,9 +508,22 @@ void iso_set_notify(iso_host *h, void (*fn)(void *), void *arg)
 
 int iso_start(iso_host *h)
 {
-    int rc = pthread_create(&h->supervisor, NULL, supervisor_main, h);
-    h->started = rc == 0;
-    return -rc;
+    if (h->epfd < 0 || h->wakefd < 0)
+        return -EMFILE;
+    int rc = pthread_create(&h->io, NULL, iso__io_main, h);
+    if (rc != 0)
+        return -rc;
+    rc = pthread_create(&h->supervisor, NULL, supervisor_main, h);
+    if (rc != 0) {
+        pthread_mutex_lock(&h->lock);
+        h->quit = true;
+        pthread_mutex_unlock(&h->lock);
+        eventfd_write(h->wakefd, 1);
+        pthread_join(h->io, NULL);
+        return -rc;
+    }
+    h->started = true;
+    return 0;
 }
 
 /* Stop every worker of pl: ends closed, then SIGKILL after kill_grace. */
@@ -836,6 +564,7 @@ static void pool_free(iso_pool *pl)
             cgroup_remove(pl->slots[i].cgroup);
         free(pl->slots[i].cgroup);
         ipc_buf_free(&pl->slots[i].scratch);
+        pthread_mutex_destroy(&pl->slots[i].send_lock);
     }
     free(pl->slots);
     free(pl->defs);
@@ -903,8 +632,10 @@ int iso_load(iso_host *h, const plugin_conf *pc, char *err, size_t errlen)
         pl->nslots = h->cfg->workers;
     }
     pl->slots = xcalloc((size_t)pl->nslots, sizeof *pl->slots);
-    for (int i = 0; i < pl->nslots; i++)
-        pl->slots[i] = (iso_slot){.index = i, .state = SLOT_EMPTY, .conn = {.fd = -1}};
+    for (int i = 0; i < pl->nslots; i++) {
+        pl->slots[i] = (iso_slot){.pool = pl, .index = i, .state = SLOT_EMPTY, .conn = {.fd = -1}};
+        pthread_mutex_init(&pl->slots[i].send_lock, NULL);
+    }
     pl->deaths = xcalloc((size_t)pl->conf.breaker_deaths, sizeof *pl->deaths);
     pl->owner.path = xstrdup(pc->file);
     pl->owner.reg = h->reg;
@@ -912,7 +643,7 @@ int iso_load(iso_host *h, const plugin_conf *pc, char *err, size_t errlen)
     char why[1200];
     why[0] = '\0';
     pl->slots[0].state = SLOT_STARTING;
-    int rc = start_worker(pl, &pl->slots[0], true, why, sizeof why);
+    int rc = iso__start_worker(pl, &pl->slots[0], true, why, sizeof why);
     if (rc < 0) {
         /* The loader's own message (rc -ECANCELED) names the file already. */
         if (rc == -ECANCELED)
@@ -922,13 +653,14 @@ int iso_load(iso_host *h, const plugin_conf *pc, char *err, size_t errlen)
         pool_free(pl);
         return rc;
     }
-    pl->slots[0].state = SLOT_IDLE;
+    pl->slots[0].state = SLOT_READY;
+    iso__watch(h, &pl->slots[0]);
     if ((rc = register_proxies(pl, err, errlen)) < 0) {
         pool_free(pl);
         return rc;
     }
     /* A proxy kills its worker kill_grace after a stop: the manager need not write it off. */
-    registry_stops_itself(h->reg, &pl->owner);
+    registry_stops_itself(h->reg, &pl->owner, proxy_hand_off);
     metrics_iso_declare(h->met, pl->name);
     metrics_iso_inc(h->met, pl->name, MI_SPAWN);
     pthread_mutex_lock(&h->lock);
@@ -959,7 +691,9 @@ void iso_host_free(iso_host *h)
         h->quit = true;
         pthread_cond_signal(&h->work_cond);
         pthread_mutex_unlock(&h->lock);
+        eventfd_write(h->wakefd, 1);
         pthread_join(h->supervisor, NULL);
+        pthread_join(h->io, NULL);
     }
     while (h->pools) {
         iso_pool *pl = h->pools;
@@ -968,7 +702,10 @@ void iso_host_free(iso_host *h)
     }
     cgroup_base_free(&h->cg);
     pthread_mutex_destroy(&h->lock);
-    pthread_cond_destroy(&h->idle_cond);
     pthread_cond_destroy(&h->work_cond);
+    if (h->epfd >= 0)
+        close(h->epfd);
+    if (h->wakefd >= 0)
+        close(h->wakefd);
     free(h);
 }

@@ -9,9 +9,12 @@
  * through the host's own task API, so leases, fencing and every Redis write
  * stay in the host and are the same as in thread mode.
  *
+ * A worker may have several calls in flight: it runs them one at a time, and
+ * a call goes to a worker that answers quickly or to an idle one (isolate.c).
  * A worker that dies during a call ends that attempt (RETRY, which counts an
  * attempt, or FAILURE for a not-retriable handler) with the signal and any
- * crash note it sent; a call told to stop (cancel, timeout, lost lease,
+ * crash note it sent; the calls queued behind it had not started and go to
+ * another worker. A call told to stop (cancel, timeout, lost lease,
  * shutdown) is forwarded to the worker, which is killed kill_grace later if
  * it has not answered. Workers are respawned with a backoff, replaced after
  * max_tasks_per_process calls or when left above max_rss, and a crash breaker
@@ -19,7 +22,9 @@
  * breaker_window.
  *
  * Threads: a supervisor thread starts and replaces workers, retires those due
- * for replacement and closes breakers; proxies run on the manager's workers.
+ * for replacement and closes breakers; the io thread (iso_io.c) reads every
+ * worker's socket and watches stop flags; proxies run on the manager's
+ * workers, and a single attempt's run is handed off (it holds no thread).
  */
 #ifndef BGT_ISOLATE_H
 #define BGT_ISOLATE_H

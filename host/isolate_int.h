@@ -3,9 +3,12 @@
  * the crash breaker) and proxy.c (the proxies' calls) share. Nothing else
  * includes it.
  *
- * One mutex (h->lock) guards every pool's slots, counters and breaker. A
- * slot in SLOT_BUSY or SLOT_STARTING belongs to the one thread that set it:
- * its connection and process are used without the lock.
+ * One mutex (h->lock) guards every pool's slots (their state and the fifo
+ * of calls in flight), pending calls, counters and breaker. A slot's
+ * connection is split: its sending side is guarded by the slot's send_lock
+ * (taken after h->lock, never before), its receiving side belongs to the io
+ * thread (iso_io.c), the only reader of running workers' sockets. A slot in
+ * SLOT_STARTING belongs to the supervisor.
  */
 #ifndef BGT_ISOLATE_INT_H
 #define BGT_ISOLATE_INT_H
@@ -18,27 +21,62 @@
 #include "plugin.h"
 #include "sandbox.h"
 
-/* How often a waiting or running proxy looks at its task's stop flag. */
+/* How often the io thread looks at the stop flags of the calls in flight and pending. */
 #define ISO_TICK_S 0.05
+/* Calls in flight on one worker process at most: the one it runs and those queued behind. */
+#define ISO_DEPTH 32
+/* A call is queued behind a busy worker only while that worker's current call started
+ * less than this ago (it turns calls over quickly); else it goes to an idle worker. */
+#define ISO_FAST_S 0.005
+/* A call queued this long behind a call that is still running is withdrawn from that
+ * worker (it has not started there) and given to another. */
+#define ISO_REROUTE_S 0.05
 
 typedef enum slot_state {
     SLOT_EMPTY,    /* no process */
     SLOT_STARTING, /* being started by the supervisor */
-    SLOT_IDLE,     /* ready for a call */
-    SLOT_BUSY,     /* a proxy's */
+    SLOT_READY,    /* running: calls may be given to it (while it has room) */
+    SLOT_DRAINING, /* running, due for replacement: no new calls; retired once it has none */
     SLOT_RETIRING, /* told to exit (its end closed); reaped by the supervisor */
 } slot_state;
 
+typedef struct iso_call iso_call;
+
+/*
+ * A call sent to a worker, in the order sent. The worker runs its calls in that order, one
+ * at a time, and answers each with DONE before it starts the next, so every frame it sends
+ * belongs to the first entry not answered yet, and an entry behind that one has not
+ * started. call is NULL once the call was withdrawn: the worker skips it, and its DONE is
+ * read and dropped.
+ */
+typedef struct iso_entry {
+    uint32_t seq;
+    iso_call *call;
+} iso_entry;
+
 typedef struct iso_slot {
+    struct iso_pool *pool;
     int index;
     slot_state state;
     pid_t pid;
+    /* The connection: its receiving side is the io thread's; its sending side (out queue,
+     * writes, scratch) is guarded by send_lock, which is taken after the host's lock, never
+     * before it. */
     ipc_conn conn;
+    pthread_mutex_t send_lock;
     ipc_buf scratch;    /* frames to it are built here (queued frames are copied) */
-    long calls;         /* calls its process has served */
+    bool want_out;      /* (send_lock) the io thread waits for room to write */
+    /* The host's lock: */
+    iso_entry fifo[ISO_DEPTH]; /* calls in flight, fifo[first] the oldest */
+    int first, n;
+    uint32_t next_seq;
+    double front_since; /* mono time the first entry became first */
+    unsigned long reads; /* reads of its socket by the io thread */
+    long calls;         /* calls given to its process */
     char *cgroup;       /* its cgroup folder (memory.max), or NULL */
     long oom_base;      /* the cgroup's oom_kill count when the process started */
     double retire_by;   /* SLOT_RETIRING: SIGKILL after this (mono time) */
+    char note[1024];    /* (io thread) a crash note sent between calls */
 } iso_slot;
 
 /* What the first worker reported for a handler; later workers must report the same. */
@@ -59,7 +97,8 @@ typedef struct iso_pool {
     struct bgt_plugin owner; /* the registry's owner of the proxies: name, version, file */
     proxy_def *defs;
     int ndefs, nhooks;
-    int waiting;             /* proxies waiting for an idle slot */
+    iso_call *pending, *pending_tail; /* calls waiting for a slot with room, oldest first */
+    int npending;
     int failures;            /* deaths and failed starts since a call last succeeded */
     double next_spawn;       /* mono time before which no worker is started (backoff) */
     double *deaths;          /* ring of the last breaker_deaths death times */
@@ -74,11 +113,12 @@ struct iso_host {
     registry *reg;
     metrics *met;
     pthread_mutex_t lock;
-    pthread_cond_t idle_cond; /* proxies: a slot became idle */
     pthread_cond_t work_cond; /* the supervisor: something to do */
     iso_pool *pools;
-    pthread_t supervisor;
+    pthread_t supervisor, io;
     bool started, quit;
+    int epfd;                 /* the io thread's epoll: every running worker's socket */
+    int wakefd;               /* an eventfd that wakes the io thread (to quit) */
     void (*notify)(void *);
     void *notify_arg;
     cgroup_base cg;           /* the host's delegated cgroup, when memory_max can use it */
@@ -92,42 +132,112 @@ typedef struct proxy {
     proxy_def def;
 } proxy;
 
+/*
+ * A call of a proxy: run, split or merge of one task, in a worker process. Made by the
+ * proxy, which waits for finished, or (handed) by proxy_hand_off, which does not wait; from
+ * submission to finished it is the pool's (the host's lock, and the io thread for the fields
+ * so marked).
+ */
+struct iso_call {
+    iso_call *next;       /* in the pool's pending queue */
+    const struct proxy *px;
+    iso_pool *pl;
+    bgt_task *t;
+    int op;               /* IPC_OP_* */
+    char *args;           /* JSON text: the proxy's, or the call's when handed */
+    bool handed;          /* a handed-off run: nobody waits; finishing it frees it */
+    iso_slot *s;          /* while in a slot's fifo */
+    uint32_t seq;         /* its number there */
+    double front_at;      /* when it became the first of that fifo (0: not yet) */
+    bool finished;        /* its outcome is decided: status (and the task's error, result) */
+    bgt_status status;
+    pthread_cond_t cond;  /* signalled when finished */
+    /* The io thread's, reset at each sending: */
+    bool heard;           /* a frame of this call arrived */
+    bool stopping;        /* its task was told to stop (kept across sendings) */
+    bool cancel_sent;
+    unsigned long cancel_read; /* its CANCEL was written whole before read number
+                                  cancel_read of the slot started; 0: not written */
+    double stop_at, grace;
+    char note[1024];      /* the crash note the worker sent, if any */
+    char violation[300];  /* what the worker got wrong, if anything */
+};
+
+/* iso_start.c */
+/*
+ * Start the process of slot s (SLOT_STARTING, owned by the caller) and run its start-up
+ * exchange: INIT, then the plugin's init (its LOG and SUBMIT frames are served), then READY.
+ * first: this READY defines the plugin's handlers. 0, or a negative errno with err saying
+ * why; the process is gone then.
+ */
+int iso__start_worker(iso_pool *pl, iso_slot *s, bool first, char *err, size_t errlen);
+/* Replace control characters of untrusted text in place, so a log line stays one line. */
+void iso__clean(char *s);
+/*
+ * Wait up to timeout_s for the worker on c to become readable (or writable, with bytes
+ * queued), then write what is queued and read what arrived. 0, or -EPIPE (its end closed)
+ * or another negative errno. For a worker being started (nobody else uses c).
+ */
+int iso__exchange(ipc_conn *c, double timeout_s);
+/*
+ * Serve a frame a worker may send at any point of a call or of its start: LOG (to the
+ * host's log, tagged with t's id for task logs), SUBMIT (answered on s's connection, under
+ * its send_lock, with the host's bgt_submit for t, NULL in init), NOTE (its text into note).
+ * 0, or -EPROTO with err saying what is malformed or that the frame is of another type.
+ */
+int iso__serve(iso_pool *pl, iso_slot *s, bgt_task *t, const ipc_frame *f, char *note,
+               size_t notelen, char *err, size_t errlen);
+
 /* isolate.c */
-/* Take an idle slot of pl for task t, waiting as long as it takes and t is not told to stop.
- * NULL when t was told to stop first. Lock not held. */
-iso_slot *iso__acquire(iso_pool *pl, bgt_task *t);
-/* A call on s ended well: make s idle again, or retire it (max_tasks_per_process, max_rss). */
-void iso__release(iso_pool *pl, iso_slot *s);
+/* Queue call c (finished false) in its pool and give it to a worker if one has room. Lock
+ * not held. */
+void iso__submit(iso_call *c);
+/* Give the pending calls of pl to workers while some have room; end those whose task was
+ * told to stop meanwhile (BGT_CANCELLED). Lock held. */
+void iso__dispatch(iso_pool *pl);
+/* Put c back at the head of its pool's pending queue (it never started where it was sent).
+ * Lock held; the caller dispatches. */
+void iso__requeue(iso_call *c);
+/* c's outcome is decided: wake its proxy; or, for a handed-off run, free c and hand the
+ * status back to the manager (task_api_handed_back, which takes the manager's lock: the
+ * host's lock is taken first, never after it). Lock held. */
+void iso__finish(iso_call *c, bgt_status status);
+/*
+ * The first entry of s's fifo was answered (DONE): remove it and, for a call that ran (real,
+ * rss its worker's resident memory after it when max_rss is set), mark s for replacement
+ * when its memory is over max_rss; retire s when it is due and has no call left; dispatch.
+ * Lock held.
+ */
+void iso__answered(iso_pool *pl, iso_slot *s, bool real, size_t rss);
+/* The resident memory of process pid in bytes, or 0 when it cannot be read. */
+size_t iso__rss(pid_t pid);
 /*
  * The process of s died, broke the protocol (violation says how) or was killed by the host
  * for a stop request it ignored (stopped): reap it and describe it in msg ("worker died:
  * signal 11 (SIGSEGV); crash note: ...", "worker died: out of memory (...)", "worker killed:
  * protocol violation: ..."), log it with where it happened (NULL: during a call), count the
  * death for the backoff and the breaker unless stopped, and empty s. note is the crash note
- * it sent, or "". Lock not held.
+ * it sent, or "". Every call in its fifo but keep (the one that ran, which the caller ends)
+ * goes back to the pending queue: it never started. Lock not held; from the io thread.
  */
 void iso__bury(iso_pool *pl, iso_slot *s, bool stopped, const char *violation,
-               const char *where, const char *note, char *msg, size_t msglen);
-/* Replace control characters of untrusted text in place, so a log line stays one line. */
-void iso__clean(char *s);
-/*
- * Wait up to timeout_s for the worker on c to become readable (or writable, with bytes
- * queued), then write what is queued and read what arrived. 0, or -EPIPE (its end closed)
- * or another negative errno.
- */
-int iso__exchange(ipc_conn *c, double timeout_s);
-/*
- * Serve a frame a worker may send at any point of a call or of its start: LOG (to the
- * host's log, tagged with t's id for task logs), SUBMIT (answered on c with the host's
- * bgt_submit for t, NULL in init), NOTE (its text into note). 0, or -EPROTO with err saying
- * what is malformed or that the frame is of another type.
- */
-int iso__serve(iso_pool *pl, ipc_conn *c, bgt_task *t, const ipc_frame *f, char *note,
-               size_t notelen, char *err, size_t errlen);
+               const char *where, const char *note, iso_call *keep, char *msg, size_t msglen);
+
+/* iso_io.c */
+/* The io thread: reads every worker's frames, serves them, watches stop flags and deaths. */
+void *iso__io_main(void *arg);
+/* Watch s's socket (a worker that just started). */
+void iso__watch(iso_host *h, iso_slot *s);
+/* The task's error, as bgt_set_error would set it. */
+void iso__set_error(bgt_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queue the CANCEL of c (in s's fifo) for its worker. send_lock held. */
+void iso__queue_cancel(iso_slot *s, iso_call *c);
 
 /* proxy.c */
 bgt_status proxy_run(bgt_task *t, const cJSON *args, void *udata);
 bgt_status proxy_split(bgt_task *t, const cJSON *args, void *udata);
 bgt_status proxy_merge(bgt_task *t, const cJSON *results, void *udata);
+/* handler.hand_off of the proxies: run without waiting (see registry.h). */
+void proxy_hand_off(bgt_task *t, const cJSON *args, void *udata);
 
 #endif

@@ -75,6 +75,8 @@ typedef enum mgr_job {
     JOB_SUBTASK,  /* run one subtask of a parallel task */
     JOB_CONCLUDE, /* conclude a parallel task: merge, after-hooks, its ending */
     JOB_FAIL,     /* a claim that fails at once (why in t->bad): hooks, then its ending */
+    JOB_HANDED_BACK, /* a single attempt whose run was handed off (handler.hand_off) has its
+                        status (t->handed_status): the rest of run_single */
     JOB_WRITTEN_OFF, /* the end of an attempt or subtask whose handler ignored its timeout
                         past kill_grace (a record of its own): hooks, then its write */
 } mgr_job;
@@ -124,6 +126,7 @@ struct bgt_task {
     double lost_at;      /* mono time it was found lost */
     bool finishing;      /* queued for the writer: its outcome is decided */
     bool drop;           /* queued for the writer only to be handed back (nothing to write) */
+    bgt_status handed_status; /* JOB_HANDED_BACK: what the handed-off run returned */
     bool released_stuck; /* released while its handler still ran (shutdown), or written off */
     bool written_off;    /* its job ignored its timeout past kill_grace: the attempt (or
                             subtask) ended without it; the worker running it leaves when

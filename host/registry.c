@@ -397,12 +397,15 @@ void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused)
 
 bool registry_paused(const handler *h) { return __atomic_load_n(&h->paused, __ATOMIC_ACQUIRE); }
 
-void registry_stops_itself(registry *r, struct bgt_plugin *p)
+void registry_stops_itself(registry *r, struct bgt_plugin *p,
+                           void (*hand_off)(bgt_task *t, const cJSON *args, void *udata))
 {
     pthread_mutex_lock(&r->lock);
     for (handler *h = r->handlers; h; h = h->next)
-        if (h->plugin == p)
+        if (h->plugin == p) {
             h->stops_itself = true;
+            h->hand_off = hand_off;
+        }
     pthread_mutex_unlock(&r->lock);
 }
 

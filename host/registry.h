@@ -35,6 +35,11 @@ typedef struct handler {
     bool stops_itself;         /* its functions return by themselves after a stop request
                                   (the proxies of an isolated plugin, which kill its worker):
                                   never written off as stuck; set before it is served */
+    /* Set by the host for the proxies of an isolated plugin (before it is served): starts a
+     * single attempt's run and returns without waiting for it; its status comes back later
+     * through task_api_handed_back, on another thread. NULL: def.run is called and waited
+     * for. */
+    void (*hand_off)(bgt_task *t, const cJSON *args, void *udata);
     struct handler *next;
 } handler;
 
@@ -118,8 +123,10 @@ void registry_hooks_put(hook_list *l);
 void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused);
 /* Whether h is paused. */
 bool registry_paused(const handler *h);
-/* Mark every handler of p as stopping by itself (see handler.stops_itself). */
-void registry_stops_itself(registry *r, struct bgt_plugin *p);
+/* Mark every handler of p as stopping by itself (see handler.stops_itself), and give them
+ * hand_off (see handler.hand_off; NULL for none). */
+void registry_stops_itself(registry *r, struct bgt_plugin *p,
+                           void (*hand_off)(bgt_task *t, const cJSON *args, void *udata));
 
 /* Number of handlers p registered. */
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p);

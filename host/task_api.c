@@ -112,6 +112,15 @@ task_stop task_api_stop_reason(const bgt_task *t)
 
 const bgt_hook_info *task_api_hook_info(const bgt_task *t) { return &t->info; }
 
+void task_api_handed_back(bgt_task *t, bgt_status status)
+{
+    manager *m = t->m;
+    mgr__lock(m);
+    t->handed_status = status;
+    mgr__runq_push(m, t, JOB_HANDED_BACK);
+    mgr__unlock(m);
+}
+
 int task_api_set_result(bgt_task *t, const cJSON *result)
 {
     if (!result)

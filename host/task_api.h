@@ -5,7 +5,8 @@
  * attempts; api.c puts these functions into the table. Every one is called
  * on the worker thread that runs the plugin function holding t, and t is
  * borrowed for the length of that call (see bgtask.h for each entry's
- * contract).
+ * contract); for an isolated plugin's call, on the host's isolation io
+ * thread, which holds t while the call runs in a worker process.
  */
 #ifndef BGT_TASK_API_H
 #define BGT_TASK_API_H
@@ -45,6 +46,12 @@ typedef enum task_stop {
     TASK_STOP_SHUTDOWN, /* the host's shutdown grace is over */
 } task_stop;
 task_stop task_api_stop_reason(const bgt_task *t);
+/*
+ * The run of single attempt t, handed off by the worker that took it (handler.hand_off),
+ * returned status: its end (after-hooks, outcome, write) is queued for a worker. From any
+ * thread, without the manager's lock; t is not the caller's any more.
+ */
+void task_api_handed_back(bgt_task *t, bgt_status status);
 /* What the hooks see of t (its task's attempt, even for a subtask); borrowed like t. */
 const bgt_hook_info *task_api_hook_info(const bgt_task *t);
 

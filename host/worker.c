@@ -136,13 +136,10 @@ static bool was_released(manager *m, bgt_task *t)
 
 /* ---- single attempts, and claims that cannot run ---- */
 
-/* Run a single attempt. True when it was written off while it ran: the worker leaves. */
-static bool run_single(manager *m, bgt_task *t)
+/* The rest of a single attempt once its run returned status. True when it was written off
+ * while it ran: the worker leaves. */
+static bool end_single(manager *m, bgt_task *t, bgt_status status)
 {
-    t->started = mono_s();
-    mgr__assert_unlocked();
-    hooks_before(&m->hk, &t->info);
-    bgt_status status = t->h->def.run(t, t->args, t->h->def.udata);
     int stop = atomic_load(&t->stop);
 
     if (!end_job(m, t) && stop != STOP_LOST) {
@@ -165,6 +162,20 @@ static bool run_single(manager *m, bgt_task *t)
             "attempt %u ended after its lease was lost; its outcome is discarded", t->attempt);
     mgr__conclude(m, t, END_LOST, status, "lease lost", 0, NULL, 0);
     return false;
+}
+
+/* Run a single attempt, or hand its run off (its end is a JOB_HANDED_BACK job). True when it
+ * was written off while it ran: the worker leaves. */
+static bool run_single(manager *m, bgt_task *t)
+{
+    t->started = mono_s();
+    mgr__assert_unlocked();
+    hooks_before(&m->hk, &t->info);
+    if (t->h->hand_off) {
+        t->h->hand_off(t, t->args, t->h->def.udata);
+        return false;
+    }
+    return end_single(m, t, t->h->def.run(t, t->args, t->h->def.udata));
 }
 
 /* A claim that fails at once (corrupted record, no such handler): its hooks see it too. */
@@ -575,7 +586,8 @@ void *mgr__worker_main(void *arg)
             m->runq_tail = NULL;
         m->nqueued--;
         mgr__wake_worker(m); /* more queued: the next worker */
-        mgr__job_start(m, t);
+        if (t->job != JOB_HANDED_BACK)
+            mgr__job_start(m, t); /* (a handed-off run is still running) */
         mgr__unlock(m);
         bool leave = false;
         switch (t->job) {
@@ -588,6 +600,7 @@ void *mgr__worker_main(void *arg)
         case JOB_SUBTASK: leave = run_subtask(m, t); break;
         case JOB_CONCLUDE: conclude_parallel(m, t); break;
         case JOB_FAIL: fail_at_once(m, t); break;
+        case JOB_HANDED_BACK: leave = end_single(m, t, t->handed_status); break;
         case JOB_WRITTEN_OFF: end_written_off(m, t); break;
         }
         mgr__lock(m);

@@ -2,11 +2,14 @@
  * worker_main.c - `bgtaskd --worker`: the process that runs an isolated plugin.
  *
  * Threads: the main thread reads the host's frames and runs one call at a
- * time; a plugin's own threads may call the task API during a call. Sending
- * is serialised by send_lock (a frame goes out whole), reading by recv_lock:
- * while a call runs, whoever needs the host's answer (bgt_submit waiting for
- * SUBMITTED, bgt_cancelled looking for CANCEL at most every POLL_GAP_S) reads
- * and handles what arrived. Progress is coalesced: at most one PROGRESS frame
+ * time, in the order the calls arrived; calls that arrive while one runs wait
+ * in a queue (the host may send several). A plugin's own threads may call
+ * the task API during a call. Sending is serialised by send_lock (a frame goes
+ * out whole), reading by recv_lock: while a call runs, whoever needs the
+ * host's answer (bgt_submit waiting for SUBMITTED, bgt_cancelled looking for
+ * CANCEL at most every POLL_GAP_S) reads and handles what arrived. Before it
+ * starts a call the main thread reads everything the socket holds, so a call
+ * whose CANCEL the host wrote before that is skipped (ipc.h, "Order"). Progress is coalesced: at most one PROGRESS frame
  * per progress gap, the latest report wins, and the last one is sent before
  * DONE; a small flusher thread sends a report that would otherwise wait.
  *
@@ -40,9 +43,13 @@
 /* A split's subtasks go to the host in frames of about this size. */
 #define SUBTASKS_CHUNK (256u << 10)
 
+/* Calls received and not started at most (the host sends ISO_DEPTH at most). */
+#define QUEUE_MAX 1024
+
 /* The call running: the worker's side of the opaque bgt_task a plugin sees. */
 typedef struct wcall {
-    int op; /* IPC_OP_* */
+    uint32_t seq; /* its number on the connection */
+    int op;       /* IPC_OP_* */
     char id[BGT_ID_LEN + 1];
     char handler[BGT_NAME_MAX + 1];
     uint32_t attempt;
@@ -84,6 +91,14 @@ static struct worker {
     char *p_message;
     ipc_buf pbuf;
     ipc_buf dbuf; /* DONE frames, reused */
+    /* Calls received and not started, oldest first (guarded by recv_lock). */
+    struct queued {
+        uint32_t seq;
+        bool cancelled;  /* a CANCEL for it came first: it is answered without running */
+        uint8_t *payload;
+        size_t len;
+    } queue[QUEUE_MAX];
+    size_t nqueue;
 } W = {
     .send_lock = PTHREAD_MUTEX_INITIALIZER,
     .recv_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -118,17 +133,36 @@ static void send_frame(const ipc_buf *b)
 
 /* ---- what the host sends during a call ---- */
 
+/* Handle a frame of the host at any time: queue a CALL, mark a CANCEL, take a SUBMITTED.
+ * recv_lock held. */
 static void host_frame(const ipc_frame *f)
 {
     char err[200];
     ipc_rd r;
     ipc_rd_init(&r, f);
+    if (f->type == IPC_CALL) {
+        uint32_t seq;
+        if (!ipc_get_u32(&r, "call", &seq))
+            fatal("worker: bad CALL from the host: no call number");
+        if (W.nqueue == QUEUE_MAX)
+            fatal("worker: more than %d calls queued by the host", QUEUE_MAX);
+        uint8_t *copy = xmalloc(f->len);
+        memcpy(copy, f->p, f->len);
+        W.queue[W.nqueue++] = (struct queued){seq, false, copy, f->len};
+        return;
+    }
     if (f->type == IPC_CANCEL) {
+        uint32_t seq;
+        ipc_get_u32(&r, "call", &seq);
         if (!ipc_rd_done(&r, err, sizeof err))
             fatal("worker: bad CANCEL from the host: %s", err);
-        if (atomic_load(&W.running))
+        wcall *c = atomic_load(&W.running);
+        if (c && c->seq == seq)
             atomic_store(&W.cancel, 1);
-        return;
+        for (size_t i = 0; i < W.nqueue; i++)
+            if (W.queue[i].seq == seq)
+                W.queue[i].cancelled = true;
+        return; /* or for a call that has ended */
     }
     if (f->type == IPC_SUBMITTED) {
         uint32_t rc;
@@ -142,7 +176,18 @@ static void host_frame(const ipc_frame *f)
         strlcpy_(W.answer_id, id, sizeof W.answer_id);
         return;
     }
-    fatal("worker: unexpected %s frame from the host during a call", ipc_type_name(f->type));
+    fatal("worker: unexpected %s frame from the host", ipc_type_name(f->type));
+}
+
+/* Handle every whole frame received. recv_lock held. */
+static void handle_frames(void)
+{
+    ipc_frame f;
+    int rc;
+    while ((rc = ipc_next(&W.conn, &f)) == 1)
+        host_frame(&f);
+    if (rc < 0)
+        fatal("worker: bad frame from the host: %s", W.conn.err);
 }
 
 /* Handle every frame the host has sent; with wait, first wait for one. recv_lock held. */
@@ -567,15 +612,16 @@ static void install_crash_notes(void)
 
 /* ---- calls ---- */
 
-/* Parse a CALL frame into W.call; *args gets its parsed args. recv_lock held. */
+/* Parse a CALL frame into W.call; *args gets its parsed args. */
 static void take_call(const ipc_frame *f, cJSON **args)
 {
     wcall *c = &W.call;
     ipc_rd r;
-    uint32_t op, attempt, hook_attempt, sub;
+    uint32_t seq, op, attempt, hook_attempt, sub;
     const char *id, *hname, *text;
     char err[200];
     ipc_rd_init(&r, f);
+    ipc_get_u32(&r, "call", &seq);
     ipc_get_u32(&r, "op", &op);
     ipc_get_str(&r, "task id", false, BGT_ID_LEN, &id);
     ipc_get_str(&r, "handler", false, BGT_NAME_MAX, &hname);
@@ -587,6 +633,7 @@ static void take_call(const ipc_frame *f, cJSON **args)
     ipc_get_str(&r, "args", false, IPC_TO_WORKER_MAX, &text);
     if (!ipc_rd_done(&r, err, sizeof err) || op > IPC_OP_MERGE)
         fatal("worker: bad CALL from the host: %s", r.bad ? err : "unknown op");
+    c->seq = seq;
     c->op = (int)op;
     strlcpy_(c->id, id, sizeof c->id);
     strlcpy_(c->handler, hname, sizeof c->handler);
@@ -631,6 +678,7 @@ static void run_call(cJSON *args)
     pthread_mutex_unlock(&W.prog_lock);
 
     ipc_begin(&W.dbuf, IPC_DONE);
+    ipc_put_u32(&W.dbuf, c->seq);
     ipc_put_u32(&W.dbuf, (uint32_t)status);
     ipc_put_str(&W.dbuf, c->error);
     ipc_put_str(&W.dbuf, c->result);
@@ -641,6 +689,18 @@ static void run_call(cJSON *args)
     c->result = c->error = NULL;
     c->nsubs = 0;
     c->added = 0;
+}
+
+/* Answer a call cancelled before it started, without running it. */
+static void skip_call(uint32_t seq)
+{
+    ipc_begin(&W.dbuf, IPC_DONE);
+    ipc_put_u32(&W.dbuf, seq);
+    ipc_put_u32(&W.dbuf, BGT_CANCELLED);
+    ipc_put_str(&W.dbuf, "cancelled before it started");
+    ipc_put_str(&W.dbuf, NULL);
+    ipc_end(&W.dbuf);
+    send_frame(&W.dbuf);
 }
 
 /* ---- start ---- */
@@ -778,28 +838,34 @@ int worker_main(int argc, char **argv)
     start();
 
     for (;;) {
-        ipc_frame f;
         pthread_mutex_lock(&W.recv_lock);
-        int rc = ipc_recv(&W.conn, &f);
+        /* Everything there is, before a call starts: a CANCEL for it may be there. */
+        int rc = ipc_drain(&W.conn);
+        while (rc == 0) {
+            handle_frames();
+            if (W.nqueue > 0)
+                break;
+            long n = ipc_fill(&W.conn); /* wait for a call */
+            rc = n < 0 ? (int)n : 0;
+        }
         if (rc == -EPIPE) {
             pthread_mutex_unlock(&W.recv_lock);
             break; /* the host closed its end: retire */
         }
         if (rc < 0)
-            fatal("worker: reading from the host failed: %s",
-                  rc == -EPROTO ? W.conn.err : strerror(-rc));
-        if (f.type == IPC_CANCEL) {
-            pthread_mutex_unlock(&W.recv_lock);
-            continue; /* for a call that has ended */
-        }
-        if (f.type != IPC_CALL)
-            fatal("worker: unexpected %s frame from the host between calls",
-                  ipc_type_name(f.type));
-        cJSON *args;
-        take_call(&f, &args);
+            fatal("worker: reading from the host failed: %s", strerror(-rc));
+        struct queued q = W.queue[0];
+        memmove(W.queue, W.queue + 1, --W.nqueue * sizeof *W.queue);
         pthread_mutex_unlock(&W.recv_lock);
-        run_call(args);
-        cJSON_Delete(args);
+        if (q.cancelled) {
+            skip_call(q.seq);
+        } else {
+            cJSON *args;
+            take_call(&(ipc_frame){.type = IPC_CALL, .p = q.payload, .len = q.len}, &args);
+            run_call(args);
+            cJSON_Delete(args);
+        }
+        free(q.payload);
     }
     plugin_unload(W.plugin);
     registry_destroy(&W.reg);

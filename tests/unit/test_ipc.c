@@ -97,7 +97,7 @@ static void test_bad_headers(void **state)
         uint8_t type, version, r0;
         const char *want;
     } cases[] = {
-        {0, IPC_PROGRESS, 2, 0, "frame of protocol version 2, expected 1"},
+        {0, IPC_PROGRESS, 1, 0, "frame of protocol version 1, expected 2"},
         {0, 99, IPC_VERSION, 0, "frame of unknown type 99"},
         {0, 0, IPC_VERSION, 0, "frame of unknown type 0"},
         {0, IPC_PROGRESS, IPC_VERSION, 1, "frame header has reserved bytes set"},
@@ -299,12 +299,57 @@ static void test_queue_and_flush(void **state)
     ipc_conn_close(&r);
 }
 
+/*
+ * ipc_drain reads everything the socket holds without waiting (the worker's proof that it
+ * saw every CANCEL written before it starts a call), also past one buffer's worth; ipc_fill
+ * says whether it took all there was; the other end closed is -EPIPE.
+ */
+static void test_drain(void **state)
+{
+    (void)state;
+    ipc_conn c;
+    int fd;
+    pair(&c, &fd, 1 << 20);
+    assert_int_equal(ipc_drain(&c), 0); /* nothing there: no wait */
+    assert_true(c.drained);
+    ipc_buf b = {0};
+    ipc_begin(&b, IPC_CANCEL);
+    ipc_put_u32(&b, 7);
+    ipc_end(&b);
+    enum { N = 20000 }; /* 240,000 bytes: more than one read's room */
+    ipc_conn w;
+    ipc_conn_init(&w, fd, 1 << 20);
+    for (int i = 0; i < N; i++)
+        ipc_queue(&w, &b);
+    int got = 0;
+    while (got < N) {
+        int fl = ipc_flush(&w);
+        assert_true(fl == 0 || fl == -EAGAIN);
+        assert_int_equal(ipc_drain(&c), 0);
+        ipc_frame f;
+        while (ipc_next(&c, &f) == 1) {
+            assert_int_equal(f.type, IPC_CANCEL);
+            got++;
+        }
+    }
+    assert_int_equal(got, N);
+    assert_false(ipc_pending(&w));
+    /* One frame: a blocking fill takes it whole, and says so. */
+    assert_int_equal(ipc_send(&w, &b), 0);
+    assert_int_equal(ipc_fill(&c), (long)b.len);
+    assert_true(c.drained);
+    ipc_conn_close(&w);
+    assert_int_equal(ipc_drain(&c), -EPIPE);
+    ipc_buf_free(&b);
+    ipc_conn_close(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),    cmocka_unit_test(test_bad_headers),
         cmocka_unit_test(test_bad_fields),    cmocka_unit_test(test_random_bytes),
-        cmocka_unit_test(test_queue_and_flush),
+        cmocka_unit_test(test_queue_and_flush), cmocka_unit_test(test_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

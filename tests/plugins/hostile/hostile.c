@@ -224,6 +224,9 @@ static bgt_status h_oom(bgt_task *t, const cJSON *args, void *udata)
     return BGT_FAILED;
 }
 
+/* The worker protocol's version (host/ipc.h). */
+#define IPC_VERSION 2
+
 /* Write a frame header (and payload) on the worker's socket, as the protocol lays it out. */
 static void raw_frame(uint32_t len, uint8_t type, uint8_t version, const void *payload,
                       size_t n)
@@ -245,31 +248,35 @@ static bgt_status h_garbage(bgt_task *t, const cJSON *args, void *udata)
     const char *kind = cJSON_IsString(k) ? k->valuestring : "oversized";
     uint8_t buf[64] = {0};
     if (strcmp(kind, "oversized") == 0) {
-        raw_frame(0x7fffffff, 66, 1, NULL, 0);
+        raw_frame(0x7fffffff, 66, IPC_VERSION, NULL, 0);
     } else if (strcmp(kind, "type") == 0) {
-        raw_frame(0, 99, 1, NULL, 0);
+        raw_frame(0, 99, IPC_VERSION, NULL, 0);
     } else if (strcmp(kind, "version") == 0) {
         raw_frame(0, 66, 9, NULL, 0);
     } else if (strcmp(kind, "nan") == 0) {
         double nan = NAN, one = 1;
         memcpy(buf, &nan, 8);
         memcpy(buf + 8, &one, 8);
-        raw_frame(20, 66, 1, buf, 20); /* PROGRESS: NaN, 1, NULL message */
+        raw_frame(20, 66, IPC_VERSION, buf, 20); /* PROGRESS: NaN, 1, NULL message */
     } else if (strcmp(kind, "string") == 0) {
         uint32_t n = 5;
-        memcpy(buf + 4, &n, 4);
-        memcpy(buf + 8, "abcde", 5); /* DONE: status 0, an error without its NUL */
-        raw_frame(13, 70, 1, buf, 13);
+        memcpy(buf + 8, &n, 4);
+        memcpy(buf + 12, "abcde", 5); /* DONE: call 0, status 0, an error without its NUL */
+        raw_frame(17, 70, IPC_VERSION, buf, 17);
     } else if (strcmp(kind, "trailing") == 0) {
-        raw_frame(24, 66, 1, buf, 24); /* PROGRESS 0, 0, NULL, and 4 bytes more */
+        raw_frame(24, 66, IPC_VERSION, buf, 24); /* PROGRESS 0, 0, NULL, and 4 bytes more */
     } else if (strcmp(kind, "status") == 0) {
         uint32_t s = 7;
-        memcpy(buf, &s, 4);
-        raw_frame(12, 70, 1, buf, 12); /* DONE with status 7, no error, no result */
+        memcpy(buf + 4, &s, 4);
+        raw_frame(16, 70, IPC_VERSION, buf, 16); /* DONE: call 0, status 7, no error, result */
+    } else if (strcmp(kind, "call") == 0) {
+        uint32_t c = 0xffffffffu;
+        memcpy(buf, &c, 4);
+        raw_frame(16, 70, IPC_VERSION, buf, 16); /* DONE of a call never sent */
     } else if (strcmp(kind, "unexpected") == 0) {
-        raw_frame(0, 1, 1, NULL, 0); /* INIT, which only the host sends */
+        raw_frame(0, 1, IPC_VERSION, NULL, 0); /* INIT, which only the host sends */
     } else if (strcmp(kind, "short") == 0) {
-        raw_frame(4, 66, 1, buf, 4); /* PROGRESS cut short */
+        raw_frame(4, 66, IPC_VERSION, buf, 4); /* PROGRESS cut short */
     }
     /* The host kills this worker for the frame; wait for that. */
     for (int i = 0; i < 3000; i++) {
