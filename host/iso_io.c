@@ -271,6 +271,8 @@ static void withdraw(iso_slot *s, unsigned long rn)
     for (int i = s->n - 1; i >= 1; i--) {
         iso_entry *e = &s->fifo[(s->first + i) % ISO_DEPTH];
         if (e->call && e->call->cancel_read && rn >= e->call->cancel_read) {
+            log_msg(BGT_LOG_DEBUG, host_api()->task_id(e->call->t), "call %u taken back from "
+                    "worker %d, which had not started it", e->seq, (int)s->pid);
             iso__requeue(e->call);
             e->call = NULL;
             any = true;

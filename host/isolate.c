@@ -181,7 +181,6 @@ void iso__finish(iso_call *c, bgt_status status)
         return;
     }
     bgt_task *t = c->t;
-    free(c->args);
     free(c);
     task_api_handed_back(t, status);
 }

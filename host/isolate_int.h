@@ -144,7 +144,7 @@ struct iso_call {
     iso_pool *pl;
     bgt_task *t;
     int op;               /* IPC_OP_* */
-    char *args;           /* JSON text: the proxy's, or the call's when handed */
+    const char *args;     /* JSON text, borrowed from the proxy or (handed) the task */
     bool handed;          /* a handed-off run: nobody waits; finishing it frees it */
     iso_slot *s;          /* while in a slot's fifo */
     uint32_t seq;         /* its number there */
@@ -238,6 +238,6 @@ bgt_status proxy_run(bgt_task *t, const cJSON *args, void *udata);
 bgt_status proxy_split(bgt_task *t, const cJSON *args, void *udata);
 bgt_status proxy_merge(bgt_task *t, const cJSON *results, void *udata);
 /* handler.hand_off of the proxies: run without waiting (see registry.h). */
-void proxy_hand_off(bgt_task *t, const cJSON *args, void *udata);
+void proxy_hand_off(bgt_task *t, const char *args_json, void *udata);
 
 #endif

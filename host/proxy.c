@@ -17,28 +17,27 @@
 #include "task_api.h"
 #include "util.h"
 
-/* The call's input as JSON text, or NULL with the task's error set. */
-static char *input_text(bgt_task *t, int op, const cJSON *input)
+/* Whether input text of len bytes fits a CALL; if not, the task's error says so. */
+static bool fits(bgt_task *t, int op, size_t len)
 {
-    char *args = cJSON_PrintUnformatted(input);
-    if (!args) {
-        iso__set_error(t, "out of memory");
-        return NULL;
-    }
-    if (strlen(args) + 1024 > IPC_TO_WORKER_MAX) {
-        iso__set_error(t, "the %s's input is over %u MiB, more than a worker accepts",
-                       op == IPC_OP_MERGE ? "merge" : "call", IPC_TO_WORKER_MAX >> 20);
-        free(args);
-        return NULL;
-    }
-    return args;
+    if (len + 1024 <= IPC_TO_WORKER_MAX)
+        return true;
+    iso__set_error(t, "the %s's input is over %u MiB, more than a worker accepts",
+                   op == IPC_OP_MERGE ? "merge" : "call", IPC_TO_WORKER_MAX >> 20);
+    return false;
 }
 
 static bgt_status proxy_call(const proxy *px, bgt_task *t, int op, const cJSON *input)
 {
-    char *args = input_text(t, op, input);
-    if (!args)
+    char *args = cJSON_PrintUnformatted(input);
+    if (!args) {
+        iso__set_error(t, "out of memory");
         return BGT_FAILED;
+    }
+    if (!fits(t, op, strlen(args))) {
+        free(args);
+        return BGT_FAILED;
+    }
     iso_call c = {.px = px, .pl = px->pool, .t = t, .op = op, .args = args};
     pthread_cond_init(&c.cond, NULL);
     iso__submit(&c);
@@ -52,16 +51,15 @@ static bgt_status proxy_call(const proxy *px, bgt_task *t, int op, const cJSON *
     return c.status;
 }
 
-void proxy_hand_off(bgt_task *t, const cJSON *args, void *udata)
+void proxy_hand_off(bgt_task *t, const char *args_json, void *udata)
 {
     const proxy *px = udata;
-    char *text = input_text(t, IPC_OP_RUN, args);
-    if (!text) {
+    if (!fits(t, IPC_OP_RUN, strlen(args_json))) {
         task_api_handed_back(t, BGT_FAILED);
         return;
     }
     iso_call *c = xcalloc(1, sizeof *c);
-    *c = (iso_call){.px = px, .pl = px->pool, .t = t, .op = IPC_OP_RUN, .args = text,
+    *c = (iso_call){.px = px, .pl = px->pool, .t = t, .op = IPC_OP_RUN, .args = args_json,
                     .handed = true};
     iso__submit(c);
 }

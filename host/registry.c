@@ -398,7 +398,7 @@ void registry_pause_plugin(registry *r, struct bgt_plugin *p, bool paused)
 bool registry_paused(const handler *h) { return __atomic_load_n(&h->paused, __ATOMIC_ACQUIRE); }
 
 void registry_stops_itself(registry *r, struct bgt_plugin *p,
-                           void (*hand_off)(bgt_task *t, const cJSON *args, void *udata))
+                           void (*hand_off)(bgt_task *t, const char *args_json, void *udata))
 {
     pthread_mutex_lock(&r->lock);
     for (handler *h = r->handlers; h; h = h->next)

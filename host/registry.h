@@ -37,9 +37,9 @@ typedef struct handler {
                                   never written off as stuck; set before it is served */
     /* Set by the host for the proxies of an isolated plugin (before it is served): starts a
      * single attempt's run and returns without waiting for it; its status comes back later
-     * through task_api_handed_back, on another thread. NULL: def.run is called and waited
-     * for. */
-    void (*hand_off)(bgt_task *t, const cJSON *args, void *udata);
+     * through task_api_handed_back, on another thread. args_json is the task's args as
+     * JSON text, borrowed until then. NULL: def.run is called and waited for. */
+    void (*hand_off)(bgt_task *t, const char *args_json, void *udata);
     struct handler *next;
 } handler;
 
@@ -126,7 +126,7 @@ bool registry_paused(const handler *h);
 /* Mark every handler of p as stopping by itself (see handler.stops_itself), and give them
  * hand_off (see handler.hand_off; NULL for none). */
 void registry_stops_itself(registry *r, struct bgt_plugin *p,
-                           void (*hand_off)(bgt_task *t, const cJSON *args, void *udata));
+                           void (*hand_off)(bgt_task *t, const char *args_json, void *udata));
 
 /* Number of handlers p registered. */
 size_t registry_count_plugin(registry *r, const struct bgt_plugin *p);

@@ -172,7 +172,7 @@ static bool run_single(manager *m, bgt_task *t)
     mgr__assert_unlocked();
     hooks_before(&m->hk, &t->info);
     if (t->h->hand_off) {
-        t->h->hand_off(t, t->args, t->h->def.udata);
+        t->h->hand_off(t, t->args_text, t->h->def.udata);
         return false;
     }
     return end_single(m, t, t->h->def.run(t, t->args, t->h->def.udata));

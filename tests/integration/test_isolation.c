@@ -311,6 +311,41 @@ static void test_death_with_calls_queued(void **state)
 }
 
 /*
+ * A call queued behind a long one is taken back and run by another worker: short tasks
+ * waiting with a 5 s one when the host starts all end before it, each run once at its
+ * first attempt. (Whether a short call was queued behind the long one, rather than given
+ * to the other worker at once, depends on timing; the host logs each call it takes back,
+ * and the test says which case it was. Without taking calls back, one queued behind the
+ * long call would end after it.)
+ */
+static void test_queued_behind_long_call(void **state)
+{
+    it_need_redis();
+    th_host_opts o = opts("A", "", "");
+    enum { N = 6 };
+    char *fast[N];
+    char *slow = submit("hostile.sdk", "{\"steps\": 100, \"step_ms\": 50, \"log\": false}", 1);
+    for (int i = 0; i < N; i++)
+        fast[i] = submit("hostile.sdk", "{\"steps\": 1, \"log\": false}", 1);
+    th_host *a = it_host_start(&o);
+    for (int i = 0; i < N; i++) {
+        wait_end(fast[i], "SUCCESS", 20);
+        assert_int_equal(it_field_ll(fast[i], "attempt"), 1);
+        assert_int_equal(runs(fast[i], 0, -1), 1);
+    }
+    wait_end(slow, "SUCCESS", 30);
+    long long slow_end = it_field_ll(slow, "finished_ms");
+    for (int i = 0; i < N; i++) {
+        assert_true(it_field_ll(fast[i], "finished_ms") < slow_end);
+        free(fast[i]);
+    }
+    if (th_log_contains(a, "taken back"))
+        fprintf(stderr, "  (a call queued behind the long one was taken back)\n");
+    free(slow);
+    it_pass();
+}
+
+/*
  * A worker that dies while a process it forked keeps its socket open: the host does not wait
  * for an end of file that will not come (the child holds it 5 s), it sees the worker gone.
  */
@@ -766,6 +801,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         ISO_TEST(test_crashes_cost_only_their_attempt),
         ISO_TEST(test_death_with_calls_queued),
+        ISO_TEST(test_queued_behind_long_call),
         ISO_TEST(test_fork_keeps_socket),
         ISO_TEST(test_spin_past_timeout),
         ISO_TEST(test_cancel_and_shutdown),
