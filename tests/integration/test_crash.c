@@ -423,6 +423,11 @@ static void test_stuck_handler_released(void **state)
     it_need_redis();
     th_host_opts o = ck_opts("A");
     o.shutdown_grace_s = 0.3;
+    /* A's entry must outlive its release (~2.3 s after SIGTERM) even when a heartbeat comes
+     * late under load: with a heartbeat every 2 s it lasts 5 s, so B cannot bury A's attempt
+     * first and the release is what ends it. */
+    o.heartbeat_s = 2;
+    o.lease_s = 6;
     th_host *a = ck_host_start(&o, true);
     /* It spins and reports progress every 0.1 ms: always busy in the plugin's code or the
      * host's, never parked in a system call for long. */
