@@ -196,14 +196,25 @@ void iso__watch(iso_host *h, iso_slot *s)
         epoll_ctl(h->epfd, EPOLL_CTL_ADD, s->conn.fd, &ev);
 }
 
-/* Write what is queued for s; stop waiting for room once all of it went. */
+int iso__flush(iso_host *h, iso_slot *s)
+{
+    if (s->conn.fd < 0)
+        return -EPIPE;
+    int rc = ipc_flush(&s->conn);
+    if (rc == 0)
+        s->unsent = 0;
+    if ((rc == -EAGAIN) != s->want_out) {
+        s->want_out = rc == -EAGAIN;
+        iso__watch(h, s);
+    }
+    return rc;
+}
+
+/* Write what is queued for s. */
 static void flush_slot(iso_host *h, iso_slot *s)
 {
     pthread_mutex_lock(&s->send_lock);
-    if (s->conn.fd >= 0 && ipc_flush(&s->conn) != -EAGAIN && s->want_out) {
-        s->want_out = false;
-        iso__watch(h, s);
-    }
+    iso__flush(h, s);
     pthread_mutex_unlock(&s->send_lock);
 }
 
@@ -384,6 +395,10 @@ enum { ACT_NONE, ACT_READ, ACT_KILL, ACT_CHECK };
 static int tick_slot(iso_host *h, iso_slot *s, double now)
 {
     int act = ACT_CHECK;
+    pthread_mutex_lock(&s->send_lock);
+    if (s->unsent)
+        iso__flush(h, s); /* (calls are written at the worker's answers; this is in case) */
+    pthread_mutex_unlock(&s->send_lock);
     for (int i = 0; i < s->n; i++) {
         iso_call *c = s->fifo[(s->first + i) % ISO_DEPTH].call;
         if (!c)
@@ -400,13 +415,8 @@ static int tick_slot(iso_host *h, iso_slot *s, double now)
             c->cancel_sent = true;
             pthread_mutex_lock(&s->send_lock);
             iso__queue_cancel(s, c);
-            int rc = ipc_flush(&s->conn);
-            if (rc == 0)
+            if (iso__flush(h, s) == 0)
                 c->cancel_read = s->reads + 1;
-            else if (rc == -EAGAIN && !s->want_out) {
-                s->want_out = true;
-                iso__watch(h, s);
-            }
             pthread_mutex_unlock(&s->send_lock);
         }
         if (i > 0 && c->cancel_read)

@@ -163,11 +163,11 @@ static void send_call(iso_pool *pl, iso_slot *s, iso_call *c, double now)
     ipc_put_str(b, c->args);
     ipc_end(b);
     ipc_queue(&s->conn, b);
-    /* An error shows as the worker's death at the io thread's next read. */
-    if (ipc_flush(&s->conn) == -EAGAIN && !s->want_out) {
-        s->want_out = true;
-        iso__watch(pl->host, s);
-    }
+    /* A worker with two calls written to it and not answered has work until the io thread
+     * reads its next answer, which writes what is queued then (iso_io.c): no system call
+     * per call for the calls of a busy worker. */
+    if (s->n - ++s->unsent < 2)
+        iso__flush(pl->host, s);
     pthread_mutex_unlock(&s->send_lock);
 }
 
@@ -261,6 +261,7 @@ static void close_conn(iso_host *h, iso_slot *s)
         epoll_ctl(h->epfd, EPOLL_CTL_DEL, s->conn.fd, NULL);
     ipc_conn_close(&s->conn);
     s->want_out = false;
+    s->unsent = 0;
     pthread_mutex_unlock(&s->send_lock);
 }
 

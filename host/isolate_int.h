@@ -66,6 +66,7 @@ typedef struct iso_slot {
     pthread_mutex_t send_lock;
     ipc_buf scratch;    /* frames to it are built here (queued frames are copied) */
     bool want_out;      /* (send_lock) the io thread waits for room to write */
+    int unsent;         /* (send_lock) calls queued in conn's out queue, not written yet */
     /* The host's lock: */
     iso_entry fifo[ISO_DEPTH]; /* calls in flight, fifo[first] the oldest */
     int first, n;
@@ -228,6 +229,10 @@ void iso__bury(iso_pool *pl, iso_slot *s, bool stopped, const char *violation,
 void *iso__io_main(void *arg);
 /* Watch s's socket (a worker that just started). */
 void iso__watch(iso_host *h, iso_slot *s);
+/* Write what is queued for s without waiting; what does not fit waits for room (the io
+ * thread). An error shows as the worker's death at the io thread's next read. send_lock
+ * held; 0, -EAGAIN or another negative errno. */
+int iso__flush(iso_host *h, iso_slot *s);
 /* The task's error, as bgt_set_error would set it. */
 void iso__set_error(bgt_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Queue the CANCEL of c (in s's fifo) for its worker. send_lock held. */

@@ -839,15 +839,21 @@ int worker_main(int argc, char **argv)
 
     for (;;) {
         pthread_mutex_lock(&W.recv_lock);
-        /* Everything there is, before a call starts: a CANCEL for it may be there. */
-        int rc = ipc_drain(&W.conn);
-        while (rc == 0) {
-            handle_frames();
-            if (W.nqueue > 0)
-                break;
-            long n = ipc_fill(&W.conn); /* wait for a call */
-            rc = n < 0 ? (int)n : 0;
-        }
+        /* Everything there is, read after the last DONE went, before a call starts: a
+         * CANCEL for it may be there. With no call queued, the read that waits for one is
+         * that read (and all there was, unless it filled the buffer). */
+        int rc;
+        handle_frames();
+        do {
+            if (W.nqueue > 0) {
+                rc = ipc_drain(&W.conn);
+            } else {
+                long n = ipc_fill(&W.conn);
+                rc = n < 0 ? (int)n : W.conn.drained ? 0 : ipc_drain(&W.conn);
+            }
+            if (rc == 0)
+                handle_frames();
+        } while (rc == 0 && W.nqueue == 0);
         if (rc == -EPIPE) {
             pthread_mutex_unlock(&W.recv_lock);
             break; /* the host closed its end: retire */
