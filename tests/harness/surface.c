@@ -149,7 +149,83 @@ static void check_ctl(const th_redis *view, const th_host *h)
     free(id);
 }
 
-/* The HTTP API: submit, the task's event stream, the record, lists, stats, hosts, cancel. */
+/* Whether the stats (JSON text) show handler as paused. */
+static bool shown_paused(const char *stats, const char *handler)
+{
+    cJSON *j = cJSON_Parse(stats);
+    const cJSON *e;
+    bool paused = false;
+    cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(j, "handlers")) {
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(e, "handler");
+        if (cJSON_IsString(h) && strcmp(h->valuestring, handler) == 0)
+            paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "paused"));
+    }
+    cJSON_Delete(j);
+    return paused;
+}
+
+/* The operator's commands: retry, pause and resume, purge. */
+static void check_ops(const th_redis *view)
+{
+    char *id = CTL_OK(view, "submit", "demo.fail");
+    id[strcspn(id, "\n")] = '\0';
+    char *out = NULL;
+    assert_int_equal(th_ctl(view, NULL, NULL, "watch", id, NULL), 1); /* it failed */
+    free(CTL_OK(view, "retry", id));
+    assert_int_equal(th_ctl(view, NULL, NULL, "watch", id, NULL), 1); /* again, attempt 2 */
+    out = CTL_OK(view, "status", id, "--json");
+    cJSON *rec = cJSON_Parse(out);
+    if (cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rec, "attempt")) != 2)
+        fail_msg("retry %s: want attempt 2, got:\n%s", id, out);
+    cJSON_Delete(rec);
+    free(out);
+    free(CTL_OK(view, "purge", id));
+    char *err = NULL;
+    assert_int_equal(th_ctl(view, NULL, &err, "status", id, NULL), 5); /* gone */
+    assert_non_null(strstr(err, "not found"));
+    free(err);
+    free(id);
+
+    /* Paused: its tasks wait, and the stats say so; resumed: they run. */
+    free(CTL_OK(view, "pause", "demo.echo", "--reason", "surface check"));
+    id = CTL_OK(view, "submit", "demo.echo");
+    id[strcspn(id, "\n")] = '\0';
+    out = CTL_OK(view, "stats", "--json");
+    if (!shown_paused(out, "demo.echo"))
+        fail_msg("stats: demo.echo is not shown paused:\n%s", out);
+    free(out);
+    free(CTL_OK(view, "resume", "demo.echo"));
+    free(CTL_OK(view, "watch", id));
+    free(id);
+}
+
+/* A number member of GET base/v1/tasks/<id>, or -1. */
+static double http_task_num(const char *base, const char *id, const char *name)
+{
+    char url[256], *body = NULL;
+    snprintf(url, sizeof url, "%s/v1/tasks/%s", base, id);
+    int status = th_http("GET", url, NULL, NULL, &body);
+    cJSON *j = status == 200 ? cJSON_Parse(body) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON_Delete(j);
+    free(body);
+    return d;
+}
+
+/* POST base+path with no body: it must answer want. */
+static void http_post_expect(const char *base, const char *path, int want)
+{
+    char url[512], *body = NULL;
+    snprintf(url, sizeof url, "%s%s", base, path);
+    int status = th_http("POST", url, NULL, NULL, &body);
+    if (status != want)
+        fail_msg("POST %s: %d %s (want %d)", path, status, body ? body : "", want);
+    free(body);
+}
+
+/* The HTTP API: submit, the task's event stream, the record, lists, stats, hosts, cancel,
+ * retry, pause and resume. */
 static void check_http(const char *base, const th_host *h)
 {
     char *id = http_submit(base, SHORT_ARGS);
@@ -188,7 +264,25 @@ static void check_http(const char *base, const th_host *h)
     free(body);
     if (!TH_WAIT_UNTIL(WAIT_S, http_task_is(base, id, "state", "CANCELLED")))
         fail_msg("task %s was not cancelled through DELETE", id);
+    /* The cancelled task again, as a new attempt; cancelled again. */
+    snprintf(path, sizeof path, "/v1/tasks/%s/retry", id);
+    http_post_expect(base, path, 202);
+    if (!TH_WAIT_UNTIL(WAIT_S, http_task_num(base, id, "attempt") == 2 &&
+                                   http_task_is(base, id, "owner", NULL)))
+        fail_msg("task %s did not run again after POST %s", id, path);
+    status = th_http("DELETE", url, NULL, NULL, &body);
+    free(body);
+    assert_int_equal(status, 202);
+    if (!TH_WAIT_UNTIL(WAIT_S, http_task_is(base, id, "state", "CANCELLED")))
+        fail_msg("task %s was not cancelled again", id);
     free(id);
+
+    http_post_expect(base, "/v1/handlers/demo.sleep/pause", 200);
+    body = http_get_ok(base, "/v1/stats");
+    if (!shown_paused(body, "demo.sleep"))
+        fail_msg("GET /v1/stats: demo.sleep is not shown paused:\n%s", body);
+    free(body);
+    http_post_expect(base, "/v1/handlers/demo.sleep/resume", 200);
 }
 
 void th_surface_check(const char *url, const th_host *h)
@@ -196,6 +290,7 @@ void th_surface_check(const char *url, const th_host *h)
     th_redis view = {0};
     snprintf(view.url, sizeof view.url, "%s", url);
     check_ctl(&view, h);
+    check_ops(&view);
     int port = th_host_http_port(h);
     if (port <= 0)
         fail_msg("host %s does not say where its HTTP server listens", h->id);
