@@ -9,9 +9,8 @@
  * host's answer (bgt_submit waiting for SUBMITTED, bgt_cancelled looking for
  * CANCEL at most every POLL_GAP_S) reads and handles what arrived. Before it
  * starts a call the main thread reads everything the socket holds, so a call
- * whose CANCEL the host wrote before that is skipped (ipc.h, "Order"). Progress is coalesced: at most one PROGRESS frame
- * per progress gap, the latest report wins, and the last one is sent before
- * DONE; a small flusher thread sends a report that would otherwise wait.
+ * whose CANCEL the host wrote before that is skipped (ipc.h, "Order"). The
+ * task API a plugin gets here is in worker_api.c.
  *
  * A fatal signal (a crashing plugin) sends a NOTE saying what was running and,
  * when errno says an allocation had failed, that memory ran out; then the
@@ -37,69 +36,9 @@
 #include "registry.h"
 #include "sandbox.h"
 #include "util.h"
+#include "worker_int.h"
 
-/* How often bgt_cancelled() looks at the socket for a CANCEL. */
-#define POLL_GAP_S 0.005
-/* A split's subtasks go to the host in frames of about this size. */
-#define SUBTASKS_CHUNK (256u << 10)
-
-/* Calls received and not started at most (the host sends ISO_DEPTH at most). */
-#define QUEUE_MAX 1024
-
-/* The call running: the worker's side of the opaque bgt_task a plugin sees. */
-typedef struct wcall {
-    uint32_t seq; /* its number on the connection */
-    int op;       /* IPC_OP_* */
-    char id[BGT_ID_LEN + 1];
-    char handler[BGT_NAME_MAX + 1];
-    uint32_t attempt;
-    int subtask;
-    double last_current, last_total;
-    bgt_hook_info info;
-    char *result; /* JSON text, or NULL */
-    char *error;
-    ipc_buf subs; /* a split's subtasks not sent yet: a SUBTASKS frame under way */
-    uint32_t nsubs;
-    int added;
-} wcall;
-
-static struct worker {
-    ipc_conn conn;
-    pthread_mutex_t send_lock, recv_lock;
-    registry reg;
-    struct bgt_plugin *plugin;
-    char name[BGT_NAME_MAX + 1]; /* for log lines outside calls */
-    size_t max_args, max_result, data_limit;
-    int max_subtasks;
-    double gap;
-    bool in_init;
-    bool filtered; /* a seccomp filter is installed */
-    wcall call;             /* the one call, reused */
-    _Atomic(wcall *) running; /* &call while a call runs, else NULL */
-    atomic_int cancel;
-    _Atomic int64_t polled_ns; /* when bgt_cancelled last read the socket */
-    /* bgt_submit: one at a time; the answer is filled by whoever reads it. */
-    pthread_mutex_t submit_lock;
-    bool answered;
-    int answer_rc;
-    char answer_id[BGT_ID_LEN + 1];
-    /* Progress not sent yet (guarded by prog_lock). */
-    pthread_mutex_t prog_lock;
-    pthread_cond_t prog_cond;
-    bool pending, flusher;
-    double p_current, p_total, p_sent_at;
-    char *p_message;
-    ipc_buf pbuf;
-    ipc_buf dbuf; /* DONE frames, reused */
-    /* Calls received and not started, oldest first (guarded by recv_lock). */
-    struct queued {
-        uint32_t seq;
-        bool cancelled;  /* a CANCEL for it came first: it is answered without running */
-        uint8_t *payload;
-        size_t len;
-    } queue[QUEUE_MAX];
-    size_t nqueue;
-} W = {
+struct worker W = {
     .send_lock = PTHREAD_MUTEX_INITIALIZER,
     .recv_lock = PTHREAD_MUTEX_INITIALIZER,
     .submit_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -109,8 +48,7 @@ static struct worker {
 
 static const char *const op_names[] = {"run", "split", "merge"};
 
-/* Something from the host or of this process is wrong beyond repair: say so and exit. */
-__attribute__((format(printf, 1, 2), noreturn)) static void fatal(const char *fmt, ...)
+void worker__fatal(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -119,7 +57,7 @@ __attribute__((format(printf, 1, 2), noreturn)) static void fatal(const char *fm
     _exit(1);
 }
 
-static void send_frame(const ipc_buf *b)
+void worker__send_frame(const ipc_buf *b)
 {
     pthread_mutex_lock(&W.send_lock);
     int rc = ipc_send(&W.conn, b);
@@ -128,7 +66,7 @@ static void send_frame(const ipc_buf *b)
     if (rc == -EPIPE)
         _exit(0);
     if (rc < 0)
-        fatal("worker: writing to the host failed: %s", strerror(-rc));
+        worker__fatal("worker: writing to the host failed: %s", strerror(-rc));
 }
 
 /* ---- what the host sends during a call ---- */
@@ -143,9 +81,9 @@ static void host_frame(const ipc_frame *f)
     if (f->type == IPC_CALL) {
         uint32_t seq;
         if (!ipc_get_u32(&r, "call", &seq))
-            fatal("worker: bad CALL from the host: no call number");
+            worker__fatal("worker: bad CALL from the host: no call number");
         if (W.nqueue == QUEUE_MAX)
-            fatal("worker: more than %d calls queued by the host", QUEUE_MAX);
+            worker__fatal("worker: more than %d calls queued by the host", QUEUE_MAX);
         uint8_t *copy = xmalloc(f->len);
         memcpy(copy, f->p, f->len);
         W.queue[W.nqueue++] = (struct queued){seq, false, copy, f->len};
@@ -155,7 +93,7 @@ static void host_frame(const ipc_frame *f)
         uint32_t seq;
         ipc_get_u32(&r, "call", &seq);
         if (!ipc_rd_done(&r, err, sizeof err))
-            fatal("worker: bad CANCEL from the host: %s", err);
+            worker__fatal("worker: bad CANCEL from the host: %s", err);
         wcall *c = atomic_load(&W.running);
         if (c && c->seq == seq)
             atomic_store(&W.cancel, 1);
@@ -170,13 +108,13 @@ static void host_frame(const ipc_frame *f)
         ipc_get_u32(&r, "rc", &rc);
         ipc_get_str(&r, "id", false, BGT_ID_LEN, &id);
         if (!ipc_rd_done(&r, err, sizeof err))
-            fatal("worker: bad SUBMITTED from the host: %s", err);
+            worker__fatal("worker: bad SUBMITTED from the host: %s", err);
         W.answered = true;
         W.answer_rc = (int)(int32_t)rc;
         strlcpy_(W.answer_id, id, sizeof W.answer_id);
         return;
     }
-    fatal("worker: unexpected %s frame from the host", ipc_type_name(f->type));
+    worker__fatal("worker: unexpected %s frame from the host", ipc_type_name(f->type));
 }
 
 /* Handle every whole frame received. recv_lock held. */
@@ -187,18 +125,17 @@ static void handle_frames(void)
     while ((rc = ipc_next(&W.conn, &f)) == 1)
         host_frame(&f);
     if (rc < 0)
-        fatal("worker: bad frame from the host: %s", W.conn.err);
+        worker__fatal("worker: bad frame from the host: %s", W.conn.err);
 }
 
-/* Handle every frame the host has sent; with wait, first wait for one. recv_lock held. */
-static void pump(bool wait)
+void worker__pump(bool wait)
 {
     int handled = 0;
     for (;;) {
         ipc_frame f;
         int rc = ipc_next(&W.conn, &f);
         if (rc < 0)
-            fatal("worker: bad frame from the host: %s", W.conn.err);
+            worker__fatal("worker: bad frame from the host: %s", W.conn.err);
         if (rc == 1) {
             host_frame(&f);
             handled++;
@@ -215,287 +152,9 @@ static void pump(bool wait)
         if (n == -EPIPE)
             _exit(0); /* the host is gone or gave up on this worker */
         if (n < 0)
-            fatal("worker: reading from the host failed: %s", strerror((int)-n));
+            worker__fatal("worker: reading from the host failed: %s", strerror((int)-n));
     }
 }
-
-/* ---- progress ---- */
-
-/* Send the pending progress report. prog_lock held. */
-static void send_progress(void)
-{
-    ipc_begin(&W.pbuf, IPC_PROGRESS);
-    ipc_put_f64(&W.pbuf, W.p_current);
-    ipc_put_f64(&W.pbuf, W.p_total);
-    ipc_put_str(&W.pbuf, W.p_message);
-    ipc_end(&W.pbuf);
-    W.pending = false;
-    W.p_sent_at = mono_s();
-    send_frame(&W.pbuf);
-}
-
-/* Sends a coalesced report once the gap since the last one has passed. */
-static void *flusher_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&W.prog_lock);
-    for (;;) {
-        if (!W.pending) {
-            pthread_cond_wait(&W.prog_cond, &W.prog_lock);
-            continue;
-        }
-        double due = W.p_sent_at + W.gap;
-        if (mono_s() >= due) {
-            send_progress();
-            continue;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + (due - mono_s());
-        ts.tv_sec = (time_t)at;
-        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
-        pthread_cond_timedwait(&W.prog_cond, &W.prog_lock, &ts);
-    }
-    return NULL;
-}
-
-static void w_progress(bgt_task *t, double current, double total, const char *message)
-{
-    wcall *c = (wcall *)t;
-    if (!isfinite(current) || !isfinite(total))
-        return;
-    hooks_plugins_progress(&W.reg, &c->info, current, total, message);
-    char *copy = message ? strndup(message, 1024) : NULL;
-    pthread_mutex_lock(&W.prog_lock);
-    if (!atomic_load(&W.running)) {
-        /* A plugin thread reporting after its call ended: nothing to report it for. */
-        pthread_mutex_unlock(&W.prog_lock);
-        free(copy);
-        return;
-    }
-    W.p_current = current;
-    W.p_total = total;
-    free(W.p_message);
-    W.p_message = copy;
-    W.pending = true;
-    if (mono_s() - W.p_sent_at >= W.gap) {
-        send_progress();
-    } else {
-        if (!W.flusher) {
-            pthread_t th;
-            W.flusher = pthread_create(&th, NULL, flusher_main, NULL) == 0;
-            if (W.flusher)
-                pthread_detach(th);
-        }
-        pthread_cond_signal(&W.prog_cond);
-    }
-    pthread_mutex_unlock(&W.prog_lock);
-}
-
-/* ---- the task API of the worker ---- */
-
-static const char *w_task_id(const bgt_task *t) { return ((const wcall *)t)->id; }
-static const char *w_task_handler(const bgt_task *t) { return ((const wcall *)t)->handler; }
-static uint32_t w_task_attempt(const bgt_task *t) { return ((const wcall *)t)->attempt; }
-static int w_task_subtask(const bgt_task *t) { return ((const wcall *)t)->subtask; }
-
-static void w_last_progress(const bgt_task *t, double *current, double *total)
-{
-    const wcall *c = (const wcall *)t;
-    if (current)
-        *current = c->last_current;
-    if (total)
-        *total = c->last_total;
-}
-
-static bool w_cancelled(const bgt_task *t)
-{
-    (void)t;
-    if (atomic_load(&W.cancel) || !atomic_load(&W.running))
-        return true;
-    int64_t now = (int64_t)(mono_s() * 1e9);
-    if (now - atomic_load(&W.polled_ns) < (int64_t)(POLL_GAP_S * 1e9))
-        return false;
-    /* Another thread reading for us is as good. */
-    if (pthread_mutex_trylock(&W.recv_lock) == 0) {
-        atomic_store(&W.polled_ns, now);
-        pump(false);
-        pthread_mutex_unlock(&W.recv_lock);
-    }
-    return atomic_load(&W.cancel) != 0;
-}
-
-static int w_set_result(bgt_task *t, const cJSON *result)
-{
-    wcall *c = (wcall *)t;
-    if (!result)
-        return -EINVAL;
-    char *s = cJSON_PrintUnformatted(result);
-    if (!s)
-        return -ENOMEM;
-    if (strlen(s) > W.max_result) {
-        log_msg(BGT_LOG_WARNING, c->id, "result of %zu bytes is over the limit of %zu",
-                strlen(s), W.max_result);
-        free(s);
-        return -E2BIG;
-    }
-    free(c->result);
-    c->result = s;
-    return 0;
-}
-
-static void w_set_error(bgt_task *t, const char *fmt, va_list ap)
-{
-    wcall *c = (wcall *)t;
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        return;
-    if (strlen(s) > 4096)
-        s[4096] = '\0';
-    free(c->error);
-    c->error = s;
-}
-
-/*
- * A log line: to the host in a LOG frame during init and during a call, so
- * the host attaches the plugin's name or the task's id; from a plugin thread
- * outside a call straight to stderr, which the worker shares with the host.
- */
-static void send_log(int level, int about, const char *fmt, va_list ap)
-{
-    char text[2048];
-    vsnprintf(text, sizeof text, fmt ? fmt : "", ap);
-    if (level < BGT_LOG_ERR)
-        level = BGT_LOG_ERR;
-    if (level > BGT_LOG_DEBUG)
-        level = BGT_LOG_DEBUG;
-    if (!W.in_init && !atomic_load(&W.running)) {
-        log_msg(level, W.name, "%s", text);
-        return;
-    }
-    ipc_buf b = {0};
-    ipc_begin(&b, IPC_LOG);
-    ipc_put_u32(&b, (uint32_t)level);
-    ipc_put_u32(&b, (uint32_t)about);
-    ipc_put_str(&b, text);
-    ipc_end(&b);
-    send_frame(&b);
-    ipc_buf_free(&b);
-}
-
-static void w_task_log(bgt_task *t, int level, const char *fmt, va_list ap)
-{
-    (void)t;
-    send_log(level, IPC_LOG_TASK, fmt, ap);
-}
-
-static void w_plugin_log(struct bgt_plugin *p, int level, const char *fmt, va_list ap)
-{
-    (void)p;
-    send_log(level, IPC_LOG_PLUGIN, fmt, ap);
-}
-
-/* bgt_submit: asks the host, which submits with its own connection, and waits for its answer. */
-static int w_submit(bgt_task *t, const char *hname, const cJSON *args, char *id_out)
-{
-    (void)t;
-    if (!W.in_init && !atomic_load(&W.running)) {
-        log_msg(BGT_LOG_WARNING, W.name, "bgt_submit outside init and outside a call: refused "
-                "(an isolated plugin submits through its host, which listens only then)");
-        return -EPERM;
-    }
-    if (!hname || !name_valid(hname) || (args && !cJSON_IsObject(args)))
-        return -EINVAL;
-    char *text = args ? cJSON_PrintUnformatted(args) : NULL;
-    if (args && !text)
-        return -ENOMEM;
-    if (text && strlen(text) > W.max_args) {
-        free(text);
-        return -E2BIG;
-    }
-    pthread_mutex_lock(&W.submit_lock);
-    ipc_buf b = {0};
-    ipc_begin(&b, IPC_SUBMIT);
-    ipc_put_str(&b, hname);
-    ipc_put_str(&b, text);
-    ipc_end(&b);
-    pthread_mutex_lock(&W.recv_lock);
-    W.answered = false;
-    pthread_mutex_unlock(&W.recv_lock);
-    send_frame(&b);
-    ipc_buf_free(&b);
-    free(text);
-    pthread_mutex_lock(&W.recv_lock);
-    while (!W.answered)
-        pump(true);
-    int rc = W.answer_rc;
-    if (rc == 0 && id_out)
-        memcpy(id_out, W.answer_id, BGT_ID_LEN + 1);
-    pthread_mutex_unlock(&W.recv_lock);
-    pthread_mutex_unlock(&W.submit_lock);
-    return rc;
-}
-
-/* Send the subtasks gathered so far in one SUBTASKS frame. */
-static void flush_subtasks(wcall *c)
-{
-    if (c->nsubs == 0)
-        return;
-    memcpy(c->subs.data + IPC_HEADER, &c->nsubs, sizeof c->nsubs);
-    ipc_end(&c->subs);
-    send_frame(&c->subs);
-    c->nsubs = 0;
-}
-
-static int w_add_subtask(bgt_task *t, const cJSON *args)
-{
-    wcall *c = (wcall *)t;
-    if (c->op != IPC_OP_SPLIT || !atomic_load(&W.running))
-        return -EPERM;
-    if (!args)
-        return -EINVAL;
-    if (c->added >= W.max_subtasks)
-        return -E2BIG;
-    char *s = cJSON_PrintUnformatted(args);
-    if (!s)
-        return -ENOMEM;
-    if (strlen(s) > W.max_args) {
-        free(s);
-        return -E2BIG;
-    }
-    if (c->nsubs == 0) {
-        ipc_begin(&c->subs, IPC_SUBTASKS);
-        ipc_put_u32(&c->subs, 0); /* the count, written when the frame is sent */
-    }
-    ipc_put_str(&c->subs, s);
-    free(s);
-    c->nsubs++;
-    c->added++;
-    if (c->subs.len >= SUBTASKS_CHUNK)
-        flush_subtasks(c);
-    return 0;
-}
-
-static const bgt_api worker_api = {
-    .size = sizeof(bgt_api),
-    .abi_major = BGT_ABI_MAJOR,
-    .abi_minor = BGT_ABI_MINOR,
-    .register_handler = plugin_api_register_handler,
-    .register_hook = plugin_api_register_hook,
-    .plugin_log = w_plugin_log,
-    .task_id = w_task_id,
-    .task_handler = w_task_handler,
-    .task_attempt = w_task_attempt,
-    .task_subtask = w_task_subtask,
-    .progress = w_progress,
-    .last_progress = w_last_progress,
-    .cancelled = w_cancelled,
-    .set_result = w_set_result,
-    .set_error = w_set_error,
-    .task_log = w_task_log,
-    .submit = w_submit,
-    .add_subtask = w_add_subtask,
-};
 
 /* ---- crash notes ---- */
 
@@ -632,7 +291,7 @@ static void take_call(const ipc_frame *f, cJSON **args)
     ipc_get_f64(&r, "last total", &c->last_total);
     ipc_get_str(&r, "args", false, IPC_TO_WORKER_MAX, &text);
     if (!ipc_rd_done(&r, err, sizeof err) || op > IPC_OP_MERGE)
-        fatal("worker: bad CALL from the host: %s", r.bad ? err : "unknown op");
+        worker__fatal("worker: bad CALL from the host: %s", r.bad ? err : "unknown op");
     c->seq = seq;
     c->op = (int)op;
     strlcpy_(c->id, id, sizeof c->id);
@@ -669,11 +328,11 @@ static void run_call(cJSON *args)
     }
     hooks_plugins_after(&W.reg, &c->info, status, mono_s() - t0,
                         status == BGT_OK ? NULL : c->error);
-    flush_subtasks(c);
+    worker__flush_subtasks(c);
     /* The last progress report goes before the outcome, and none after it. */
     pthread_mutex_lock(&W.prog_lock);
     if (W.pending)
-        send_progress();
+        worker__send_progress();
     atomic_store(&W.running, NULL);
     pthread_mutex_unlock(&W.prog_lock);
 
@@ -683,7 +342,7 @@ static void run_call(cJSON *args)
     ipc_put_str(&W.dbuf, c->error);
     ipc_put_str(&W.dbuf, c->result);
     ipc_end(&W.dbuf);
-    send_frame(&W.dbuf);
+    worker__send_frame(&W.dbuf);
     free(c->result);
     free(c->error);
     c->result = c->error = NULL;
@@ -700,7 +359,7 @@ static void skip_call(uint32_t seq)
     ipc_put_str(&W.dbuf, "cancelled before it started");
     ipc_put_str(&W.dbuf, NULL);
     ipc_end(&W.dbuf);
-    send_frame(&W.dbuf);
+    worker__send_frame(&W.dbuf);
 }
 
 /* ---- start ---- */
@@ -712,7 +371,7 @@ __attribute__((noreturn)) static void init_failed(const char *msg)
     ipc_begin(&b, IPC_FAILED);
     ipc_put_str(&b, msg);
     ipc_end(&b);
-    send_frame(&b);
+    worker__send_frame(&b);
     ipc_buf_free(&b);
     _exit(1);
 }
@@ -742,7 +401,7 @@ static void send_ready(void)
         ipc_put_u32(&b, (uint32_t)d->on_failure);
     }
     ipc_end(&b);
-    send_frame(&b);
+    worker__send_frame(&b);
     ipc_buf_free(&b);
     free(hs);
 }
@@ -753,7 +412,7 @@ static void start(void)
     ipc_frame f;
     int rc = ipc_recv(&W.conn, &f);
     if (rc < 0 || f.type != IPC_INIT)
-        fatal("worker: expected INIT from the host, got %s",
+        worker__fatal("worker: expected INIT from the host, got %s",
               rc < 0 ? strerror(-rc) : ipc_type_name(f.type));
     ipc_rd r;
     uint32_t version, max_args, max_result, max_subtasks, level, seccomp;
@@ -773,7 +432,7 @@ static void start(void)
     ipc_get_u32(&r, "seccomp", &seccomp);
     ipc_get_f64(&r, "data limit", &data_limit);
     if (!ipc_rd_done(&r, err, sizeof err))
-        fatal("worker: bad INIT from the host: %s", err);
+        worker__fatal("worker: bad INIT from the host: %s", err);
     if (version != IPC_VERSION)
         init_failed("the host speaks another worker protocol version");
     W.max_args = max_args;
@@ -794,7 +453,7 @@ static void start(void)
 #endif
     }
     if (seccomp > SECCOMP_NO_NETWORK)
-        fatal("worker: bad seccomp mode %u from the host", seccomp);
+        worker__fatal("worker: bad seccomp mode %u from the host", seccomp);
     if (sandbox_seccomp((seccomp_mode)seccomp, err, sizeof err) < 0)
         init_failed(err);
     W.filtered = seccomp != SECCOMP_OFF;
@@ -803,7 +462,7 @@ static void start(void)
     if (!cJSON_IsObject(config))
         init_failed("the plugin's config is not a JSON object");
     W.in_init = true;
-    rc = plugin_load(file, folder, config, &W.reg, &worker_api, &W.plugin, err, sizeof err);
+    rc = plugin_load(file, folder, config, &W.reg, &worker__api, &W.plugin, err, sizeof err);
     W.in_init = false;
     cJSON_Delete(config);
     free(file);
@@ -859,7 +518,7 @@ int worker_main(int argc, char **argv)
             break; /* the host closed its end: retire */
         }
         if (rc < 0)
-            fatal("worker: reading from the host failed: %s", strerror(-rc));
+            worker__fatal("worker: reading from the host failed: %s", strerror(-rc));
         struct queued q = W.queue[0];
         memmove(W.queue, W.queue + 1, --W.nqueue * sizeof *W.queue);
         pthread_mutex_unlock(&W.recv_lock);
