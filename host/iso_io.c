@@ -224,7 +224,7 @@ static bgt_status lost_status(iso_call *c, bool killed, const char *msg)
     if (killed) {
         if (task_api_stop_reason(c->t) == TASK_STOP_TIMEOUT) {
             iso__set_error(c->t, "timed out after %gs; killed after %g s (kill_grace)",
-                      c->px->def.timeout_s, c->grace);
+                           c->px->def.timeout_s, c->grace);
             return BGT_FAILED;
         }
         return BGT_CANCELLED;
@@ -234,7 +234,7 @@ static bgt_status lost_status(iso_call *c, bool killed, const char *msg)
     if (task_api_stop_reason(c->t) != TASK_STOP_NONE)
         return BGT_CANCELLED;
     return (c->px->def.flags & IPC_HF_NOT_RETRIABLE) || c->op == IPC_OP_MERGE ? BGT_FAILED
-                                                                             : BGT_RETRY;
+                                                                              : BGT_RETRY;
 }
 
 /*
