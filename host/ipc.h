@@ -59,13 +59,16 @@
  *
  * Cancelling. CANCEL may arrive at any time; one for a call that ended is
  * ignored. Before it starts a call the worker reads everything its socket
- * holds, and a call whose CANCEL it has read is not run: it is answered at
- * once with DONE, status BGT_CANCELLED, error "cancelled before it started".
- * That is how the host takes back a call queued behind one that runs long
- * (or whose task was told to stop): once its CANCEL is written, a read of the
- * host that starts after that and finds the call before it still unanswered
- * proves the worker has not started it and will skip it; the host gives it
- * to another worker and drops the skipped call's DONE when it comes.
+ * holds (unless a read of everything began less than IPC_READ_GAP_S ago),
+ * and a call whose CANCEL it has read is not run: it is answered at once
+ * with DONE, status BGT_CANCELLED, error "cancelled before it started". That
+ * is how the host takes back a call queued behind one that runs long (or
+ * whose task was told to stop): once its CANCEL is written, a read of the
+ * host that begins 2 x IPC_READ_GAP_S later or more and finds the call
+ * before it still unanswered proves the worker has not started it (it
+ * starts it only after that answer) and will skip it (its last read before
+ * that began after the CANCEL was written); the host gives the call to
+ * another worker and drops the skipped call's DONE when it comes.
  *
  * Trust. The worker runs plugin code and is untrusted: the host checks every
  * frame (header, limit, each field's bounds, NUL terminators, finite numbers,
@@ -84,6 +87,10 @@
 /* The worker's end of the socketpair. */
 #define IPC_WORKER_FD 3
 #define IPC_HEADER 8
+/* A worker that read all its socket held less than this ago need not read again before it
+ * starts a call; the host counts a call as skipped only after a read of its own that began
+ * twice this long after the call's CANCEL was written (see "Cancelling" above). */
+#define IPC_READ_GAP_S 0.001
 /* The largest payload the host sends a worker (a merge's results are the big ones). */
 #define IPC_TO_WORKER_MAX (256u << 20)
 

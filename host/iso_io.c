@@ -270,18 +270,20 @@ static void slot_lost(iso_host *h, iso_slot *s, bool killed, const char *violati
 }
 
 /*
- * After a read (number rn) that took everything there was and whose frames were handled:
- * withdraw the calls whose CANCEL was written whole before that read started and that are
- * still behind another. The worker had not answered the call before them when the read
- * ended, so it had not started them, and it reads the CANCEL before it starts one: it will
- * skip them. They go back to the pending queue, in their order. Lock held.
+ * After a read that began at read_at, took everything there was and whose frames were
+ * handled: withdraw the calls whose CANCEL was written whole 2 x IPC_READ_GAP_S or more
+ * before that read began and that are still behind another. The worker had not answered
+ * the call before them when the read ended, so it had not started them, and it reads the
+ * CANCEL before it starts one (ipc.h): it will skip them. They go back to the pending
+ * queue, in their order. Lock held.
  */
-static void withdraw(iso_slot *s, unsigned long rn)
+static void withdraw(iso_slot *s, double read_at)
 {
     bool any = false;
     for (int i = s->n - 1; i >= 1; i--) {
         iso_entry *e = &s->fifo[(s->first + i) % ISO_DEPTH];
-        if (e->call && e->call->cancel_read && rn >= e->call->cancel_read) {
+        if (e->call && e->call->cancel_at > 0 &&
+            read_at >= e->call->cancel_at + 2 * IPC_READ_GAP_S) {
             log_msg(BGT_LOG_DEBUG, host_api()->task_id(e->call->t), "call %u taken back from "
                     "worker %d, which had not started it", e->seq, (int)s->pid);
             iso__requeue(e->call);
@@ -299,10 +301,10 @@ static void read_slot(iso_host *h, iso_slot *s)
     iso_pool *pl = s->pool;
     pthread_mutex_lock(&h->lock);
     bool live = (s->state == SLOT_READY || s->state == SLOT_DRAINING) && s->conn.fd >= 0;
-    unsigned long rn = live ? ++s->reads : 0;
     pthread_mutex_unlock(&h->lock);
     if (!live)
         return;
+    double read_at = mono_s();
     int rc = ipc_drain(&s->conn);
     ipc_frame f;
     int more;
@@ -364,7 +366,7 @@ static void read_slot(iso_host *h, iso_slot *s)
     }
     flush_slot(h, s); /* answers to SUBMIT */
     pthread_mutex_lock(&h->lock);
-    withdraw(s, rn);
+    withdraw(s, read_at);
     pthread_mutex_unlock(&h->lock);
 }
 
@@ -416,10 +418,10 @@ static int tick_slot(iso_host *h, iso_slot *s, double now)
             pthread_mutex_lock(&s->send_lock);
             iso__queue_cancel(s, c);
             if (iso__flush(h, s) == 0)
-                c->cancel_read = s->reads + 1;
+                c->cancel_at = mono_s();
             pthread_mutex_unlock(&s->send_lock);
         }
-        if (i > 0 && c->cancel_read)
+        if (i > 0 && c->cancel_at > 0)
             act = ACT_READ;
         if (i == 0 && c->stopping && now >= fmax(c->stop_at, c->front_at) + c->grace)
             return ACT_KILL;

@@ -135,7 +135,7 @@ static void send_call(iso_pool *pl, iso_slot *s, iso_call *c, double now)
     if (s->n == 0)
         s->front_since = now;
     c->heard = c->cancel_sent = false;
-    c->cancel_read = 0;
+    c->cancel_at = 0;
     c->note[0] = c->violation[0] = '\0';
     s->fifo[(s->first + s->n) % ISO_DEPTH] = (iso_entry){c->seq, c};
     if (s->n++ == 0 && !any_idle(pl))

@@ -72,7 +72,6 @@ typedef struct iso_slot {
     int first, n;
     uint32_t next_seq;
     double front_since; /* mono time the first entry became first */
-    unsigned long reads; /* reads of its socket by the io thread */
     long calls;         /* calls given to its process */
     char *cgroup;       /* its cgroup folder (memory.max), or NULL */
     long oom_base;      /* the cgroup's oom_kill count when the process started */
@@ -157,8 +156,7 @@ struct iso_call {
     bool heard;           /* a frame of this call arrived */
     bool stopping;        /* its task was told to stop (kept across sendings) */
     bool cancel_sent;
-    unsigned long cancel_read; /* its CANCEL was written whole before read number
-                                  cancel_read of the slot started; 0: not written */
+    double cancel_at;     /* mono time its CANCEL had been written whole; 0: not yet */
     double stop_at, grace;
     char note[1024];      /* the crash note the worker sent, if any */
     char violation[300];  /* what the worker got wrong, if anything */

@@ -78,6 +78,8 @@ struct worker {
         size_t len;
     } queue[QUEUE_MAX];
     size_t nqueue;
+    double read_at; /* (recv_lock) when the main thread's last read began, */
+    bool read_all;  /* and whether it took all the socket held */
 };
 
 /* The worker process's one state (worker_main.c). */

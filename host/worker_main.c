@@ -498,21 +498,26 @@ int worker_main(int argc, char **argv)
 
     for (;;) {
         pthread_mutex_lock(&W.recv_lock);
-        /* Everything there is, read after the last DONE went, before a call starts: a
-         * CANCEL for it may be there. With no call queued, the read that waits for one is
-         * that read (and all there was, unless it filled the buffer). */
-        int rc;
+        /* Everything there is, before a call starts: a CANCEL for it may be there (ipc.h,
+         * "Cancelling"), unless a read of everything began less than IPC_READ_GAP_S ago.
+         * With no call queued, the read that waits for one is that read. */
+        int rc = 0;
         handle_frames();
-        do {
+        while (W.nqueue == 0 || !W.read_all || mono_s() - W.read_at >= IPC_READ_GAP_S) {
+            W.read_at = mono_s();
             if (W.nqueue > 0) {
                 rc = ipc_drain(&W.conn);
             } else {
                 long n = ipc_fill(&W.conn);
                 rc = n < 0 ? (int)n : W.conn.drained ? 0 : ipc_drain(&W.conn);
             }
-            if (rc == 0)
-                handle_frames();
-        } while (rc == 0 && W.nqueue == 0);
+            W.read_all = rc == 0;
+            if (rc < 0)
+                break;
+            handle_frames();
+            if (W.nqueue > 0)
+                break;
+        }
         if (rc == -EPIPE) {
             pthread_mutex_unlock(&W.recv_lock);
             break; /* the host closed its end: retire */
