@@ -104,6 +104,8 @@ static const spec specs[] = {
 
     {"events.maxlen", K_LONG, 100, 1000000000, OFF(events_maxlen), 0, NULL, NULL},
 
+    {"history.window", K_DOUBLE, 0, 31622400, OFF(history_window_s), 0, NULL, NULL},
+
     {"plugins.dir", K_STRING, 0, 0, OFF(plugins_dir), F_PATH, NULL, NULL},
     {"plugins.autoload", K_BOOL, 0, 0, OFF(plugins_autoload), 0, NULL, NULL},
     {"plugins.required", K_BOOL, 0, 0, OFF(plugins_required), 0, NULL, NULL},
@@ -129,7 +131,8 @@ static const spec specs[] = {
 
 #define NSPECS (sizeof specs / sizeof specs[0])
 
-static const char *const groups[] = {"redis", "host", "tasks", "events", "plugins", "http"};
+static const char *const groups[] = {"redis", "host",    "tasks", "events",
+                                     "history", "plugins", "http"};
 
 
 /* True if s is non-empty, at most max bytes, with no spaces or control characters. */
@@ -616,6 +619,7 @@ void config_defaults(bgt_config *c)
     c->parallelism = 8;
     c->kill_grace_s = 5;
     c->events_maxlen = 100000;
+    c->history_window_s = 604800;
     c->plugins_dir = default_plugins_dir(NULL);
     c->plugins_autoload = false;
     c->plugins_required = true;

@@ -82,6 +82,10 @@ typedef struct bgt_config {
     int parallelism;          /* default per parallel handler, 1..1024, default 8 */
     long events_maxlen;       /* events kept (about), 100..1000000000, default 100000 */
 
+    /* history */
+    double history_window_s;  /* ended tasks counted per minute are kept this long, 0 (off)
+                                 ..31622400, default 604800 (7 days) */
+
     /* plugins */
     char *plugins_dir;        /* absolute (relative paths resolve against the config's folder) */
     bool plugins_autoload;    /* load every .so in plugins_dir too, default false */

@@ -233,7 +233,7 @@ static route route_of(const char *url, request *rq)
     } fixed[] = {
         {"/healthz", R_HEALTHZ}, {"/metrics", R_METRICS},   {"/v1/tasks", R_TASKS},
         {"/v1/hosts", R_HOSTS},  {"/v1/events", R_SSE_ALL}, {"/events/background-task", R_SSE_TASK},
-        {"/v1/stats", R_STATS},  {"/v1/handlers", R_HANDLERS},
+        {"/v1/stats", R_STATS},  {"/v1/handlers", R_HANDLERS}, {"/v1/history", R_HISTORY},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(url, fixed[i].path) == 0)
@@ -247,9 +247,13 @@ static route route_of(const char *url, request *rq)
             return R_BULK;
         }
     if (strncmp(url, "/v1/handlers/", 13) == 0) {
-        /* "<name>/pause" or "<name>/resume" */
+        /* "<name>", "<name>/pause" or "<name>/resume" */
         const char *rest = url + 13, *slash = strchr(rest, '/');
-        if (!slash || (strcmp(slash, "/pause") != 0 && strcmp(slash, "/resume") != 0))
+        if (!slash) {
+            snprintf(rq->handler, sizeof rq->handler, "%.71s", rest);
+            return R_HANDLER;
+        }
+        if (strcmp(slash, "/pause") != 0 && strcmp(slash, "/resume") != 0)
             return R_NONE;
         int n = (int)(slash - rest);
         snprintf(rq->handler, sizeof rq->handler, "%.*s", n < 71 ? n : 71, rest);
@@ -504,8 +508,10 @@ static enum MHD_Result dispatch(http_server *s, struct MHD_Connection *c, reques
             return http__send_error(c, MHD_HTTP_NOT_FOUND, NULL,
                                     "no task '%s' (task ids are UUIDs)", rq->raw_id);
         return http__get_subtasks(s, c, rq);
+    case R_HISTORY: return http__get_history(s, c);
     case R_HOSTS:
     case R_HANDLERS:
+    case R_HANDLER:
     case R_STATS:
     case R_TASK:
         if ((bad = http__unknown_arg(c, none, &a)))
@@ -513,8 +519,8 @@ static enum MHD_Result dispatch(http_server *s, struct MHD_Connection *c, reques
                                     "unknown query argument '%s' (this path takes none)", bad);
         if (rq->route == R_HOSTS)
             return http__get_hosts(s, c);
-        if (rq->route == R_HANDLERS)
-            return http__get_handlers(s, c);
+        if (rq->route == R_HANDLERS || rq->route == R_HANDLER)
+            return http__get_handlers(s, c, rq);
         if (rq->route == R_STATS)
             return http__get_stats(s, c);
         if (!rq->id[0])

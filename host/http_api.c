@@ -12,6 +12,7 @@
 
 #include "http_int.h"
 #include "json_check.h"
+#include "ops_read.h"
 #include "subtasks.h"
 #include "util.h"
 #include "view.h"
@@ -250,37 +251,33 @@ enum MHD_Result http__get_hosts(http_server *s, struct MHD_Connection *c)
 }
 
 /* The handlers live hosts serve, with those hosts, and those with tasks waiting that no
- * live host serves (as bgtaskctl handlers --json prints them). */
-enum MHD_Result http__get_handlers(http_server *s, struct MHD_Connection *c)
+ * live host serves (as bgtaskctl handlers --json prints them); with rq->handler set, that
+ * one handler's entry. */
+enum MHD_Result http__get_handlers(http_server *s, struct MHD_Connection *c, const request *rq)
 {
+    const char *only = rq->route == R_HANDLER ? rq->handler : NULL;
     store *st = http__pool_get(s);
-    cJSON *hosts = NULL, *stats = NULL;
-    int rc = store_list_hosts(st, &hosts);
+    cJSON *o = NULL;
+    int rc = ops_handlers(st, only, &o);
     if (http__again(rc, st))
-        rc = store_list_hosts(st, &hosts);
-    if (rc == 0)
-        rc = store_stats(st, &stats);
+        rc = ops_handlers(st, only, &o);
     char err[256];
     snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
     http__pool_put(s, st);
-    if (rc < 0) {
-        cJSON_Delete(hosts);
+    if (rc < 0)
         return http__send_store_error(s, c, rc, err);
-    }
-    cJSON *o = view_handlers(hosts, stats);
-    cJSON_Delete(hosts);
-    cJSON_Delete(stats);
     return http__send_json(c, MHD_HTTP_OK, o, NULL);
 }
 
-/* What bgtaskctl stats shows: per-handler queues, finished tasks kept, live hosts. */
+/* What bgtaskctl stats shows: per-handler queues, the unserved ones, finished tasks kept
+ * and by outcome, live hosts. */
 enum MHD_Result http__get_stats(http_server *s, struct MHD_Connection *c)
 {
     store *st = http__pool_get(s);
     cJSON *stats = NULL;
-    int rc = store_stats(st, &stats);
+    int rc = ops_stats(st, s->cfg, &stats);
     if (http__again(rc, st))
-        rc = store_stats(st, &stats);
+        rc = ops_stats(st, s->cfg, &stats);
     char err[256];
     snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
     http__pool_put(s, st);

@@ -66,6 +66,8 @@ typedef enum route {
     R_PAUSE,    /* /v1/handlers/<name>/pause or /resume (request.handler, request.resume) */
     R_HOSTS,
     R_HANDLERS,
+    R_HANDLER, /* /v1/handlers/<name> */
+    R_HISTORY,
     R_STATS,
     R_SSE_TASK,
     R_SSE_ALL,
@@ -79,7 +81,8 @@ typedef struct request {
     char id[BGT_ID_LEN + 1];       /* R_TASK and below: the id, lower-case; "" if not a task id */
     char raw_id[48];               /* R_TASK and below: what the path said, for messages */
     char ui_name[UI_NAME_MAX + 2]; /* R_UI: what follows "/ui/"; "/" for "/ui" itself */
-    char handler[72];              /* R_PAUSE: the handler name in the path (cut if longer) */
+    char handler[72];              /* R_PAUSE, R_HANDLER: the handler name in the path (cut if
+                                      longer) */
     bool resume;                   /* R_PAUSE: resume, not pause */
     int bulk;                      /* R_BULK: the operation (a bulk_op) */
     bool post, del;                /* the method, when it is not GET or HEAD */
@@ -143,7 +146,7 @@ enum MHD_Result http__get_tasks(http_server *s, struct MHD_Connection *c);
 enum MHD_Result http__get_task(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__delete_task(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__get_hosts(http_server *s, struct MHD_Connection *c);
-enum MHD_Result http__get_handlers(http_server *s, struct MHD_Connection *c);
+enum MHD_Result http__get_handlers(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__get_stats(http_server *s, struct MHD_Connection *c);
 enum MHD_Result http__get_subtasks(http_server *s, struct MHD_Connection *c, const request *rq);
 enum MHD_Result http__post_retry(http_server *s, struct MHD_Connection *c, const request *rq);
@@ -155,5 +158,9 @@ enum MHD_Result http__post_task(http_server *s, struct MHD_Connection *c, reques
 enum MHD_Result http__post_bulk(http_server *s, struct MHD_Connection *c, const request *rq);
 /* POST /v1/handlers/<name>/pause|resume: 200 with view_pause's answer. */
 enum MHD_Result http__post_pause(http_server *s, struct MHD_Connection *c, const request *rq);
+/* ---- http_read.c: the operators' reads beyond the records ---- */
+
+/* GET /v1/history?handler=&since=&until=&step= */
+enum MHD_Result http__get_history(http_server *s, struct MHD_Connection *c);
 
 #endif

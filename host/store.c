@@ -25,6 +25,7 @@ static const char *const script_src[SC_COUNT] = {
     [SC_APPLY] = LUA_APPLY,   [SC_CANCEL] = LUA_CANCEL, [SC_SPLIT] = LUA_SPLIT,
     [SC_RETRY] = LUA_RETRY,   [SC_LEAVE] = LUA_LEAVE,   [SC_HOST] = LUA_HOST,
     [SC_SELECT] = LUA_SELECT, [SC_PURGE] = LUA_PURGE,   [SC_PAUSE] = LUA_PAUSE,
+    [SC_HISTORY] = LUA_HISTORY,
 };
 
 /* ---- connection ---- */
@@ -133,7 +134,8 @@ store *store_open(const bgt_config *cfg, const redis_addr *addr)
                              .max_subtasks = cfg->max_subtasks,
                              .events_maxlen = cfg->events_maxlen,
                              .retention_s = cfg->retention_s,
-                             .retention_max = cfg->retention_max};
+                             .retention_max = cfg->retention_max,
+                             .history_ms = (long long)(cfg->history_window_s * 1000)};
     st->ack_n = cfg->min_replicas_ack;
     st->ack_ms = (int)(cfg->ack_timeout_s * 1000 + 0.5);
     if (pipe2(st->intr, O_CLOEXEC | O_NONBLOCK) < 0)

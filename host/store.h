@@ -261,6 +261,32 @@ int store_count_finished(store *st, const char *handler, long long *n);
 /* Redis' INFO text for a section ("commandstats", "cpu", ...) from every master, as
  * store_config_get gives its values: a cluster's figures are the sum over its masters. */
 int store_info(store *st, const char *section, store_master_text **out, size_t *n);
+/* Redis' clock, ms since the epoch (what scores, stream ids and the history go by). */
+int store_time_ms(store *st, int64_t *now);
+
+/* ---- history: tasks ended per handler, outcome and minute ---- */
+
+/* The outcomes of a finished task, in the order answers list them. */
+#define STORE_OUTCOMES 4
+extern const char *const store_outcomes[STORE_OUTCOMES]; /* success, partial_success, failure,
+                                                            cancelled */
+/* The index of outcome name (len bytes) in store_outcomes, or -1. */
+int store_outcome_index(const char *name, size_t len);
+/* The buckets of step_min minutes from since_ms (a whole minute) that cover the minutes
+ * starting before until_ms. */
+long store_history_buckets(int64_t since_ms, int64_t until_ms, int step_min);
+/*
+ * The tasks that ended from since_ms (a whole number of minutes) until until_ms
+ * (> since_ms), per handler (only handler, when not NULL) and outcome, in
+ * buckets of step_min minutes (store_history_buckets of them): {"since_ms",
+ * "until_ms", "step_s", "handlers": [{"handler", "success": [n, ...],
+ * "partial_success": [...], "failure": [...], "cancelled": [...]}]} by name:
+ * the handlers with counts in the range, and handler always. Counts are kept
+ * for history.window (of the hosts that wrote them). One script call per
+ * shard, pipelined; -EINVAL for a bad handler name or range. Caller owns *out.
+ */
+int store_history(store *st, const char *handler, int64_t since_ms, int64_t until_ms,
+                  int step_min, cJSON **out);
 
 /* ---- the host's side ---- */
 

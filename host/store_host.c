@@ -88,6 +88,7 @@ int store_claim(store *st, const char *host_id, int shard, const claim_handler *
         store__args_pushf(&a, "%d", hs[i].max_attempts);
         store__args_push(&a, hs[i].not_retriable ? "1" : "0");
     }
+    store__args_pushf(&a, "%lld", st->lim.history_ms);
     redisReply *r;
     int rc = store__eval_script(st, SC_CLAIM, &a, &r);
     store__args_free(&a);
@@ -429,6 +430,7 @@ int store_apply(store *st, const char *host_id, fin_item *items, size_t n)
         store__args_pushf(a, "%lld", (long long)(st->lim.retention_s * 1000));
         store__args_pushf(a, "%ld", store__evcap_shard(st));
         store__args_pushf(a, "%zu", ngroups);
+        store__args_pushf(a, "%lld", st->lim.history_ms);
         for (size_t i = 0; i < n;) {
             if (shard[i] != s) {
                 i++;

@@ -25,6 +25,7 @@ enum {
     SC_SELECT,
     SC_PURGE,
     SC_PAUSE,
+    SC_HISTORY,
     SC_COUNT
 };
 
@@ -36,6 +37,7 @@ typedef struct store_limits {
     long events_maxlen; /* events kept, over all shards */
     double retention_s; /* finished tasks are kept this long; 0 = no limit */
     long retention_max; /* finished tasks kept per handler; 0 = no limit */
+    long long history_ms; /* ended tasks are counted per minute for this long; 0 = no history */
 } store_limits;
 
 /* An event read back from a stream entry or a message, waiting to be taken. */

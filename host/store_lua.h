@@ -16,6 +16,9 @@
  *      held hash; the events of one call as one stream entry and one message;
  *      retention by count and age through per-handler done lists, no TTLs.
  *      {P}:meta holds the version and S.
+ *      Later, without a new version (readers of the rest are unaffected): the history,
+ *      {P:s}:hist:<minute> (hash "<handler>|<outcome>" -> tasks ended in that minute,
+ *      expiring history.window after it), written by the calls that end tasks.
  *      Added within version 2 (readers of the earlier layout are not misled,
  *      but a host built before them ignores them): the record fields b (the
  *      attempts used before an operator's retry, not counted against x) and rt
@@ -106,13 +109,36 @@
     "  cancelled = 'CANCELLED'}\n"                                                                                                                                                      \
     "local CODE = {success = 'd', partial_success = 'p', failure = 'f', cancelled = 'c'}\n" /* Finished tasks of this call per handler, for its done list (a parallel task's id       \
      * ends in '*': its subtasks go with it). */ \
-    "local DONE = {}\n" /* End a task from a script (no host decided it): record, event, done list. */                                                                                  \
+    "local DONE = {}\n" \
+    /* Tasks ended in this call per "<handler>|<outcome>", for the history. */ \
+    "local HIST = {}\n" \
+    "local function hist(h, o)\n" \
+    "  local f = h .. '|' .. o\n" \
+    "  HIST[f] = (HIST[f] or 0) + 1\n" \
+    "end\n" \
+    /* One HINCRBY per handler and outcome into this minute's counts {P:s}:hist:<minute>, \
+     * which expire win ms after the minute (win 0: no history). A field new this minute \
+     * sets the expiry (the same absolute time every time). */ \
+    "local function flush_hist(win)\n" \
+    "  if win and win > 0 then\n" \
+    "    local m = math.floor(NOW / 60000)\n" \
+    "    local k = B .. ':hist:' .. m\n" \
+    "    for f, n in pairs(HIST) do\n" \
+    "      if call('HINCRBY', k, f, n) == n then\n" \
+    "        redis.call('PEXPIREAT', k, (m + 1) * 60000 + win)\n" \
+    "      end\n" \
+    "    end\n" \
+    "  end\n" \
+    "  HIST = {}\n" \
+    "end\n" \
+    /* End a task from a script (no host decided it): record, event, done list. */ \
     "local function finish_here(id, key, h, tok, o, msg, parallel)\n"                                                                                                                   \
     "  local f = {'o', o, 'f', NOWS, o == 'failure' and 'e' or 'm', msg}\n"                                                                                                             \
     "  if tok then f[7] = 'n'; f[8] = tok end\n"                                                                                                                                        \
     "  redis.call('HSET', key, unpack(f))\n"                                                                                                                                            \
     "  emit('h', h)\n"                                                                                                                                                                  \
     "  emit(id, CODE[o] .. attempt_of(tok) .. ' \"message\":' .. jstr(msg))\n"                                                                                                          \
+    "  hist(h, o)\n" \
     "  local d = DONE[h] or {}\n"                                                                                                                                                       \
     "  DONE[h] = d\n"                                                                                                                                                                   \
     "  d[#d + 1] = parallel and id .. '*' or id\n"                                                                                                                                      \
@@ -245,7 +271,8 @@ static const char LUA_SUBMIT[] = LUA_PRELUDE
 static const char LUA_CLAIM[] = LUA_PRELUDE
     /* ARGV[3] = host, [4] = its entry's ttl (ms: the entry is made if missing, never
      * extended here), [5] = most tasks to claim, [6] = max_subtasks, [7] = events cap, [8]
-     * = nh, then per handler: name, its max_attempts, not_retriable (1|0). Returns {now,
+     * = nh, then per handler: name, its max_attempts, not_retriable (1|0), then the history
+     * window (ms, 0: none). Returns {now,
      * ms until the next of these queues' tasks is due or another host's entry runs out
      * (-1: none, 0: maybe more due now), warnings, then per handler that got tasks:
      * handler, count, and per task: id, lease token, args, the record's other fields the
@@ -263,6 +290,7 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "  hs[k] = {ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'}\n"
     "  i = i + 3\n"
     "end\n"
+    "local hwin = tonumber(ARGV[i])\n"
     "for _, hd in ipairs(hs) do\n"
     "  local h = hd[1]\n"
     "  local q = B .. ':q:' .. h\n"
@@ -390,6 +418,7 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "end\n"
     "flush_events(tonumber(ARGV[7]))\n"
     "push_done(0)\n"
+    "flush_hist(hwin)\n"
     "out[3] = table.concat(WARN, ' ')\n"
     "return out\n"
     ;
@@ -489,7 +518,8 @@ static const char LUA_HEARTBEAT[] = LUA_PRELUDE
 static const char LUA_APPLY[] = LUA_PRELUDE
     /* A host's writes for the attempts it holds in this shard, in order. ARGV[3] = host,
      * [4] = most finished tasks kept per handler in this shard (0: no limit), [5] = ms
-     * they are kept (0: no limit), [6] = events cap, [7] = the number of handler groups;
+     * they are kept (0: no limit), [6] = events cap, [7] = the number of handler groups,
+     * [8] = the history window (ms, 0: none);
      * per group: handler, count, then per write: op, id, lease token, event ('' = none: a
      * code, the attempt and the payload's members, see the README), then by op:   d 
      * success, no result, the default message: nothing   E  an end: outcome, result ('' =
@@ -508,7 +538,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "local NARG = {d = 0, E = 4, P = 3, R = 2, L = 1, T = 5, X = 0}\n"
     "local hkey = B .. ':held:' .. host\n"
     "local ids = {}\n"
-    "local i = 8\n"
+    "local i = 9\n"
     "for g = 1, tonumber(ARGV[7]) do\n"
     "  local cnt = tonumber(ARGV[i + 1])\n"
     "  i = i + 2\n"
@@ -529,7 +559,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "end\n"
     "local woken = {}\n"
     "local x = 0\n"
-    "i = 8\n"
+    "i = 9\n"
     "for g = 1, tonumber(ARGV[7]) do\n"
     "  local h, cnt = ARGV[i], tonumber(ARGV[i + 1])\n"
     "  i = i + 2\n"
@@ -567,6 +597,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "      if ok then\n"
     "        ended[#ended + 1] = id\n"
     "        dl[#dl + 1] = id\n"
+    "        hist(h, 'success')\n"
     "      end\n"
     "    elseif op == 'E' then\n"
     "      local o, res, msg = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]\n"
@@ -580,6 +611,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "      if ok then\n"
     "        ended[#ended + 1] = id\n"
     "        dl[#dl + 1] = ARGV[i + 7] == '1' and id .. '*' or id\n"
+    "        hist(h, o)\n"
     "      end\n"
     "    elseif op == 'P' then\n"
     "      ok = type(redis.pcall('HSET', key, 'pc', ARGV[i + 4], 'pt', ARGV[i + 5],\n"
@@ -634,6 +666,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "end\n"
     "if #ended > 0 then batched('HDEL', hkey, ended) end\n"
     "push_done(rmax)\n"
+    "flush_hist(tonumber(ARGV[8]))\n"
     "flush_events(evcap)\n"
     "for h in pairs(woken) do requeued(h) end\n"
     "out[1] = table.concat(WARN, ' ')\n"
@@ -660,7 +693,7 @@ static const char LUA_SPLIT[] = LUA_PRELUDE
 
 static const char LUA_CANCEL[] = LUA_PRELUDE
     /* ARGV[3] = id, [4] = most finished tasks kept per handler in this shard, [5] = events
-     * cap. Returns {-1} unknown, {0} cancelled now (it was waiting), {1, host} the host
+     * cap, [6] = the history window (ms, 0: none). Returns {-1} unknown, {0} cancelled now (it was waiting), {1, host} the host
      * running it was asked to stop it, {2, state} it had ended already. */
     "local id, rmax, evcap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local key = B .. ':t:' .. id\n"
@@ -685,6 +718,7 @@ static const char LUA_CANCEL[] = LUA_PRELUDE
     "call('ZREM', q, id)\n"
     "finish_here(id, key, h, r[3] or nil, 'cancelled', 'Cancelled before it ran', r[4] ~= false)\n"
     "push_done(rmax)\n"
+    "flush_hist(tonumber(ARGV[6]))\n"
     "flush_events(evcap)\n"
     "return {0}\n"
     ;
@@ -728,6 +762,52 @@ static const char LUA_HOST[] =
     "if paused.err then paused = {} end\n"
     "table.insert(paused, 1, NOW)\n"
     "return paused\n"
+    ;
+
+static const char LUA_HISTORY[] =
+    "#!lua flags=no-writes\n"
+    /* KEYS[1] = "{P:s}"; ARGV[1] = P, [2] = s, [3] = the first minute (ms / 60000), [4] = the
+     * minute after the last, [5] = minutes per bucket, [6] = a handler, '' = all. Sums the
+     * counts of tasks ended per minute ({P:s}:hist:<minute>, field "<handler>|<outcome>")
+     * into buckets. Returns {field, bucket (0-based), count, ...}, buckets with counts only.
+     * Reads only. */
+    "local B = KEYS[1]\n"
+    "local from, to, step, only = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]\n"
+    "local OUTCOMES = {'success', 'partial_success', 'failure', 'cancelled'}\n"
+    "local want = {}\n"
+    "for k, o in ipairs(OUTCOMES) do want[k] = only .. '|' .. o end\n"
+    "local sums, order = {}, {}\n"
+    "local function add(f, b, v)\n"
+    "  local n = tonumber(v)\n"
+    "  if not n then return end\n"
+    "  local key = f .. ' ' .. b\n"
+    "  if not sums[key] then order[#order + 1] = {f, b, key} end\n"
+    "  sums[key] = (sums[key] or 0) + n\n"
+    "end\n"
+    "for m = from, to - 1 do\n"
+    "  local k = B .. ':hist:' .. m\n"
+    "  local b = math.floor((m - from) / step)\n"
+    "  if only ~= '' then\n"
+    "    local r = redis.pcall('HMGET', k, unpack(want))\n"
+    "    if not r.err then\n"
+    "      for j = 1, #want do\n"
+    "        if r[j] then add(want[j], b, r[j]) end\n"
+    "      end\n"
+    "    end\n"
+    "  else\n"
+    "    local r = redis.pcall('HGETALL', k)\n"
+    "    if not r.err then\n"
+    "      for j = 1, #r, 2 do add(r[j], b, r[j + 1]) end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local out = {}\n"
+    "for _, e in ipairs(order) do\n"
+    "  out[#out + 1] = e[1]\n"
+    "  out[#out + 1] = e[2]\n"
+    "  out[#out + 1] = sums[e[3]]\n"
+    "end\n"
+    "return out\n"
     ;
 
 #endif

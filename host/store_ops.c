@@ -263,6 +263,7 @@ int store_cancel(store *st, const char *id, char *state_out, size_t n)
     store__args_push(&a, tid);
     store__args_pushf(&a, "%ld", store__rmax_shard(st));
     store__args_pushf(&a, "%ld", store__evcap_shard(st));
+    store__args_pushf(&a, "%lld", st->lim.history_ms);
     redisReply *r;
     rc = store__eval_script(st, SC_CANCEL, &a, &r);
     store__args_free(&a);

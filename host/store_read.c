@@ -648,6 +648,14 @@ int store_count_finished(store *st, const char *handler, long long *n)
     return rc;
 }
 
+int store_time_ms(store *st, int64_t *now)
+{
+    long long t = 0;
+    int rc = redis_now(st, &t);
+    *now = t;
+    return rc;
+}
+
 /* ---- parallel tasks ---- */
 
 void store_sub_recs_free(sub_rec *subs, int n)

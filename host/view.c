@@ -86,8 +86,32 @@ static cJSON *entry(cJSON *arr, const char *name)
     cJSON_AddNumberToObject(e, "queued", 0);
     cJSON_AddNumberToObject(e, "due", 0);
     cJSON_AddNumberToObject(e, "oldest_due_age_ms", 0);
+    cJSON_AddFalseToObject(e, "unserved");
+    cJSON *lh = cJSON_AddObjectToObject(e, "last_hour");
+    for (int k = 0; k < STORE_OUTCOMES; k++)
+        cJSON_AddNumberToObject(lh, store_outcomes[k], 0);
     cJSON_AddItemToArray(arr, e);
     return e;
+}
+
+/* The entry of hist (store_history's answer) for handler name, or NULL. */
+static const cJSON *hist_of(const cJSON *hist, const char *name)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(hist, "handlers"))
+        if (strcmp(str_of(e, "handler"), name) == 0)
+            return e;
+    return NULL;
+}
+
+/* The sum of a series (an array of counts). */
+static double series_sum(const cJSON *arr)
+{
+    double n = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach (v, arr)
+        n += cJSON_IsNumber(v) ? v->valuedouble : 0;
+    return n;
 }
 
 static void add_to(cJSON *e, const char *field, double v)
@@ -101,7 +125,7 @@ static int cmp_handler(const void *a, const void *b)
     return strcmp(str_of(*(cJSON *const *)a, "handler"), str_of(*(cJSON *const *)b, "handler"));
 }
 
-cJSON *view_handlers(const cJSON *hosts, const cJSON *stats)
+cJSON *view_handlers(const cJSON *hosts, const cJSON *stats, const cJSON *last_hour)
 {
     cJSON *arr = cJSON_CreateArray();
     const cJSON *host, *h, *q;
@@ -130,12 +154,53 @@ cJSON *view_handlers(const cJSON *hosts, const cJSON *stats)
     for (int i = 0; i < n; i++)
         v[i] = cJSON_DetachItemFromArray(arr, 0);
     qsort(v, (size_t)n, sizeof *v, cmp_handler);
-    for (int i = 0; i < n; i++)
+    cJSON *unserved = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        const char *name = str_of(v[i], "handler");
+        if (num_of(v[i], "queued") > 0 && !view_served(hosts, name)) {
+            cJSON_ReplaceItemInObjectCaseSensitive(v[i], "unserved", cJSON_CreateTrue());
+            cJSON_AddItemToArray(unserved, cJSON_CreateString(name));
+        }
+        const cJSON *hist = hist_of(last_hour, name);
+        cJSON *lh = cJSON_GetObjectItemCaseSensitive(v[i], "last_hour");
+        for (int k = 0; hist && k < STORE_OUTCOMES; k++)
+            add_to(lh, store_outcomes[k],
+                   series_sum(cJSON_GetObjectItemCaseSensitive(hist, store_outcomes[k])));
         cJSON_AddItemToArray(arr, v[i]);
+    }
     free(v);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "handlers", arr);
+    cJSON_AddItemToObject(o, "unserved", unserved);
     return o;
+}
+
+void view_stats(cJSON *stats, const cJSON *hosts, const cJSON *hist)
+{
+    cJSON *unserved = cJSON_CreateArray();
+    const cJSON *q, *e;
+    cJSON_ArrayForEach (q, cJSON_GetObjectItemCaseSensitive(stats, "handlers")) {
+        const char *name = str_of(q, "handler");
+        if (num_of(q, "queued") > 0 && !view_served(hosts, name))
+            cJSON_AddItemToArray(unserved, cJSON_CreateString(name));
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(stats, "unserved");
+    cJSON_AddItemToObject(stats, "unserved", unserved);
+    cJSON_DeleteItemFromObjectCaseSensitive(stats, "outcomes");
+    cJSON_DeleteItemFromObjectCaseSensitive(stats, "outcomes_since_ms");
+    if (!hist) {
+        cJSON_AddNullToObject(stats, "outcomes");
+        cJSON_AddNullToObject(stats, "outcomes_since_ms");
+        return;
+    }
+    cJSON *out = cJSON_AddObjectToObject(stats, "outcomes");
+    for (int k = 0; k < STORE_OUTCOMES; k++)
+        cJSON_AddNumberToObject(out, store_outcomes[k], 0);
+    cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(hist, "handlers"))
+        for (int k = 0; k < STORE_OUTCOMES; k++)
+            add_to(out, store_outcomes[k],
+                   series_sum(cJSON_GetObjectItemCaseSensitive(e, store_outcomes[k])));
+    cJSON_AddNumberToObject(stats, "outcomes_since_ms", num_of(hist, "since_ms"));
 }
 
 void view_mark_unserved(cJSON *stats, const cJSON *hosts)

@@ -223,6 +223,15 @@ void th_queue_plant(redisContext *c, const char *prefix, const char *handler, co
 double th_queue_score(redisContext *c, const char *prefix, const char *handler, const char *id);
 /* Whether no task waits or runs (every queue is empty). */
 bool th_queues_empty(redisContext *c, const char *prefix);
+/* The history's keys ({P:s}:hist:<minute>): how many, and their least and greatest PTTL
+ * (-1: none; a key without expiry answers -1 too). */
+typedef struct th_hist_keys {
+    long long n, min_pttl, max_pttl;
+} th_hist_keys;
+/* The tasks of handler that ended with outcome, summed over the history's keys; *keys (if
+ * not NULL) describes those keys. */
+long long th_hist_count(redisContext *c, const char *prefix, const char *handler,
+                        const char *outcome, th_hist_keys *keys);
 /* When task id finished (its entry among the finished, ms), or -1. */
 double th_finished_at(redisContext *c, const char *prefix, const char *id);
 /* Fields of n task records, read in one pipeline: out[i * nfields + k] gets field k of

@@ -413,6 +413,28 @@ bool th_queues_empty(redisContext *c, const char *prefix)
     return empty;
 }
 
+long long th_hist_count(redisContext *c, const char *prefix, const char *handler,
+                        const char *outcome, th_hist_keys *keys)
+{
+    redisReply *k = shard_keys(c, prefix, "hist:*");
+    long long n = 0;
+    if (keys)
+        *keys = (th_hist_keys){.n = (long long)k->elements, .min_pttl = -1, .max_pttl = -1};
+    for (size_t i = 0; i < k->elements; i++) {
+        const char *key = k->element[i]->str;
+        redisReply *v = must(c, redisCommand(c, "HGET %s %s|%s", key, handler, outcome), key);
+        n += v->type == REDIS_REPLY_STRING ? atoll(v->str) : 0;
+        freeReplyObject(v);
+        long long ttl = count(c, "PTTL", key);
+        if (keys && (keys->min_pttl < 0 || ttl < keys->min_pttl))
+            keys->min_pttl = ttl;
+        if (keys && ttl > keys->max_pttl)
+            keys->max_pttl = ttl;
+    }
+    freeReplyObject(k);
+    return n;
+}
+
 double th_finished_at(redisContext *c, const char *prefix, const char *id)
 {
     char *f = th_task_field(c, prefix, id, "finished_ms");

@@ -113,21 +113,45 @@ static void test_handlers(void **state)
                          "{\"handler\":\"demo.echo\",\"queued\":5,\"due\":1,\"oldest_due_age_ms\":10},"
                          "{\"handler\":\"aa.gone\",\"queued\":0,\"due\":0,\"oldest_due_age_ms\":0}],"
                          "\"finished\":4,\"hosts\":2}");
-    cJSON *v = view_handlers(hosts, stats);
+    /* The last hour's history: demo.echo's counts (two buckets summed), and a handler that
+     * is neither served nor waited for (not listed for its history alone). */
+    cJSON *hist = parse("{\"since_ms\":0,\"until_ms\":60000,\"step_s\":60,\"handlers\":["
+                        "{\"handler\":\"demo.echo\",\"success\":[2,3],\"partial_success\":[0,1],"
+                        "\"failure\":[1,0],\"cancelled\":[0,0]},"
+                        "{\"handler\":\"old.one\",\"success\":[9,9],\"partial_success\":[0,0],"
+                        "\"failure\":[0,0],\"cancelled\":[0,0]}]}");
+    cJSON *v = view_handlers(hosts, stats, hist);
+#define ZERO_HOUR "\"last_hour\":{\"success\":0,\"partial_success\":0,\"failure\":0,\"cancelled\":0}"
     assert_json(v, "{\"handlers\":["
                    "{\"handler\":\"demo.echo\",\"hosts\":[\"a\",\"b\"],\"workers\":10,\"queued\":5,"
-                   "\"due\":1,\"oldest_due_age_ms\":10},"
+                   "\"due\":1,\"oldest_due_age_ms\":10,\"unserved\":false,\"last_hour\":"
+                   "{\"success\":5,\"partial_success\":1,\"failure\":1,\"cancelled\":0}},"
                    "{\"handler\":\"demo.sleep\",\"hosts\":[\"a\"],\"workers\":8,\"queued\":0,"
-                   "\"due\":0,\"oldest_due_age_ms\":0},"
+                   "\"due\":0,\"oldest_due_age_ms\":0,\"unserved\":false," ZERO_HOUR "},"
                    "{\"handler\":\"zz.nobody\",\"hosts\":[],\"workers\":0,\"queued\":3,\"due\":2,"
-                   "\"oldest_due_age_ms\":1500}]}");
+                   "\"oldest_due_age_ms\":1500,\"unserved\":true," ZERO_HOUR "}],"
+                   "\"unserved\":[\"zz.nobody\"]}");
     cJSON_Delete(v);
 
     /* No hosts and no queues: no handlers. */
     cJSON *empty = cJSON_CreateArray(), *nostats = parse("{\"handlers\":[]}");
-    v = view_handlers(empty, nostats);
-    assert_json(v, "{\"handlers\":[]}");
+    v = view_handlers(empty, nostats, NULL);
+    assert_json(v, "{\"handlers\":[],\"unserved\":[]}");
     cJSON_Delete(v);
+
+    /* stats: the unserved handlers by name, the outcomes summed over the handlers; null
+     * without a history. */
+    cJSON *st2 = cJSON_Duplicate(stats, true);
+    view_stats(st2, hosts, hist);
+    assert_json(cJSON_GetObjectItem(st2, "unserved"), "[\"zz.nobody\"]");
+    assert_json(cJSON_GetObjectItem(st2, "outcomes"),
+                "{\"success\":23,\"partial_success\":1,\"failure\":1,\"cancelled\":0}");
+    assert_true(cJSON_GetObjectItem(st2, "outcomes_since_ms")->valuedouble == 0);
+    view_stats(st2, hosts, NULL);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(st2, "outcomes")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(st2, "unserved")), 1);
+    cJSON_Delete(st2);
+    cJSON_Delete(hist);
 
     /* The gauge's count: queued tasks of a handler no live host serves; none for a handler
      * with nothing queued (listed for its finished tasks). */

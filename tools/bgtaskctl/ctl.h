@@ -6,7 +6,7 @@
  * connection, dispatch; output.c: text, tables, JSON; watch.c: following a
  * task, and every task's events; submit.c; task.c: status, cancel, retry;
  * lists.c: list, hosts, handlers, stats; ops.c: the operator's bulk retry,
- * cancel and purge, pause and resume.
+ * cancel and purge, pause and resume; history.c: history.
  */
 #ifndef BGTASKCTL_CTL_H
 #define BGTASKCTL_CTL_H
@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "events.h"
+#include "ops_read.h"
 #include "store.h"
 #include "subtasks.h"
 #include "util.h"
@@ -71,6 +72,8 @@ typedef struct cmd_opts {
     long min_replicas_ack; /* -1: the config's */
     double delay;
     int64_t since_ms, until_ms; /* --since, --until (0: not given) */
+    const char *since, *until, *step; /* the text of --since, --until, --step (history reads
+                                         them through ops_history's parser) */
     bool has_older_than;
     int64_t older_than_ms;
     bool wait, subtasks, dry_run, all;
@@ -141,5 +144,6 @@ int cmd_resume(ctl *c, const cmd_opts *o, const char *handler);
 /* retry --handler H ..., cancel --handler H --all (task.c hands them over). */
 int cmd_retry_bulk(ctl *c, const cmd_opts *o);
 int cmd_cancel_bulk(ctl *c, const cmd_opts *o);
+int cmd_history(ctl *c, const cmd_opts *o, const char *unused);
 
 #endif

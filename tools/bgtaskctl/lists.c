@@ -91,34 +91,33 @@ int cmd_hosts(ctl *c, const cmd_opts *o, const char *unused)
  */
 int cmd_handlers(ctl *c, const cmd_opts *o, const char *unused)
 {
-    cJSON *hosts = NULL, *stats = NULL;
-    int rc = store_list_hosts(c->st, &hosts);
-    if (rc == 0)
-        rc = store_stats(c->st, &stats);
-    if (rc < 0) {
-        cJSON_Delete(hosts);
+    cJSON *v = NULL, *e;
+    int rc = ops_handlers(c->st, NULL, &v);
+    if (rc < 0)
         return store_fail(c, c->st, rc, "");
-    }
-    cJSON *v = view_handlers(hosts, stats), *e;
-    cJSON_Delete(hosts);
-    cJSON_Delete(stats);
     if (c->json) {
         print_json(v, false);
         cJSON_Delete(v);
         return EX_OK;
     }
-    table tb = {.ncols = 6, .head = {"HANDLER", "HOSTS", "WORKERS", "QUEUED", "DUE", "OLDEST DUE"}};
+    table tb = {.ncols = 7,
+                .head = {"HANDLER", "HOSTS", "WORKERS", "QUEUED", "DUE", "OLDEST DUE",
+                         "LAST HOUR (ok/partial/failed/cancelled)"}};
     cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(v, "handlers")) {
         const cJSON *hs = cJSON_GetObjectItemCaseSensitive(e, "hosts");
-        char num[3][32], age[32];
+        const cJSON *lh = cJSON_GetObjectItemCaseSensitive(e, "last_hour");
+        char num[3][32], age[32], last[128];
         double oldest = jnum(e, "oldest_due_age_ms") / 1000;
         snprintf(age, sizeof age, oldest > 0 ? "%.1fs" : "-", oldest);
+        snprintf(last, sizeof last, "%.0f/%.0f/%.0f/%.0f", jnum(lh, "success"),
+                 jnum(lh, "partial_success"), jnum(lh, "failure"), jnum(lh, "cancelled"));
         char *row[] = {xstrdup(jstr(e, "handler")),
                        cJSON_GetArraySize(hs) ? cell_text(hs) : xstrdup("none (unserved)"),
                        xstrdup(fmt_num(jnum(e, "workers"), num[0], sizeof num[0])),
                        xstrdup(fmt_num(jnum(e, "queued"), num[1], sizeof num[1])),
                        xstrdup(fmt_num(jnum(e, "due"), num[2], sizeof num[2])),
-                       xstrdup(age)};
+                       xstrdup(age),
+                       xstrdup(last)};
         table_row(&tb, row);
     }
     if (tb.nrows == 0)
@@ -128,13 +127,27 @@ int cmd_handlers(ctl *c, const cmd_opts *o, const char *unused)
     return EX_OK;
 }
 
-/* store_stats' answer: its plain members as "name: value" lines, then each
- * array of objects (the per-handler counts) as a table of the first one's keys. */
+/* The entry of handler name in the array of per-handler counts, or NULL. */
+static const cJSON *handler_entry(const cJSON *arr, const char *name)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach (e, arr)
+        if (strcmp(jstr(e, "handler"), name) == 0)
+            return e;
+    return NULL;
+}
+
+/*
+ * ops_stats' answer: the unserved handlers first ("waiting with no live host:
+ * H (3, oldest 2m)"), its plain members as "name: value" lines, the finished
+ * tasks by outcome, then each array of objects (the per-handler counts) as a
+ * table of the first one's keys.
+ */
 int cmd_stats(ctl *c, const cmd_opts *o, const char *unused)
 {
     cJSON *stats = NULL;
     const cJSON *e, *f;
-    int rc = store_stats(c->st, &stats);
+    int rc = ops_stats(c->st, &c->cfg, &stats);
     if (rc < 0)
         return store_fail(c, c->st, rc, "");
     if (c->json) {
@@ -142,17 +155,42 @@ int cmd_stats(ctl *c, const cmd_opts *o, const char *unused)
         cJSON_Delete(stats);
         return EX_OK;
     }
+    const cJSON *handlers = cJSON_GetObjectItemCaseSensitive(stats, "handlers");
+    const cJSON *unserved = cJSON_GetObjectItemCaseSensitive(stats, "unserved");
+    if (cJSON_GetArraySize(unserved) > 0) {
+        printf("waiting with no live host:");
+        const char *sep = " ";
+        cJSON_ArrayForEach (e, unserved) {
+            const cJSON *h = handler_entry(handlers, cJSON_IsString(e) ? e->valuestring : "");
+            char num[32], age[32];
+            double oldest = jnum(h, "oldest_due_age_ms");
+            printf("%s%s (%s%s%s)", sep, cJSON_IsString(e) ? e->valuestring : "",
+                   fmt_num(jnum(h, "queued"), num, sizeof num), oldest > 0 ? ", oldest " : "",
+                   oldest > 0 ? fmt_age((double)now_ms() - oldest, age, sizeof age) : "");
+            sep = ", ";
+        }
+        printf("\n");
+    }
+    const cJSON *outcomes = cJSON_GetObjectItemCaseSensitive(stats, "outcomes");
     cJSON_ArrayForEach (e, stats) {
-        if (!cJSON_IsArray(e)) {
+        if (cJSON_IsNumber(e) && strcmp(e->string, "outcomes_since_ms") != 0) {
             char *s = cell_text(e);
             printf("%s: %s\n", e->string, s);
             free(s);
         }
     }
+    if (cJSON_IsObject(outcomes)) {
+        char when[32];
+        printf("finished since %s:",
+               fmt_age(jnum(stats, "outcomes_since_ms"), when, sizeof when));
+        cJSON_ArrayForEach (e, outcomes)
+            printf(" %s %.0f%s", e->string, cJSON_IsNumber(e) ? e->valuedouble : 0,
+                   e->next ? "," : "\n");
+    }
     cJSON_ArrayForEach (e, stats) {
         const char *keys[TABLE_MAX_COLS];
         int n = 0;
-        if (!cJSON_IsArray(e))
+        if (!cJSON_IsArray(e) || strcmp(e->string, "unserved") == 0)
             continue;
         cJSON_ArrayForEach (f, cJSON_GetArrayItem(e, 0))
             if (n < TABLE_MAX_COLS)

@@ -4,7 +4,7 @@
 static const char usage_short[] =
     "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
     "commands: submit, status, watch, cancel, retry, purge, pause, resume, list, hosts,\n"
-    "          handlers, stats, events\n"
+    "          handlers, stats, history, events\n"
     "(bgtaskctl --help)\n";
 
 static const char usage_long[] =
@@ -79,9 +79,16 @@ static const char usage_long[] =
     "                 recent tasks, newest first (default limit 20)\n"
     "  hosts          live hosts\n"
     "  handlers       the handlers live hosts serve (with those hosts and their workers),\n"
-    "                 and those with tasks waiting that no live host serves; each with\n"
-    "                 its queue\n"
-    "  stats          queue and outcome counts\n"
+    "                 and those with tasks waiting that no live host serves (unserved);\n"
+    "                 each with its queue and the tasks that ended in the last hour\n"
+    "  stats          the unserved handlers first, then queue counts and the finished\n"
+    "                 tasks by outcome\n"
+    "  history [--handler H] [--since T] [--until T] [--step D]\n"
+    "                 tasks that ended, per outcome, in steps of D (whole minutes:\n"
+    "                 1m, 15m, 1h; default 1m up to 6 hours, else 1h) from T (default\n"
+    "                 24h: a duration means that long ago; also an RFC 3339 time or\n"
+    "                 ms since the epoch) until now or --until; of every handler\n"
+    "                 (summed) or of H; kept for history.window (default 7 days)\n"
     "  events [--handler H]\n"
     "                 every task's events (of handler H only, if given) as they come,\n"
     "                 one line each (--json: {\"id\", \"event\", \"data\"}), until interrupted\n"
@@ -207,7 +214,8 @@ enum {
     OPT_OLDER_THAN,
     OPT_DRY_RUN,
     OPT_ALL,
-    OPT_REASON
+    OPT_REASON,
+    OPT_STEP,
 };
 
 /* The options every command takes, first in each table. */
@@ -283,6 +291,14 @@ static const struct option pause_options[] = {
     {"reason", required_argument, NULL, OPT_REASON},
     {0},
 };
+static const struct option history_options[] = {
+    COMMON_OPTIONS,
+    {"handler", required_argument, NULL, OPT_HANDLER},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"step", required_argument, NULL, OPT_STEP},
+    {0},
+};
 static const struct option events_options[] = {
     COMMON_OPTIONS,
     {"handler", required_argument, NULL, OPT_HANDLER},
@@ -319,6 +335,7 @@ static const struct command {
     {"handlers", cmd_handlers, plain_options, NULL, ONE},
     {"stats", cmd_stats, plain_options, NULL, ONE},
     {"events", cmd_events, events_options, NULL, ONE},
+    {"history", cmd_history, history_options, NULL, ONE},
 };
 
 /* Apply one parsed option: EX_OK, -1 when the run is over (--help, --version), or EX_USAGE. */
@@ -352,7 +369,9 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
         if (!parse_time_ms(optarg, now_ms(), opt == OPT_SINCE ? &o->since_ms : &o->until_ms))
             return usage_error("--%s must be %s, got '%s'", opt == OPT_SINCE ? "since" : "until",
                                TIME_EXPECTED, optarg);
+        *(opt == OPT_SINCE ? &o->since : &o->until) = optarg; /* history reads the text */
         break;
+    case OPT_STEP: o->step = optarg; break;
     case OPT_OLDER_THAN:
         if (!parse_duration_ms(optarg, &o->older_than_ms))
             return usage_error("--older-than must be %s, got '%s'", DURATION_EXPECTED, optarg);
