@@ -76,6 +76,9 @@ void mgr__task_free(bgt_task *t)
     free(t->args_text);
     cJSON_Delete(t->args);
     free(t->p_message);
+    for (int i = 0; i < t->nlogs; i++)
+        free(t->logs[i]);
+    free(t->logs);
     free(t->result);
     free(t->error);
     free(t->end_message);

@@ -101,6 +101,10 @@ static const spec specs[] = {
     {"tasks.max_subtasks", K_INT, 1, 1000000, OFF(max_subtasks), 0, NULL, NULL},
     {"tasks.parallelism", K_INT, 1, 1024, OFF(parallelism), 0, NULL, NULL},
     {"tasks.kill_grace", K_DOUBLE, 0, 3600, OFF(kill_grace_s), 0, NULL, NULL},
+    {"tasks.log_level", K_STRING, 0, 0, OFF(task_log_level), 0, log_level_valid,
+     "one of error, warning, notice, info, debug"},
+    {"tasks.log_lines", K_INT, 0, 10000, OFF(task_log_lines), 0, NULL, NULL},
+    {"tasks.log_bytes", K_SIZE, 1024, 16777216, OFF(task_log_bytes), 0, NULL, NULL},
 
     {"events.maxlen", K_LONG, 100, 1000000000, OFF(events_maxlen), 0, NULL, NULL},
 
@@ -604,6 +608,9 @@ void config_defaults(bgt_config *c)
     c->shards = 16;
     c->workers = 8;
     c->log_level = xstrdup("info");
+    c->task_log_level = xstrdup("info");
+    c->task_log_lines = 200;
+    c->task_log_bytes = 65536;
     c->lease_s = 15;
     c->heartbeat_s = 5;
     c->progress_interval_s = 1;
@@ -746,6 +753,7 @@ void config_free(bgt_config *c)
     free(c->prefix);
     free(c->host_id);
     free(c->log_level);
+    free(c->task_log_level);
     free(c->plugins_dir);
     for (size_t i = 0; i < c->nplugins; i++) {
         free(c->plugins[i].name);

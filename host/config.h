@@ -81,6 +81,11 @@ typedef struct bgt_config {
     int max_subtasks;         /* per task, 1..1000000, default 10000 */
     int parallelism;          /* default per parallel handler, 1..1024, default 8 */
     long events_maxlen;       /* events kept (about), 100..1000000000, default 100000 */
+    /* A task's bgt_log lines kept with its record: */
+    char *task_log_level;     /* tasks.log_level: the least severe kept, error..debug, info */
+    int task_log_lines;       /* tasks.log_lines: most kept per task, 0 (none)..10000, 200 */
+    size_t task_log_bytes;    /* tasks.log_bytes: most bytes kept per task, 1024..16777216,
+                                 65536 */
 
     /* history */
     double history_window_s;  /* ended tasks counted per minute are kept this long, 0 (off)

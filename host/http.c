@@ -275,6 +275,8 @@ static route route_of(const char *url, request *rq)
             r = R_SUBTASKS;
         else if (slash && strcmp(slash, "/retry") == 0)
             r = R_RETRY;
+        else if (slash && strcmp(slash, "/logs") == 0)
+            r = R_LOGS;
         else if (slash)
             return R_NONE;
         size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
@@ -509,6 +511,7 @@ static enum MHD_Result dispatch(http_server *s, struct MHD_Connection *c, reques
                                     "no task '%s' (task ids are UUIDs)", rq->raw_id);
         return http__get_subtasks(s, c, rq);
     case R_HISTORY: return http__get_history(s, c);
+    case R_LOGS: return http__get_logs(s, c, rq);
     case R_HOSTS:
     case R_HANDLERS:
     case R_HANDLER:
@@ -658,6 +661,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     guard_idle(s->guard, rq->conn); /* the next request's time starts now */
     if (rq->client)
         sse_client_close(rq->client);
+    if (rq->logs)
+        http__logs_close(s, rq->logs);
     free(rq->body);
     free(rq);
     *con_cls = NULL;
@@ -813,6 +818,8 @@ http_server *http_start(const bgt_config *cfg, const char *listen, const redis_a
     pthread_mutex_init(&s->hosts_lock, NULL);
     pthread_cond_init(&s->scrape_cond, NULL);
     pthread_cond_init(&s->pool_cond, NULL);
+    pthread_mutex_init(&s->logs_lock, NULL);
+    pthread_cond_init(&s->logs_cond, NULL);
     for (int i = 0; i < HTTP_THREADS; i++) {
         s->stores[i] = store_open(cfg, addr);
         /* Now rather than on first use, so the server's open files stay put
@@ -875,8 +882,10 @@ void http_stop(http_server *s)
      * connection is suspended when the library is stopped. */
     if (s->hub)
         sse_hub_shutdown(s->hub);
+    http__logs_stop(s);
     if (s->d)
         MHD_stop_daemon(s->d);
+    http__logs_free(s);
     guard_free(s->guard);
     sse_hub_free(s->hub);
     ui_files_free(s->ui); /* after the daemon: responses point into it */
@@ -888,6 +897,8 @@ void http_stop(http_server *s)
     cJSON_Delete(s->scrape);
     pthread_mutex_destroy(&s->hosts_lock);
     cJSON_Delete(s->hosts);
+    pthread_mutex_destroy(&s->logs_lock);
+    pthread_cond_destroy(&s->logs_cond);
     pthread_cond_destroy(&s->pool_cond);
     free(s);
 }

@@ -25,6 +25,8 @@
 /* How old the live hosts may be that say a submission's handler has no host. */
 #define HTTP_HOSTS_EVERY_S 1.0
 
+typedef struct log_follow log_follow; /* a GET /v1/tasks/<id>/logs?follow=1 (http_logs.c) */
+
 struct http_server {
     struct MHD_Daemon *d;
     const bgt_config *cfg;
@@ -52,6 +54,12 @@ struct http_server {
     cJSON *hosts;
     double hosts_at; /* mono_s of that reading */
     char address[96];
+    /* The followers of task logs and their poller (http_logs.c), under logs_lock. */
+    pthread_mutex_t logs_lock;
+    pthread_cond_t logs_cond;
+    log_follow *followers;
+    pthread_t logs_poller;
+    bool logs_started, logs_stop;
 };
 
 typedef enum route {
@@ -64,6 +72,7 @@ typedef enum route {
     R_RETRY,    /* /v1/tasks/<id>/retry */
     R_BULK,     /* /v1/tasks/retry, /v1/tasks/purge, /v1/tasks/cancel (request.bulk) */
     R_PAUSE,    /* /v1/handlers/<name>/pause or /resume (request.handler, request.resume) */
+    R_LOGS,     /* /v1/tasks/<id>/logs */
     R_HOSTS,
     R_HANDLERS,
     R_HANDLER, /* /v1/handlers/<name> */
@@ -93,6 +102,7 @@ typedef struct request {
     size_t received; /* body bytes received, kept or not */
     bool too_big;
     sse_client *client; /* an SSE stream, closed when the request completes */
+    log_follow *logs;   /* a task's log followed, closed when the request completes */
 } request;
 
 /* The query must hold only the named arguments. */
@@ -162,5 +172,16 @@ enum MHD_Result http__post_pause(http_server *s, struct MHD_Connection *c, const
 
 /* GET /v1/history?handler=&since=&until=&step= */
 enum MHD_Result http__get_history(http_server *s, struct MHD_Connection *c);
+
+/* ---- http_logs.c: a task's log, a page of it or followed ---- */
+
+/* GET /v1/tasks/<id>/logs?after=&limit=&follow= */
+enum MHD_Result http__get_logs(http_server *s, struct MHD_Connection *c, request *rq);
+/* The request of a follower completed: let go of it. */
+void http__logs_close(http_server *s, log_follow *f);
+/* Stop the poller and end every follower's stream (before the library stops). */
+void http__logs_stop(http_server *s);
+/* Free what is left of the followers (after the library stopped). */
+void http__logs_free(http_server *s);
 
 #endif

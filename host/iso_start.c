@@ -182,6 +182,16 @@ static int serve_submit(iso_pool *pl, iso_slot *s, bgt_task *t, const ipc_frame 
     return 0;
 }
 
+/* A line of task t's log, as bgt_log in thread mode makes it: printed, and kept with the
+ * task (tasks.log_level). */
+static void task_log(bgt_task *t, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    host_api()->task_log(t, level, fmt, ap);
+    va_end(ap);
+}
+
 /* A LOG frame: the line, tagged with the task's id (t, for task logs) or the plugin's name. */
 static int serve_log(iso_pool *pl, bgt_task *t, const ipc_frame *f, char *err, size_t errlen)
 {
@@ -201,7 +211,7 @@ static int serve_log(iso_pool *pl, bgt_task *t, const ipc_frame *f, char *err, s
                                                                         : (int)level;
     iso__clean((char *)text);
     if (about == IPC_LOG_TASK && t)
-        log_msg(lv, host_api()->task_id(t), "%s", text);
+        task_log(t, lv, "%s", text);
     else
         log_msg(lv, pl->name, "%s", text);
     return 0;
@@ -251,9 +261,14 @@ static void queue_init(const iso_pool *pl, ipc_conn *c, size_t data_limit)
     ipc_put_u32(&b, (uint32_t)cfg->max_result_bytes);
     ipc_put_u32(&b, (uint32_t)cfg->max_subtasks);
     ipc_put_f64(&b, cfg->progress_interval_s);
-    ipc_put_u32(&b, (uint32_t)(log_enabled(BGT_LOG_DEBUG)  ? BGT_LOG_DEBUG
-                               : log_enabled(BGT_LOG_INFO) ? BGT_LOG_INFO
-                                                           : BGT_LOG_NOTICE));
+    /* The most verbose of the host's level and the one task logs keep. */
+    int keep = cfg->task_log_lines > 0 && cfg->task_log_level
+                   ? log_level_parse(cfg->task_log_level)
+                   : BGT_LOG_NOTICE;
+    int shown = log_enabled(BGT_LOG_DEBUG) ? BGT_LOG_DEBUG
+                : log_enabled(BGT_LOG_INFO) ? BGT_LOG_INFO
+                                            : BGT_LOG_NOTICE;
+    ipc_put_u32(&b, (uint32_t)(keep > shown ? keep : shown));
     ipc_put_u32(&b, (uint32_t)pl->conf.seccomp);
     ipc_put_f64(&b, (double)data_limit);
     ipc_end(&b);

@@ -224,6 +224,7 @@ manager *mgr_new(const bgt_config *cfg, const redis_addr *addr, registry *reg, m
 {
     manager *m = xcalloc(1, sizeof *m);
     m->cfg = cfg;
+    m->task_log_level = log_level_parse(cfg->task_log_level ? cfg->task_log_level : "info");
     m->reg = reg;
     m->met = met;
     m->hk = (hooks){.met = met, .reg = reg};

@@ -131,6 +131,10 @@ struct bgt_task {
     bool written_off;    /* its job ignored its timeout past kill_grace: the attempt (or
                             subtask) ended without it; the worker running it leaves when
                             the job returns */
+    char **logs;         /* its bgt_log lines (and its subtasks') not written yet, oldest
+                            first: "<ts_ms> <level> <subtask|-> <text>" (task_api.c) */
+    int nlogs, logs_cap;
+    long logs_dropped;   /* lines dropped before they were written */
     struct bgt_task *rprev, *rnext; /* m->running while a job of it runs */
     struct bgt_task *prev, *next; /* m->owned */
     struct bgt_task *qnext;       /* the run queue, the write queue or the done queue */
@@ -162,6 +166,7 @@ struct manager {
     char host_id[256];
     char machine[256];
     int64_t started_ms;
+    int task_log_level; /* tasks.log_level, parsed */
 
     pthread_mutex_t lock;
     pthread_cond_t work_cond;  /* workers: a job queued, or exit */

@@ -18,6 +18,7 @@
 #include "store_int.h"
 #include "store_lua.h"
 #include "store_lua_ops.h"
+#include "store_lua_read.h"
 #include "util.h"
 
 static const char *const script_src[SC_COUNT] = {
@@ -135,7 +136,9 @@ store *store_open(const bgt_config *cfg, const redis_addr *addr)
                              .events_maxlen = cfg->events_maxlen,
                              .retention_s = cfg->retention_s,
                              .retention_max = cfg->retention_max,
-                             .history_ms = (long long)(cfg->history_window_s * 1000)};
+                             .history_ms = (long long)(cfg->history_window_s * 1000),
+                             .log_lines = cfg->task_log_lines,
+                             .log_bytes = cfg->task_log_bytes};
     st->ack_n = cfg->min_replicas_ack;
     st->ack_ms = (int)(cfg->ack_timeout_s * 1000 + 0.5);
     if (pipe2(st->intr, O_CLOEXEC | O_NONBLOCK) < 0)

@@ -264,6 +264,19 @@ int store_info(store *st, const char *section, store_master_text **out, size_t *
 /* Redis' clock, ms since the epoch (what scores, stream ids and the history go by). */
 int store_time_ms(store *st, int64_t *now);
 
+/*
+ * A task's log (its bgt_log lines at tasks.log_level and above, kept with the
+ * record): {"task_id", "next", "dropped", "lines": [{"seq", "ts_ms", "level",
+ * "attempt", "subtask" (null: the task's own), "host", "message"}]}, the lines
+ * numbered after `after`, oldest first, at most limit. next: the last seq
+ * given (after, when none): pass it as after to read on. dropped: lines no
+ * longer kept (the oldest go past tasks.log_lines or tasks.log_bytes, or were
+ * dropped by a host). *ended (if not NULL): the task has finished. -ENOENT
+ * for an unknown task, -EINVAL for a malformed id. Caller owns *out.
+ */
+int store_task_logs(store *st, const char *id, long long after, int limit, cJSON **out,
+                    bool *ended);
+
 /* ---- history: tasks ended per handler, outcome and minute ---- */
 
 /* The outcomes of a finished task, in the order answers list them. */
@@ -391,6 +404,11 @@ typedef struct fin_item {
     const char *handler;
     const char *token; /* the claim's lease token (a subtask: its task's) */
     bool parallel;     /* a parallel task: its subtasks go with its record */
+    /* log lines to keep first (any op but FIN_SUBTASK and FIN_LOST), each "<ts_ms> <level>
+     * <subtask|-> <text>", and how many were dropped before they could be written: */
+    char **log_lines;
+    size_t nlog;
+    long log_dropped;
     /* progress to persist first (any op but FIN_SUBTASK): */
     bool has_progress;
     double current, total;

@@ -302,16 +302,33 @@ static const char *outcome_of(const fin_item *f)
 
 #define NO_EV ((size_t)-1)
 
+/* Whether write f carries log lines (or a count of lines dropped). */
+static bool has_logs(const fin_item *f)
+{
+    return (f->nlog > 0 || f->log_dropped > 0) && f->op != FIN_SUBTASK && f->op != FIN_LOST;
+}
+
 /* How many ops of the apply script item f is: its progress, then its change. */
 static int ops_of(const fin_item *f)
 {
-    return (f->has_progress && f->op != FIN_SUBTASK && f->op != FIN_LOST) + (f->op != FIN_PROGRESS);
+    return (f->has_progress && f->op != FIN_SUBTASK && f->op != FIN_LOST) + (f->op != FIN_PROGRESS) +
+           has_logs(f);
 }
 
 /* Add item f's ops to a call's argv; pev/eev: offsets of its events in b (or NO_EV). */
 static void push_item(argbuf *a, const fin_item *f, const ev_buf *b, size_t pev, size_t eev)
 {
     const char *pv = pev == NO_EV ? "" : b->s + pev, *ev = eev == NO_EV ? "" : b->s + eev;
+    if (has_logs(f)) {
+        store__args_push(a, "G");
+        store__args_push(a, f->id);
+        store__args_push(a, f->token);
+        store__args_push(a, "");
+        store__args_pushf(a, "%zu", f->nlog);
+        store__args_pushf(a, "%ld", f->log_dropped);
+        for (size_t i = 0; i < f->nlog; i++)
+            store__args_push(a, f->log_lines[i]);
+    }
     if (f->has_progress && f->op != FIN_SUBTASK && f->op != FIN_LOST) {
         store__args_push(a, "P");
         store__args_push(a, f->id);
@@ -431,6 +448,8 @@ int store_apply(store *st, const char *host_id, fin_item *items, size_t n)
         store__args_pushf(a, "%ld", store__evcap_shard(st));
         store__args_pushf(a, "%zu", ngroups);
         store__args_pushf(a, "%lld", st->lim.history_ms);
+        store__args_pushf(a, "%d", st->lim.log_lines);
+        store__args_pushf(a, "%zu", st->lim.log_bytes);
         for (size_t i = 0; i < n;) {
             if (shard[i] != s) {
                 i++;

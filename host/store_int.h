@@ -38,6 +38,8 @@ typedef struct store_limits {
     double retention_s; /* finished tasks are kept this long; 0 = no limit */
     long retention_max; /* finished tasks kept per handler; 0 = no limit */
     long long history_ms; /* ended tasks are counted per minute for this long; 0 = no history */
+    int log_lines;        /* a task's log lines kept (tasks.log_lines) */
+    size_t log_bytes;     /* and their bytes (tasks.log_bytes) */
 } store_limits;
 
 /* An event read back from a stream entry or a message, waiting to be taken. */

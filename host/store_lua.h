@@ -18,7 +18,8 @@
  *      {P}:meta holds the version and S.
  *      Later, without a new version (readers of the rest are unaffected): the history,
  *      {P:s}:hist:<minute> (hash "<handler>|<outcome>" -> tasks ended in that minute,
- *      expiring history.window after it), written by the calls that end tasks.
+ *      expiring history.window after it), written by the calls that end tasks; the
+ *      log of a task, {P:s}:log:<id> (list), beside its record (fields lq, ld, lb).
  *      Added within version 2 (readers of the earlier layout are not misled,
  *      but a host built before them ignores them): the record fields b (the
  *      attempts used before an operator's retry, not counted against x) and rt
@@ -158,6 +159,7 @@
     "            keys[#keys + 1] = B .. ':sub:' .. x\n"                                                                                                                                 \
     "          end\n"                                                                                                                                                                   \
     "          keys[#keys + 1] = B .. ':t:' .. x\n"                                                                                                                                     \
+    "          keys[#keys + 1] = B .. ':log:' .. x\n" \
     "        end\n"                                                                                                                                                                     \
     "        for y = 1, #keys, 1000 do\n"                                                                                                                                               \
     "          redis.call('DEL', unpack(keys, y, math.min(y + 999, #keys)))\n"                                                                                                          \
@@ -177,7 +179,7 @@
     "    local f = tonumber(redis.pcall('HGET', B .. ':t:' .. x, 'f'))\n"                                                                                                               \
     "    if f and f > NOW - keep_ms then return end\n"                                                                                                                                  \
     "    redis.call('LPOP', dk)\n"                                                                                                                                                      \
-    "    redis.call('DEL', B .. ':t:' .. x)\n"                                                                                                                                          \
+    "    redis.call('DEL', B .. ':t:' .. x, B .. ':log:' .. x)\n"                                                                                                                                          \
     "    if par then redis.call('DEL', B .. ':sub:' .. x) end\n"                                                                                                                        \
     "  end\n"                                                                                                                                                                           \
     "end\n" /* Hosts whose entry in this shard ran out (other than self): each attempt they held is   \
@@ -519,7 +521,8 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     /* A host's writes for the attempts it holds in this shard, in order. ARGV[3] = host,
      * [4] = most finished tasks kept per handler in this shard (0: no limit), [5] = ms
      * they are kept (0: no limit), [6] = events cap, [7] = the number of handler groups,
-     * [8] = the history window (ms, 0: none);
+     * [8] = the history window (ms, 0: none), [9], [10] = the log lines and bytes kept per
+     * task;
      * per group: handler, count, then per write: op, id, lease token, event ('' = none: a
      * code, the attempt and the payload's members, see the README), then by op:   d 
      * success, no result, the default message: nothing   E  an end: outcome, result ('' =
@@ -536,15 +539,21 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "local host, rmax = ARGV[3], tonumber(ARGV[4])\n"
     "local keep, evcap = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
     "local NARG = {d = 0, E = 4, P = 3, R = 2, L = 1, T = 5, X = 0}\n"
+    /* the arguments of the write at ARGV[i] (G: as many lines as it says) */
+    "local function span(i)\n"
+    "  if ARGV[i] == 'G' then return 6 + tonumber(ARGV[i + 4]) end\n"
+    "  return 4 + NARG[ARGV[i]]\n"
+    "end\n"
+    "local lmax, bmax = tonumber(ARGV[9]), tonumber(ARGV[10])\n"
     "local hkey = B .. ':held:' .. host\n"
     "local ids = {}\n"
-    "local i = 9\n"
+    "local i = 11\n"
     "for g = 1, tonumber(ARGV[7]) do\n"
     "  local cnt = tonumber(ARGV[i + 1])\n"
     "  i = i + 2\n"
     "  for k = 1, cnt do\n"
     "    ids[#ids + 1] = ARGV[i + 1]\n"
-    "    i = i + 4 + NARG[ARGV[i]]\n"
+    "    i = i + span(i)\n"
     "  end\n"
     "end\n"
     "local held = redis.pcall('HMGET', hkey, unpack(ids))\n"
@@ -559,7 +568,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "end\n"
     "local woken = {}\n"
     "local x = 0\n"
-    "i = 9\n"
+    "i = 11\n"
     "for g = 1, tonumber(ARGV[7]) do\n"
     "  local h, cnt = ARGV[i], tonumber(ARGV[i + 1])\n"
     "  i = i + 2\n"
@@ -616,6 +625,41 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "    elseif op == 'P' then\n"
     "      ok = type(redis.pcall('HSET', key, 'pc', ARGV[i + 4], 'pt', ARGV[i + 5],\n"
     "        'pm', ARGV[i + 6], 'pu', NOWS)) == 'number'\n"
+    "    elseif op == 'G' then\n"
+    /* Log lines: numbered on from the record's lq (past those the host dropped), kept in
+     * {P:s}:log:<id> up to lmax lines and bmax bytes (the oldest go first, counted in ld
+     * with those the host dropped); lb is the bytes kept. Each is "<seq> <attempt> <host>
+     * <ts_ms> <level> <subtask|-> <text>". */
+    "      local n, gone = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])\n"
+    "      local r = redis.pcall('HMGET', key, 'lq', 'lb', 'ld')\n"
+    "      ok = not r.err\n"
+    "      if ok then\n"
+    "        local last, kept = (count(r[1] or '0') or 0) + gone, count(r[2] or '0') or 0\n"
+    "        local dropped = (count(r[3] or '0') or 0) + gone\n"
+    "        local lk = B .. ':log:' .. id\n"
+    "        local pre = ' ' .. (attempt_of(tok) or 0) .. ' ' .. host .. ' '\n"
+    "        local lines = {}\n"
+    "        for j = 1, n do\n"
+    "          lines[j] = (last + j) .. pre .. ARGV[i + 5 + j]\n"
+    "          kept = kept + #lines[j]\n"
+    "        end\n"
+    "        local len = 0\n"
+    "        for j = 1, n, 1000 do\n"
+    "          len = call('RPUSH', lk, unpack(lines, j, math.min(j + 999, n)))\n"
+    "        end\n"
+    "        if len > lmax then\n"
+    "          for _, old in ipairs(redis.call('LPOP', lk, len - lmax)) do kept = kept - #old end\n"
+    "          dropped = dropped + len - lmax\n"
+    "          len = lmax\n"
+    "        end\n"
+    "        while kept > bmax and len > 0 do\n"
+    "          local old = redis.call('LPOP', lk)\n"
+    "          if not old then break end\n"
+    "          kept, len, dropped = kept - #old, len - 1, dropped + 1\n"
+    "        end\n"
+    "        if len == 0 and n > 0 then kept = 0 end\n"
+    "        redis.call('HSET', key, 'lq', last + n, 'lb', kept, 'ld', dropped)\n"
+    "      end\n"
     "    elseif op == 'R' or op == 'L' then\n"
     "      local msg = op == 'R' and ARGV[i + 5] or ARGV[i + 4]\n"
     /* The message shows while it waits (pm, like a progress message): an end without a
@@ -660,7 +704,7 @@ static const char LUA_APPLY[] = LUA_PRELUDE
     "    else\n"
     "      out[x + 1] = again and 3 or 0\n"
     "    end\n"
-    "    i = i + 4 + NARG[op]\n"
+    "    i = i + span(i)\n"
     "  end\n"
     "  if keep > 0 and #dl > 0 then trim_time(h, keep, 100) end\n"
     "end\n"
@@ -762,52 +806,6 @@ static const char LUA_HOST[] =
     "if paused.err then paused = {} end\n"
     "table.insert(paused, 1, NOW)\n"
     "return paused\n"
-    ;
-
-static const char LUA_HISTORY[] =
-    "#!lua flags=no-writes\n"
-    /* KEYS[1] = "{P:s}"; ARGV[1] = P, [2] = s, [3] = the first minute (ms / 60000), [4] = the
-     * minute after the last, [5] = minutes per bucket, [6] = a handler, '' = all. Sums the
-     * counts of tasks ended per minute ({P:s}:hist:<minute>, field "<handler>|<outcome>")
-     * into buckets. Returns {field, bucket (0-based), count, ...}, buckets with counts only.
-     * Reads only. */
-    "local B = KEYS[1]\n"
-    "local from, to, step, only = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]\n"
-    "local OUTCOMES = {'success', 'partial_success', 'failure', 'cancelled'}\n"
-    "local want = {}\n"
-    "for k, o in ipairs(OUTCOMES) do want[k] = only .. '|' .. o end\n"
-    "local sums, order = {}, {}\n"
-    "local function add(f, b, v)\n"
-    "  local n = tonumber(v)\n"
-    "  if not n then return end\n"
-    "  local key = f .. ' ' .. b\n"
-    "  if not sums[key] then order[#order + 1] = {f, b, key} end\n"
-    "  sums[key] = (sums[key] or 0) + n\n"
-    "end\n"
-    "for m = from, to - 1 do\n"
-    "  local k = B .. ':hist:' .. m\n"
-    "  local b = math.floor((m - from) / step)\n"
-    "  if only ~= '' then\n"
-    "    local r = redis.pcall('HMGET', k, unpack(want))\n"
-    "    if not r.err then\n"
-    "      for j = 1, #want do\n"
-    "        if r[j] then add(want[j], b, r[j]) end\n"
-    "      end\n"
-    "    end\n"
-    "  else\n"
-    "    local r = redis.pcall('HGETALL', k)\n"
-    "    if not r.err then\n"
-    "      for j = 1, #r, 2 do add(r[j], b, r[j + 1]) end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local out = {}\n"
-    "for _, e in ipairs(order) do\n"
-    "  out[#out + 1] = e[1]\n"
-    "  out[#out + 1] = e[2]\n"
-    "  out[#out + 1] = sums[e[3]]\n"
-    "end\n"
-    "return out\n"
     ;
 
 #endif

@@ -155,9 +155,60 @@ void task_api_set_error(bgt_task *t, const char *fmt, va_list ap)
     t->error = s;
 }
 
+/* Keep a line of t's log for the writer (its task's, for a subtask): "<ts_ms> <level>
+ * <subtask|-> <text>", the text cut at TASK_LOG_LINE_MAX bytes. Past tasks.log_lines
+ * lines not written yet, the oldest is dropped (and counted). */
+static void keep_line(bgt_task *t, int level, const char *text)
+{
+    manager *m = t->m;
+    int max = m->cfg->task_log_lines;
+    if (max <= 0 || level > m->task_log_level)
+        return;
+    static const char *const names[] = {"emerg", "alert", "crit",  "error",
+                                        "warning", "notice", "info", "debug"};
+    int lv = level < 0 ? 0 : level > 7 ? 7 : level;
+    char sub[16] = "-";
+    if (t->parent)
+        snprintf(sub, sizeof sub, "%d", t->subtask);
+    char *line = xasprintf("%lld %s %s %.*s", (long long)now_ms(), names[lv], sub,
+                           TASK_LOG_LINE_MAX, text);
+    bgt_task *task = t->parent ? t->parent : t;
+    mgr__lock(m);
+    if (task->nlogs == max) {
+        free(task->logs[0]);
+        memmove(task->logs, task->logs + 1, (size_t)(max - 1) * sizeof *task->logs);
+        task->nlogs--;
+        task->logs_dropped++;
+    }
+    if (task->nlogs == task->logs_cap) {
+        task->logs_cap = task->logs_cap ? task->logs_cap * 2 : 8;
+        task->logs = xrealloc(task->logs, (size_t)task->logs_cap * sizeof *task->logs);
+    }
+    task->logs[task->nlogs++] = line;
+    mgr__unlock(m);
+    mgr__assert_unlocked();
+}
+
 void task_api_log(bgt_task *t, int level, const char *fmt, va_list ap)
 {
+    va_list copy;
+    va_copy(copy, ap);
     log_vmsg(level, t->id, fmt, ap);
+    if (t->m->cfg->task_log_lines > 0 && level <= t->m->task_log_level) {
+        char *text = NULL;
+        if (vasprintf(&text, fmt, copy) >= 0) {
+            keep_line(t, level, text);
+            free(text);
+        }
+    }
+    va_end(copy);
+}
+
+void task_api_log_text(bgt_task *t, int level, const char *text)
+{
+    if (log_enabled(level))
+        log_msg(level, t->id, "%s", text);
+    keep_line(t, level, text);
 }
 
 int task_api_add_subtask(bgt_task *t, const cJSON *args)

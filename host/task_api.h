@@ -31,7 +31,12 @@ bool task_api_cancelled(const bgt_task *t);
 /* Serialize result into t (0, -EINVAL, -ENOMEM, -E2BIG over tasks.max_result_bytes). */
 int task_api_set_result(bgt_task *t, const cJSON *result);
 void task_api_set_error(bgt_task *t, const char *fmt, va_list ap);
+/* A line of t's log: printed on stderr at the host's level, and kept with the task's record
+ * (written with its next write) at tasks.log_level and above, cut at TASK_LOG_LINE_MAX. */
 void task_api_log(bgt_task *t, int level, const char *fmt, va_list ap);
+/* The same for text already made (an isolated plugin's line, from its worker). */
+void task_api_log_text(bgt_task *t, int level, const char *text);
+#define TASK_LOG_LINE_MAX 1024
 /* Split functions only: 0, -EPERM outside a split, -E2BIG past tasks.max_subtasks. */
 int task_api_add_subtask(bgt_task *t, const cJSON *args);
 

@@ -39,6 +39,51 @@ typedef struct wbatch {
     ev_buf text;
 } wbatch;
 
+/* Move t's log lines not written yet onto the last write of the batch (the write owns them
+ * until it gives them back or frees them). (L) */
+static void take_logs(wbatch *b, bgt_task *t)
+{
+    if (t->nlogs == 0 && t->logs_dropped == 0)
+        return;
+    fin_item *f = &b->items[b->n - 1];
+    f->log_lines = t->logs;
+    f->nlog = (size_t)t->nlogs;
+    f->log_dropped = t->logs_dropped;
+    t->logs = NULL;
+    t->nlogs = t->logs_cap = 0;
+    t->logs_dropped = 0;
+}
+
+/* Free the log lines of write f. */
+static void free_logs(fin_item *f)
+{
+    for (size_t i = 0; i < f->nlog; i++)
+        free(f->log_lines[i]);
+    free(f->log_lines);
+    f->log_lines = NULL;
+    f->nlog = 0;
+}
+
+/* Give write f's log lines back to t, before those it got since (a write that could not be
+ * sent). (L) */
+static void give_logs_back(fin_item *f, bgt_task *t)
+{
+    if (!f->nlog && !f->log_dropped)
+        return;
+    size_t n = f->nlog + (size_t)t->nlogs;
+    char **v = xcalloc(n + 1, sizeof *v);
+    memcpy(v, f->log_lines, f->nlog * sizeof *v);
+    if (t->nlogs)
+        memcpy(v + f->nlog, t->logs, (size_t)t->nlogs * sizeof *v);
+    free(t->logs);
+    free(f->log_lines);
+    f->log_lines = NULL;
+    t->logs = v;
+    t->nlogs = t->logs_cap = (int)n;
+    t->logs_dropped += f->log_dropped;
+    f->nlog = 0;
+}
+
 enum { OFF_PMSG, OFF_PEVENT, OFF_EVENT };
 
 static fin_item *wbatch_add(wbatch *b, bgt_task *t)
@@ -72,6 +117,8 @@ static void wbatch_seal(wbatch *b)
 
 static void wbatch_reset(wbatch *b)
 {
+    for (size_t i = 0; i < b->n; i++)
+        free_logs(&b->items[i]);
     b->n = 0;
     ev_buf_reset(&b->text);
 }
@@ -134,6 +181,8 @@ static void collect_writes(manager *m, wbatch *b, double now)
         }
         fin_item *f = wbatch_add(b, t);
         take_progress(b, t);
+        if (t->op != FIN_SUBTASK && t->op != FIN_LOST)
+            take_logs(b, t);
         f->op = t->op;
         f->id = t->id;
         f->handler = t->handler;
@@ -161,12 +210,16 @@ static void collect_writes(manager *m, wbatch *b, double now)
         }
     }
     for (bgt_task *t = m->owned; t; t = t->next) {
-        if (!t->p_dirty || t->finishing || t->lost || t->released_stuck)
+        bool logs = t->nlogs > 0 || t->logs_dropped > 0;
+        if ((!t->p_dirty && !logs) || t->finishing || t->lost || t->released_stuck)
             continue;
         if (now - t->p_written_at < m->cfg->progress_interval_s)
             continue;
         fin_item *f = wbatch_add(b, t);
         take_progress(b, t);
+        take_logs(b, t);
+        if (!f->has_progress)
+            t->p_written_at = now; /* lines alone: at most one write per interval too */
         f->op = FIN_PROGRESS;
         f->id = t->id;
         f->handler = t->handler;
@@ -238,6 +291,7 @@ static void writes_requeue(manager *m, wbatch *b)
             t->p_dirty = true; /* write it again next time (latest value wins) */
             t->p_written_at = 0;
         }
+        give_logs_back(f, t);
         if (f->op != FIN_PROGRESS) {
             t->qnext = m->writeq_head;
             m->writeq_head = t;

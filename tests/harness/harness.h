@@ -130,6 +130,7 @@ typedef struct th_host_opts {
     double plugins_init_timeout_s; /* plugins.init_timeout; default: the host's own (60) */
     const char *redis_url;   /* redis.url; default: the th_redis's (a sentinel URL, ...) */
     const char *redis_settings; /* more settings of the redis group, verbatim */
+    const char *tasks_settings; /* more settings of the tasks group, verbatim */
 } th_host_opts;
 
 /* A bgtaskd process. */
@@ -223,6 +224,8 @@ void th_queue_plant(redisContext *c, const char *prefix, const char *handler, co
 double th_queue_score(redisContext *c, const char *prefix, const char *handler, const char *id);
 /* Whether no task waits or runs (every queue is empty). */
 bool th_queues_empty(redisContext *c, const char *prefix);
+/* The lines kept in the log of task id ({P:s}:log:<id>; 0 when there is none). */
+long long th_log_len(redisContext *c, const char *prefix, const char *id);
 /* The history's keys ({P:s}:hist:<minute>): how many, and their least and greatest PTTL
  * (-1: none; a key without expiry answers -1 too). */
 typedef struct th_hist_keys {

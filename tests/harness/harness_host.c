@@ -66,6 +66,8 @@ static bool write_host_conf(const char *path, const char *id, const th_redis *r,
         fprintf(f, "    max_subtasks = %d;\n", o->max_subtasks);
     if (o->kill_grace_s > 0)
         fprintf(f, "    kill_grace = %f;\n", o->kill_grace_s);
+    if (o->tasks_settings)
+        fprintf(f, "    %s\n", o->tasks_settings);
     fputs("};\n", f);
     fputs("plugins: {\n    dir = ", f);
     put_conf_string(f, plugdir);

@@ -413,6 +413,14 @@ bool th_queues_empty(redisContext *c, const char *prefix)
     return empty;
 }
 
+long long th_log_len(redisContext *c, const char *prefix, const char *id)
+{
+    char *key = task_key(c, prefix, id, "log:");
+    long long n = count(c, "LLEN", key);
+    free(key);
+    return n;
+}
+
 long long th_hist_count(redisContext *c, const char *prefix, const char *handler,
                         const char *outcome, th_hist_keys *keys)
 {

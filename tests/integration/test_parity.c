@@ -13,13 +13,16 @@
 #include "../harness/itest.h"
 
 static char base[64];        /* "http://127.0.0.1:<port>" of the test's host */
-static char partest[1024];   /* plugins.load for partest and demo */
+static char partest[2048];   /* plugins.load for partest, logger and demo */
 
 static int group_setup(void **state)
 {
-    char *path = th_plugin_path("partest", true);
-    snprintf(partest, sizeof partest, "{ name = \"demo\"; }, { name = \"partest\"; file = \"%s\"; }",
-             path);
+    char *path = th_plugin_path("partest", true), *logger = th_plugin_path("logger", true);
+    snprintf(partest, sizeof partest,
+             "{ name = \"demo\"; }, { name = \"partest\"; file = \"%s\"; }, "
+             "{ name = \"logger\"; file = \"%s\"; }",
+             path, logger);
+    free(logger);
     free(path);
     return it_group_setup(state);
 }
@@ -360,6 +363,39 @@ static void row_history(void)
                 api(200, "GET", path, NULL));
 }
 
+/* read its logs, and follow them: the same lines both ways. */
+static void row_logs(void)
+{
+    char *id = it_submit("logger.lines", "{\"n\": 4}", NULL);
+    assert_true(it_wait_state(id, "SUCCESS", 30));
+    char path[256];
+    snprintf(path, sizeof path, "/v1/tasks/%s/logs?after=1&limit=2", id);
+    cJSON *a = ctl_json(0, "logs", id, "--after", "1", "--limit", "2", NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "lines")), 2);
+    assert_same("logs and GET .../logs", a, api(200, "GET", path, NULL));
+    /* Followed: bgtaskctl's JSON lines are the data of the stream's events. */
+    char *text = it_ctl(0, NULL, "--json", "logs", id, "--follow", NULL);
+    char url[256];
+    snprintf(url, sizeof url, "%s/v1/tasks/%s/logs?follow=1", base, id);
+    const char *curl[] = {"/usr/bin/env", "curl", "-s", "-N", url, NULL};
+    char *out = NULL;
+    assert_int_equal(th_run(60, (char *const *)curl, &out, NULL), 0);
+    char *mine = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&mine, &len);
+    for (const char *p = strstr(out, "\ndata: {\"seq\""); p; p = strstr(p + 1, "\ndata: {\"seq\"")) {
+        const char *end = strchr(p + 1, '\n');
+        fprintf(m, "%.*s\n", (int)(end - p - 7), p + 7);
+    }
+    fclose(m);
+    assert_string_equal(text, mine);
+    assert_non_null(strstr(out, "event: server_close"));
+    free(mine);
+    free(out);
+    free(text);
+    free(id);
+}
+
 /* every task's events: events --json and the /v1/events stream see the same task's. */
 static void row_events(void)
 {
@@ -452,6 +488,7 @@ static const char *const walked[] = {
     "handlers",          "queue figures",             "every task's events",
     "retry a failed task", "retry a handler's failed tasks", "purge finished tasks",
     "cancel a handler's tasks", "pause, resume a handler", "history",
+    "read its logs", "follow its logs",
     NULL,
 };
 
@@ -512,6 +549,7 @@ static void test_walk(void **state)
     row_events();
     row_ops();
     row_history();
+    row_logs();
     free((char *)ids[0]);
     free((char *)ids[1]);
     it_pass();

@@ -6,7 +6,8 @@
  * connection, dispatch; output.c: text, tables, JSON; watch.c: following a
  * task, and every task's events; submit.c; task.c: status, cancel, retry;
  * lists.c: list, hosts, handlers, stats; ops.c: the operator's bulk retry,
- * cancel and purge, pause and resume; history.c: history.
+ * cancel and purge, pause and resume; history.c: history; logs.c:
+ * logs.
  */
 #ifndef BGTASKCTL_CTL_H
 #define BGTASKCTL_CTL_H
@@ -74,6 +75,7 @@ typedef struct cmd_opts {
     int64_t since_ms, until_ms; /* --since, --until (0: not given) */
     const char *since, *until, *step; /* the text of --since, --until, --step (history reads
                                          them through ops_history's parser) */
+    long long after;                  /* logs --after */
     bool has_older_than;
     int64_t older_than_ms;
     bool wait, subtasks, dry_run, all;
@@ -145,5 +147,9 @@ int cmd_resume(ctl *c, const cmd_opts *o, const char *handler);
 int cmd_retry_bulk(ctl *c, const cmd_opts *o);
 int cmd_cancel_bulk(ctl *c, const cmd_opts *o);
 int cmd_history(ctl *c, const cmd_opts *o, const char *unused);
+int cmd_logs(ctl *c, const cmd_opts *o, const char *id);
+
+/* The longest message logs prints of a line, in bytes. */
+#define TASK_LOG_PRINT_MAX 1100
 
 #endif

@@ -3,8 +3,8 @@
 
 static const char usage_short[] =
     "usage: bgtaskctl [--redis URL] [-c FILE] [--prefix P] [--json] COMMAND [ARGS]\n"
-    "commands: submit, status, watch, cancel, retry, purge, pause, resume, list, hosts,\n"
-    "          handlers, stats, history, events\n"
+    "commands: submit, status, watch, cancel, retry, purge, pause, resume, logs, list,\n"
+    "          hosts, handlers, stats, history, events\n"
     "(bgtaskctl --help)\n";
 
 static const char usage_long[] =
@@ -75,6 +75,12 @@ static const char usage_long[] =
     "                 no host claims the handler's tasks until it is resumed (running\n"
     "                 ones finish; submissions still wait in its queue)\n"
     "  resume HANDLER its tasks are claimed again\n"
+    "  logs ID [--follow] [--after SEQ] [--limit N]\n"
+    "                 the task's bgt_log lines kept with its record (tasks.log_level\n"
+    "                 and above, the last tasks.log_lines): time, level,\n"
+    "                 attempt[/subtask], message; those after line SEQ, at most N\n"
+    "                 (1..1000, default 200); --follow: all of them, then new ones as\n"
+    "                 they are written, until the task has ended\n"
     "  list [--state S] [--handler H] [--limit N]\n"
     "                 recent tasks, newest first (default limit 20)\n"
     "  hosts          live hosts\n"
@@ -216,6 +222,8 @@ enum {
     OPT_ALL,
     OPT_REASON,
     OPT_STEP,
+    OPT_AFTER,
+    OPT_FOLLOW,
 };
 
 /* The options every command takes, first in each table. */
@@ -299,6 +307,13 @@ static const struct option history_options[] = {
     {"step", required_argument, NULL, OPT_STEP},
     {0},
 };
+static const struct option logs_options[] = {
+    COMMON_OPTIONS,
+    {"follow", no_argument, NULL, OPT_FOLLOW},
+    {"after", required_argument, NULL, OPT_AFTER},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {0},
+};
 static const struct option events_options[] = {
     COMMON_OPTIONS,
     {"handler", required_argument, NULL, OPT_HANDLER},
@@ -336,6 +351,7 @@ static const struct command {
     {"stats", cmd_stats, plain_options, NULL, ONE},
     {"events", cmd_events, events_options, NULL, ONE},
     {"history", cmd_history, history_options, NULL, ONE},
+    {"logs", cmd_logs, logs_options, "a task id", ONE},
 };
 
 /* Apply one parsed option: EX_OK, -1 when the run is over (--help, --version), or EX_USAGE. */
@@ -372,6 +388,14 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
         *(opt == OPT_SINCE ? &o->since : &o->until) = optarg; /* history reads the text */
         break;
     case OPT_STEP: o->step = optarg; break;
+    case OPT_FOLLOW: o->wait = true; break;
+    case OPT_AFTER: {
+        long v;
+        if (!parse_long(optarg, 0, (1L << 53), &v))
+            return usage_error("--after needs a line number (seq) 0..2^53, got '%s'", optarg);
+        o->after = v;
+        break;
+    }
     case OPT_OLDER_THAN:
         if (!parse_duration_ms(optarg, &o->older_than_ms))
             return usage_error("--older-than must be %s, got '%s'", DURATION_EXPECTED, optarg);
