@@ -158,15 +158,18 @@ enum MHD_Result http__get_metrics(http_server *s, struct MHD_Connection *c)
 
 enum MHD_Result http__get_tasks(http_server *s, struct MHD_Connection *c)
 {
-    static const char *const ok[] = {"state", "handler", "limit", NULL};
+    static const char *const ok[] = {"state", "handler", "since", "until",
+                                     "limit", "cursor",  NULL};
     args_check a;
     const char *bad = http__unknown_arg(c, ok, &a);
     if (bad)
-        return http__send_error(c, MHD_HTTP_BAD_REQUEST, NULL,
-                                "unknown query argument '%s' (expected state, handler, limit)",
-                                bad);
+        return http__send_error(
+            c, MHD_HTTP_BAD_REQUEST, NULL,
+            "unknown query argument '%s' (expected state, handler, since, until, limit, cursor)",
+            bad);
     const char *state = http__arg(c, "state"), *hname = http__arg(c, "handler"),
-               *lim = http__arg(c, "limit");
+               *lim = http__arg(c, "limit"), *since = http__arg(c, "since"),
+               *until = http__arg(c, "until"), *cursor = http__arg(c, "cursor");
     long limit = 20;
     if (lim) {
         char *end;
@@ -178,19 +181,15 @@ enum MHD_Result http__get_tasks(http_server *s, struct MHD_Connection *c)
                                     lim);
     }
     store *st = http__pool_get(s);
-    cJSON *tasks = NULL;
-    int rc = store_list_tasks(st, state, hname, (int)limit, &tasks);
+    cJSON *o = NULL;
+    int rc = ops_list(st, state, hname, since, until, limit, cursor, &o);
     if (http__again(rc, st))
-        rc = store_list_tasks(st, state, hname, (int)limit, &tasks);
+        rc = ops_list(st, state, hname, since, until, limit, cursor, &o);
     char err[256];
     snprintf(err, sizeof err, "%s", rc < 0 ? store_errstr(st) : "");
     http__pool_put(s, st);
     if (rc < 0)
         return http__send_store_error(s, c, rc, err);
-    view_tasks(tasks);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(tasks));
-    cJSON_AddItemToObject(o, "tasks", tasks);
     return http__send_json(c, MHD_HTTP_OK, o, NULL);
 }
 

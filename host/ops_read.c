@@ -92,6 +92,109 @@ int ops_stats(store *st, const bgt_config *cfg, cJSON **out)
     return rc;
 }
 
+/* The filters a cursor belongs to, as a number (FNV-1a of their text as given). */
+static uint32_t filters_digest(const char *state, const char *handler, const char *since,
+                               const char *until)
+{
+    const char *parts[] = {state ? state : "", handler ? handler : "", since ? since : "",
+                           until ? until : ""};
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < 4; i++) {
+        for (const char *p = parts[i]; *p; p++) {
+            unsigned char ch = (unsigned char)*p;
+            if (i == 0 && ch >= 'a' && ch <= 'z')
+                ch = (unsigned char)(ch - 'a' + 'A');
+            h = (h ^ ch) * 16777619u;
+        }
+        h = (h ^ '|') * 16777619u;
+    }
+    return h;
+}
+
+/* Read cursor "c1.<key>.<id|->.<digest>": true and the position, or false. */
+static bool cursor_parse(const char *c, uint32_t digest, list_query *q, bool *foreign)
+{
+    long long key;
+    char id[BGT_ID_LEN + 2];
+    unsigned dg;
+    int used = 0;
+    *foreign = false;
+    if (!c || strlen(c) > 80 ||
+        sscanf(c, "c1.%lld.%37[0-9a-f-].%8x%n", &key, id, &dg, &used) != 3 || c[used] ||
+        key < 0 || (strcmp(id, "-") != 0 && !id_valid(id)))
+        return false;
+    if (dg != digest) {
+        *foreign = true;
+        return false;
+    }
+    q->below = true;
+    q->below_key = key;
+    if (strcmp(id, "-") == 0)
+        q->below_id[0] = '\0';
+    else
+        memcpy(q->below_id, id, sizeof q->below_id); /* a task id: 36 characters */
+    return true;
+}
+
+int ops_list(store *st, const char *state, const char *handler, const char *since,
+             const char *until, long limit, const char *cursor, cJSON **out)
+{
+    *out = NULL;
+    if (limit < 0 || limit > LIST_PAGE_MAX) {
+        store_set_error(st, "limit must be an integer 1..%d, got %ld", LIST_PAGE_MAX, limit);
+        return -EINVAL;
+    }
+    list_query q = {.state = state, .handler = handler, .limit = limit ? (int)limit : 20};
+    int64_t now = 0;
+    int rc = since || until ? store_time_ms(st, &now) : 0;
+    if (rc < 0)
+        return rc;
+    if (since && !parse_time_ms(since, now, &q.since_ms)) {
+        store_set_error(st, "since must be " TIME_EXPECTED ", got '%.64s'", since);
+        return -EINVAL;
+    }
+    if (until && !parse_time_ms(until, now, &q.until_ms)) {
+        store_set_error(st, "until must be " TIME_EXPECTED ", got '%.64s'", until);
+        return -EINVAL;
+    }
+    if (until && q.until_ms <= q.since_ms) {
+        store_set_error(st, "until must be later than since (since %lld ms, until %lld ms)",
+                        (long long)q.since_ms, (long long)q.until_ms);
+        return -EINVAL;
+    }
+    bool foreign;
+    uint32_t digest = filters_digest(state, handler, since, until);
+    if (cursor && !cursor_parse(cursor, digest, &q, &foreign)) {
+        if (foreign)
+            store_set_error(st, "cursor does not belong to these filters (state, handler, "
+                                "since, until must be those of the page it came from)");
+        else
+            store_set_error(st, "cursor must be a next_cursor of this listing, got '%.64s'",
+                            cursor);
+        return -EINVAL;
+    }
+    cJSON *tasks = NULL;
+    bool more = false;
+    int64_t key = 0;
+    char id[BGT_ID_LEN + 1] = "";
+    rc = store_list_tasks(st, &q, &tasks, &more, &key, id);
+    if (rc < 0)
+        return rc;
+    view_tasks(tasks);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "count", cJSON_GetArraySize(tasks));
+    cJSON_AddItemToObject(o, "tasks", tasks);
+    if (more) {
+        char next[96];
+        snprintf(next, sizeof next, "c1.%lld.%s.%08x", (long long)key, id[0] ? id : "-", digest);
+        cJSON_AddStringToObject(o, "next_cursor", next);
+    } else {
+        cJSON_AddNullToObject(o, "next_cursor");
+    }
+    *out = o;
+    return 0;
+}
+
 int ops_history(store *st, const char *handler, const char *since, const char *until,
                 const char *step, cJSON **out)
 {

@@ -40,4 +40,19 @@ int ops_stats(store *st, const bgt_config *cfg, cJSON **out);
 int ops_history(store *st, const char *handler, const char *since, const char *until,
                 const char *step, cJSON **out);
 
+/* The largest `limit` of a page of tasks. */
+#define LIST_PAGE_MAX 1000
+
+/*
+ * GET /v1/tasks, bgtaskctl list: a page of tasks newest first, as
+ * {"count", "tasks": [records], "next_cursor": text | null}. state, handler,
+ * since and until (a time as ops_history takes it: on finished_ms for
+ * finished tasks, created_ms for the others; since inclusive, until
+ * exclusive) filter; limit 1..LIST_PAGE_MAX (0: 20); cursor (NULL: the first
+ * page) is a next_cursor of an earlier page with the same filters. -EINVAL
+ * with store_errstr naming the argument. Caller owns *out.
+ */
+int ops_list(store *st, const char *state, const char *handler, const char *since,
+             const char *until, long limit, const char *cursor, cJSON **out);
+
 #endif

@@ -27,6 +27,7 @@ static const char *const script_src[SC_COUNT] = {
     [SC_RETRY] = LUA_RETRY,   [SC_LEAVE] = LUA_LEAVE,   [SC_HOST] = LUA_HOST,
     [SC_SELECT] = LUA_SELECT, [SC_PURGE] = LUA_PURGE,   [SC_PAUSE] = LUA_PAUSE,
     [SC_HISTORY] = LUA_HISTORY,
+    [SC_LIST] = LUA_LIST,
 };
 
 /* ---- connection ---- */

@@ -184,9 +184,30 @@ int store_submit(store *st, submit_req *reqs, size_t n);
 /* The task record as a JSON object: the record's fields (DESIGN §5) with
  * numbers as numbers and args/result as JSON values. -ENOENT if unknown. */
 int store_get_task(store *st, const char *id, cJSON **out);
-/* Tasks, newest first: state NULL or "ONGOING"/"SUCCESS"/..., handler NULL or
- * a name; at most limit. *out is a JSON array of records. */
-int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out);
+/* What to list: tasks newest first by their key, finished_ms once finished, else created_ms
+ * (then by id, descending). */
+typedef struct list_query {
+    const char *state;       /* NULL, or ONGOING, SUCCESS, FAILURE, CANCELLED (any case) */
+    const char *handler;     /* NULL, or a handler name */
+    int64_t since_ms;        /* keys from (inclusive), 0: no limit */
+    int64_t until_ms;        /* keys until (exclusive), 0: no limit */
+    int limit;               /* 1..1000 */
+    bool below;              /* only tasks below the position (key, id) a page ended at: */
+    int64_t below_key;
+    char below_id[37];
+} list_query;
+/*
+ * A page of tasks: *out a JSON array of records (owner null), at most limit;
+ * *more says whether more may follow, and then (*next_key, next_id) is the
+ * position to go on below (a query with below set to it gives the next page:
+ * every task listed once, as long as the tasks do not change meanwhile).
+ * Finished tasks are found by a binary search on their done lists (O(log n +
+ * page) per list), unfinished ones by reading every queue and held hash of
+ * the handlers asked for. One script call per shard, pipelined, then the
+ * records. -EINVAL for a bad state or handler name.
+ */
+int store_list_tasks(store *st, const list_query *q, cJSON **out, bool *more, int64_t *next_key,
+                     char next_id[37]);
 /* Live hosts: array of {id, machine, pid, version, handlers, workers, running, started_ms,
  * expires_ms, breakers, paused (its handlers that are paused)}. */
 int store_list_hosts(store *st, cJSON **out);

@@ -26,6 +26,7 @@ enum {
     SC_PURGE,
     SC_PAUSE,
     SC_HISTORY,
+    SC_LIST,
     SC_COUNT
 };
 
@@ -138,6 +139,12 @@ int store__meta(store *st);
 void store__note_warnings(store *st, const redisReply *r);
 /* A task id in lowercase, as keys spell it, into out (37 bytes). */
 void store__norm_id(const char *id, char *out);
+
+/* store_read.c */
+/* The records of ids (without their leases: owner null) appended to arr, those in state (any
+ * case; NULL: any) of handler (NULL: any) only, in the order of ids. */
+int store__fetch_records(store *st, char (*ids)[37], size_t n, const char *state,
+                         const char *handler, cJSON *arr);
 
 /* store_ops.c */
 /* The per-shard shares of tasks.retention_max (0: no limit) and events.maxlen. */

@@ -278,39 +278,21 @@ static const char *handler_at(const batch *hb, int s, size_t k, const char *only
     return only ? only : batch_array(hb, (size_t)s)->element[k]->str;
 }
 
-/* Ids to fetch, with the shard each is in. */
-typedef struct idlist {
-    char (*id)[BGT_ID_LEN + 1];
-    size_t n, cap;
-} idlist;
-
-static void idlist_add(idlist *l, const char *id)
-{
-    if (strlen(id) < BGT_ID_LEN)
-        return;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->id = xrealloc(l->id, l->cap * sizeof *l->id);
-    }
-    memcpy(l->id[l->n], id, BGT_ID_LEN); /* a parallel task's '*' in a done list is dropped */
-    l->id[l->n++][BGT_ID_LEN] = '\0';
-}
-
-/* Fetch the records of ids (with their leases) and append those matching to arr. */
-static int fetch(store *st, const idlist *ids, const char *state, const char *handler, cJSON *arr)
+int store__fetch_records(store *st, char (*ids)[BGT_ID_LEN + 1], size_t n, const char *state,
+                         const char *handler, cJSON *arr)
 {
     batch b = {0};
-    for (size_t i = 0; i < ids->n; i++) {
-        const char *tag = st->tags[store_shard_of(st, ids->id[i])];
-        batch_add(&b, tag, "HGETALL %s:t:%s", tag, ids->id[i]);
+    for (size_t i = 0; i < n; i++) {
+        const char *tag = st->tags[store_shard_of(st, ids[i])];
+        batch_add(&b, tag, "HGETALL %s:t:%s", tag, ids[i]);
     }
     int rc = batch_run(st, &b);
-    for (size_t i = 0; rc == 0 && i < ids->n; i++) {
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         const redisReply *r = batch_array(&b, i);
         if (!r || r->elements == 0)
             continue;
         lease l = {0};
-        cJSON *o = record_json(ids->id[i], r, &l);
+        cJSON *o = record_json(ids[i], r, &l);
         const char *s = cJSON_GetObjectItem(o, "state")->valuestring;
         const char *h = cJSON_GetObjectItem(o, "handler")->valuestring;
         if ((!state || strcasecmp(s, state) == 0) && (!handler || strcmp(h, handler) == 0))
@@ -320,119 +302,6 @@ static int fetch(store *st, const idlist *ids, const char *state, const char *ha
     }
     batch_free(&b);
     return rc;
-}
-
-static double num_field(const cJSON *o, const char *f)
-{
-    const cJSON *v = cJSON_GetObjectItem(o, f);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
-static int cmp_created_desc(const void *a, const void *b)
-{
-    double x = num_field(*(cJSON *const *)a, "created_ms");
-    double y = num_field(*(cJSON *const *)b, "created_ms");
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* Sort an array of records newest first, keep at most limit. */
-static void sort_records(cJSON *arr, int limit)
-{
-    int n = cJSON_GetArraySize(arr);
-    cJSON **v = xcalloc((size_t)n + 1, sizeof *v);
-    for (int i = 0; i < n; i++)
-        v[i] = cJSON_DetachItemFromArray(arr, 0);
-    qsort(v, (size_t)n, sizeof *v, cmp_created_desc);
-    for (int i = 0; i < n; i++)
-        if (i < limit)
-            cJSON_AddItemToArray(arr, v[i]);
-        else
-            cJSON_Delete(v[i]);
-    free(v);
-}
-
-int store_list_tasks(store *st, const char *state, const char *handler, int limit, cJSON **out)
-{
-    *out = NULL;
-    int meta = store__meta(st);
-    if (meta < 0)
-        return meta;
-    if (limit <= 0)
-        limit = 20;
-    if (handler && !name_valid(handler)) {
-        snprintf(st->err, sizeof st->err, "invalid handler name '%.64s'", handler);
-        return -EINVAL;
-    }
-    static const char *const states[] = {"ONGOING", "SUCCESS", "FAILURE", "CANCELLED", NULL};
-    if (state) {
-        bool known = false;
-        for (int i = 0; states[i]; i++)
-            known |= strcasecmp(state, states[i]) == 0;
-        if (!known) {
-            snprintf(st->err, sizeof st->err,
-                     "unknown state '%.32s': expected ONGOING, SUCCESS, FAILURE or CANCELLED",
-                     state);
-            return -EINVAL;
-        }
-    }
-    batch shb;
-    int rc = shard_handlers(st, handler, &shb);
-    if (rc < 0) {
-        batch_free(&shb);
-        return rc;
-    }
-    bool ongoing = !state || strcasecmp(state, "ONGOING") == 0;
-    bool done = !state || !ongoing;
-    /* Candidates: the first ids of each queue and held hash, the newest of each done list. */
-    batch b = {0}, hb = {0}, held = {0};
-    for (int s = 0; s < st->shards; s++) {
-        const char *tag = st->tags[s];
-        for (size_t i = 0; i < nhandlers(&shb, s, handler); i++) {
-            const char *h = handler_at(&shb, s, i, handler);
-            if (ongoing)
-                batch_add(&b, tag, "ZRANGE %s:q:%s 0 %d", tag, h, limit - 1);
-            if (done)
-                batch_add(&b, tag, "LRANGE %s:done:%s %d -1", tag, h, -limit);
-        }
-        if (ongoing)
-            batch_add(&hb, tag, "ZRANGE %s:hosts 0 -1", tag);
-    }
-    rc = batch_run(st, &b);
-    if (rc == 0)
-        rc = batch_run(st, &hb);
-    idlist ids = {0};
-    for (size_t i = 0; rc == 0 && i < b.n; i++) {
-        const redisReply *r = batch_array(&b, i);
-        for (size_t k = 0; r && k < r->elements; k++)
-            idlist_add(&ids, r->element[k]->str);
-    }
-    for (size_t i = 0; rc == 0 && i < hb.n; i++) {
-        const redisReply *r = batch_array(&hb, i);
-        for (size_t k = 0; r && k < r->elements; k++)
-            batch_add(&held, hb.c[i].key, "HKEYS %s:held:%s", hb.c[i].key, r->element[k]->str);
-    }
-    if (rc == 0)
-        rc = batch_run(st, &held);
-    for (size_t i = 0; rc == 0 && i < held.n; i++) {
-        const redisReply *r = batch_array(&held, i);
-        for (size_t k = 0; r && k < r->elements; k++)
-            idlist_add(&ids, r->element[k]->str);
-    }
-    cJSON *arr = cJSON_CreateArray();
-    if (rc == 0)
-        rc = fetch(st, &ids, state, handler, arr);
-    batch_free(&held);
-    batch_free(&hb);
-    batch_free(&b);
-    batch_free(&shb);
-    free(ids.id);
-    if (rc < 0) {
-        cJSON_Delete(arr);
-        return rc;
-    }
-    sort_records(arr, limit);
-    *out = arr;
-    return 0;
 }
 
 int store_list_hosts(store *st, cJSON **out)

@@ -68,12 +68,13 @@ static void test_error_only_on_failure(void **state)
     assert_non_null(strstr(out, "it broke"));
     free(out);
     out = it_ctl(0, NULL, "--json", "list", NULL);
-    cJSON *arr = cJSON_Parse(out);
+    cJSON *page = cJSON_Parse(out);
+    const cJSON *arr = cJSON_GetObjectItem(page, "tasks");
     assert_non_null(arr);
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(listed(arr, ok), "error")));
     const cJSON *e = cJSON_GetObjectItem(listed(arr, bad), "error");
     assert_true(cJSON_IsString(e) && strstr(e->valuestring, "it broke"));
-    cJSON_Delete(arr);
+    cJSON_Delete(page);
     free(out);
     free(ok);
     free(bad);
@@ -230,11 +231,12 @@ static void test_unserved_handler(void **state)
     free(out);
     assert_int_equal(th_ctl(&fx.r, NULL, NULL, "cancel", first, NULL), 0);
     out = it_ctl(0, NULL, "--json", "list", "--handler", "nobody.serves", "--state", "ONGOING", NULL);
-    cJSON *arr = cJSON_Parse(out);
+    cJSON *page = cJSON_Parse(out);
+    const cJSON *arr = cJSON_GetObjectItem(page, "tasks");
     assert_int_equal(cJSON_GetArraySize(arr), 1);
     char id[37];
     snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "id")->valuestring);
-    cJSON_Delete(arr);
+    cJSON_Delete(page);
     free(out);
 
     out = it_ctl(0, NULL, "status", id, NULL);

@@ -322,6 +322,149 @@ static void test_history_off(void **state)
     it_pass();
 }
 
+/* A task's listing key: finished_ms once finished, else created_ms. */
+static double list_key(const cJSON *t)
+{
+    double f = num(t, "finished_ms");
+    return f > 0 ? f : num(t, "created_ms");
+}
+
+/* Walk every page of GET /v1/tasks?<query>&limit=<limit> (or bgtaskctl list with args, when
+ * ctl): each task must come once, newest first; returns how many came (ids in seen). */
+static int walk_pages(const char *query, int limit, bool ctl, const char *const *args,
+                      char (*seen)[37], int max)
+{
+    char *cursor = NULL;
+    int n = 0, pages = 0;
+    double last = 1e300;
+    char last_id[37] = "~";
+    do {
+        cJSON *page;
+        char lim[16];
+        snprintf(lim, sizeof lim, "%d", limit);
+        if (ctl) {
+            const char *argv[16] = {"--json", "list", "--limit", lim};
+            int k = 4;
+            for (int i = 0; args && args[i]; i++)
+                argv[k++] = args[i];
+            if (cursor) {
+                argv[k++] = "--cursor";
+                argv[k++] = cursor;
+            }
+            argv[k] = NULL;
+            page = json_of(it_ctl(0, NULL, argv[0], argv[1], argv[2], argv[3], argv[4], argv[5],
+                                  argv[6], argv[7], argv[8], argv[9], argv[10], argv[11], NULL));
+        } else {
+            char path[512];
+            snprintf(path, sizeof path, "/v1/tasks?%s&limit=%d%s%s", query, limit,
+                     cursor ? "&cursor=" : "", cursor ? cursor : "");
+            page = api(200, path);
+        }
+        free(cursor);
+        cursor = NULL;
+        const cJSON *t, *next = cJSON_GetObjectItem(page, "next_cursor");
+        assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(page, "tasks")) <= limit);
+        cJSON_ArrayForEach (t, cJSON_GetObjectItem(page, "tasks")) {
+            const char *id = cJSON_GetObjectItem(t, "id")->valuestring;
+            double k = list_key(t);
+            if (k > last || (k == last && strcmp(id, last_id) >= 0))
+                fail_msg("%s: %s (%.0f) after %s (%.0f): not newest first", query, id, k,
+                         last_id, last);
+            last = k;
+            snprintf(last_id, sizeof last_id, "%s", id);
+            for (int i = 0; i < n; i++)
+                if (strcmp(seen[i], id) == 0)
+                    fail_msg("%s: task %s listed twice", query, id);
+            assert_true(n < max);
+            snprintf(seen[n++], 37, "%s", id);
+        }
+        if (cJSON_IsString(next))
+            cursor = strdup(next->valuestring);
+        cJSON_Delete(page);
+        assert_true(++pages < 200);
+    } while (cursor);
+    return n;
+}
+
+/* Pages: every task once, newest first, whatever the page size and the filters; a cursor
+ * belongs to its filters; bad input refused. */
+static void test_list_pages(void **state)
+{
+    it_need_redis();
+    host_start(NULL);
+    enum { NOK = 30, NFAIL = 5, NWAIT = 4, NGONE = 3, ALL = NOK + NFAIL + NWAIT + NGONE };
+    char *ids[ALL];
+    int k = 0;
+    for (int i = 0; i < NOK; i++)
+        ids[k++] = it_submit("demo.echo", NULL, NULL);
+    for (int i = 0; i < NFAIL; i++)
+        ids[k++] = it_submit("demo.fail", NULL, NULL);
+    for (int i = 0; i < NWAIT; i++)
+        ids[k++] = it_submit("demo.sleep", NULL, "--delay", "600", NULL);
+    for (int i = 0; i < NGONE; i++)
+        ids[k++] = it_submit("nobody.home", NULL, NULL);
+    for (int i = 0; i < NOK; i++)
+        assert_true(it_wait_state(ids[i], "SUCCESS", 30));
+    for (int i = NOK; i < NOK + NFAIL; i++)
+        assert_true(it_wait_state(ids[i], "FAILURE", 30));
+    char(*seen)[37] = calloc(ALL + 1, 37);
+    static const int sizes[] = {1, 4, 7, 20, 1000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        assert_int_equal(walk_pages("", sizes[i], false, NULL, seen, ALL), ALL);
+    for (int i = 0; i < ALL; i++) {
+        bool found = false;
+        for (int j = 0; j < ALL && !found; j++)
+            found = strcmp(seen[j], ids[i]) == 0;
+        assert_true(found);
+    }
+    assert_int_equal(walk_pages("state=SUCCESS", 4, false, NULL, seen, ALL), NOK);
+    assert_int_equal(walk_pages("state=failure", 2, false, NULL, seen, ALL), NFAIL);
+    assert_int_equal(walk_pages("state=ONGOING", 3, false, NULL, seen, ALL), NWAIT + NGONE);
+    assert_int_equal(walk_pages("handler=demo.sleep", 3, false, NULL, seen, ALL), NWAIT);
+    const char *cli_args[] = {"--state", "SUCCESS", NULL};
+    assert_int_equal(walk_pages("", 6, true, cli_args, seen, ALL), NOK);
+    assert_int_equal(walk_pages("", 9, true, NULL, seen, ALL), ALL);
+
+    /* since/until select on the listing key: those of the newest 10 finished. */
+    cJSON *top = api(200, "/v1/tasks?state=SUCCESS&limit=10");
+    double tenth = list_key(cJSON_GetArrayItem(cJSON_GetObjectItem(top, "tasks"), 9));
+    cJSON_Delete(top);
+    char q[128];
+    snprintf(q, sizeof q, "state=SUCCESS&since=%.0f", tenth);
+    int n = walk_pages(q, 3, false, NULL, seen, ALL);
+    assert_true(n >= 10 && n <= NOK);
+    snprintf(q, sizeof q, "state=SUCCESS&until=%.0f", tenth);
+    assert_int_equal(walk_pages(q, 3, false, NULL, seen, ALL) + n, NOK);
+    assert_int_equal(walk_pages("since=2020-01-01T00:00:00Z&until=2020-01-02T00:00:00Z", 5, false,
+                                NULL, seen, ALL),
+                     0);
+
+    /* A cursor belongs to its filters; bad input is refused. */
+    cJSON *p1 = api(200, "/v1/tasks?state=SUCCESS&limit=2");
+    char path[256];
+    snprintf(path, sizeof path, "/v1/tasks?state=FAILURE&limit=2&cursor=%s",
+             cJSON_GetObjectItem(p1, "next_cursor")->valuestring);
+    api_refuses(path, "cursor does not belong to these filters");
+    cJSON_Delete(p1);
+    api_refuses("/v1/tasks?cursor=nonsense", "cursor must be a next_cursor");
+    api_refuses("/v1/tasks?limit=0", "limit must be an integer 1..1000");
+    api_refuses("/v1/tasks?limit=1001", "limit must be an integer 1..1000");
+    api_refuses("/v1/tasks?since=soon", "since must be a time");
+    api_refuses("/v1/tasks?since=1h&until=2h", "until must be later than since");
+    api_refuses("/v1/tasks?state=DONE", "unknown state 'DONE'");
+    char *err = NULL;
+    free(it_ctl(2, &err, "list", "--cursor", "nonsense", NULL));
+    assert_non_null(strstr(err, "cursor must be a next_cursor"));
+    free(err);
+    free(it_ctl(2, &err, "list", "--until", "later", NULL));
+    assert_non_null(strstr(err, "until must be a time"));
+    free(err);
+    for (int i = 0; i < ALL; i++)
+        free(ids[i]);
+    free(seen);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +472,7 @@ int main(void)
         IT_TEST(test_bad_input),
         IT_TEST(test_unserved),
         IT_TEST(test_history_off),
+        IT_TEST(test_list_pages),
     };
     return cmocka_run_group_tests(tests, it_group_setup, it_group_teardown);
 }

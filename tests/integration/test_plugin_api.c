@@ -24,7 +24,9 @@ static cJSON *tasks_of(const char *handler)
 {
     char *out = NULL;
     assert_int_equal(th_ctl(&fx.r, &out, NULL, "--json", "list", "--handler", handler, NULL), 0);
-    cJSON *arr = cJSON_Parse(out);
+    cJSON *page = cJSON_Parse(out);
+    cJSON *arr = cJSON_DetachItemFromObject(page, "tasks"); /* {"count", "tasks", ...} */
+    cJSON_Delete(page);
     assert_non_null(arr);
     free(out);
     return arr;

@@ -103,7 +103,7 @@ static void test_callbacks_on_workers(void **state)
                                                   "threadcheck.followup", "--state", "SUCCESS",
                                                   "--limit", "100", NULL);
                                   cJSON *list = rc == 0 ? cJSON_Parse(out) : NULL;
-                                  int n = cJSON_GetArraySize(list);
+                                  int n = cJSON_GetArraySize(cJSON_GetObjectItem(list, "tasks"));
                                   cJSON_Delete(list);
                                   free(out);
                                   n == submitted;

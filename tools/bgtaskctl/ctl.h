@@ -76,6 +76,7 @@ typedef struct cmd_opts {
     const char *since, *until, *step; /* the text of --since, --until, --step (history reads
                                          them through ops_history's parser) */
     long long after;                  /* logs --after */
+    const char *cursor;               /* list --cursor */
     bool has_older_than;
     int64_t older_than_ms;
     bool wait, subtasks, dry_run, all;

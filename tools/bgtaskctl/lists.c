@@ -15,16 +15,21 @@ int cmd_list(ctl *c, const cmd_opts *o, const char *unused)
                            o->state);
     if (o->handler && !name_valid(o->handler))
         return usage_error("bad handler name '%s'", o->handler);
-    cJSON *tasks = NULL, *t;
-    int rc = store_list_tasks(c->st, state, o->handler, o->limit ? (int)o->limit : 20, &tasks);
+    if (o->limit > LIST_PAGE_MAX)
+        return usage_error("--limit needs a number 1..%d for list, got %ld", LIST_PAGE_MAX,
+                           o->limit);
+    cJSON *page = NULL, *t;
+    int rc = ops_list(c->st, state, o->handler, o->since, o->until, o->limit, o->cursor, &page);
+    if (rc == -EINVAL)
+        return usage_error("list: %s", store_errstr(c->st));
     if (rc < 0)
         return store_fail(c, c->st, rc, "");
-    view_tasks(tasks);
     if (c->json) {
-        print_json(tasks, false);
-        cJSON_Delete(tasks);
+        print_json(page, false);
+        cJSON_Delete(page);
         return EX_OK;
     }
+    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(page, "tasks");
     table tb = {.ncols = 7,
                 .head = {"ID", "HANDLER", "STATE", "ATTEMPT", "PROGRESS", "UPDATED", "MESSAGE"}};
     /* On a terminal, the message gets what is left of the line (the rest takes ~93). */
@@ -48,7 +53,20 @@ int cmd_list(ctl *c, const cmd_opts *o, const char *unused)
         table_row(&tb, row);
     }
     table_print(&tb);
-    cJSON_Delete(tasks);
+    /* The command that shows the next page, on a terminal. */
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next_cursor");
+    if (cJSON_IsString(next) && isatty(STDOUT_FILENO)) {
+        printf("more: bgtaskctl list");
+        const char *flags[][2] = {{"--state", o->state},   {"--handler", o->handler},
+                                  {"--since", o->since},   {"--until", o->until}};
+        for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+            if (flags[i][1])
+                printf(" %s '%s'", flags[i][0], flags[i][1]);
+        if (o->limit)
+            printf(" --limit %ld", o->limit);
+        printf(" --cursor %s\n", next->valuestring);
+    }
+    cJSON_Delete(page);
     return EX_OK;
 }
 

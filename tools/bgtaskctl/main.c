@@ -81,8 +81,12 @@ static const char usage_long[] =
     "                 attempt[/subtask], message; those after line SEQ, at most N\n"
     "                 (1..1000, default 200); --follow: all of them, then new ones as\n"
     "                 they are written, until the task has ended\n"
-    "  list [--state S] [--handler H] [--limit N]\n"
-    "                 recent tasks, newest first (default limit 20)\n"
+    "  list [--state S] [--handler H] [--since T] [--until T] [--limit N] [--cursor C]\n"
+    "                 tasks newest first (by when they finished, or were created while\n"
+    "                 unfinished), those since T (inclusive) until T (exclusive), a page\n"
+    "                 of N (1..1000, default 20); --cursor C goes on after the page whose\n"
+    "                 next_cursor C is (same filters); --json prints {\"count\", \"tasks\",\n"
+    "                 \"next_cursor\"}\n"
     "  hosts          live hosts\n"
     "  handlers       the handlers live hosts serve (with those hosts and their workers),\n"
     "                 and those with tasks waiting that no live host serves (unserved);\n"
@@ -224,6 +228,7 @@ enum {
     OPT_STEP,
     OPT_AFTER,
     OPT_FOLLOW,
+    OPT_CURSOR,
 };
 
 /* The options every command takes, first in each table. */
@@ -324,6 +329,9 @@ static const struct option list_options[] = {
     {"state", required_argument, NULL, OPT_STATE},
     {"handler", required_argument, NULL, OPT_HANDLER},
     {"limit", required_argument, NULL, OPT_LIMIT},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"cursor", required_argument, NULL, OPT_CURSOR},
     {0},
 };
 
@@ -389,6 +397,7 @@ static int apply_option(ctl *c, cmd_opts *o, int opt, char *const argv[])
         break;
     case OPT_STEP: o->step = optarg; break;
     case OPT_FOLLOW: o->wait = true; break;
+    case OPT_CURSOR: o->cursor = optarg; break;
     case OPT_AFTER: {
         long v;
         if (!parse_long(optarg, 0, (1L << 53), &v))
