@@ -174,11 +174,14 @@ static void keep_line(bgt_task *t, int level, const char *text)
                            TASK_LOG_LINE_MAX, text);
     bgt_task *task = t->parent ? t->parent : t;
     mgr__lock(m);
-    if (task->nlogs == max) {
-        free(task->logs[0]);
-        memmove(task->logs, task->logs + 1, (size_t)(max - 1) * sizeof *task->logs);
-        task->nlogs--;
-        task->logs_dropped++;
+    if (task->nlogs >= max) {
+        /* More than max after a write that failed gave its lines back: keep the newest. */
+        int drop = task->nlogs - max + 1;
+        for (int i = 0; i < drop; i++)
+            free(task->logs[i]);
+        memmove(task->logs, task->logs + drop, (size_t)(task->nlogs - drop) * sizeof *task->logs);
+        task->nlogs -= drop;
+        task->logs_dropped += drop;
     }
     if (task->nlogs == task->logs_cap) {
         task->logs_cap = task->logs_cap ? task->logs_cap * 2 : 8;

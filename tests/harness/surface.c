@@ -226,6 +226,54 @@ static void http_post_expect(const char *base, const char *path, int want)
 
 /* The HTTP API: submit, the task's event stream, the record, lists, stats, hosts, cancel,
  * retry, pause and resume. */
+/* The sum of a history answer's series of handler and outcome (text: the answer). */
+static double history_sum(const char *text, const char *handler, const char *outcome)
+{
+    cJSON *j = cJSON_Parse(text), *e, *v;
+    double n = 0;
+    cJSON_ArrayForEach (e, cJSON_GetObjectItemCaseSensitive(j, "handlers")) {
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(e, "handler");
+        if (cJSON_IsString(h) && strcmp(h->valuestring, handler) == 0)
+            cJSON_ArrayForEach (v, cJSON_GetObjectItemCaseSensitive(e, outcome))
+                n += cJSON_IsNumber(v) ? v->valuedouble : 0;
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+/* What reads every shard (every master of a cluster): the history, a task's log (the
+ * cancelled task cancelled's), a handler with its last hour, and pages of tasks. */
+static void check_reads(const char *base, const char *cancelled)
+{
+    char *body = http_get_ok(base, "/v1/history?handler=demo.sleep&since=1h&step=1h");
+    if (history_sum(body, "demo.sleep", "success") < 1 ||
+        history_sum(body, "demo.sleep", "cancelled") < 1)
+        fail_msg("GET /v1/history: want demo.sleep's success and cancel counted:\n%s", body);
+    free(body);
+    char path[256];
+    snprintf(path, sizeof path, "/v1/tasks/%s/logs", cancelled);
+    body = http_get_ok(base, path);
+    if (!strstr(body, "cancelled during step"))
+        fail_msg("GET %s: want the handler's line on its cancel:\n%s", path, body);
+    free(body);
+    body = http_get_ok(base, "/v1/handlers/demo.sleep");
+    if (!strstr(body, "\"last_hour\"") || !strstr(body, "\"unserved\":false"))
+        fail_msg("GET /v1/handlers/demo.sleep:\n%s", body);
+    free(body);
+    body = http_get_ok(base, "/v1/tasks?handler=demo.sleep&limit=1");
+    char *cursor = json_member(body, "next_cursor");
+    if (!cursor)
+        fail_msg("GET /v1/tasks?limit=1: want a next_cursor (two tasks ran):\n%s", body);
+    free(body);
+    snprintf(path, sizeof path, "/v1/tasks?handler=demo.sleep&limit=1&cursor=%s", cursor);
+    body = http_get_ok(base, path);
+    if (!strstr(body, "\"count\":1"))
+        fail_msg("GET %s: want the second page:\n%s", path, body);
+    free(body);
+    free(cursor);
+}
+
+/* The HTTP API: submit, the task's event stream, the record, lists, stats, hosts, cancel. */
 static void check_http(const char *base, const th_host *h)
 {
     char *id = http_submit(base, SHORT_ARGS);
@@ -275,6 +323,7 @@ static void check_http(const char *base, const th_host *h)
     assert_int_equal(status, 202);
     if (!TH_WAIT_UNTIL(WAIT_S, http_task_is(base, id, "state", "CANCELLED")))
         fail_msg("task %s was not cancelled again", id);
+    check_reads(base, id);
     free(id);
 
     http_post_expect(base, "/v1/handlers/demo.sleep/pause", 200);
