@@ -349,6 +349,7 @@ static int act(store *st, const bulk_req *q, const char *outcomes, const cand *v
                 store__args_push(&c->a, v[i].id);
                 store__args_pushf(&c->a, "%ld", store__rmax_shard(st));
                 store__args_pushf(&c->a, "%ld", store__evcap_shard(st));
+                store__args_pushf(&c->a, "%lld", st->lim.history_ms);
                 count[nc++] = 1;
                 i++;
                 continue;

@@ -212,7 +212,7 @@ static const char LUA_SELECT[] = LUA_PRELUDE
 static const char LUA_PURGE[] = LUA_PRELUDE
     /* ARGV[3] = outcomes to delete (space-separated, '' = any), [4] = only those finished
      * before ('' = any; '-N': N ms or more before now), then task ids. Deletes each finished task
-     * that still matches: its record, its subtasks and its entry in its handler's done list
+     * that still matches: its record, its subtasks, its log and its entry in its handler's done list
      * (the events stay: the stream is capped on its own). Returns per id 1 (deleted), 0 (it
      * no longer matches: left alone), -1 (unknown), -2 (unfinished: left alone). */
     LUA_WANT("ARGV[3]")
@@ -229,7 +229,7 @@ static const char LUA_PURGE[] = LUA_PRELUDE
     "  elseif (not ANY and not W[r[2]]) or (upto and not (f and f < upto)) then\n"
     "    out[#out + 1] = 0\n"
     "  else\n"
-    "    redis.call('DEL', key, B .. ':sub:' .. id)\n"
+    "    redis.call('DEL', key, B .. ':sub:' .. id, B .. ':log:' .. id)\n"
     /* a parallel task's entry ends in '*' */
     "    gone(r[1], id)\n"
     "    gone(r[1], id .. '*')\n"

@@ -83,6 +83,9 @@ static cJSON *entry(cJSON *arr, const char *name)
     cJSON_AddStringToObject(e, "handler", name);
     cJSON_AddArrayToObject(e, "hosts");
     cJSON_AddNumberToObject(e, "workers", 0);
+    cJSON_AddFalseToObject(e, "paused");
+    cJSON_AddNumberToObject(e, "paused_ms", 0);
+    cJSON_AddStringToObject(e, "reason", "");
     cJSON_AddNumberToObject(e, "queued", 0);
     cJSON_AddNumberToObject(e, "due", 0);
     cJSON_AddNumberToObject(e, "oldest_due_age_ms", 0);
@@ -141,9 +144,16 @@ cJSON *view_handlers(const cJSON *hosts, const cJSON *stats, const cJSON *last_h
     }
     cJSON_ArrayForEach (q, cJSON_GetObjectItemCaseSensitive(stats, "handlers")) {
         const char *name = str_of(q, "handler");
-        if (!*name || (num_of(q, "queued") <= 0 && !view_served(hosts, name)))
+        bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "paused"));
+        if (!*name || (num_of(q, "queued") <= 0 && !paused && !view_served(hosts, name)))
             continue; /* an empty queue of a handler no one serves: nothing to show */
         cJSON *e = entry(arr, name);
+        if (paused) {
+            cJSON_ReplaceItemInObjectCaseSensitive(e, "paused", cJSON_CreateTrue());
+            add_to(e, "paused_ms", num_of(q, "paused_ms"));
+            cJSON_ReplaceItemInObjectCaseSensitive(e, "reason",
+                                                   cJSON_CreateString(str_of(q, "reason")));
+        }
         add_to(e, "queued", num_of(q, "queued"));
         add_to(e, "due", num_of(q, "due"));
         add_to(e, "oldest_due_age_ms", num_of(q, "oldest_due_age_ms"));
@@ -157,7 +167,8 @@ cJSON *view_handlers(const cJSON *hosts, const cJSON *stats, const cJSON *last_h
     cJSON *unserved = cJSON_CreateArray();
     for (int i = 0; i < n; i++) {
         const char *name = str_of(v[i], "handler");
-        if (num_of(v[i], "queued") > 0 && !view_served(hosts, name)) {
+        bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v[i], "paused"));
+        if (num_of(v[i], "queued") > 0 && !paused && !view_served(hosts, name)) {
             cJSON_ReplaceItemInObjectCaseSensitive(v[i], "unserved", cJSON_CreateTrue());
             cJSON_AddItemToArray(unserved, cJSON_CreateString(name));
         }
@@ -181,7 +192,8 @@ void view_stats(cJSON *stats, const cJSON *hosts, const cJSON *hist)
     const cJSON *q, *e;
     cJSON_ArrayForEach (q, cJSON_GetObjectItemCaseSensitive(stats, "handlers")) {
         const char *name = str_of(q, "handler");
-        if (num_of(q, "queued") > 0 && !view_served(hosts, name))
+        if (num_of(q, "queued") > 0 && !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q, "paused")) &&
+            !view_served(hosts, name))
             cJSON_AddItemToArray(unserved, cJSON_CreateString(name));
     }
     cJSON_DeleteItemFromObjectCaseSensitive(stats, "unserved");

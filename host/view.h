@@ -44,17 +44,18 @@ void view_task_hosts(cJSON *rec, const cJSON *hosts);
  * The handlers clients are shown (bgtaskctl handlers, GET /v1/handlers), made
  * of store_list_hosts', store_stats' and store_history's answers (borrowed;
  * last_hour: one bucket, may be NULL): {"handlers": [{"handler", "hosts":
- * [ids], "workers", "queued", "due", "oldest_due_age_ms", "unserved",
- * "last_hour": {outcome: n}}], "unserved": [names]}, by name. Every handler a
- * live host serves (workers: the sum of those hosts' workers, which they share
- * with their other handlers) and every other one that has tasks in its queue:
- * its "hosts" is empty, as no live host serves it, and it is "unserved" (true,
- * and named in the top-level list). Caller owns the answer.
+ * [ids], "workers", "paused", "paused_ms", "reason", "queued", "due",
+ * "oldest_due_age_ms", "unserved", "last_hour": {outcome: n}}], "unserved":
+ * [names]}, by name. Every handler a live host serves (workers: the sum of
+ * those hosts' workers, which they share with their other handlers), every
+ * paused one, and every other one that has tasks in its queue: its "hosts" is
+ * empty, as no live host serves it, and unless it is paused it is "unserved"
+ * (true, and named in the top-level list). Caller owns the answer.
  */
 cJSON *view_handlers(const cJSON *hosts, const cJSON *stats, const cJSON *last_hour);
 /*
  * Add to stats (store_stats' answer, changed in place) "unserved": the names
- * of its handlers with tasks queued that no live host of hosts serves, and
+ * of its handlers with tasks queued, not paused, that no live host of hosts serves, and
  * "outcomes": {outcome: n} summed from hist (store_history's answer in one
  * bucket; NULL: null, the history is off) with "outcomes_since_ms" (its start).
  */

@@ -297,6 +297,38 @@ static void test_bad_input(void **state)
     it_pass();
 }
 
+/* A purged task's log goes with it; tasks cancelled in bulk are counted in the history. */
+static void test_purge_and_bulk_cancel(void **state)
+{
+    it_need_redis();
+    host_start(NULL, NULL);
+    char *id = run("logger.lines", "{\"n\": 2}", "SUCCESS");
+    assert_true(th_log_len(fx.c, IT_PREFIX, id) == 2);
+    char url[256], body[128], *out = NULL;
+    snprintf(url, sizeof url, "%s/v1/tasks/purge", base);
+    snprintf(body, sizeof body, "{\"ids\": [\"%s\"]}", id);
+    int status = th_http("POST", url, NULL, body, &out);
+    if (status != 202)
+        fail_msg("POST /v1/tasks/purge: %d %s", status, out ? out : "");
+    free(out);
+    assert_false(th_task_exists(fx.c, IT_PREFIX, id));
+    assert_true(th_log_len(fx.c, IT_PREFIX, id) == 0);
+    free(id);
+
+    char *w1 = it_submit("logger.lines", NULL, "--delay", "600", NULL);
+    char *w2 = it_submit("logger.lines", NULL, "--delay", "600", NULL);
+    snprintf(url, sizeof url, "%s/v1/tasks/cancel", base);
+    status = th_http("POST", url, NULL, "{\"handler\": \"logger.lines\"}", &out);
+    if (status != 202)
+        fail_msg("POST /v1/tasks/cancel: %d %s", status, out ? out : "");
+    free(out);
+    assert_true(it_wait_state(w1, "CANCELLED", 30) && it_wait_state(w2, "CANCELLED", 30));
+    assert_int_equal(th_hist_count(fx.c, IT_PREFIX, "logger.lines", "cancelled", NULL), 2);
+    free(w1);
+    free(w2);
+    it_pass();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +336,7 @@ int main(void)
         IT_TEST(test_follow),
         IT_TEST(test_subtasks_and_isolation),
         IT_TEST(test_bad_input),
+        IT_TEST(test_purge_and_bulk_cancel),
     };
     return cmocka_run_group_tests(tests, group_setup, it_group_teardown);
 }

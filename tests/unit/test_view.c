@@ -121,14 +121,15 @@ static void test_handlers(void **state)
                         "{\"handler\":\"old.one\",\"success\":[9,9],\"partial_success\":[0,0],"
                         "\"failure\":[0,0],\"cancelled\":[0,0]}]}");
     cJSON *v = view_handlers(hosts, stats, hist);
+#define NOT_PAUSED "\"paused\":false,\"paused_ms\":0,\"reason\":\"\","
 #define ZERO_HOUR "\"last_hour\":{\"success\":0,\"partial_success\":0,\"failure\":0,\"cancelled\":0}"
     assert_json(v, "{\"handlers\":["
-                   "{\"handler\":\"demo.echo\",\"hosts\":[\"a\",\"b\"],\"workers\":10,\"queued\":5,"
+                   "{\"handler\":\"demo.echo\",\"hosts\":[\"a\",\"b\"],\"workers\":10," NOT_PAUSED "\"queued\":5,"
                    "\"due\":1,\"oldest_due_age_ms\":10,\"unserved\":false,\"last_hour\":"
                    "{\"success\":5,\"partial_success\":1,\"failure\":1,\"cancelled\":0}},"
-                   "{\"handler\":\"demo.sleep\",\"hosts\":[\"a\"],\"workers\":8,\"queued\":0,"
+                   "{\"handler\":\"demo.sleep\",\"hosts\":[\"a\"],\"workers\":8," NOT_PAUSED "\"queued\":0,"
                    "\"due\":0,\"oldest_due_age_ms\":0,\"unserved\":false," ZERO_HOUR "},"
-                   "{\"handler\":\"zz.nobody\",\"hosts\":[],\"workers\":0,\"queued\":3,\"due\":2,"
+                   "{\"handler\":\"zz.nobody\",\"hosts\":[],\"workers\":0," NOT_PAUSED "\"queued\":3,\"due\":2,"
                    "\"oldest_due_age_ms\":1500,\"unserved\":true," ZERO_HOUR "}],"
                    "\"unserved\":[\"zz.nobody\"]}");
     cJSON_Delete(v);
@@ -151,6 +152,26 @@ static void test_handlers(void **state)
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(st2, "outcomes")));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(st2, "unserved")), 1);
     cJSON_Delete(st2);
+
+    /* A paused handler: listed with nothing queued, and never unserved. */
+    cJSON *pst = parse("{\"handlers\":["
+                       "{\"handler\":\"zz.nobody\",\"queued\":3,\"due\":2,\"oldest_due_age_ms\":9,"
+                       "\"paused\":true,\"paused_ms\":1000,\"reason\":\"disk full\"},"
+                       "{\"handler\":\"p.idle\",\"queued\":0,\"due\":0,\"oldest_due_age_ms\":0,"
+                       "\"paused\":true,\"paused_ms\":2000,\"reason\":\"\"}]}");
+    v = view_handlers(empty, pst, NULL);
+    assert_json(v, "{\"handlers\":["
+                   "{\"handler\":\"p.idle\",\"hosts\":[],\"workers\":0,\"paused\":true,"
+                   "\"paused_ms\":2000,\"reason\":\"\",\"queued\":0,\"due\":0,"
+                   "\"oldest_due_age_ms\":0,\"unserved\":false," ZERO_HOUR "},"
+                   "{\"handler\":\"zz.nobody\",\"hosts\":[],\"workers\":0,\"paused\":true,"
+                   "\"paused_ms\":1000,\"reason\":\"disk full\",\"queued\":3,\"due\":2,"
+                   "\"oldest_due_age_ms\":9,\"unserved\":false," ZERO_HOUR "}],"
+                   "\"unserved\":[]}");
+    cJSON_Delete(v);
+    view_stats(pst, empty, NULL);
+    assert_json(cJSON_GetObjectItem(pst, "unserved"), "[]");
+    cJSON_Delete(pst);
     cJSON_Delete(hist);
 
     /* The gauge's count: queued tasks of a handler no live host serves; none for a handler
