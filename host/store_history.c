@@ -113,7 +113,8 @@ int store_history(store *st, const char *handler, int64_t since_ms, int64_t unti
     }
     free(calls);
     if (rc == 0) {
-        qsort(v, nv, sizeof *v, cmp_series);
+        if (nv)
+            qsort(v, nv, sizeof *v, cmp_series);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "since_ms", (double)since_ms);
         cJSON_AddNumberToObject(o, "until_ms", (double)until_ms);

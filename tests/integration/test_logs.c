@@ -146,13 +146,15 @@ static void test_caps_and_levels(void **state)
     cJSON_Delete(p);
 
     /* bgtaskctl logs: the same page with --json; a line per line without. */
-    cJSON *a = cJSON_Parse(it_ctl(0, NULL, "--json", "logs", id, "--after", "9", "--limit", "2",
-                                  NULL));
+    char *text = it_ctl(0, NULL, "--json", "logs", id, "--after", "9", "--limit", "2", NULL);
+    cJSON *a = cJSON_Parse(text);
+    free(text);
     cJSON *b = logs_of(id, "?after=9&limit=2");
     assert_true(cJSON_Compare(a, b, true));
     cJSON_Delete(a);
     cJSON_Delete(b);
-    char *err = NULL, *text = it_ctl(0, &err, "logs", id, NULL);
+    char *err = NULL;
+    text = it_ctl(0, &err, "logs", id, NULL);
     assert_non_null(strstr(text, "  info    1      line 12 of 12\n"));
     assert_non_null(strstr(err, "(7 older line(s) no longer kept)"));
     free(text);
