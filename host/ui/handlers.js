@@ -1,10 +1,10 @@
 // handlers.js - every handler a live host serves, a queue holds or a pause
 // names (GET /v1/handlers, with the pauses of GET /v1/stats): which hosts
 // serve it with how many workers, its unfinished and waiting tasks, the age
-// of its oldest waiting task, whether it is paused, links to its tasks, and
-// the operations on its tasks: pause and resume, retry of the failed ones,
-// purge of finished records, cancel of the unfinished ones (each bulk one
-// confirmed with its dry run's count).
+// of its oldest waiting task, its outcomes in the last hour, whether it is
+// paused, links to its tasks, and the operations on its tasks: pause and
+// resume, retry of the failed ones, purge of finished records, cancel of the
+// unfinished ones (each bulk one confirmed with its dry run's count).
 import { api, follow, poll } from './api.js';
 import { h, fill, table, row, td, num, span, chips, clock, notice } from './dom.js';
 import { unservedBanner } from './overview.js';
@@ -77,6 +77,15 @@ function withPauses(handlers, stats) {
     return [...byName.values()].sort((a, b) => a.handler.localeCompare(b.handler));
 }
 
+// "120 ok · 2 failed" from an entry's last_hour.
+function lastHour(c) {
+    if (!c) return '-';
+    const parts = [[c.success, 'ok'], [c.partial_success, 'partial'], [c.failure, 'failed'], [c.cancelled, 'cancelled']]
+        .filter(([n]) => n > 0);
+    if (!parts.length) return h('span', { class: 'muted' }, '0');
+    return parts.map(([n, w], i) => [i ? ' · ' : '', h('span', { class: `lh-${w}` }, `${num(n)} ${w}`)]);
+}
+
 export function mount(el, _params, ctx) {
     const banner = h('div');
     const box = h('div');
@@ -137,7 +146,7 @@ export function mount(el, _params, ctx) {
         const [{ handlers: served }, stats] = await Promise.all([api('/v1/handlers'), api('/v1/stats')]);
         const handlers = withPauses(served, stats);
         ctx.fault('');
-        fill(banner, unservedBanner(handlers.filter((e) => !e.hosts.length && e.queued > 0 && !e.paused)));
+        fill(banner, unservedBanner(handlers.filter((e) => e.unserved && !e.paused)));
         const rows = handlers.map((e) => {
             const tasks = `#/tasks?handler=${enc(e.handler)}`;
             const paused = e.paused ? h('span', { class: 'badge cancelled', 'data-testid': 'paused',
@@ -149,6 +158,7 @@ export function mount(el, _params, ctx) {
                 td('num', num(e.queued)),
                 td('num', num(e.due)),
                 td('num', e.due > 0 ? span(e.oldest_due_age_ms) : '-'),
+                td('', lastHour(e.last_hour)),
                 td('links', h('a', { href: tasks }, 'tasks'), ' · ',
                     h('a', { href: `${tasks}&state=ONGOING` }, 'unfinished'), ' · ',
                     h('a', { href: `${tasks}&state=FAILURE` }, 'failed')),
@@ -156,7 +166,7 @@ export function mount(el, _params, ctx) {
             ], { 'data-handler': e.handler, 'data-served': e.hosts.length ? 'yes' : 'no', 'data-paused': e.paused ? 'yes' : 'no' });
         });
         fill(box, table([['Handler'], ['Served by'], ['Workers', 'num'], ['Unfinished', 'num'], ['Waiting', 'num'],
-            ['Oldest waiting', 'num'], ['Tasks'], ['']], rows, 'No handlers: no live host, and nothing queued.'));
+            ['Oldest waiting', 'num'], ['Last hour'], ['Tasks'], ['']], rows, 'No handlers: no live host, and nothing queued.'));
     }, (e) => ctx.fault(`Cannot load the handlers: ${e.message}`));
     const events = follow('/v1/events', { onEvent: () => p.kick(1000), onState: ctx.live.set });
     return () => {

@@ -1,8 +1,14 @@
 // overview.js - the landing view: live hosts, per-handler queues (depth,
-// waiting, age of the oldest waiting task) and handlers whose tasks wait for
-// a host that serves them. Polled every 2 s, and sooner when events arrive.
-import { api, follow, poll } from './api.js';
-import { h, fill, table, row, td, num, span, ago, chips, bar } from './dom.js';
+// waiting, age of the oldest waiting task), handlers whose tasks wait for a
+// host that serves them, and charts of the tasks that ended (GET /v1/history).
+// Polled every 2 s (the history every 15 s), and sooner when events arrive.
+import { api, follow, poll, isTerminalEvent } from './api.js';
+import { h, fill, table, row, td, num, span, ago, chips, bar, notice } from './dom.js';
+import { throughput, byHandler, legend } from './chart.js';
+
+// The chart ranges: [since, label, step].
+const RANGES = [['1h', '1 h', '1m'], ['24h', '24 h', '30m'], ['7d', '7 d', '6h']];
+let range = '1h'; // kept while the tab lives, across views
 
 // {handler: [host ids]} from the live hosts.
 export function servedBy(hosts) {
@@ -26,8 +32,43 @@ export function unservedBanner(list) {
         ': these tasks will not run until a host with the handler starts.');
 }
 
-function card(label, value, cls = '') {
-    return h('div', { class: `card ${cls}` }, h('span', { class: 'label' }, label), h('span', { class: 'value' }, value));
+function card(label, value, cls = '', sub = null) {
+    return h('div', { class: `card ${cls}` }, h('span', { class: 'label' }, label), h('span', { class: 'value' }, value),
+        sub ? h('span', { class: 'sub' }, sub) : null);
+}
+
+// A card of the tasks that ended since stats.outcomes_since_ms, by outcome
+// (GET /v1/stats counts them from the history).
+function endedCard(stats) {
+    const o = stats.outcomes;
+    if (!o) return null;
+    const total = o.success + o.partial_success + o.failure + o.cancelled;
+    const hours = stats.outcomes_since_ms ? Math.round((Date.now() - stats.outcomes_since_ms) / 3600000) : 0;
+    const parts = [[o.success, 'succeeded'], [o.partial_success, 'partial'], [o.failure, 'failed'], [o.cancelled, 'cancelled']]
+        .filter(([n]) => n > 0).map(([n, w]) => `${num(n)} ${w}`).join(' · ');
+    return card(hours > 0 ? `Ended in ${hours} h` : 'Ended', num(total), '', parts || null);
+}
+
+// The "Tasks ended" section: range buttons and the two charts.
+function historySection(ctx) {
+    const box = h('div', { class: 'charts' });
+    const buttons = RANGES.map(([since, label]) => h('button', { type: 'button', class: 'ghost', 'data-range': since,
+        'aria-pressed': String(since === range), onclick: () => {
+            range = since;
+            for (const b of buttons) b.setAttribute('aria-pressed', String(b.dataset.range === range));
+            p.kick(0);
+        } }, label));
+    const p = poll(15000, async () => {
+        const [since, , step] = RANGES.find((r) => r[0] === range);
+        const hist = await api(`/v1/history?since=${since}&step=${step}`);
+        fill(box,
+            h('div', { class: 'chartbox' }, h('h3', {}, `Per ${step === '1m' ? 'minute' : step}`), throughput(hist)),
+            h('div', { class: 'chartbox' }, h('h3', {}, 'Per handler'), byHandler(hist)),
+            legend());
+    }, (e) => fill(box, notice('failure', `Cannot read the history: ${e.message}`)));
+    const el = h('section', {},
+        h('div', { class: 'titlebar' }, h('h2', {}, 'Tasks ended'), h('div', { class: 'segmented' }, buttons)), box);
+    return { el, poll: p };
 }
 
 function hostsTable(hosts) {
@@ -47,7 +88,9 @@ function hostsTable(hosts) {
 
 function queuesTable(stats, hosts) {
     const by = servedBy(hosts);
-    const rows = [...stats.handlers].sort((a, b) => a.handler.localeCompare(b.handler)).map((q) => {
+    // stats lists handlers with finished tasks too: a queue is one with unfinished tasks (or paused).
+    const queues = stats.handlers.filter((q) => q.queued > 0 || q.paused);
+    const rows = queues.sort((a, b) => a.handler.localeCompare(b.handler)).map((q) => {
         const served = by[q.handler] || [];
         return row([
             td('', h('a', { href: `#/tasks?handler=${encodeURIComponent(q.handler)}` }, q.handler),
@@ -68,9 +111,10 @@ export function mount(el, _params, ctx) {
     const cards = h('div', { class: 'cards' });
     const hostsBox = h('div');
     const queuesBox = h('div');
+    const history = historySection(ctx);
     el.append(
         h('h1', {}, 'Overview'),
-        banner, cards,
+        banner, cards, history.el,
         h('section', {}, h('h2', {}, 'Live hosts'), hostsBox),
         h('section', {}, h('h2', {}, 'Queues'),
             h('p', { class: 'hint' }, 'Unfinished counts waiting, delayed and running tasks; waiting counts those due now that no host has claimed.'),
@@ -90,14 +134,20 @@ export function mount(el, _params, ctx) {
             card('Running', `${num(running)} / ${num(workers)}`),
             card('Unfinished', num(queued)),
             card('Waiting', num(due), stuck ? 'warning' : ''),
-            card('Finished (kept)', num(stats.finished)));
+            card('Finished (kept)', num(stats.finished)),
+            endedCard(stats));
         fill(hostsBox, hostsTable(hosts));
         fill(queuesBox, queuesTable(stats, hosts));
     }, (e) => ctx.fault(`Cannot load the overview: ${e.message}`));
     // Events say something changed: look again soon rather than in 2 s.
-    const events = follow('/v1/events', { onEvent: () => p.kick(500), onState: ctx.live.set });
+    const onEvent = (name) => {
+        p.kick(500);
+        if (isTerminalEvent(name)) history.poll.kick(1000);
+    };
+    const events = follow('/v1/events', { onEvent, onState: ctx.live.set });
     return () => {
         p.stop();
+        history.poll.stop();
         events.stop();
     };
 }

@@ -211,6 +211,7 @@ await scenario('handlers', async () => {
     await page.goto(`${opt.url}/ui/#/handlers`);
     await page.locator('tr[data-handler="demo.sleep"][data-served=yes]').waitFor();
     await page.locator('tr[data-handler="nobody.home"][data-served=no]').waitFor();
+    await page.locator('[data-testid=unserved]', { hasText: 'nobody.home' }).waitFor();
     await shot('handlers');
 });
 
@@ -297,6 +298,23 @@ await scenario('cancel_all', async () => {
     await page.click(`${op} button[data-action=confirm]`);
     await page.locator(`${op} [data-testid=op-done]`).waitFor();
     for (const id of ids) await until(id, (x) => x.state === 'CANCELLED', 'CANCELLED');
+});
+
+// The overview's charts, once tasks have ended: bars of the last hour, the
+// cancelled sleeper among them, a bar per handler, and the
+// handlers view's count of the last hour.
+await scenario('history', async () => {
+    await page.goto(`${opt.url}/ui/#/`);
+    await page.locator('[data-testid=throughput] rect.seg.cancelled').first().waitFor();
+    await page.locator('[data-testid=outcomes] g[data-handler="demo.sleep"] rect.seg.cancelled').waitFor();
+    await page.locator('[data-testid=outcomes] g[data-handler="partest.run"] rect.seg').first().waitFor();
+    const total = await page.locator('[data-testid=throughput] rect.seg')
+        .evaluateAll((els) => els.reduce((n, el) => n + Number(el.dataset.count), 0));
+    check(total >= 2, `the chart counts ${total} tasks ended, fewer than this run ended`);
+    await shot('overview');
+    // The handlers view has them too: demo.sleep's last hour holds the cancelled one.
+    await page.goto(`${opt.url}/ui/#/handlers`);
+    await page.locator('tr[data-handler="demo.sleep"] .lh-cancelled', { hasText: /^[1-9]\d* cancelled$/ }).waitFor();
 });
 
 // The token is withdrawn while the page is open (another tab, a rotation):
