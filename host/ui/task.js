@@ -1,10 +1,12 @@
 // task.js - one task: its record, progress, attempts, result or error, the
-// subtasks of a parallel task, what happened while the page was open, and
-// the actions: cancel; retry (a failed or cancelled single task runs again,
-// a parallel task its failed subtasks); delete the record of a finished
-// task. Follows /events/background-task?taskId=<id> (read with fetch).
+// subtasks of a parallel task, its log lines, what happened while the page
+// was open, and the actions: cancel; retry (a failed or cancelled single
+// task runs again, a parallel task its failed subtasks); delete the record
+// of a finished task. Follows /events/background-task?taskId=<id> (read with
+// fetch).
 import { api, follow, poll, isTerminalEvent } from './api.js';
 import { h, fill, badge, bar, setBar, ago, clock, span, num, progressText, fraction, notice } from './dom.js';
+import { taskLogs } from './logs.js';
 
 const SUB_STATES = ['PENDING', 'RUNNING', 'SUCCESS', 'FAILURE', 'CANCELLED'];
 const SUB_LIMIT = 1000;
@@ -50,11 +52,12 @@ export function mount(el, id, ctx) {
     const subsBox = h('div');
     const argsBox = h('div');
     const log = h('ol', { class: 'log', 'data-testid': 'events' });
+    const logs = taskLogs(id);
     el.append(head, confirmBox,
         h('div', { class: 'progressline' }, progress, ptext), message,
         h('div', { class: 'columns' },
             h('div', {}, factsBox, outcome, argsBox),
-            h('div', {}, subsBox, block('Events while this page was open', log))));
+            h('div', {}, subsBox, logs.el, block('Events while this page was open', log))));
 
     let task = null;
     let running = new Set(); // indices of subtasks running now (from the last update)
@@ -203,7 +206,8 @@ export function mount(el, id, ctx) {
             confirm(`Run this ${task.state === 'FAILURE' ? 'failed' : 'cancelled'} task again, as a new attempt? ` +
                 'Its error and result are cleared; it gets its attempts afresh.', 'Retry', 'primary', async () => {
                 await api(`/v1/tasks/${id}/retry`, { method: 'POST' });
-                watch(); // the old stream ended with the task
+                watch(); // the old streams ended with the task
+                logs.restart();
                 return 'Queued again as a new attempt.';
             });
             return;
@@ -212,7 +216,8 @@ export function mount(el, id, ctx) {
         confirm(`Run the failed and cancelled subtasks (up to ${num(n)}) again, as attempt ${task.attempt + 1}? The others keep their outcome.`,
             'Retry', 'primary', async () => {
                 const r = await api(`/v1/tasks/${id}/retry`, { method: 'POST' });
-                watch(); // the old stream ended with the task
+                watch(); // the old streams ended with the task
+                logs.restart();
                 return `Retrying ${num(r.retrying)} subtask${r.retrying === 1 ? '' : 's'}.`;
             });
     }
@@ -233,6 +238,7 @@ export function mount(el, id, ctx) {
         records.stop();
         subs.stop();
         stream?.stop();
+        logs.stop();
     }
     return stop;
 }

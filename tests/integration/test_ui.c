@@ -185,6 +185,7 @@ static void test_token(void **state) { scenario("token"); }
 static void test_overview(void **state) { scenario("overview"); }
 static void test_live_task(void **state) { scenario("live_task"); }
 static void test_cancel(void **state) { scenario("cancel"); }
+static void test_logs(void **state) { scenario("logs"); }
 static void test_retry_subtasks(void **state) { scenario("retry_subtasks"); }
 static void test_handlers(void **state) { scenario("handlers"); }
 static void test_retry_task(void **state) { scenario("retry_task"); }
@@ -200,11 +201,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_token),     cmocka_unit_test(test_token),
         cmocka_unit_test(test_overview),     cmocka_unit_test(test_live_task),
-        cmocka_unit_test(test_cancel),       cmocka_unit_test(test_retry_task),
-        cmocka_unit_test(test_retry_subtasks), cmocka_unit_test(test_handlers),
-        cmocka_unit_test(test_pause),        cmocka_unit_test(test_bulk_retry),
-        cmocka_unit_test(test_purge),        cmocka_unit_test(test_cancel_all),
-        cmocka_unit_test(test_history),
+        cmocka_unit_test(test_cancel),       cmocka_unit_test(test_logs),
+        cmocka_unit_test(test_retry_task),   cmocka_unit_test(test_retry_subtasks),
+        cmocka_unit_test(test_handlers),     cmocka_unit_test(test_pause),
+        cmocka_unit_test(test_bulk_retry),   cmocka_unit_test(test_purge),
+        cmocka_unit_test(test_cancel_all),   cmocka_unit_test(test_history),
         cmocka_unit_test(test_token_refused_later),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

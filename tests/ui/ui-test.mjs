@@ -160,12 +160,29 @@ await scenario('cancel', async () => {
     await page.click(`tr[data-task="${sleeper}"] a.id`);
     await page.locator('[data-testid=task-id]', { hasText: sleeper }).waitFor();
     await page.waitForFunction(() => Number(document.querySelector('.progress.big')?.dataset.value) > 0);
+    await page.evaluate(() => { window.__sameDocument = true; });
     await page.click('button[data-action=cancel]');
     await page.click('[data-testid=confirm] button[data-action=confirm]');
     await page.locator('[data-testid=task-state] [data-state=CANCELLED]').waitFor();
     await page.locator('[data-testid=events] li.cancelled').first().waitFor();
     check((await page.locator('button[data-action=cancel]').count()) === 0, 'the cancel button stayed');
     await shot('task');
+});
+
+// The cancelled task's log line ("cancelled during step i/N", written by
+// demo.sleep as it stops) reaches the page that was open while it ran, and
+// is there again, once, when the page is loaded afresh.
+await scenario('logs', async () => {
+    check(sleeper, 'no task from live_task');
+    const line = page.locator('[data-testid=logs] li', { hasText: /cancelled during step \d+\/60/ });
+    await line.waitFor();
+    await page.locator('[data-testid=logs-state][data-state=ended]').waitFor();
+    check(await page.evaluate(() => window.__sameDocument === true), 'the page was reloaded');
+    await shot('task');
+    await page.reload();
+    await line.waitFor();
+    await page.locator('[data-testid=logs-state][data-state=ended]').waitFor();
+    check((await line.count()) === 1, 'the log line is drawn more than once');
 });
 
 // A single task that fails (demo.flaky asks for another attempt, and it may
