@@ -194,6 +194,7 @@ static void test_bulk_retry(void **state) { scenario("bulk_retry"); }
 static void test_purge(void **state) { scenario("purge"); }
 static void test_cancel_all(void **state) { scenario("cancel_all"); }
 static void test_history(void **state) { scenario("history"); }
+static void test_tasks_pages(void **state) { scenario("tasks_pages"); }
 static void test_token_refused_later(void **state) { scenario("token_refused_later"); }
 
 int main(void)
@@ -206,6 +207,7 @@ int main(void)
         cmocka_unit_test(test_handlers),     cmocka_unit_test(test_pause),
         cmocka_unit_test(test_bulk_retry),   cmocka_unit_test(test_purge),
         cmocka_unit_test(test_cancel_all),   cmocka_unit_test(test_history),
+        cmocka_unit_test(test_tasks_pages),
         cmocka_unit_test(test_token_refused_later),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -27,6 +27,7 @@ if (!opt.url || !opt.token || !opt['open-url']) {
     process.exit(2);
 }
 const WAIT = 20000; // the deadline of any one condition
+const started = Date.now(); // before any task of this run
 mkdirSync(opt.shots, { recursive: true });
 
 // Call the API as any client would: the answer's status and parsed body.
@@ -332,6 +333,29 @@ await scenario('history', async () => {
     // The handlers view has them too: demo.sleep's last hour holds the cancelled one.
     await page.goto(`${opt.url}/ui/#/handlers`);
     await page.locator('tr[data-handler="demo.sleep"] .lh-cancelled', { hasText: /^[1-9]\d* cancelled$/ }).waitFor();
+});
+
+// The task list in pages of 3 with "Load more", and its time filters.
+await scenario('tasks_pages', async () => {
+    const seen = () => page.locator('table.tasks tbody tr[data-task]').evaluateAll((els) => els.map((el) => el.dataset.task));
+    const echoes = [];
+    for (let i = 0; i < 7; i++) echoes.push(await submit('demo.echo', { page: i }));
+    // Pages of a list that does not change meanwhile: each task once.
+    for (const id of echoes) await until(id, (x) => x.state === 'SUCCESS', 'SUCCESS');
+    await page.goto(`${opt.url}/ui/#/tasks?limit=3`);
+    await page.waitForFunction(() => document.querySelectorAll('table.tasks tbody tr[data-task]').length === 3);
+    await page.click('button[data-action=more]');
+    await page.waitForFunction(() => document.querySelectorAll('table.tasks tbody tr[data-task]').length === 6);
+    const ids = await seen();
+    check(new Set(ids).size === 6, `a task is listed twice: ${ids}`);
+    await shot('tasks-more');
+    // Nothing was created before the test started (a time in ms); everything since.
+    await page.goto(`${opt.url}/ui/#/tasks?until=${started}`);
+    await page.locator('table.tasks tbody tr.empty').waitFor();
+    const all = (await call('GET', '/v1/tasks?limit=1000')).body.count;
+    await page.goto(`${opt.url}/ui/#/tasks?since=${started}&limit=500`);
+    await page.waitForFunction((n) => document.querySelectorAll('table.tasks tbody tr[data-task]').length === n, all);
+    check(await page.locator('button[data-action=more]').isHidden(), '"Load more" shows at the end of the list');
 });
 
 // The token is withdrawn while the page is open (another tab, a rotation):
