@@ -1,10 +1,10 @@
 // handlers.js - every handler a live host serves, a queue holds or a pause
-// names (GET /v1/handlers, with the pauses of GET /v1/stats): which hosts
-// serve it with how many workers, its unfinished and waiting tasks, the age
-// of its oldest waiting task, its outcomes in the last hour, whether it is
-// paused, links to its tasks, and the operations on its tasks: pause and
-// resume, retry of the failed ones, purge of finished records, cancel of the
-// unfinished ones (each bulk one confirmed with its dry run's count).
+// names (GET /v1/handlers): which hosts serve it with how many workers, its
+// unfinished and waiting tasks, the age of its oldest waiting task, its
+// outcomes in the last hour, whether it is paused, links to its tasks, and
+// the operations on its tasks: pause and resume, retry of the failed ones,
+// purge of finished records, cancel of the unfinished ones (each bulk one
+// confirmed with its dry run's count).
 import { api, follow, poll } from './api.js';
 import { h, fill, table, row, td, num, span, chips, clock, notice } from './dom.js';
 import { unservedBanner } from './overview.js';
@@ -57,25 +57,6 @@ const OPS = {
             `${r.truncated ? ' (more match: run it again)' : ''}.`,
     }),
 };
-
-// The entries of GET /v1/handlers with the pauses of GET /v1/stats: each
-// entry's paused, paused_ms and reason, and an entry for a paused handler
-// that no host serves and no task names.
-function withPauses(handlers, stats) {
-    const byName = new Map(handlers.map((e) => [e.handler, e]));
-    for (const q of stats.handlers) {
-        let e = byName.get(q.handler);
-        if (!e && !q.paused) continue;
-        if (!e) {
-            e = { handler: q.handler, hosts: [], workers: 0, queued: q.queued, due: q.due, oldest_due_age_ms: q.oldest_due_age_ms };
-            byName.set(q.handler, e);
-        }
-        e.paused ??= q.paused;
-        e.paused_ms ??= q.paused_ms;
-        e.reason ??= q.reason;
-    }
-    return [...byName.values()].sort((a, b) => a.handler.localeCompare(b.handler));
-}
 
 // "120 ok · 2 failed" from an entry's last_hour.
 function lastHour(c) {
@@ -143,10 +124,9 @@ export function mount(el, _params, ctx) {
     }
 
     const p = poll(3000, async () => {
-        const [{ handlers: served }, stats] = await Promise.all([api('/v1/handlers'), api('/v1/stats')]);
-        const handlers = withPauses(served, stats);
+        const { handlers } = await api('/v1/handlers');
         ctx.fault('');
-        fill(banner, unservedBanner(handlers.filter((e) => e.unserved && !e.paused)));
+        fill(banner, unservedBanner(handlers.filter((e) => e.unserved)));
         const rows = handlers.map((e) => {
             const tasks = `#/tasks?handler=${enc(e.handler)}`;
             const paused = e.paused ? h('span', { class: 'badge cancelled', 'data-testid': 'paused',
