@@ -174,6 +174,16 @@ void store__norm_id(const char *id, char *out)
     out[i] = '\0';
 }
 
+int store__take_id(store *st, const char *id, char *out)
+{
+    if (!id_valid(id)) {
+        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
+        return -EINVAL;
+    }
+    store__norm_id(id, out);
+    return 0;
+}
+
 int store__meta(store *st)
 {
     if (st->meta_read || st->marked)

@@ -139,6 +139,8 @@ int store__meta(store *st);
 void store__note_warnings(store *st, const redisReply *r);
 /* A task id in lowercase, as keys spell it, into out (37 bytes). */
 void store__norm_id(const char *id, char *out);
+/* Check id and put its lowercase spelling in out (37 bytes); -EINVAL with the message set. */
+int store__take_id(store *st, const char *id, char *out);
 
 /* store_read.c */
 /* The records of ids (without their leases: owner null) appended to arr, those in state (any

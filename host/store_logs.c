@@ -60,15 +60,12 @@ int store_task_logs(store *st, const char *id, long long after, int limit, cJSON
                     bool *ended)
 {
     *out = NULL;
-    if (!id_valid(id)) {
-        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
+    char tid[BGT_ID_LEN + 1];
+    if (store__take_id(st, id, tid) < 0)
         return -EINVAL;
-    }
     int meta = store__meta(st);
     if (meta < 0)
         return meta;
-    char tid[BGT_ID_LEN + 1];
-    store__norm_id(id, tid);
     const char *tag = st->tags[store_shard_of(st, tid)];
     rcall c[2];
     redisReply *r[2] = {NULL, NULL};

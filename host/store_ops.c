@@ -237,23 +237,12 @@ long store__evcap_shard(const store *st)
     return cap > 0 ? cap : 1;
 }
 
-/* Check id and put its lowercase spelling in out; -EINVAL with the message set. */
-static int take_id(store *st, const char *id, char *out)
-{
-    if (!id_valid(id)) {
-        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
-        return -EINVAL;
-    }
-    store__norm_id(id, out);
-    return 0;
-}
-
 int store_cancel(store *st, const char *id, char *state_out, size_t n)
 {
     if (state_out && n)
         state_out[0] = '\0';
     char tid[BGT_ID_LEN + 1];
-    int rc = take_id(st, id, tid);
+    int rc = store__take_id(st, id, tid);
     if (rc < 0)
         return rc;
     if ((rc = store__meta(st)) < 0)
@@ -291,7 +280,7 @@ int store_retry(store *st, const char *id, int *reset, bool *parallel)
     *reset = 0;
     *parallel = false;
     char tid[BGT_ID_LEN + 1];
-    int rc = take_id(st, id, tid);
+    int rc = store__take_id(st, id, tid);
     if (rc < 0)
         return rc;
     if ((rc = store__meta(st)) < 0)

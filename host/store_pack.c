@@ -158,15 +158,14 @@ static int subscribe_shards(store *st, const int *shards, size_t n)
 
 int store_subscribe_task(store *st, const char *id)
 {
-    if (!id_valid(id)) {
-        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
+    char tid[BGT_ID_LEN + 1];
+    if (store__take_id(st, id, tid) < 0)
         return -EINVAL;
-    }
     /* The shard count is the data's first. */
     int rc = store__meta(st);
     if (rc < 0 && rc != -EIO)
         return rc;
-    store__norm_id(id, st->only);
+    memcpy(st->only, tid, sizeof tid);
     int s = store_shard_of(st, st->only);
     return subscribe_shards(st, &s, 1);
 }

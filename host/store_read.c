@@ -207,15 +207,12 @@ static cJSON *record_json(const char *id, const redisReply *r, const lease *l)
 int store_get_task(store *st, const char *id, cJSON **out)
 {
     *out = NULL;
-    if (!id_valid(id)) {
-        snprintf(st->err, sizeof st->err, "invalid task id '%.40s'", id ? id : "");
+    char tid[BGT_ID_LEN + 1];
+    if (store__take_id(st, id, tid) < 0)
         return -EINVAL;
-    }
     int meta = store__meta(st);
     if (meta < 0)
         return meta;
-    char tid[BGT_ID_LEN + 1];
-    store__norm_id(id, tid);
     const char *tag = st->tags[store_shard_of(st, tid)];
     batch b = {0};
     batch_add(&b, tag, "HGETALL %s:t:%s", tag, tid);
