@@ -233,7 +233,7 @@ manager *mgr_new(const bgt_config *cfg, const redis_addr *addr, registry *reg, m
     if (gethostname(m->machine, sizeof m->machine) < 0)
         strlcpy_(m->machine, "unknown", sizeof m->machine);
     m->started_ms = now_ms();
-    pthread_mutex_init(&m->lock, NULL);
+    mutex_init_spinning(&m->lock);
     pthread_cond_init(&m->work_cond, NULL);
     pthread_cond_init(&m->slot_cond, NULL);
     pthread_cond_init(&m->write_cond, NULL);

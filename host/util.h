@@ -7,6 +7,7 @@
 #define BGT_UTIL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +43,14 @@ int64_t now_ms(void);
 double mono_s(void);
 /* Sleep for s seconds (restarts after signals). */
 void sleep_s(double s);
+
+/*
+ * Initialise a mutex that a thread wanting it spins on briefly before it sleeps: for the
+ * locks many threads take for a few instructions at a time (the manager's, the isolated
+ * plugins'), where sleeping at once would cost a system call on each side and a context
+ * switch whenever the holder runs on the other CPU.
+ */
+void mutex_init_spinning(pthread_mutex_t *mu);
 
 /* Fill out (37 bytes) with a fresh random UUIDv4 in dashed lower-case form. */
 void uuid4(char out[BGT_ID_LEN + 1]);
