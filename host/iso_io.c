@@ -496,6 +496,7 @@ void *iso__io_main(void *arg)
             tick(h, now);
             next_tick = now + ISO_TICK_S;
         }
+        iso__hand_back(h);
     }
     return NULL;
 }

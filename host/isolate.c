@@ -180,9 +180,37 @@ void iso__finish(iso_call *c, bgt_status status)
         pthread_cond_signal(&c->cond);
         return;
     }
-    bgt_task *t = c->t;
+    iso_host *h = c->pl->host;
+    if (h->nback == h->back_cap) {
+        h->back_cap = h->back_cap ? 2 * h->back_cap : 64;
+        h->back = xrealloc(h->back, h->back_cap * sizeof *h->back);
+        h->back_status = xrealloc(h->back_status, h->back_cap * sizeof *h->back_status);
+    }
+    h->back[h->nback] = c->t;
+    h->back_status[h->nback++] = status;
     free(c);
-    task_api_handed_back(t, status);
+}
+
+void iso__hand_back(iso_host *h)
+{
+    pthread_mutex_lock(&h->lock);
+    size_t n = h->nback;
+    bgt_task **ts = NULL;
+    bgt_status *st = NULL;
+    if (n > 0) {
+        /* Taken whole: new finishes go to fresh arrays while these are handed back. */
+        ts = h->back;
+        st = h->back_status;
+        h->back = NULL;
+        h->back_status = NULL;
+        h->nback = h->back_cap = 0;
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (n == 0)
+        return;
+    task_api_handed_back_all(ts, st, n);
+    free(ts);
+    free(st);
 }
 
 void iso__dispatch(iso_pool *pl)
@@ -222,6 +250,7 @@ void iso__submit(iso_call *c)
     pl->npending++;
     iso__dispatch(pl);
     pthread_mutex_unlock(&pl->host->lock);
+    iso__hand_back(pl->host);
 }
 
 void iso__requeue(iso_call *c)
@@ -466,6 +495,11 @@ static void *supervisor_main(void *arg)
             if (pl->breaker_open)
                 wake = fmin(wake, pl->breaker_until);
         }
+        if (h->nback > 0) {
+            pthread_mutex_unlock(&h->lock);
+            iso__hand_back(h);
+            pthread_mutex_lock(&h->lock);
+        }
         if (started || h->quit)
             continue;
         struct timespec ts;
@@ -487,7 +521,7 @@ iso_host *iso_host_new(const bgt_config *cfg, registry *reg, metrics *met)
     h->cfg = cfg;
     h->reg = reg;
     h->met = met;
-    pthread_mutex_init(&h->lock, NULL);
+    mutex_init_spinning(&h->lock);
     pthread_cond_init(&h->work_cond, NULL);
     /* Checked by iso_start: without them no worker is ever read. */
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -707,5 +741,7 @@ void iso_host_free(iso_host *h)
         close(h->epfd);
     if (h->wakefd >= 0)
         close(h->wakefd);
+    free(h->back); /* empty: the manager, gone first, had nothing handed off any more */
+    free(h->back_status);
     free(h);
 }

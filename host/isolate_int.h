@@ -121,6 +121,10 @@ struct iso_host {
     int wakefd;               /* an eventfd that wakes the io thread (to quit) */
     void (*notify)(void *);
     void *notify_arg;
+    /* Handed-off runs finished and not handed back yet: their tasks and outcomes. */
+    bgt_task **back;
+    bgt_status *back_status;
+    size_t nback, back_cap;
     cgroup_base cg;           /* the host's delegated cgroup, when memory_max can use it */
     bool cg_tried;
     char cg_why[256];         /* why it cannot, for the log */
@@ -197,10 +201,16 @@ void iso__dispatch(iso_pool *pl);
 /* Put c back at the head of its pool's pending queue (it never started where it was sent).
  * Lock held; the caller dispatches. */
 void iso__requeue(iso_call *c);
-/* c's outcome is decided: wake its proxy; or, for a handed-off run, free c and hand the
- * status back to the manager (task_api_handed_back, which takes the manager's lock: the
- * host's lock is taken first, never after it). Lock held. */
+/* c's outcome is decided: wake its proxy; or, for a handed-off run, free c and queue its
+ * task for iso__hand_back. Lock held. */
 void iso__finish(iso_call *c, bgt_status status);
+/*
+ * Hand the tasks of the handed-off runs that finished back to the manager, all at once
+ * (task_api_handed_back_all: one round of the manager's lock for a worker's burst of
+ * answers). Lock not held: the io thread calls it after each round of events, and whoever
+ * else may finish a call (a proxy's submission, the supervisor) after its own work.
+ */
+void iso__hand_back(iso_host *h);
 /*
  * The first entry of s's fifo was answered (DONE): remove it and, for a call that ran (real,
  * rss its worker's resident memory after it when max_rss is set), mark s for replacement

@@ -121,6 +121,19 @@ void task_api_handed_back(bgt_task *t, bgt_status status)
     mgr__unlock(m);
 }
 
+void task_api_handed_back_all(bgt_task *const *ts, const bgt_status *status, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        manager *m = ts[i]->m;
+        mgr__lock(m);
+        for (; i < n && ts[i]->m == m; i++) {
+            ts[i]->handed_status = status[i];
+            mgr__runq_push(m, ts[i], JOB_HANDED_BACK);
+        }
+        mgr__unlock(m);
+    }
+}
+
 int task_api_set_result(bgt_task *t, const cJSON *result)
 {
     if (!result)
