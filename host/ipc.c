@@ -29,6 +29,7 @@ const char *ipc_type_name(int type)
     case IPC_SUBTASKS: return "SUBTASKS";
     case IPC_DONE: return "DONE";
     case IPC_NOTE: return "NOTE";
+    case IPC_WAKE: return "WAKE";
     default: return "unknown";
     }
 }
@@ -227,7 +228,7 @@ int ipc_drain(ipc_conn *c)
 
 static bool known_type(int t)
 {
-    return (t >= IPC_INIT && t <= IPC_SUBMITTED) || (t >= IPC_READY && t <= IPC_NOTE);
+    return (t >= IPC_INIT && t <= IPC_SUBMITTED) || (t >= IPC_READY && t <= IPC_WAKE);
 }
 
 int ipc_next(ipc_conn *c, ipc_frame *f)

@@ -1,9 +1,11 @@
 /*
  * ipc.h - the protocol between bgtaskd and the worker processes of its
- * isolated plugins (`bgtaskd --worker`), over one AF_UNIX stream socketpair.
- * The worker's end is its file descriptor 3 (IPC_WORKER_FD).
+ * isolated plugins (`bgtaskd --worker`), over one AF_UNIX stream socketpair
+ * and one shared page of memory (below). The worker's end of the socket is
+ * its file descriptor 3 (IPC_WORKER_FD), the page its file descriptor 4
+ * (IPC_PAGE_FD, a memfd it maps and then closes).
  *
- * Protocol version 2. Both ends are the same executable (the host starts
+ * Protocol version 3. Both ends are the same executable (the host starts
  * /proc/self/exe), so integers travel in native byte order. Every message is
  * one frame: an 8-byte header, then the payload.
  *
@@ -45,52 +47,89 @@
  *   SUBTASKS   u32 n, then n times str args: a split's bgt_add_subtask calls, in order
  *   DONE       u32 call, u32 status (a bgt_status), str? error, str? result (JSON)
  *   NOTE       str text: a crash note, sent by a worker that is about to die
+ *   WAKE       nothing: a call ended in the page while the host slept (below)
+ *
+ * The page (ipc_page) holds the state of each call in flight, one 64-bit word
+ * per call at index call % IPC_PAGE_CALLS: the call's number in the high 32
+ * bits, its state in bits 8-15 and, once it ended there, its bgt_status in
+ * bits 0-7. The host sets QUEUED before it writes the CALL. The worker moves
+ * QUEUED to STARTED with a compare-and-swap before it runs the call, and the
+ * host moves QUEUED to WITHDRAWN the same way to take a call back: exactly one
+ * of them wins, so a call taken back never starts, and the host knows which
+ * call a worker that died was running. The host gives a word to a new call
+ * only once the call before in it ended or was taken back, so a worker that
+ * finds a later call's number in the word of a call it is about to start
+ * skips that call too. A call that ends without having sent a
+ * frame and with no error text or result ends in the page (ENDED, with its
+ * status) instead of with a DONE frame: a stream of short calls costs the
+ * worker no system call while the host is awake. The host sets bell to 1
+ * before its io thread sleeps and then looks at the page again; a worker
+ * that ends a call in the page and swaps a 1 out of bell sends WAKE.
  *
  * Order. The host sends INIT first; the worker answers with LOG and SUBMIT
  * frames (its plugin's init runs), then one READY or FAILED. After READY the
- * host may send several CALLs without waiting (at most ISO_DEPTH in flight):
- * the worker runs them one at a time, in the order they came; for each it
- * sends PROGRESS, LOG, SUBMIT and (for a split) SUBTASKS frames, then exactly
- * one DONE with its number, and only then starts the next. So every frame the
- * worker sends belongs to the oldest call not answered yet, and a call behind
- * that one has not started. A worker that is not running a call sends
- * nothing but NOTE. Closing the host's end asks the worker to exit (calls it
- * has not started are dropped); a worker exits when its end reads EOF.
+ * host may send several CALLs without waiting (at most IPC_PAGE_CALLS in
+ * flight): the worker runs them one at a time, in the order they came,
+ * skipping those taken back (WITHDRAWN); for each it sends PROGRESS, LOG,
+ * SUBMIT and (for a split) SUBTASKS frames, then ends it, with exactly one
+ * DONE with its number or in the page, and only then starts the next. So a
+ * frame the worker sends belongs to the oldest call that has neither ended
+ * (by DONE or in the page) nor been taken back. A worker that is not running
+ * a call sends nothing but NOTE and WAKE. Closing the host's end asks the
+ * worker to exit (calls it has not started are dropped); a worker exits when
+ * its end reads EOF.
  *
- * Cancelling. CANCEL may arrive at any time; one for a call that ended is
- * ignored. Before it starts a call the worker reads everything its socket
- * holds (unless a read of everything began less than IPC_READ_GAP_S ago),
- * and a call whose CANCEL it has read is not run: it is answered at once
- * with DONE, status BGT_CANCELLED, error "cancelled before it started". That
- * is how the host takes back a call queued behind one that runs long (or
- * whose task was told to stop): once its CANCEL is written, a read of the
- * host that begins 2 x IPC_READ_GAP_S later or more and finds the call
- * before it still unanswered proves the worker has not started it (it
- * starts it only after that answer) and will skip it (its last read before
- * that began after the CANCEL was written); the host gives the call to
- * another worker and drops the skipped call's DONE when it comes.
+ * Cancelling. CANCEL may arrive at any time and is for the call running
+ * (bgt_cancelled() turns true); one for a call that is not running is
+ * ignored. A call that has not started is taken back in the page instead.
  *
  * Trust. The worker runs plugin code and is untrusted: the host checks every
  * frame (header, limit, each field's bounds, NUL terminators, finite numbers,
- * nothing left over, the type allowed at that point, a DONE's call number),
- * and a frame that fails any check ends that worker, never the host. The worker checks the host's
+ * nothing left over, the type allowed at that point, a DONE's call number)
+ * and every word of the page it acts on (the call's number, a known state, a
+ * bgt_status), and one that fails any check ends that worker, never the host.
+ * The page is that worker's alone: what it writes there touches its own calls. The worker checks the host's
  * frames the same way and exits on a bad one.
  */
 #ifndef BGT_IPC_H
 #define BGT_IPC_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define IPC_VERSION 2
+#define IPC_VERSION 3
 /* The worker's end of the socketpair. */
 #define IPC_WORKER_FD 3
+/* The shared page, as the worker gets it. */
+#define IPC_PAGE_FD 4
 #define IPC_HEADER 8
-/* A worker that read all its socket held less than this ago need not read again before it
- * starts a call; the host counts a call as skipped only after a read of its own that began
- * twice this long after the call's CANCEL was written (see "Cancelling" above). */
-#define IPC_READ_GAP_S 0.001
+/* Calls in flight on one worker at most: the call words of the page. */
+#define IPC_PAGE_CALLS 32
+/* The size of the page's memfd. */
+#define IPC_PAGE_SIZE 4096
+
+/* The states of a call in the page. */
+enum ipc_call_state {
+    IPC_CS_QUEUED = 1,    /* the host wrote it; not started */
+    IPC_CS_STARTED = 2,   /* the worker runs it */
+    IPC_CS_WITHDRAWN = 3, /* the host took it back before it started */
+    IPC_CS_ENDED = 4,     /* it ended with the status in the low byte; no DONE follows */
+};
+
+/* The page shared by the host and one worker (its first bytes; the rest stays zero). */
+typedef struct ipc_page {
+    _Atomic uint32_t bell; /* 1: the host's io thread sleeps, or is about to */
+    uint32_t zero;
+    _Atomic uint64_t call[IPC_PAGE_CALLS];
+} ipc_page;
+
+/* A word of the page: call number, state, status. */
+static inline uint64_t ipc_word(uint32_t call, int state, int status)
+{
+    return (uint64_t)call << 32 | (uint64_t)(state & 0xff) << 8 | (uint64_t)(status & 0xff);
+}
 /* The largest payload the host sends a worker (a merge's results are the big ones). */
 #define IPC_TO_WORKER_MAX (256u << 20)
 
@@ -107,6 +146,7 @@ enum ipc_type {
     IPC_SUBTASKS = 69,
     IPC_DONE = 70,
     IPC_NOTE = 71,
+    IPC_WAKE = 72,
 };
 
 /* What a CALL asks for. */

@@ -1,20 +1,25 @@
 /*
  * iso_io.c - the io thread of process isolation: the one reader of every
- * running worker's socket (epoll). It serves what the workers send through
- * the host's task API: progress to the host's bgt_progress of the real task
- * (which throttles and persists it), logs to the host's log, submissions to
- * the host's bgt_submit, a split's subtasks to bgt_add_subtask, the outcome to
- * bgt_set_error / bgt_set_result, and then wakes the call's proxy. Every tick
- * it looks at the stop flags of the calls in flight and pending: a call told
- * to stop (cancel, timeout, lost lease, shutdown) gets a CANCEL frame, and
+ * running worker's socket (epoll) and of the pages it shares with them. It
+ * serves what the workers send through the host's task API: progress to the
+ * host's bgt_progress of the real task (which throttles and persists it), logs
+ * to the host's log, submissions to the host's bgt_submit, a split's subtasks
+ * to bgt_add_subtask, the outcome to bgt_set_error / bgt_set_result; it takes
+ * the calls that ended in a page (ipc.h), and then wakes the call's proxy or
+ * hands the run back. Before it sleeps it rings every worker's bell, so that
+ * a worker that ends a call in its page meanwhile wakes it with WAKE. Every
+ * tick it looks at the stop flags of the calls in flight and pending: a call
+ * told to stop (cancel, timeout, lost lease, shutdown) that has not started
+ * is taken back in the page, one that runs gets a CANCEL frame, and
  * kill_grace later its worker gets SIGKILL; a call queued behind one that
- * runs long is withdrawn and given to another worker. It notices deaths (end
- * of file, or the process gone) and ends the call that was running with the
- * death, while the calls queued behind it, which never started, go to other
- * workers.
+ * runs long is taken back and given to another worker. It notices deaths
+ * (end of file, or the process gone) and ends the call that was running (the
+ * page says which) with the death, while the calls queued behind it, which
+ * never started, go to other workers.
  *
  * A worker is untrusted: a frame that is malformed, too large or not allowed
- * at that point ends the worker (counted as a death), never the host.
+ * at that point, or a word of its page that is not what the protocol allows,
+ * ends the worker (counted as a death), never the host.
  */
 #include <math.h>
 #include <signal.h>
@@ -148,38 +153,6 @@ static int on_frame(iso_call *c, const ipc_frame *f)
     }
 }
 
-/*
- * A frame for a withdrawn call (seq), which the worker must have skipped: only its DONE, as
- * CANCELLED, or a crash note (into s->note). 1 for that DONE, 0 for a note, -EPROTO
- * otherwise with v saying why.
- */
-static int on_withdrawn_frame(iso_slot *s, uint32_t seq, const ipc_frame *f, char *v,
-                              size_t vlen)
-{
-    char why[300];
-    if (f->type == IPC_NOTE) {
-        if (iso__serve(s->pool, s, NULL, f, s->note, sizeof s->note, why, sizeof why) == 0)
-            return 0;
-        snprintf(v, vlen, "protocol violation: %s", why);
-        return -EPROTO;
-    }
-    ipc_rd r;
-    uint32_t got = 0, status = 0;
-    const char *error, *result;
-    ipc_rd_init(&r, f);
-    ipc_get_u32(&r, "call", &got);
-    ipc_get_u32(&r, "status", &status);
-    ipc_get_str(&r, "error", true, 4096, &error);
-    ipc_get_str(&r, "result", true, 0, &result);
-    if (f->type != IPC_DONE || !ipc_rd_done(&r, why, sizeof why) || got != seq ||
-        status != BGT_CANCELLED) {
-        snprintf(v, vlen, "protocol violation: %s frame for call %u, which was withdrawn "
-                 "before it started", ipc_type_name(f->type), seq);
-        return -EPROTO;
-    }
-    return 1;
-}
-
 void iso__queue_cancel(iso_slot *s, iso_call *c)
 {
     ipc_buf *b = &s->scratch;
@@ -237,22 +210,79 @@ static bgt_status lost_status(iso_call *c, bool killed, const char *msg)
                                                                               : BGT_RETRY;
 }
 
+/* The word of the page for call seq of s (s->page is set while s runs). */
+static uint64_t page_word(const iso_slot *s, uint32_t seq)
+{
+    return atomic_load(&s->page->call[seq % ISO_DEPTH]);
+}
+
+/*
+ * Take the ends the worker of s put in the page, in order: while the first call in its fifo
+ * has ENDED there, finish it; a call taken back (withdrawn) is dropped. 0, or -EPROTO with
+ * v saying what in the page is wrong (a word for another call, an unknown state or status).
+ */
+static int settle(iso_host *h, iso_slot *s, char *v, size_t vlen)
+{
+    iso_pool *pl = s->pool;
+    pthread_mutex_lock(&h->lock);
+    while (s->n > 0 && (s->state == SLOT_READY || s->state == SLOT_DRAINING) && s->page) {
+        iso_entry e = s->fifo[s->first];
+        uint64_t w = page_word(s, e.seq);
+        uint32_t seq = (uint32_t)(w >> 32);
+        int state = (int)(w >> 8 & 0xff), status = (int)(w & 0xff);
+        if (!e.call) {
+            iso__answered(pl, s, false, 0); /* taken back: it never starts */
+            continue;
+        }
+        if (seq != e.seq || (w >> 16 & 0xffff) != 0 || state < IPC_CS_QUEUED ||
+            state > IPC_CS_ENDED || state == IPC_CS_WITHDRAWN ||
+            (state != IPC_CS_ENDED && status != 0) ||
+            (state == IPC_CS_ENDED && status > BGT_CANCELLED)) {
+            pthread_mutex_unlock(&h->lock);
+            snprintf(v, vlen, "protocol violation: the shared page says %#llx for call %u",
+                     (unsigned long long)w, e.seq);
+            return -EPROTO;
+        }
+        if (state != IPC_CS_ENDED)
+            break;
+        size_t rss = 0;
+        if (pl->conf.max_rss) {
+            /* (only this thread takes calls off a fifo's front) */
+            pthread_mutex_unlock(&h->lock);
+            rss = iso__rss(s->pid);
+            pthread_mutex_lock(&h->lock);
+        }
+        e.call->heard = true;
+        iso__answered(pl, s, true, rss);
+        iso__finish(e.call, (bgt_status)status);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
 /*
  * The worker of s died, broke the protocol (violation, or its first call's) or was killed
- * (killed): bury it. The call it was running ends with the death; every other call in its
- * fifo never started and goes to another worker, and so does the first when the worker
- * died before reading it ("between calls", nothing heard).
+ * (killed): bury it. The ends it put in the page count; then the call it was running ends
+ * with the death; every other call in its fifo never started and goes to another worker,
+ * and so does the first when the page says it had not started (and the worker sent nothing
+ * of it, and no crash note from inside a call).
  */
 static void slot_lost(iso_host *h, iso_slot *s, bool killed, const char *violation)
 {
+    char v[400];
+    if (!violation && settle(h, s, v, sizeof v) < 0)
+        violation = v;
     pthread_mutex_lock(&h->lock);
     iso_call *front = s->n > 0 ? s->fifo[s->first].call : NULL;
+    bool queued = front && s->page &&
+                  page_word(s, s->fifo[s->first].seq) ==
+                      ipc_word(s->fifo[s->first].seq, IPC_CS_QUEUED, 0);
     pthread_mutex_unlock(&h->lock);
     if (!violation && front && front->violation[0])
         violation = front->violation;
     const char *note = front && front->note[0] ? front->note : s->note;
-    bool between = !front || (!killed && !front->heard && !violation &&
-                              strncmp(note, "between calls", 13) == 0);
+    bool between = !front || (queued && !killed && !front->heard && !violation &&
+                              (!note[0] || strncmp(note, "between calls", 13) == 0));
     char msg[1600];
     pid_t pid = s->pid;
     iso__bury(s->pool, s, killed, violation, between ? "between calls" : NULL, note,
@@ -269,89 +299,65 @@ static void slot_lost(iso_host *h, iso_slot *s, bool killed, const char *violati
     pthread_mutex_unlock(&h->lock);
 }
 
-/*
- * After a read that began at read_at, took everything there was and whose frames were
- * handled: withdraw the calls whose CANCEL was written whole 2 x IPC_READ_GAP_S or more
- * before that read began and that are still behind another. The worker had not answered
- * the call before them when the read ended, so it had not started them, and it reads the
- * CANCEL before it starts one (ipc.h): it will skip them. They go back to the pending
- * queue, in their order. Lock held.
- */
-static void withdraw(iso_slot *s, double read_at)
+/* Whether s runs (its socket and page are there). */
+static bool slot_live(iso_host *h, iso_slot *s)
 {
-    bool any = false;
-    for (int i = s->n - 1; i >= 1; i--) {
-        iso_entry *e = &s->fifo[(s->first + i) % ISO_DEPTH];
-        if (e->call && e->call->cancel_at > 0 &&
-            read_at >= e->call->cancel_at + 2 * IPC_READ_GAP_S) {
-            log_msg(BGT_LOG_DEBUG, host_api()->task_id(e->call->t), "call %u taken back from "
-                    "worker %d, which had not started it", e->seq, (int)s->pid);
-            iso__requeue(e->call);
-            e->call = NULL;
-            any = true;
-        }
-    }
-    if (any)
-        iso__dispatch(s->pool);
-}
-
-/* Read what s's worker sent and serve it. */
-static void read_slot(iso_host *h, iso_slot *s)
-{
-    iso_pool *pl = s->pool;
     pthread_mutex_lock(&h->lock);
     bool live = (s->state == SLOT_READY || s->state == SLOT_DRAINING) && s->conn.fd >= 0;
     pthread_mutex_unlock(&h->lock);
-    if (!live)
+    return live;
+}
+
+/* Read what s's worker sent and serve it, with the ends it put in the page. */
+static void read_slot(iso_host *h, iso_slot *s)
+{
+    if (!slot_live(h, s))
         return;
-    double read_at = mono_s();
     int rc = ipc_drain(&s->conn);
     ipc_frame f;
     int more;
     char v[400];
     while ((more = ipc_next(&s->conn, &f)) == 1) {
-        pthread_mutex_lock(&h->lock);
-        bool any = s->n > 0;
-        iso_entry e = any ? s->fifo[s->first] : (iso_entry){0, NULL};
-        pthread_mutex_unlock(&h->lock);
-        if (!any) {
-            /* Nothing may follow a DONE but a crash note. */
-            if (f.type == IPC_NOTE && on_withdrawn_frame(s, 0, &f, v, sizeof v) == 0)
-                continue;
-            snprintf(v, sizeof v, "protocol violation: %s frame after DONE, with no call in "
-                     "flight", ipc_type_name(f.type));
+        /* A frame belongs to the first call that has not ended: the ends in the page
+         * before it were put there before it was sent. */
+        if (settle(h, s, v, sizeof v) < 0) {
             slot_lost(h, s, false, v);
             return;
         }
-        if (!e.call) {
-            int w = on_withdrawn_frame(s, e.seq, &f, v, sizeof v);
-            if (w < 0) {
-                slot_lost(h, s, false, v);
-                return;
-            }
-            if (w == 1) {
-                pthread_mutex_lock(&h->lock);
-                iso__answered(pl, s, false, 0);
-                live = s->state == SLOT_READY || s->state == SLOT_DRAINING;
-                pthread_mutex_unlock(&h->lock);
-                if (!live)
-                    return; /* retired: its end is closed */
-            }
-            continue;
+        if (!slot_live(h, s))
+            return; /* retired: its end is closed */
+        if (f.type == IPC_WAKE) {
+            if (f.len == 0)
+                continue;
+            slot_lost(h, s, false, "protocol violation: a WAKE frame with a payload");
+            return;
         }
-        int r = on_frame(e.call, &f);
+        pthread_mutex_lock(&h->lock);
+        iso_call *c = s->n > 0 ? s->fifo[s->first].call : NULL;
+        pthread_mutex_unlock(&h->lock);
+        if (!c) {
+            /* Nothing may come between calls but a crash note. */
+            char why[300];
+            if (f.type == IPC_NOTE &&
+                iso__serve(s->pool, s, NULL, &f, s->note, sizeof s->note, why, sizeof why) == 0)
+                continue;
+            snprintf(v, sizeof v, "protocol violation: %s frame with no call in flight",
+                     ipc_type_name(f.type));
+            slot_lost(h, s, false, v);
+            return;
+        }
+        int r = on_frame(c, &f);
         if (r < 0) {
             slot_lost(h, s, false, NULL);
             return;
         }
         if (r == 1) {
-            size_t rss = pl->conf.max_rss ? iso__rss(s->pid) : 0;
+            size_t rss = s->pool->conf.max_rss ? iso__rss(s->pid) : 0;
             pthread_mutex_lock(&h->lock);
-            iso__answered(pl, s, true, rss);
-            iso__finish(e.call, e.call->status);
-            live = s->state == SLOT_READY || s->state == SLOT_DRAINING;
+            iso__answered(s->pool, s, true, rss);
+            iso__finish(c, c->status);
             pthread_mutex_unlock(&h->lock);
-            if (!live)
+            if (!slot_live(h, s))
                 return; /* retired: its end is closed */
         }
     }
@@ -364,10 +370,11 @@ static void read_slot(iso_host *h, iso_slot *s)
         slot_lost(h, s, false, NULL); /* its end closed: it died (or closed it on purpose) */
         return;
     }
-    flush_slot(h, s); /* answers to SUBMIT */
-    pthread_mutex_lock(&h->lock);
-    withdraw(s, read_at);
-    pthread_mutex_unlock(&h->lock);
+    if (settle(h, s, v, sizeof v) < 0) {
+        slot_lost(h, s, false, v);
+        return;
+    }
+    flush_slot(h, s); /* calls queued for it, answers to SUBMIT */
 }
 
 /* End the pending calls of pl whose task was told to stop. Lock held. */
@@ -390,19 +397,29 @@ static void end_stopped_pending(iso_pool *pl)
 }
 
 /* What a tick found to do on a slot, outside the lock. */
-enum { ACT_NONE, ACT_READ, ACT_KILL, ACT_CHECK };
+enum { ACT_KILL, ACT_CHECK };
 
-/* Look at the calls in flight on s: CANCEL those told to stop or stuck behind a long call;
- * say whether s must be killed, read (to withdraw calls) or checked for death. Lock held. */
+/*
+ * Look at the calls in flight on s: take back (in the page) those told to stop or queued
+ * behind a call that runs long, if they have not started; CANCEL the one running when it
+ * was told to stop; say whether s must be killed (it did not stop within its grace) or
+ * checked for death. Lock held.
+ */
 static int tick_slot(iso_host *h, iso_slot *s, double now)
 {
-    int act = ACT_CHECK;
+    int act = ACT_CHECK, lead = -1;
+    bool taken = false;
     pthread_mutex_lock(&s->send_lock);
     if (s->unsent)
-        iso__flush(h, s); /* (calls are written at the worker's answers; this is in case) */
+        iso__flush(h, s); /* (calls are written as the worker ends calls; this is in case) */
     pthread_mutex_unlock(&s->send_lock);
-    for (int i = 0; i < s->n; i++) {
-        iso_call *c = s->fifo[(s->first + i) % ISO_DEPTH].call;
+    for (int i = 0; i < s->n && lead < 0; i++)
+        if (s->fifo[(s->first + i) % ISO_DEPTH].call)
+            lead = i;
+    /* From the back: the calls taken back go to the head of the pending queue in order. */
+    for (int i = s->n - 1; i >= 0; i--) {
+        iso_entry *e = &s->fifo[(s->first + i) % ISO_DEPTH];
+        iso_call *c = e->call;
         if (!c)
             continue;
         if (!c->stopping && host_api()->cancelled(c->t)) {
@@ -412,20 +429,31 @@ static int tick_slot(iso_host *h, iso_slot *s, double now)
                            ? fmin(s->pool->conf.kill_grace_s, SHUTDOWN_KILL_GRACE_S)
                            : s->pool->conf.kill_grace_s;
         }
-        bool stuck = i > 0 && now - s->front_since > ISO_REROUTE_S;
-        if ((c->stopping || stuck) && !c->cancel_sent) {
+        bool stuck = i != lead && now - s->front_since > ISO_REROUTE_S;
+        if (!c->stopping && !stuck)
+            continue;
+        uint64_t want = ipc_word(e->seq, IPC_CS_QUEUED, 0);
+        if (s->page && atomic_compare_exchange_strong(&s->page->call[e->seq % ISO_DEPTH], &want,
+                                                      ipc_word(e->seq, IPC_CS_WITHDRAWN, 0))) {
+            log_msg(BGT_LOG_DEBUG, host_api()->task_id(c->t), "call %u taken back from "
+                    "worker %d, which had not started it", e->seq, (int)s->pid);
+            iso__requeue(c); /* (one told to stop ends there, CANCELLED) */
+            e->call = NULL;
+            taken = true;
+            continue;
+        }
+        if (c->stopping && !c->cancel_sent) {
             c->cancel_sent = true;
             pthread_mutex_lock(&s->send_lock);
             iso__queue_cancel(s, c);
-            if (iso__flush(h, s) == 0)
-                c->cancel_at = mono_s();
+            iso__flush(h, s);
             pthread_mutex_unlock(&s->send_lock);
         }
-        if (i > 0 && c->cancel_at > 0)
-            act = ACT_READ;
-        if (i == 0 && c->stopping && now >= fmax(c->stop_at, c->front_at) + c->grace)
-            return ACT_KILL;
+        if (i == lead && c->stopping && now >= fmax(c->stop_at, c->front_at) + c->grace)
+            act = ACT_KILL;
     }
+    if (taken)
+        iso__dispatch(s->pool);
     return act;
 }
 
@@ -446,8 +474,6 @@ static void tick(iso_host *h, double now)
             if (act == ACT_KILL) {
                 kill(pid, SIGKILL);
                 slot_lost(h, s, true, NULL);
-            } else if (act == ACT_READ) {
-                read_slot(h, s);
             } else if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
                        si.si_pid == pid) {
                 /* A process it forked may hold the socket open after the worker itself died
@@ -465,15 +491,62 @@ static void tick(iso_host *h, double now)
     pthread_mutex_unlock(&h->lock);
 }
 
+/*
+ * Set (on, before the io thread sleeps) or clear (after it woke) the bell of every running
+ * worker: one idle now may get a call from a proxy meanwhile. Setting them, look at the
+ * pages of those with calls in flight again: the slots whose first call ended there or was
+ * taken back meanwhile go in due (at most max, their count returned), to be settled before
+ * any sleep (a worker that found its bell clear sent no WAKE).
+ */
+static int bells(iso_host *h, bool on, iso_slot **due, int max)
+{
+    int nd = 0;
+    pthread_mutex_lock(&h->lock);
+    for (iso_pool *pl = h->pools; pl; pl = pl->next)
+        for (int i = 0; i < pl->nslots; i++) {
+            iso_slot *s = &pl->slots[i];
+            if ((s->state != SLOT_READY && s->state != SLOT_DRAINING) || !s->page)
+                continue;
+            atomic_store(&s->page->bell, on ? 1u : 0u);
+            if (!on || nd == max || s->n == 0)
+                continue;
+            iso_entry e = s->fifo[s->first];
+            uint64_t w = page_word(s, e.seq);
+            if (!e.call || (w != ipc_word(e.seq, IPC_CS_QUEUED, 0) &&
+                            w != ipc_word(e.seq, IPC_CS_STARTED, 0)))
+                due[nd++] = s;
+        }
+    pthread_mutex_unlock(&h->lock);
+    return nd;
+}
+
+/* Take the ends in s's page and write what is queued for it. */
+static void settle_slot(iso_host *h, iso_slot *s)
+{
+    char v[400];
+    if (!slot_live(h, s))
+        return;
+    if (settle(h, s, v, sizeof v) < 0) {
+        slot_lost(h, s, false, v);
+        return;
+    }
+    flush_slot(h, s);
+}
+
 void *iso__io_main(void *arg)
 {
     iso_host *h = arg;
     prctl(PR_SET_NAME, "bgt-iso-io");
     struct epoll_event evs[64];
+    iso_slot *due[64];
     double next_tick = mono_s() + ISO_TICK_S;
     for (;;) {
-        int ms = (int)ceil(fmax(next_tick - mono_s(), 0) * 1000);
+        int nd = bells(h, true, due, 64);
+        int ms = nd ? 0 : (int)ceil(fmax(next_tick - mono_s(), 0) * 1000);
         int n = epoll_wait(h->epfd, evs, 64, ms);
+        bells(h, false, NULL, 0);
+        for (int i = 0; i < nd; i++)
+            settle_slot(h, due[i]);
         pthread_mutex_lock(&h->lock);
         bool quit = h->quit;
         pthread_mutex_unlock(&h->lock);

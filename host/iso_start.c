@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,8 +55,46 @@ static char **worker_env(void)
     return env;
 }
 
-/* posix_spawn the worker with fd as its IPC_WORKER_FD. 0 with *pid, or a negative errno. */
-static int spawn(const iso_pool *pl, int fd, pid_t *pid)
+void iso__unmap_page(iso_slot *s)
+{
+    if (s->page)
+        munmap(s->page, IPC_PAGE_SIZE);
+    s->page = NULL;
+}
+
+/* fd moved, if needed, to a number above IPC_PAGE_FD (close-on-exec): dup2 onto the worker's
+ * numbers then never overwrites the other one, nor keeps the flag (a dup2 onto itself). */
+static int above_page_fd(int fd)
+{
+    if (fd < 0 || fd > IPC_PAGE_FD)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, IPC_PAGE_FD + 1);
+    close(fd);
+    return moved;
+}
+
+/* A new zeroed page for s, mapped; its memfd (close-on-exec) in *fd. 0 or a negative errno. */
+static int make_page(iso_slot *s, int *fd)
+{
+    *fd = above_page_fd(memfd_create("bgtaskd-worker-page", MFD_CLOEXEC));
+    if (*fd < 0)
+        return -errno;
+    void *p = MAP_FAILED;
+    if (ftruncate(*fd, IPC_PAGE_SIZE) == 0)
+        p = mmap(NULL, IPC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    if (p == MAP_FAILED) {
+        int rc = -errno;
+        close(*fd);
+        *fd = -1;
+        return rc;
+    }
+    s->page = p;
+    return 0;
+}
+
+/* posix_spawn the worker with fd as its IPC_WORKER_FD and page_fd as its IPC_PAGE_FD (both
+ * above IPC_PAGE_FD here). 0 with *pid, or a negative errno. */
+static int spawn(const iso_pool *pl, int fd, int page_fd, pid_t *pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
@@ -71,7 +110,8 @@ static int spawn(const iso_pool *pl, int fd, pid_t *pid)
     posix_spawnattr_init(&at);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, fd, IPC_WORKER_FD);
-    posix_spawn_file_actions_addclosefrom_np(&fa, IPC_WORKER_FD + 1);
+    posix_spawn_file_actions_adddup2(&fa, page_fd, IPC_PAGE_FD);
+    posix_spawn_file_actions_addclosefrom_np(&fa, IPC_PAGE_FD + 1);
     /* Its own process group: a terminal's Ctrl-C is for the host, which stops its workers. */
     posix_spawnattr_setpgroup(&at, 0);
     posix_spawnattr_setsigmask(&at, &none);
@@ -351,16 +391,18 @@ int iso__start_worker(iso_pool *pl, iso_slot *s, bool first, char *err, size_t e
         snprintf(err, errlen, "socketpair: %s", strerror(-rc));
         return rc;
     }
-    /* dup2 onto itself would keep the close-on-exec flag. */
-    if (sv[1] == IPC_WORKER_FD) {
-        int moved = fcntl(sv[1], F_DUPFD_CLOEXEC, IPC_WORKER_FD + 1);
+    int page_fd = -1;
+    sv[1] = above_page_fd(sv[1]);
+    rc = sv[1] < 0 ? -errno : make_page(s, &page_fd);
+    if (rc == 0)
+        rc = spawn(pl, sv[1], page_fd, &s->pid);
+    if (sv[1] >= 0)
         close(sv[1]);
-        sv[1] = moved;
-    }
-    rc = sv[1] < 0 ? -errno : spawn(pl, sv[1], &s->pid);
-    close(sv[1]);
+    if (page_fd >= 0)
+        close(page_fd); /* the mapping stays */
     if (rc < 0) {
         close(sv[0]);
+        iso__unmap_page(s);
         snprintf(err, errlen, "cannot start a worker: %s", strerror(-rc));
         return rc;
     }
@@ -457,6 +499,7 @@ fail:
                  note);
     }
     ipc_conn_close(&s->conn);
+    iso__unmap_page(s);
     s->pid = 0;
     return rc < 0 ? rc : -ECHILD;
 }

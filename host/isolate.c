@@ -135,9 +135,10 @@ static void send_call(iso_pool *pl, iso_slot *s, iso_call *c, double now)
     if (s->n == 0)
         s->front_since = now;
     c->heard = c->cancel_sent = false;
-    c->cancel_at = 0;
     c->note[0] = c->violation[0] = '\0';
     s->fifo[(s->first + s->n) % ISO_DEPTH] = (iso_entry){c->seq, c};
+    /* Queued in the page before the worker can read the call (ipc.h). */
+    atomic_store(&s->page->call[c->seq % ISO_DEPTH], ipc_word(c->seq, IPC_CS_QUEUED, 0));
     if (s->n++ == 0 && !any_idle(pl))
         pthread_cond_signal(&pl->host->work_cond); /* the supervisor starts a spare */
     if (++s->calls >= pl->conf.max_tasks_per_process && pl->conf.max_tasks_per_process) {
@@ -289,6 +290,7 @@ static void close_conn(iso_host *h, iso_slot *s)
     if (s->conn.fd >= 0)
         epoll_ctl(h->epfd, EPOLL_CTL_DEL, s->conn.fd, NULL);
     ipc_conn_close(&s->conn);
+    iso__unmap_page(s);
     s->want_out = false;
     s->unsent = 0;
     pthread_mutex_unlock(&s->send_lock);
@@ -565,8 +567,10 @@ static void stop_workers(iso_pool *pl)
 {
     double until = mono_s() + pl->conf.kill_grace_s;
     for (int i = 0; i < pl->nslots; i++)
-        if (pl->slots[i].state != SLOT_EMPTY)
+        if (pl->slots[i].state != SLOT_EMPTY) {
             ipc_conn_close(&pl->slots[i].conn);
+            iso__unmap_page(&pl->slots[i]);
+        }
     for (int i = 0; i < pl->nslots; i++) {
         iso_slot *s = &pl->slots[i];
         if (s->state == SLOT_EMPTY || s->pid <= 0)

@@ -11,12 +11,14 @@
  *
  * A worker may have several calls in flight: it runs them one at a time, and
  * a call goes to a worker that answers quickly or to an idle one (isolate.c).
- * A worker that dies during a call ends that attempt (RETRY, which counts an
- * attempt, or FAILURE for a not-retriable handler) with the signal and any
- * crash note it sent; the calls queued behind it had not started and go to
- * another worker. A call told to stop (cancel, timeout, lost lease,
- * shutdown) is forwarded to the worker, which is killed kill_grace later if
- * it has not answered. Workers are respawned with a backoff, replaced after
+ * Host and worker share a page of memory that says which call the worker
+ * started, lets the host take back one it has not, and carries the plain ends
+ * of calls (ipc.h). A worker that dies during a call ends that attempt (RETRY,
+ * which counts an attempt, or FAILURE for a not-retriable handler) with the
+ * signal and any crash note it sent; the calls queued behind it had not
+ * started and go to another worker. A call told to stop (cancel, timeout,
+ * lost lease, shutdown) is taken back if it has not started, else forwarded
+ * to the worker, which is killed kill_grace later if it has not answered. Workers are respawned with a backoff, replaced after
  * max_tasks_per_process calls or when left above max_rss, and a crash breaker
  * pauses claims of the plugin's handlers after breaker_deaths deaths within
  * breaker_window.

@@ -23,8 +23,9 @@
 
 /* How often the io thread looks at the stop flags of the calls in flight and pending. */
 #define ISO_TICK_S 0.05
-/* Calls in flight on one worker process at most: the one it runs and those queued behind. */
-#define ISO_DEPTH 32
+/* Calls in flight on one worker process at most: the one it runs and those queued behind
+ * (one word each in the page shared with it). */
+#define ISO_DEPTH IPC_PAGE_CALLS
 /* A call is queued behind a busy worker only while that worker's current call started
  * less than this ago (it turns calls over quickly); else it goes to an idle worker. */
 #define ISO_FAST_S 0.005
@@ -44,10 +45,10 @@ typedef struct iso_call iso_call;
 
 /*
  * A call sent to a worker, in the order sent. The worker runs its calls in that order, one
- * at a time, and answers each with DONE before it starts the next, so every frame it sends
- * belongs to the first entry not answered yet, and an entry behind that one has not
- * started. call is NULL once the call was withdrawn: the worker skips it, and its DONE is
- * read and dropped.
+ * at a time, and ends each (DONE, or in the page) before it starts the next, so every frame
+ * it sends belongs to the first entry that has not ended, and the page says whether that
+ * one has started. call is NULL once the call was taken back (withdrawn in the page): the
+ * worker skips it, and the entry is dropped when it comes first.
  */
 typedef struct iso_entry {
     uint32_t seq;
@@ -63,6 +64,7 @@ typedef struct iso_slot {
      * writes, scratch) is guarded by send_lock, which is taken after the host's lock, never
      * before it. */
     ipc_conn conn;
+    ipc_page *page;     /* shared with its process (ipc.h); NULL when it has none */
     pthread_mutex_t send_lock;
     ipc_buf scratch;    /* frames to it are built here (queued frames are copied) */
     bool want_out;      /* (send_lock) the io thread waits for room to write */
@@ -160,7 +162,6 @@ struct iso_call {
     bool heard;           /* a frame of this call arrived */
     bool stopping;        /* its task was told to stop (kept across sendings) */
     bool cancel_sent;
-    double cancel_at;     /* mono time its CANCEL had been written whole; 0: not yet */
     double stop_at, grace;
     char note[1024];      /* the crash note the worker sent, if any */
     char violation[300];  /* what the worker got wrong, if anything */
@@ -212,12 +213,15 @@ void iso__finish(iso_call *c, bgt_status status);
  */
 void iso__hand_back(iso_host *h);
 /*
- * The first entry of s's fifo was answered (DONE): remove it and, for a call that ran (real,
+ * The first entry of s's fifo ended (DONE, or in the page) or was taken back: remove it and,
+ * for a call that ran (real,
  * rss its worker's resident memory after it when max_rss is set), mark s for replacement
  * when its memory is over max_rss; retire s when it is due and has no call left; dispatch.
  * Lock held.
  */
 void iso__answered(iso_pool *pl, iso_slot *s, bool real, size_t rss);
+/* Unmap s's page, if it has one. */
+void iso__unmap_page(iso_slot *s);
 /* The resident memory of process pid in bytes, or 0 when it cannot be read. */
 size_t iso__rss(pid_t pid);
 /*

@@ -73,13 +73,12 @@ struct worker {
     /* Calls received and not started, oldest first (guarded by recv_lock). */
     struct queued {
         uint32_t seq;
-        bool cancelled;  /* a CANCEL for it came first: it is answered without running */
         uint8_t *payload;
         size_t len;
     } queue[QUEUE_MAX];
     size_t nqueue;
-    double read_at; /* (recv_lock) when the main thread's last read began, */
-    bool read_all;  /* and whether it took all the socket held */
+    ipc_page *page;     /* shared with the host (ipc.h) */
+    unsigned long sent; /* (send_lock) frames sent so far */
 };
 
 /* The worker process's one state (worker_main.c). */

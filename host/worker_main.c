@@ -7,10 +7,12 @@
  * the task API during a call. Sending is serialised by send_lock (a frame goes
  * out whole), reading by recv_lock: while a call runs, whoever needs the
  * host's answer (bgt_submit waiting for SUBMITTED, bgt_cancelled looking for
- * CANCEL at most every POLL_GAP_S) reads and handles what arrived. Before it
- * starts a call the main thread reads everything the socket holds, so a call
- * whose CANCEL the host wrote before that is skipped (ipc.h, "Order"). The
- * task API a plugin gets here is in worker_api.c.
+ * CANCEL at most every POLL_GAP_S) reads and handles what arrived. The main
+ * thread starts a call only by marking it STARTED in the page it shares with
+ * the host, and skips one the host took back there (ipc.h); a call that sent
+ * nothing and has no error text or result ends in the page too, with no
+ * system call unless the host's io thread sleeps. The task API a plugin gets
+ * here is in worker_api.c.
  *
  * A fatal signal (a crashing plugin) sends a NOTE saying what was running and,
  * when errno says an allocation had failed, that memory ran out; then the
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -61,6 +64,7 @@ void worker__send_frame(const ipc_buf *b)
 {
     pthread_mutex_lock(&W.send_lock);
     int rc = ipc_send(&W.conn, b);
+    W.sent++;
     pthread_mutex_unlock(&W.send_lock);
     /* The host closed its end: it has given up on this worker. */
     if (rc == -EPIPE)
@@ -86,7 +90,7 @@ static void host_frame(const ipc_frame *f)
             worker__fatal("worker: more than %d calls queued by the host", QUEUE_MAX);
         uint8_t *copy = xmalloc(f->len);
         memcpy(copy, f->p, f->len);
-        W.queue[W.nqueue++] = (struct queued){seq, false, copy, f->len};
+        W.queue[W.nqueue++] = (struct queued){seq, copy, f->len};
         return;
     }
     if (f->type == IPC_CANCEL) {
@@ -97,10 +101,7 @@ static void host_frame(const ipc_frame *f)
         wcall *c = atomic_load(&W.running);
         if (c && c->seq == seq)
             atomic_store(&W.cancel, 1);
-        for (size_t i = 0; i < W.nqueue; i++)
-            if (W.queue[i].seq == seq)
-                W.queue[i].cancelled = true;
-        return; /* or for a call that has ended */
+        return; /* or for a call that is not running (ipc.h, "Cancelling") */
     }
     if (f->type == IPC_SUBMITTED) {
         uint32_t rc;
@@ -302,13 +303,42 @@ static void take_call(const ipc_frame *f, cJSON **args)
     *args = cJSON_Parse(text);
 }
 
-/* Run the call in W.call and answer DONE. */
+/* Send the frames of a call's end: DONE, or WAKE after an end in the page. */
+static void send_end(const wcall *c, bgt_status status, unsigned long sent_before)
+{
+    pthread_mutex_lock(&W.send_lock);
+    bool quiet = W.sent == sent_before;
+    pthread_mutex_unlock(&W.send_lock);
+    if (quiet && !c->error && !c->result && (unsigned)status <= BGT_CANCELLED) {
+        /* Nothing of it went by the socket: it ends in the page (ipc.h). */
+        atomic_store(&W.page->call[c->seq % IPC_PAGE_CALLS],
+                     ipc_word(c->seq, IPC_CS_ENDED, (int)status));
+        if (atomic_exchange(&W.page->bell, 0) == 1) {
+            ipc_begin(&W.dbuf, IPC_WAKE);
+            ipc_end(&W.dbuf);
+            worker__send_frame(&W.dbuf);
+        }
+        return;
+    }
+    ipc_begin(&W.dbuf, IPC_DONE);
+    ipc_put_u32(&W.dbuf, c->seq);
+    ipc_put_u32(&W.dbuf, (uint32_t)status);
+    ipc_put_str(&W.dbuf, c->error);
+    ipc_put_str(&W.dbuf, c->result);
+    ipc_end(&W.dbuf);
+    worker__send_frame(&W.dbuf);
+}
+
+/* Run the call in W.call and end it (send_end). */
 static void run_call(cJSON *args)
 {
     wcall *c = &W.call;
     const handler *h = registry_find(&W.reg, c->handler);
     bgt_status status;
     double t0 = mono_s();
+    pthread_mutex_lock(&W.send_lock);
+    unsigned long sent_before = W.sent;
+    pthread_mutex_unlock(&W.send_lock);
     atomic_store(&W.cancel, 0);
     atomic_store(&W.running, c);
     hooks_plugins_before(&W.reg, &c->info);
@@ -336,13 +366,7 @@ static void run_call(cJSON *args)
     atomic_store(&W.running, NULL);
     pthread_mutex_unlock(&W.prog_lock);
 
-    ipc_begin(&W.dbuf, IPC_DONE);
-    ipc_put_u32(&W.dbuf, c->seq);
-    ipc_put_u32(&W.dbuf, (uint32_t)status);
-    ipc_put_str(&W.dbuf, c->error);
-    ipc_put_str(&W.dbuf, c->result);
-    ipc_end(&W.dbuf);
-    worker__send_frame(&W.dbuf);
+    send_end(c, status, sent_before);
     free(c->result);
     free(c->error);
     c->result = c->error = NULL;
@@ -350,16 +374,20 @@ static void run_call(cJSON *args)
     c->added = 0;
 }
 
-/* Answer a call cancelled before it started, without running it. */
-static void skip_call(uint32_t seq)
+/*
+ * Mark call seq STARTED in the page: true, or false when the host took it back (its word
+ * says WITHDRAWN, or holds a later call: the host gives a word to another call only once the
+ * one before ended or was taken back).
+ */
+static bool start_call(uint32_t seq)
 {
-    ipc_begin(&W.dbuf, IPC_DONE);
-    ipc_put_u32(&W.dbuf, seq);
-    ipc_put_u32(&W.dbuf, BGT_CANCELLED);
-    ipc_put_str(&W.dbuf, "cancelled before it started");
-    ipc_put_str(&W.dbuf, NULL);
-    ipc_end(&W.dbuf);
-    worker__send_frame(&W.dbuf);
+    uint64_t want = ipc_word(seq, IPC_CS_QUEUED, 0);
+    if (atomic_compare_exchange_strong(&W.page->call[seq % IPC_PAGE_CALLS], &want,
+                                       ipc_word(seq, IPC_CS_STARTED, 0)))
+        return true;
+    if (want == ipc_word(seq, IPC_CS_WITHDRAWN, 0) || (uint32_t)(want >> 32) != seq)
+        return false;
+    worker__fatal("worker: call %u is neither queued nor taken back in the shared page", seq);
 }
 
 /* ---- start ---- */
@@ -484,6 +512,14 @@ int worker_main(int argc, char **argv)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (!parse_long(argv[3], 1, 1L << 30, &host) || getppid() != (pid_t)host)
         return 1;
+    /* The page shared with the host; its descriptor is not needed once it is mapped. */
+    void *page = mmap(NULL, IPC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, IPC_PAGE_FD, 0);
+    if (page == MAP_FAILED) {
+        fprintf(stderr, "bgtaskd --worker: cannot map the shared page (fd %d): %s\n",
+                IPC_PAGE_FD, strerror(errno));
+        return 1;
+    }
+    W.page = page;
     /* Nothing of the host but the socket: no Redis connection, no listening socket. And
      * not the socket for a program the plugin runs: the host must see EOF when we die. */
     close_range(IPC_WORKER_FD + 1, ~0U, 0);
@@ -498,25 +534,17 @@ int worker_main(int argc, char **argv)
 
     for (;;) {
         pthread_mutex_lock(&W.recv_lock);
-        /* Everything there is, before a call starts: a CANCEL for it may be there (ipc.h,
-         * "Cancelling"), unless a read of everything began less than IPC_READ_GAP_S ago.
-         * With no call queued, the read that waits for one is that read. */
+        /* The calls received are run before the socket is read again: one taken back since
+         * is skipped (start_call), and a CANCEL is for the call running. */
         int rc = 0;
         handle_frames();
-        while (W.nqueue == 0 || !W.read_all || mono_s() - W.read_at >= IPC_READ_GAP_S) {
-            W.read_at = mono_s();
-            if (W.nqueue > 0) {
-                rc = ipc_drain(&W.conn);
-            } else {
-                long n = ipc_fill(&W.conn);
-                rc = n < 0 ? (int)n : W.conn.drained ? 0 : ipc_drain(&W.conn);
+        while (W.nqueue == 0) {
+            long n = ipc_fill(&W.conn);
+            if (n < 0) {
+                rc = (int)n;
+                break;
             }
-            W.read_all = rc == 0;
-            if (rc < 0)
-                break;
             handle_frames();
-            if (W.nqueue > 0)
-                break;
         }
         if (rc == -EPIPE) {
             pthread_mutex_unlock(&W.recv_lock);
@@ -527,9 +555,7 @@ int worker_main(int argc, char **argv)
         struct queued q = W.queue[0];
         memmove(W.queue, W.queue + 1, --W.nqueue * sizeof *W.queue);
         pthread_mutex_unlock(&W.recv_lock);
-        if (q.cancelled) {
-            skip_call(q.seq);
-        } else {
+        if (start_call(q.seq)) {
             cJSON *args;
             take_call(&(ipc_frame){.type = IPC_CALL, .p = q.payload, .len = q.len}, &args);
             run_call(args);

@@ -727,7 +727,7 @@ static void test_malformed_frames(void **state)
     static const char *const cases[][2] = {
         {"oversized", "protocol violation: PROGRESS frame of 2147483647 bytes, over the limit"},
         {"type", "protocol violation: frame of unknown type 99"},
-        {"version", "protocol violation: frame of protocol version 9, expected 2"},
+        {"version", "protocol violation: frame of protocol version 9, expected 3"},
         {"nan", "protocol violation: malformed PROGRESS: field 'current'"},
         {"string", "protocol violation: malformed DONE: field 'error'"},
         {"trailing", "protocol violation: malformed PROGRESS: 4 bytes after the last field"},
@@ -735,6 +735,7 @@ static void test_malformed_frames(void **state)
         {"call", "protocol violation: DONE for call 4294967295, expected call "},
         {"unexpected", "protocol violation: unexpected INIT frame during a call"},
         {"short", "protocol violation: malformed PROGRESS: field 'current'"},
+        {"page", "protocol violation: the shared page says 0xdeadbeefdeadbeef for call "},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[64];

@@ -97,7 +97,7 @@ static void test_bad_headers(void **state)
         uint8_t type, version, r0;
         const char *want;
     } cases[] = {
-        {0, IPC_PROGRESS, 1, 0, "frame of protocol version 1, expected 2"},
+        {0, IPC_PROGRESS, 1, 0, "frame of protocol version 1, expected 3"},
         {0, 99, IPC_VERSION, 0, "frame of unknown type 99"},
         {0, 0, IPC_VERSION, 0, "frame of unknown type 0"},
         {0, IPC_PROGRESS, IPC_VERSION, 1, "frame header has reserved bytes set"},
