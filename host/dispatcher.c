@@ -234,6 +234,7 @@ void *mgr__dispatcher_main(void *arg)
     mgr__name_thread("bgt-dispatch");
     int max = m->cfg->workers;
     claimed *batch = xcalloc((size_t)max, sizeof *batch);
+    bgt_task **here = xcalloc((size_t)max, sizeof *here);
     claim_handler *hs = NULL;
     size_t nhs = 0;
     bool was_down = false, prepared = false;
@@ -327,6 +328,7 @@ void *mgr__dispatcher_main(void *arg)
         if (m->entry_until > 0)
             until = fmin(until, m->entry_until - LEASE_MARGIN_S(m->cfg));
         mgr__unlock(m);
+        size_t nhere = 0;
         for (int i = 0; i < got; i++) {
             char *bad;
             bgt_task *t = make_task(m, &batch[i], &bad);
@@ -342,11 +344,21 @@ void *mgr__dispatcher_main(void *arg)
             if (bad)
                 log_msg(BGT_LOG_ERR, t->id, "%s", bad);
             t->bad = bad; /* it fails at once, on a worker: hooks run there */
-            mgr__runq_push(m, t, bad ? JOB_FAIL : JOB_RUN);
+            if (mgr__may_hand_off_here(m, t)) {
+                /* Nothing of the plugin runs here: the run goes straight to where it runs
+                 * (a worker process), without a hop through the run queue. */
+                t->job = JOB_RUN;
+                mgr__job_start(m, t);
+                here[nhere++] = t;
+            } else {
+                mgr__runq_push(m, t, bad ? JOB_FAIL : JOB_RUN);
+            }
             mgr__unlock(m);
         }
+        mgr__hand_off_here(m, here, nhere);
     }
     free(hs);
+    free(here);
     free(batch);
     return NULL;
 }

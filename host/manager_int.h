@@ -228,6 +228,24 @@ struct manager {
     bool started;
 };
 
+/* ---- worker.c ---- */
+
+/*
+ * The end of handed-off runs ts[0..n) (their run returned status[i]) on the calling thread
+ * instead of a worker: their after-hooks, outcome and queueing for the writer. Only while no
+ * plugin has a hook (plugin code runs on worker threads only): false, and nothing done,
+ * otherwise.
+ */
+bool mgr__end_handed_here(manager *m, bgt_task *const *ts, const bgt_status *status, size_t n);
+/*
+ * Whether the run of t, just claimed, may be handed off on the claiming thread (the
+ * dispatcher) instead of a worker: a single attempt of a handler with hand_off, while no
+ * plugin has a hook (its before-hooks would run there). Then mgr__job_start it (L) and
+ * give it to mgr__hand_off_here (not L).
+ */
+bool mgr__may_hand_off_here(const manager *m, const bgt_task *t);
+void mgr__hand_off_here(manager *m, bgt_task *const *ts, size_t n);
+
 /* ---- attempt.c ---- */
 
 /* Free an attempt and everything it owns (its par too). */

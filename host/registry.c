@@ -87,6 +87,11 @@ void registry_hooks_put(hook_list *l)
     free(l);
 }
 
+bool registry_hookless(registry *r)
+{
+    return __atomic_load_n(&r->published, __ATOMIC_ACQUIRE) == NULL;
+}
+
 hook_list *registry_hooks_get(registry *r)
 {
     if (!__atomic_load_n(&r->published, __ATOMIC_ACQUIRE))

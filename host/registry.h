@@ -112,6 +112,8 @@ size_t registry_hooks(registry *r, const hook **out, size_t max);
  * until registry_hooks_put, whatever is registered or removed meanwhile.
  */
 hook_list *registry_hooks_get(registry *r);
+/* True when no plugin has a hook registered (at the moment of asking). */
+bool registry_hookless(registry *r);
 /* Give back a reference from registry_hooks_get. NULL is allowed. */
 void registry_hooks_put(hook_list *l);
 

@@ -125,6 +125,14 @@ void task_api_handed_back_all(bgt_task *const *ts, const bgt_status *status, siz
 {
     for (size_t i = 0; i < n;) {
         manager *m = ts[i]->m;
+        size_t k = i;
+        while (k < n && ts[k]->m == m)
+            k++;
+        /* No hop through the run queue when no plugin hook runs at their end. */
+        if (mgr__end_handed_here(m, ts + i, status + i, k - i)) {
+            i = k;
+            continue;
+        }
         mgr__lock(m);
         for (; i < n && ts[i]->m == m; i++) {
             ts[i]->handed_status = status[i];

@@ -57,7 +57,8 @@ task_stop task_api_stop_reason(const bgt_task *t);
  * thread, without the manager's lock; t is not the caller's any more.
  */
 void task_api_handed_back(bgt_task *t, bgt_status status);
-/* task_api_handed_back of n runs at once: ts[i] returned status[i]. */
+/* task_api_handed_back of n runs at once: ts[i] returned status[i]. While no plugin has a
+ * hook, their ends run on the calling thread (mgr__end_handed_here), not on a worker. */
 void task_api_handed_back_all(bgt_task *const *ts, const bgt_status *status, size_t n);
 /* What the hooks see of t (its task's attempt, even for a subtask); borrowed like t. */
 const bgt_hook_info *task_api_hook_info(const bgt_task *t);

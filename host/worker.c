@@ -7,7 +7,10 @@
  * nowhere else, never with the manager's lock held (mgr__assert_unlocked
  * says so before each call). Each job ends by concluding its attempt: the
  * after-hooks run, the attempt's ending and event are decided, and it is
- * queued for the writer.
+ * queued for the writer. Two jobs of an isolated plugin's single run hold no
+ * plugin code of this process and may run elsewhere while no plugin has a
+ * hook: its hand-off on the dispatcher that claimed it, and its end on the
+ * io thread that learned it (mgr__hand_off_here, mgr__end_handed_here).
  */
 #include <math.h>
 #include <stdio.h>
@@ -176,6 +179,27 @@ static bool run_single(manager *m, bgt_task *t)
         return false;
     }
     return end_single(m, t, t->h->def.run(t, t->args, t->h->def.udata));
+}
+
+bool mgr__end_handed_here(manager *m, bgt_task *const *ts, const bgt_status *status, size_t n)
+{
+    if (!registry_hookless(m->reg))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        end_single(m, ts[i], status[i]); /* (never written off: a worker process is killed) */
+    return true;
+}
+
+bool mgr__may_hand_off_here(const manager *m, const bgt_task *t)
+{
+    return t->h && t->h->hand_off && t->h->def.kind != BGT_PARALLEL && !t->bad &&
+           registry_hookless(m->reg);
+}
+
+void mgr__hand_off_here(manager *m, bgt_task *const *ts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        run_single(m, ts[i]);
 }
 
 /* A claim that fails at once (corrupted record, no such handler): its hooks see it too. */
