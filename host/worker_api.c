@@ -167,17 +167,20 @@ static void send_log(int level, int about, const char *fmt, va_list ap)
         level = BGT_LOG_ERR;
     if (level > BGT_LOG_DEBUG)
         level = BGT_LOG_DEBUG;
-    if (!W.in_init && !atomic_load(&W.running)) {
-        log_msg(level, W.name, "%s", text);
-        return;
-    }
     ipc_buf b = {0};
     ipc_begin(&b, IPC_LOG);
     ipc_put_u32(&b, (uint32_t)level);
     ipc_put_u32(&b, (uint32_t)about);
     ipc_put_str(&b, text);
     ipc_end(&b);
-    worker__send_frame(&b);
+    /* A call ends only under prog_lock (run_call): a line of a plugin thread goes while its
+     * call runs, before the call's end, or to stderr; never after the end. */
+    pthread_mutex_lock(&W.prog_lock);
+    if (W.in_init || atomic_load(&W.running))
+        worker__send_frame(&b);
+    else
+        log_msg(level, W.name, "%s", text);
+    pthread_mutex_unlock(&W.prog_lock);
     ipc_buf_free(&b);
 }
 
@@ -220,9 +223,18 @@ static int w_submit(bgt_task *t, const char *hname, const cJSON *args, char *id_
     pthread_mutex_lock(&W.recv_lock);
     W.answered = false;
     pthread_mutex_unlock(&W.recv_lock);
-    worker__send_frame(&b);
+    /* As a log line: sent while the call runs (before its end), or not at all. */
+    pthread_mutex_lock(&W.prog_lock);
+    bool live = W.in_init || atomic_load(&W.running);
+    if (live)
+        worker__send_frame(&b);
+    pthread_mutex_unlock(&W.prog_lock);
     ipc_buf_free(&b);
     free(text);
+    if (!live) {
+        pthread_mutex_unlock(&W.submit_lock);
+        return -EPERM; /* its call ended meanwhile (a plugin thread's submission) */
+    }
     pthread_mutex_lock(&W.recv_lock);
     while (!W.answered)
         worker__pump(true);

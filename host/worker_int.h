@@ -62,7 +62,9 @@ struct worker {
     bool answered;
     int answer_rc;
     char answer_id[BGT_ID_LEN + 1];
-    /* Progress not sent yet (guarded by prog_lock). */
+    /* Progress not sent yet (guarded by prog_lock). prog_lock also orders a call's end
+     * (running set to NULL) after the frames plugin threads send for it: logs and
+     * submissions check running and send under it. */
     pthread_mutex_t prog_lock;
     pthread_cond_t prog_cond;
     bool pending, flusher;

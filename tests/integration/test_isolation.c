@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../harness/crashkit.h"
 #include "../harness/itest.h"
 
 static char *rec; /* the hostile plugin's record file of the current test */
@@ -754,6 +755,40 @@ static void test_malformed_frames(void **state)
     it_pass();
 }
 
+/*
+ * A plugin thread that logs all the time, between calls too, beside 2,000 short calls on two
+ * workers: each line reaches the host while a call runs, or the worker's stderr between
+ * calls, and never arrives as a frame after its call ended (with no call in flight, or
+ * another one), which would end the worker as a protocol violation.
+ */
+static void test_plugin_thread_logs(void **state)
+{
+    it_need_redis();
+    th_host_opts o = opts("A", "breaker_deaths = 100;", "log_thread_us = 20;");
+    enum { N = 2000 };
+    char (*ids)[37] = calloc(N, sizeof *ids);
+    ck_state *st = calloc(N, sizeof *st);
+    char *args[N];
+    assert_non_null(ids);
+    assert_non_null(st);
+    for (int i = 0; i < N; i++)
+        args[i] = "{\"mb\": 0}";
+    ck_submit_many("hostile.leak", args, N, 1, ids);
+    th_host *a = it_host_start(&o);
+    assert_true(TH_WAIT_UNTIL(120, ck_count_terminal(ids, N) == N));
+    ck_read_states(ids, N, st);
+    for (int i = 0; i < N; i++) {
+        if (strcmp(st[i].state, "SUCCESS") != 0)
+            fail_msg("task %s: %s (%s)", ids[i], st[i].state, st[i].error);
+        assert_int_equal(st[i].attempt, 1);
+    }
+    assert_false(th_log_contains(a, "protocol violation"));
+    assert_false(th_log_contains(a, "worker died"));
+    free(ids);
+    free(st);
+    it_pass();
+}
+
 /* seccomp = "no-network": the filter refuses ptrace and an AF_INET socket; the rest works. */
 static void test_seccomp(void **state)
 {
@@ -814,6 +849,7 @@ int main(void)
         ISO_TEST(test_parallel_across_boundary),
         ISO_TEST(test_init_failures),
         ISO_TEST(test_malformed_frames),
+        ISO_TEST(test_plugin_thread_logs),
         ISO_TEST(test_seccomp),
         ISO_TEST(test_sighup_loads_isolated),
     };

@@ -37,11 +37,14 @@
  * Every run first appends "<task id> <attempt> <pid> <handler> <subtask>" to the record file,
  * and a hook appends "hook-before|hook-after <task id> <attempt> <subtask> <pid> [status]"
  * lines (plugin config record = "/path"). Config crash_init = true makes init write through
- * a NULL pointer; init_crash_file = "/path" does the same whenever that file exists.
+ * a NULL pointer; init_crash_file = "/path" does the same whenever that file exists;
+ * log_thread_us = N starts a thread in init that logs a plugin line (debug) every N µs, calls
+ * or none.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -465,6 +468,20 @@ static void hook_after(void *udata, const bgt_hook_info *info, bgt_status outcom
     hook_line("hook-after", info, s);
 }
 
+static long log_thread_us;
+
+/* The thread of config log_thread_us: a plugin line every that many microseconds, for ever. */
+static void *log_thread(void *arg)
+{
+    bgt_plugin *p = arg;
+    struct timespec ts = {0, log_thread_us * 1000L};
+    for (;;) {
+        bgt_plugin_log(p, BGT_LOG_DEBUG, "tick");
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 static int hostile_init(bgt_plugin *p, const cJSON *config)
 {
     const cJSON *rec = cJSON_GetObjectItemCaseSensitive(config, "record");
@@ -474,6 +491,13 @@ static int hostile_init(bgt_plugin *p, const cJSON *config)
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(config, "crash_init")) ||
         (cJSON_IsString(icf) && access(icf->valuestring, F_OK) == 0))
         segv();
+    const cJSON *ltu = cJSON_GetObjectItemCaseSensitive(config, "log_thread_us");
+    if (cJSON_IsNumber(ltu) && ltu->valuedouble >= 1) {
+        pthread_t th;
+        log_thread_us = (long)ltu->valuedouble;
+        if (pthread_create(&th, NULL, log_thread, p) == 0)
+            pthread_detach(th);
+    }
     static const struct {
         const char *name;
         bgt_run_fn run;
