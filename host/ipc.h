@@ -88,8 +88,9 @@
  * nothing left over, the type allowed at that point, a DONE's call number)
  * and every word of the page it acts on (the call's number, a known state, a
  * bgt_status), and one that fails any check ends that worker, never the host.
- * The page is that worker's alone: what it writes there touches its own calls. The worker checks the host's
- * frames the same way and exits on a bad one.
+ * The page is that worker's alone: what it writes there touches its own
+ * calls. The worker checks the host's frames the same way and exits on a bad
+ * one.
  */
 #ifndef BGT_IPC_H
 #define BGT_IPC_H

@@ -18,10 +18,10 @@
  * signal and any crash note it sent; the calls queued behind it had not
  * started and go to another worker. A call told to stop (cancel, timeout,
  * lost lease, shutdown) is taken back if it has not started, else forwarded
- * to the worker, which is killed kill_grace later if it has not answered. Workers are respawned with a backoff, replaced after
- * max_tasks_per_process calls or when left above max_rss, and a crash breaker
- * pauses claims of the plugin's handlers after breaker_deaths deaths within
- * breaker_window.
+ * to the worker, which is killed kill_grace later if it has not answered.
+ * Workers are respawned with a backoff, replaced after max_tasks_per_process
+ * calls or when left above max_rss, and a crash breaker pauses claims of the
+ * plugin's handlers after breaker_deaths deaths within breaker_window.
  *
  * Threads: a supervisor thread starts and replaces workers, retires those due
  * for replacement and closes breakers; the io thread (iso_io.c) reads every
