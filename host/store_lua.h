@@ -36,177 +36,193 @@
 #ifndef BGT_STORE_LUA_H
 #define BGT_STORE_LUA_H
 
-#define LUA_PRELUDE                                                                                                                                                                     \
-    "#!lua\n" /* KEYS[1] = B, the shard's hash tag "{P:s}", which every key of the call starts with;    \
-     * ARGV[1] = P, ARGV[2] = s. */                                                                               \
-    "local B = KEYS[1]\n"                                                                                                                                                               \
-    "local P, S = ARGV[1], ARGV[2]\n"                                                                                                                                                   \
-    "local T = redis.call('TIME')\n"                                                                                                                                                    \
-    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n" /* NOW as text, made once: a number given to redis.call is formatted at every call. */                    \
-    "local NOWS = tostring(NOW)\n" /* Keys found holding a value of another type (written by hand): each is said in Redis'   \
-     * log, treated as absent (deleted) and named in the reply, so the host logs it too. */                                                          \
-    "local WARN = {}\n"                                                                                                                                                                 \
-    "local function wrongtype(key)\n"                                                                                                                                                   \
-    "  redis.log(redis.LOG_WARNING, 'bgtask: ' .. key ..\n"                                                                                                                             \
-    "    ' holds a value of the wrong type: treated as absent and removed')\n"                                                                                                          \
-    "  redis.call('DEL', key)\n"                                                                                                                                                        \
-    "  WARN[#WARN + 1] = key\n"                                                                                                                                                         \
-    "end\n" /* redis.call for a command on one key that treats a wrong-typed key as absent. */                                                                                          \
-    "local function call(cmd, key, ...)\n"                                                                                                                                              \
-    "  local r = redis.pcall(cmd, key, ...)\n"                                                                                                                                          \
-    "  if type(r) == 'table' and r.err then\n"                                                                                                                                          \
-    "    if string.find(r.err, 'WRONGTYPE', 1, true) then wrongtype(key) end\n"                                                                                                         \
-    "    return redis.call(cmd, key, ...)\n"                                                                                                                                            \
-    "  end\n"                                                                                                                                                                           \
-    "  return r\n"                                                                                                                                                                      \
-    "end\n" /* cmd key list[1..n], at most 1000 list items per call (unpack is bounded by Lua's       \
-     * stack). */                                                                                 \
-    "local function batched(cmd, key, list)\n"                                                                                                                                          \
-    "  for j = 1, #list, 1000 do\n"                                                                                                                                                     \
-    "    call(cmd, key, unpack(list, j, math.min(j + 999, #list)))\n"                                                                                                                   \
-    "  end\n"                                                                                                                                                                           \
-    "end\n" /* The events of this call: field/value pairs of one stream entry (see the README: a      \
-     * field 'h' names the handler of the events after it, a task id field is one event). */                                                                                 \
-    "local EV = {}\n"                                                                                                                                                                   \
-    "local function emit(id, value)\n"                                                                                                                                                  \
-    "  EV[#EV + 1] = id\n"                                                                                                                                                              \
-    "  EV[#EV + 1] = value\n"                                                                                                                                                           \
-    "end\n" /* One XADD and one PUBLISH for every event of the call. The stream keeps about cap       \
-     * events: cap / (events in this entry) entries. */                                                                                 \
-    "local function flush_events(cap)\n"                                                                                                                                                \
-    "  local n = #EV\n"                                                                                                                                                                 \
-    "  if n == 0 then return end\n"                                                                                                                                                     \
-    "  local keep = math.max(1, math.floor(cap * 2 / n))\n"                                                                                                                             \
-    "  local sid = call('XADD', B .. ':ev', 'MAXLEN', '~', keep, '*', unpack(EV))\n"                                                                                                    \
-    "  redis.call('PUBLISH', P .. ':ev:' .. S, sid .. '\\n' .. table.concat(EV, '\\n'))\n"                                                                                              \
-    "  EV = {}\n"                                                                                                                                                                       \
-    "end\n"                                                                                                                                                                             \
-    "local function wake(h) redis.call('PUBLISH', P .. ':wake:' .. h, S) end\n" /* Tasks of h were queued again (a retry, a release, a lost attempt): h is listed again,   \
-     * for a heartbeat may have forgotten it while they ran (its queue and done list were      \
-     * empty then), and woken. */            \
-    "local function requeued(h)\n"                                                                                                                                                      \
-    "  call('SADD', B .. ':handlers', h)\n"                                                                                                                                             \
-    "  wake(h)\n"                                                                                                                                                                       \
-    "end\n" /* s as a JSON string (messages the scripts write themselves; cjson is not used). */                                                                                        \
-    "local function jstr(s)\n"                                                                                                                                                          \
-    "  return '\"' .. string.gsub(s, '[%c\"\\\\]', function(c)\n"                                                                                                                       \
-    "    if c == '\"' then return '\\\\\"' elseif c == '\\\\' then return '\\\\\\\\'\n"                                                                                                 \
-    "    elseif c == '\\n' then return '\\\\n' elseif c == '\\t' then return '\\\\t' end\n"                                                                                             \
-    "    return string.format('\\\\u%04x', string.byte(c))\n"                                                                                                                           \
-    "  end) .. '\"'\n"                                                                                                                                                                  \
-    "end\n" /* A count read from a record: a whole number 0..max, else nil (corrupted). tonumber()    \
-     * alone lets nan, -5 or 1.5 through. */                                                                                 \
-    "local function count(v, max)\n"                                                                                                                                                    \
-    "  local n = tonumber(v)\n"                                                                                                                                                         \
-    "  if n and n >= 0 and n <= (max or 2147483647) and n == math.floor(n) then\n"                                                                                                      \
-    "    return n\n"                                                                                                                                                                    \
-    "  end\n"                                                                                                                                                                           \
-    "end\n" /* The attempt of a lease token "<attempt> <started_ms>" (nil: none yet, 0). */                                                                                             \
-    "local function attempt_of(tok)\n"                                                                                                                                                  \
-    "  if not tok then return 0 end\n"                                                                                                                                                  \
-    "  return count(string.match(tok, '^(%d+) '))\n"                                                                                                                                    \
-    "end\n"                                                                                                                                                                             \
-    "local STATE = {success = 'SUCCESS', partial_success = 'SUCCESS', failure = 'FAILURE',\n"                                                                                           \
-    "  cancelled = 'CANCELLED'}\n"                                                                                                                                                      \
-    "local CODE = {success = 'd', partial_success = 'p', failure = 'f', cancelled = 'c'}\n" /* Finished tasks of this call per handler, for its done list (a parallel task's id       \
-     * ends in '*': its subtasks go with it). */ \
-    "local DONE = {}\n" \
-    /* Tasks ended in this call per "<handler>|<outcome>", for the history. */ \
-    "local HIST = {}\n" \
-    "local function hist(h, o)\n" \
-    "  local f = h .. '|' .. o\n" \
-    "  HIST[f] = (HIST[f] or 0) + 1\n" \
-    "end\n" \
-    /* One HINCRBY per handler and outcome into this minute's counts {P:s}:hist:<minute>, \
-     * which expire win ms after the minute (win 0: no history). A field new this minute \
-     * sets the expiry (the same absolute time every time). */ \
-    "local function flush_hist(win)\n" \
-    "  if win and win > 0 then\n" \
-    "    local m = math.floor(NOW / 60000)\n" \
-    "    local k = B .. ':hist:' .. m\n" \
-    "    for f, n in pairs(HIST) do\n" \
-    "      if call('HINCRBY', k, f, n) == n then\n" \
-    "        redis.call('PEXPIREAT', k, (m + 1) * 60000 + win)\n" \
-    "      end\n" \
-    "    end\n" \
-    "  end\n" \
-    "  HIST = {}\n" \
-    "end\n" \
-    /* End a task from a script (no host decided it): record, event, done list. */ \
-    "local function finish_here(id, key, h, tok, o, msg, parallel)\n"                                                                                                                   \
-    "  local f = {'o', o, 'f', NOWS, o == 'failure' and 'e' or 'm', msg}\n"                                                                                                             \
-    "  if tok then f[7] = 'n'; f[8] = tok end\n"                                                                                                                                        \
-    "  redis.call('HSET', key, unpack(f))\n"                                                                                                                                            \
-    "  emit('h', h)\n"                                                                                                                                                                  \
-    "  emit(id, CODE[o] .. attempt_of(tok) .. ' \"message\":' .. jstr(msg))\n"                                                                                                          \
-    "  hist(h, o)\n" \
-    "  local d = DONE[h] or {}\n"                                                                                                                                                       \
-    "  DONE[h] = d\n"                                                                                                                                                                   \
-    "  d[#d + 1] = parallel and id .. '*' or id\n"                                                                                                                                      \
-    "end\n" /* Append DONE to the done lists; past rmax ids per list (0: no limit), remove the        \
-     * oldest records and subtasks. */                                                                                 \
-    "local function push_done(rmax)\n"                                                                                                                                                  \
-    "  for h, list in pairs(DONE) do\n"                                                                                                                                                 \
-    "    if #list > 0 then\n"                                                                                                                                                           \
-    "      local dk = B .. ':done:' .. h\n"                                                                                                                                             \
-    "      local len = call('RPUSH', dk, unpack(list))\n" /* A new list: its handler may have been forgotten while these tasks ran. */                                                  \
-    "      if len == #list then call('SADD', B .. ':handlers', h) end\n"                                                                                                                \
-    "      if rmax > 0 and len > rmax then\n"                                                                                                                                           \
-    "        local keys = {}\n"                                                                                                                                                         \
-    "        for _, x in ipairs(redis.call('LPOP', dk, len - rmax)) do\n"                                                                                                               \
-    "          if string.byte(x, -1) == 42 then\n"                                                                                                                                      \
-    "            x = string.sub(x, 1, -2)\n"                                                                                                                                            \
-    "            keys[#keys + 1] = B .. ':sub:' .. x\n"                                                                                                                                 \
-    "          end\n"                                                                                                                                                                   \
-    "          keys[#keys + 1] = B .. ':t:' .. x\n"                                                                                                                                     \
-    "          keys[#keys + 1] = B .. ':log:' .. x\n" \
-    "        end\n"                                                                                                                                                                     \
-    "        for y = 1, #keys, 1000 do\n"                                                                                                                                               \
-    "          redis.call('DEL', unpack(keys, y, math.min(y + 999, #keys)))\n"                                                                                                          \
-    "        end\n"                                                                                                                                                                     \
-    "      end\n"                                                                                                                                                                       \
-    "    end\n"                                                                                                                                                                         \
-    "  end\n"                                                                                                                                                                           \
-    "  DONE = {}\n"                                                                                                                                                                     \
-    "end\n" /* Remove up to max of handler h's finished tasks that ended more than keep_ms ago. */                                                                                      \
-    "local function trim_time(h, keep_ms, max)\n"                                                                                                                                       \
-    "  local dk = B .. ':done:' .. h\n"                                                                                                                                                 \
-    "  for _ = 1, max do\n"                                                                                                                                                             \
-    "    local x = redis.pcall('LINDEX', dk, 0)\n"                                                                                                                                      \
-    "    if type(x) ~= 'string' then return end\n"                                                                                                                                      \
-    "    local par = string.byte(x, -1) == 42\n"                                                                                                                                        \
-    "    if par then x = string.sub(x, 1, -2) end\n"                                                                                                                                    \
-    "    local f = tonumber(redis.pcall('HGET', B .. ':t:' .. x, 'f'))\n"                                                                                                               \
-    "    if f and f > NOW - keep_ms then return end\n"                                                                                                                                  \
-    "    redis.call('LPOP', dk)\n"                                                                                                                                                      \
-    "    redis.call('DEL', B .. ':t:' .. x, B .. ':log:' .. x)\n"                                                                                                                                          \
-    "    if par then redis.call('DEL', B .. ':sub:' .. x) end\n"                                                                                                                        \
-    "  end\n"                                                                                                                                                                           \
-    "end\n" /* Hosts whose entry in this shard ran out (other than self): each attempt they held is   \
-     * written into its record (n = its token, l = the host) and queued again, due now. */                                                                                 \
-    "local function bury(self)\n"                                                                                                                                                       \
-    "  for _, d in ipairs(call('ZRANGEBYSCORE', B .. ':hosts', '-inf', NOW)) do\n"                                                                                                      \
-    "    if d ~= self then\n"                                                                                                                                                           \
-    "      local hk = B .. ':held:' .. d\n"                                                                                                                                             \
-    "      local list = redis.pcall('HGETALL', hk)\n"                                                                                                                                   \
-    "      if list.err then wrongtype(hk); list = {} end\n"                                                                                                                             \
-    "      local woken = {}\n"                                                                                                                                                          \
-    "      for j = 1, #list, 2 do\n"                                                                                                                                                    \
-    "        local id = list[j]\n"                                                                                                                                                      \
-    "        local key = B .. ':t:' .. id\n"                                                                                                                                            \
-    "        local r = redis.pcall('HMGET', key, 'h', 'o')\n"                                                                                                                           \
-    "        if not r.err and r[1] and not r[2] then\n"                                                                                                                                 \
-    "          local tok = string.match(list[j + 1], '^%d+ %d+') or '0 0'\n"                                                                                                            \
-    "          redis.call('HSET', key, 'n', tok, 'l', d)\n"                                                                                                                             \
-    "          call('ZADD', B .. ':q:' .. r[1], NOW, id)\n"                                                                                                                             \
-    "          woken[r[1]] = true\n"                                                                                                                                                    \
-    "        end\n"                                                                                                                                                                     \
-    "      end\n"                                                                                                                                                                       \
-    "      redis.call('DEL', hk)\n"                                                                                                                                                     \
-    "      redis.call('ZREM', B .. ':hosts', d)\n"                                                                                                                                      \
-    "      for h in pairs(woken) do requeued(h) end\n"                                                                                                                                  \
-    "    end\n"                                                                                                                                                                         \
-    "  end\n"                                                                                                                                                                           \
+#define LUA_PRELUDE                                                                                \
+    "#!lua\n"                                                                                      \
+    /* KEYS[1] = B, the shard's hash tag "{P:s}", which every key of the call starts with;         \
+     * ARGV[1] = P, ARGV[2] = s. */                                                                \
+    "local B = KEYS[1]\n"                                                                          \
+    "local P, S = ARGV[1], ARGV[2]\n"                                                              \
+    "local T = redis.call('TIME')\n"                                                               \
+    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"                      \
+    /* NOW as text, made once: a number given to redis.call is formatted at every call. */         \
+    "local NOWS = tostring(NOW)\n"                                                                 \
+    /* Keys found holding a value of another type (written by hand): each is said in Redis'        \
+     * log, treated as absent (deleted) and named in the reply, so the host logs it too. */        \
+    "local WARN = {}\n"                                                                            \
+    "local function wrongtype(key)\n"                                                              \
+    "  redis.log(redis.LOG_WARNING, 'bgtask: ' .. key ..\n"                                        \
+    "    ' holds a value of the wrong type: treated as absent and removed')\n"                     \
+    "  redis.call('DEL', key)\n"                                                                   \
+    "  WARN[#WARN + 1] = key\n"                                                                    \
+    "end\n"                                                                                        \
+    /* redis.call for a command on one key that treats a wrong-typed key as absent. */             \
+    "local function call(cmd, key, ...)\n"                                                         \
+    "  local r = redis.pcall(cmd, key, ...)\n"                                                     \
+    "  if type(r) == 'table' and r.err then\n"                                                     \
+    "    if string.find(r.err, 'WRONGTYPE', 1, true) then wrongtype(key) end\n"                    \
+    "    return redis.call(cmd, key, ...)\n"                                                       \
+    "  end\n"                                                                                      \
+    "  return r\n"                                                                                 \
+    "end\n"                                                                                        \
+    /* cmd key list[1..n], at most 1000 list items per call (unpack is bounded by Lua's            \
+     * stack). */                                                                                  \
+    "local function batched(cmd, key, list)\n"                                                     \
+    "  for j = 1, #list, 1000 do\n"                                                                \
+    "    call(cmd, key, unpack(list, j, math.min(j + 999, #list)))\n"                              \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    /* The events of this call: field/value pairs of one stream entry (see the README: a           \
+     * field 'h' names the handler of the events after it, a task id field is one event). */       \
+    "local EV = {}\n"                                                                              \
+    "local function emit(id, value)\n"                                                             \
+    "  EV[#EV + 1] = id\n"                                                                         \
+    "  EV[#EV + 1] = value\n"                                                                      \
+    "end\n"                                                                                        \
+    /* One XADD and one PUBLISH for every event of the call. The stream keeps about cap            \
+     * events: cap / (events in this entry) entries. */                                            \
+    "local function flush_events(cap)\n"                                                           \
+    "  local n = #EV\n"                                                                            \
+    "  if n == 0 then return end\n"                                                                \
+    "  local keep = math.max(1, math.floor(cap * 2 / n))\n"                                        \
+    "  local sid = call('XADD', B .. ':ev', 'MAXLEN', '~', keep, '*', unpack(EV))\n"               \
+    "  redis.call('PUBLISH', P .. ':ev:' .. S, sid .. '\\n' .. table.concat(EV, '\\n'))\n"         \
+    "  EV = {}\n"                                                                                  \
+    "end\n"                                                                                        \
+    "local function wake(h) redis.call('PUBLISH', P .. ':wake:' .. h, S) end\n"                    \
+    /* Tasks of h were queued again (a retry, a release, a lost attempt): h is listed again,       \
+     * for a heartbeat may have forgotten it while they ran (its queue and done list were          \
+     * empty then), and woken. */                                                                  \
+    "local function requeued(h)\n"                                                                 \
+    "  call('SADD', B .. ':handlers', h)\n"                                                        \
+    "  wake(h)\n"                                                                                  \
+    "end\n"                                                                                        \
+    /* s as a JSON string (messages the scripts write themselves; cjson is not used). */           \
+    "local function jstr(s)\n"                                                                     \
+    "  return '\"' .. string.gsub(s, '[%c\"\\\\]', function(c)\n"                                  \
+    "    if c == '\"' then return '\\\\\"' elseif c == '\\\\' then return '\\\\\\\\'\n"            \
+    "    elseif c == '\\n' then return '\\\\n' elseif c == '\\t' then return '\\\\t' end\n"        \
+    "    return string.format('\\\\u%04x', string.byte(c))\n"                                      \
+    "  end) .. '\"'\n"                                                                             \
+    "end\n"                                                                                        \
+    /* A count read from a record: a whole number 0..max, else nil (corrupted). tonumber()         \
+     * alone lets nan, -5 or 1.5 through. */                                                       \
+    "local function count(v, max)\n"                                                               \
+    "  local n = tonumber(v)\n"                                                                    \
+    "  if n and n >= 0 and n <= (max or 2147483647) and n == math.floor(n) then\n"                 \
+    "    return n\n"                                                                               \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    /* The attempt of a lease token "<attempt> <started_ms>" (nil: none yet, 0). */                \
+    "local function attempt_of(tok)\n"                                                             \
+    "  if not tok then return 0 end\n"                                                             \
+    "  return count(string.match(tok, '^(%d+) '))\n"                                               \
+    "end\n"                                                                                        \
+    "local STATE = {success = 'SUCCESS', partial_success = 'SUCCESS', failure = 'FAILURE',\n"      \
+    "  cancelled = 'CANCELLED'}\n"                                                                 \
+    "local CODE = {success = 'd', partial_success = 'p', failure = 'f', cancelled = 'c'}\n"        \
+    /* Finished tasks of this call per handler, for its done list (a parallel task's id ends       \
+     * in '*': its subtasks go with it). */                                                        \
+    "local DONE = {}\n"                                                                            \
+    /* Tasks ended in this call per "<handler>|<outcome>", for the history. */                     \
+    "local HIST = {}\n"                                                                            \
+    "local function hist(h, o)\n"                                                                  \
+    "  local f = h .. '|' .. o\n"                                                                  \
+    "  HIST[f] = (HIST[f] or 0) + 1\n"                                                             \
+    "end\n"                                                                                        \
+    /* One HINCRBY per handler and outcome into this minute's counts {P:s}:hist:<minute>,          \
+     * which expire win ms after the minute (win 0: no history). A field new this minute           \
+     * sets the expiry (the same absolute time every time). */                                     \
+    "local function flush_hist(win)\n"                                                             \
+    "  if win and win > 0 then\n"                                                                  \
+    "    local m = math.floor(NOW / 60000)\n"                                                      \
+    "    local k = B .. ':hist:' .. m\n"                                                           \
+    "    for f, n in pairs(HIST) do\n"                                                             \
+    "      if call('HINCRBY', k, f, n) == n then\n"                                                \
+    "        redis.call('PEXPIREAT', k, (m + 1) * 60000 + win)\n"                                  \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  HIST = {}\n"                                                                                \
+    "end\n"                                                                                        \
+    /* End a task from a script (no host decided it): record, event, done list. */                 \
+    "local function finish_here(id, key, h, tok, o, msg, parallel)\n"                              \
+    "  local f = {'o', o, 'f', NOWS, o == 'failure' and 'e' or 'm', msg}\n"                        \
+    "  if tok then f[7] = 'n'; f[8] = tok end\n"                                                   \
+    "  redis.call('HSET', key, unpack(f))\n"                                                       \
+    "  emit('h', h)\n"                                                                             \
+    "  emit(id, CODE[o] .. attempt_of(tok) .. ' \"message\":' .. jstr(msg))\n"                     \
+    "  hist(h, o)\n"                                                                               \
+    "  local d = DONE[h] or {}\n"                                                                  \
+    "  DONE[h] = d\n"                                                                              \
+    "  d[#d + 1] = parallel and id .. '*' or id\n"                                                 \
+    "end\n"                                                                                        \
+    /* Append DONE to the done lists; past rmax ids per list (0: no limit), remove the             \
+     * oldest records and subtasks. */                                                             \
+    "local function push_done(rmax)\n"                                                             \
+    "  for h, list in pairs(DONE) do\n"                                                            \
+    "    if #list > 0 then\n"                                                                      \
+    "      local dk = B .. ':done:' .. h\n"                                                        \
+    "      local len = call('RPUSH', dk, unpack(list))\n"                                          \
+    /* A new list: its handler may have been forgotten while these tasks ran. */                   \
+    "      if len == #list then call('SADD', B .. ':handlers', h) end\n"                           \
+    "      if rmax > 0 and len > rmax then\n"                                                      \
+    "        local keys = {}\n"                                                                    \
+    "        for _, x in ipairs(redis.call('LPOP', dk, len - rmax)) do\n"                          \
+    "          if string.byte(x, -1) == 42 then\n"                                                 \
+    "            x = string.sub(x, 1, -2)\n"                                                       \
+    "            keys[#keys + 1] = B .. ':sub:' .. x\n"                                            \
+    "          end\n"                                                                              \
+    "          keys[#keys + 1] = B .. ':t:' .. x\n"                                                \
+    "          keys[#keys + 1] = B .. ':log:' .. x\n"                                              \
+    "        end\n"                                                                                \
+    "        for y = 1, #keys, 1000 do\n"                                                          \
+    "          redis.call('DEL', unpack(keys, y, math.min(y + 999, #keys)))\n"                     \
+    "        end\n"                                                                                \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  DONE = {}\n"                                                                                \
+    "end\n"                                                                                        \
+    /* Remove up to max of handler h's finished tasks that ended more than keep_ms ago. */         \
+    "local function trim_time(h, keep_ms, max)\n"                                                  \
+    "  local dk = B .. ':done:' .. h\n"                                                            \
+    "  for _ = 1, max do\n"                                                                        \
+    "    local x = redis.pcall('LINDEX', dk, 0)\n"                                                 \
+    "    if type(x) ~= 'string' then return end\n"                                                 \
+    "    local par = string.byte(x, -1) == 42\n"                                                   \
+    "    if par then x = string.sub(x, 1, -2) end\n"                                               \
+    "    local f = tonumber(redis.pcall('HGET', B .. ':t:' .. x, 'f'))\n"                          \
+    "    if f and f > NOW - keep_ms then return end\n"                                             \
+    "    redis.call('LPOP', dk)\n"                                                                 \
+    "    redis.call('DEL', B .. ':t:' .. x, B .. ':log:' .. x)\n"                                  \
+    "    if par then redis.call('DEL', B .. ':sub:' .. x) end\n"                                   \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    /* Hosts whose entry in this shard ran out (other than self): each attempt they held is        \
+     * written into its record (n = its token, l = the host) and queued again, due now. */         \
+    "local function bury(self)\n"                                                                  \
+    "  for _, d in ipairs(call('ZRANGEBYSCORE', B .. ':hosts', '-inf', NOW)) do\n"                 \
+    "    if d ~= self then\n"                                                                      \
+    "      local hk = B .. ':held:' .. d\n"                                                        \
+    "      local list = redis.pcall('HGETALL', hk)\n"                                              \
+    "      if list.err then wrongtype(hk); list = {} end\n"                                        \
+    "      local woken = {}\n"                                                                     \
+    "      for j = 1, #list, 2 do\n"                                                               \
+    "        local id = list[j]\n"                                                                 \
+    "        local key = B .. ':t:' .. id\n"                                                       \
+    "        local r = redis.pcall('HMGET', key, 'h', 'o')\n"                                      \
+    "        if not r.err and r[1] and not r[2] then\n"                                            \
+    "          local tok = string.match(list[j + 1], '^%d+ %d+') or '0 0'\n"                       \
+    "          redis.call('HSET', key, 'n', tok, 'l', d)\n"                                        \
+    "          call('ZADD', B .. ':q:' .. r[1], NOW, id)\n"                                        \
+    "          woken[r[1]] = true\n"                                                               \
+    "        end\n"                                                                                \
+    "      end\n"                                                                                  \
+    "      redis.call('DEL', hk)\n"                                                                \
+    "      redis.call('ZREM', B .. ':hosts', d)\n"                                                 \
+    "      for h in pairs(woken) do requeued(h) end\n"                                             \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
     "end\n"
 
 static const char LUA_SUBMIT[] = LUA_PRELUDE
@@ -347,7 +363,8 @@ static const char LUA_CLAIM[] = LUA_PRELUDE
     "        elseif not attempt then bad = 'its attempt (field n) is not a whole number'\n"
     "        elseif not released then bad = 'its released count (field r) is not a whole number'\n"
     "        elseif not base then bad = 'its retry base (field b) is not a whole number'\n"
-    "        elseif not maxa then bad = 'its max_attempts (field x) is not a whole number 0..1000'\n"
+    "        elseif not maxa then bad = 'its max_attempts (field x) is not a whole "
+    "number 0..1000'\n"
     "        elseif ns and not count(ns, maxsub) then\n"
     "          bad = 'its subtasks count (field ns) is not a whole number 0..' .. maxsub\n"
     "        elseif pl and not count(pl, 1024) then\n"
@@ -737,8 +754,9 @@ static const char LUA_SPLIT[] = LUA_PRELUDE
 
 static const char LUA_CANCEL[] = LUA_PRELUDE
     /* ARGV[3] = id, [4] = most finished tasks kept per handler in this shard, [5] = events
-     * cap, [6] = the history window (ms, 0: none). Returns {-1} unknown, {0} cancelled now (it was waiting), {1, host} the host
-     * running it was asked to stop it, {2, state} it had ended already. */
+     * cap, [6] = the history window (ms, 0: none). Returns {-1} unknown, {0} cancelled now
+     * (it was waiting), {1, host} the host running it was asked to stop it, {2, state} it
+     * had ended already. */
     "local id, rmax, evcap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local key = B .. ':t:' .. id\n"
     "local r = redis.pcall('HMGET', key, 'h', 'o', 'n', 'ns')\n"
