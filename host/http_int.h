@@ -1,9 +1,11 @@
 /*
  * http_int.h - what the files of the HTTP interface share: the server, one
  * request across the access handler's calls, the pool of request stores and
- * the JSON answers. http.c: the server, routing, the bearer token, the SSE
- * streams and the dashboard's files; http_api.c: the REST endpoints,
- * /healthz and /metrics; http_ops.c: the operator's write operations. Only these files include <microhttpd.h>.
+ * the JSON answers. http.c: the server, the access handler, the SSE streams
+ * and the dashboard's files; http_route.c: routing, the bearer token and the
+ * checks of a request's line; http_api.c: the REST endpoints, /healthz and
+ * /metrics; http_ops.c: the operator's write operations. Only these files
+ * include <microhttpd.h>.
  */
 #ifndef BGT_HTTP_INT_H
 #define BGT_HTTP_INT_H
@@ -142,6 +144,20 @@ http__send_conflict(struct MHD_Connection *c, const char *reason, const char *fm
  * Redis down or refusing (counted as a Redis error). */
 enum MHD_Result http__send_store_error(http_server *s, struct MHD_Connection *c, int rc,
                                        const char *err);
+/* ---- http_route.c ---- */
+
+/* Whether the request carries the bearer token (or none is configured). */
+bool http__authorized(http_server *s, struct MHD_Connection *c);
+/* Lower-case copy of a task id into out (37 bytes); false if s is not one. */
+bool http__task_id_norm(const char *s, char *out);
+/* The route of url; fills rq's task id and the like from it. R_NONE for none. */
+route http__route_of(const char *url, request *rq);
+/* The methods a route takes, as an Allow header; HEAD goes with GET. */
+const char *http__allowed_methods(route r);
+/* Whether route r takes method. */
+bool http__method_allowed(route r, const char *method);
+/* application/json, with or without parameters such as charset. */
+bool http__is_json_type(const char *ct);
 /* NULL when the query holds only the allowed arguments (a NULL-terminated list), else the
  * first other one (in a). */
 const char *http__unknown_arg(struct MHD_Connection *c, const char *const *allowed, args_check *a);
