@@ -789,6 +789,105 @@ static void test_plugin_thread_logs(void **state)
     it_pass();
 }
 
+/* The pid of the last worker the record file names that is still a child of host, or 0. */
+static pid_t live_worker(const th_host *host)
+{
+    FILE *f = fopen(rec, "r");
+    if (!f)
+        return 0;
+    char line[256];
+    pid_t last = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned att;
+        int pid;
+        if (strlen(line) > 37 && sscanf(line + 37, "%u %d", &att, &pid) == 2)
+            last = pid;
+    }
+    fclose(f);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)last);
+    if (!last || !(f = fopen(path, "r")))
+        return 0;
+    int ppid = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "PPid: %d", &ppid) == 1)
+            break;
+    fclose(f);
+    return ppid == host->pid ? last : 0; /* only a worker of the host this test started */
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Workers killed with SIGKILL at moments of their own (each time another share of 2,000
+ * short calls has ended, two workers busy with queues of calls): every task ends SUCCESS,
+ * no attempt runs twice (a call queued behind the one a killed worker ran starts elsewhere
+ * at the same attempt; one that had ended in the shared page counts as ended), and retries
+ * add at most one attempt per kill (only the call the page says was started dies with it).
+ */
+static void test_workers_killed_midstream(void **state)
+{
+    it_need_redis();
+    th_host_opts o = opts("A", "breaker_deaths = 100;", "");
+    enum { N = 2000, KILLS = 6 };
+    char (*ids)[37] = calloc(N, sizeof *ids);
+    ck_state *st = calloc(N, sizeof *st);
+    char *args[N];
+    assert_non_null(ids);
+    assert_non_null(st);
+    for (int i = 0; i < N; i++)
+        args[i] = "{\"ms\": 1}";
+    ck_submit_many("hostile.nap", args, N, 3, ids);
+    th_host *a = it_host_start(&o);
+    int kills = 0;
+    for (int k = 0; k < KILLS; k++) {
+        size_t want = (size_t)(k + 1) * N / (KILLS + 2);
+        assert_true(TH_WAIT_UNTIL(60, ck_count_terminal(ids, N) >= want));
+        pid_t w = live_worker(a);
+        if (w > 0 && kill(w, SIGKILL) == 0)
+            kills++;
+    }
+    assert_true(TH_WAIT_UNTIL(120, ck_count_terminal(ids, N) == N));
+    ck_read_states(ids, N, st);
+    long long extra = 0;
+    for (int i = 0; i < N; i++) {
+        if (strcmp(st[i].state, "SUCCESS") != 0)
+            fail_msg("task %s: %s (%s)", ids[i], st[i].state, st[i].error);
+        extra += st[i].attempt - 1;
+    }
+    fprintf(stderr, "  %d worker(s) killed; %lld attempt(s) added by retries\n", kills, extra);
+    assert_true(kills >= KILLS / 2);
+    assert_true(extra <= kills);
+    /* Each (task, attempt) ran once: the record has one line per run, "<id> <attempt> ...". */
+    FILE *f = fopen(rec, "r");
+    assert_non_null(f);
+    char **runs_seen = calloc(4 * N, sizeof *runs_seen), line[256];
+    size_t n = 0;
+    while (n < 4 * (size_t)N && fgets(line, sizeof line, f)) {
+        unsigned att;
+        if (strncmp(line, "hook-", 5) != 0 && sscanf(line + 37, "%u", &att) == 1) {
+            line[36] = '\0';
+            assert_true(asprintf(&runs_seen[n++], "%s %u", line, att) > 0);
+        }
+    }
+    fclose(f);
+    qsort(runs_seen, n, sizeof *runs_seen, cmp_str);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(runs_seen[i - 1], runs_seen[i]) == 0)
+            fail_msg("attempt run twice: %s", runs_seen[i]);
+    assert_true(n >= N);
+    for (size_t i = 0; i < n; i++)
+        free(runs_seen[i]);
+    free(runs_seen);
+    assert_true(it_host_alive(a));
+    free(ids);
+    free(st);
+    it_pass();
+}
+
 /* seccomp = "no-network": the filter refuses ptrace and an AF_INET socket; the rest works. */
 static void test_seccomp(void **state)
 {
@@ -850,6 +949,7 @@ int main(void)
         ISO_TEST(test_init_failures),
         ISO_TEST(test_malformed_frames),
         ISO_TEST(test_plugin_thread_logs),
+        ISO_TEST(test_workers_killed_midstream),
         ISO_TEST(test_seccomp),
         ISO_TEST(test_sighup_loads_isolated),
     };

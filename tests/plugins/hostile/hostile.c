@@ -11,6 +11,8 @@
  *   hostile.forkcrash {}                   forks a child that keeps the worker's socket open
  *                                          for 5 s, then writes through a NULL pointer
  *   hostile.leak      {"mb": M=64}         leaks M MiB (touched) and succeeds
+ *   hostile.nap       {"ms": M=1}          sleeps M ms (in 5 ms slices, watching bgt_cancelled())
+ *                                          and succeeds, with no result, no log, no progress
  *   hostile.oom       {"chunk_mb": C=8, "max_mb": X=1024}
  *                                          allocates and touches C MiB at a time without
  *                                          checking for NULL, until it crashes (or X MiB)
@@ -168,6 +170,14 @@ static bgt_status h_hang(bgt_task *t, const cJSON *args, void *udata)
 {
     record_run(t);
     hang_forever();
+}
+
+static bool nap(bgt_task *t, double ms);
+
+static bgt_status h_nap(bgt_task *t, const cJSON *args, void *udata)
+{
+    record_run(t);
+    return nap(t, num(args, "ms", 1)) ? BGT_OK : BGT_CANCELLED;
 }
 
 /* Sleep ms milliseconds in slices, false as soon as bgt_cancelled() is true. */
@@ -508,7 +518,7 @@ static int hostile_init(bgt_plugin *p, const cJSON *config)
         {"hostile.hang", h_hang, 0},       {"hostile.forkcrash", h_forkcrash, 0},
         {"hostile.leak", h_leak, 0},       {"hostile.oom", h_oom, 0},
         {"hostile.garbage", h_garbage, 0}, {"hostile.syscalls", h_syscalls, 0},
-        {"hostile.sdk", h_sdk, 0},
+        {"hostile.sdk", h_sdk, 0},         {"hostile.nap", h_nap, 0},
     };
     int rc;
     for (size_t i = 0; i < sizeof singles / sizeof singles[0]; i++)
