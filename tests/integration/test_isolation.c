@@ -755,6 +755,33 @@ static void test_malformed_frames(void **state)
     it_pass();
 }
 
+/* Submit n tasks of handler, all with args, in bulk; their ids (to free). */
+static char (*submit_same(const char *handler, const char *args, int n, int max_attempts))[37]
+{
+    char (*ids)[37] = calloc((size_t)n, sizeof *ids);
+    char **a = calloc((size_t)n, sizeof *a);
+    assert_non_null(ids);
+    assert_non_null(a);
+    for (int i = 0; i < n; i++)
+        a[i] = (char *)args;
+    ck_submit_many(handler, a, (size_t)n, max_attempts, ids);
+    free(a);
+    return ids;
+}
+
+/* Wait up to wait_s for the n tasks to end, each SUCCESS; their states (to free). */
+static ck_state *all_succeed(char (*ids)[37], int n, int wait_s)
+{
+    assert_true(TH_WAIT_UNTIL(wait_s, ck_count_terminal(ids, (size_t)n) == (size_t)n));
+    ck_state *st = calloc((size_t)n, sizeof *st);
+    assert_non_null(st);
+    ck_read_states(ids, (size_t)n, st);
+    for (int i = 0; i < n; i++)
+        if (strcmp(st[i].state, "SUCCESS") != 0)
+            fail_msg("task %s: %s (%s)", ids[i], st[i].state, st[i].error);
+    return st;
+}
+
 /*
  * A plugin thread that logs all the time, between calls too, beside 2,000 short calls on two
  * workers: each line reaches the host while a call runs, or the worker's stderr between
@@ -766,22 +793,11 @@ static void test_plugin_thread_logs(void **state)
     it_need_redis();
     th_host_opts o = opts("A", "breaker_deaths = 100;", "log_thread_us = 20;");
     enum { N = 2000 };
-    char (*ids)[37] = calloc(N, sizeof *ids);
-    ck_state *st = calloc(N, sizeof *st);
-    char *args[N];
-    assert_non_null(ids);
-    assert_non_null(st);
-    for (int i = 0; i < N; i++)
-        args[i] = "{\"mb\": 0}";
-    ck_submit_many("hostile.leak", args, N, 1, ids);
+    char (*ids)[37] = submit_same("hostile.leak", "{\"mb\": 0}", N, 1);
     th_host *a = it_host_start(&o);
-    assert_true(TH_WAIT_UNTIL(120, ck_count_terminal(ids, N) == N));
-    ck_read_states(ids, N, st);
-    for (int i = 0; i < N; i++) {
-        if (strcmp(st[i].state, "SUCCESS") != 0)
-            fail_msg("task %s: %s (%s)", ids[i], st[i].state, st[i].error);
+    ck_state *st = all_succeed(ids, N, 120);
+    for (int i = 0; i < N; i++)
         assert_int_equal(st[i].attempt, 1);
-    }
     assert_false(th_log_contains(a, "protocol violation"));
     assert_false(th_log_contains(a, "worker died"));
     free(ids);
@@ -833,14 +849,7 @@ static void test_workers_killed_midstream(void **state)
     it_need_redis();
     th_host_opts o = opts("A", "breaker_deaths = 100;", "");
     enum { N = 2000, KILLS = 6 };
-    char (*ids)[37] = calloc(N, sizeof *ids);
-    ck_state *st = calloc(N, sizeof *st);
-    char *args[N];
-    assert_non_null(ids);
-    assert_non_null(st);
-    for (int i = 0; i < N; i++)
-        args[i] = "{\"ms\": 1}";
-    ck_submit_many("hostile.nap", args, N, 3, ids);
+    char (*ids)[37] = submit_same("hostile.nap", "{\"ms\": 1}", N, 3);
     th_host *a = it_host_start(&o);
     int kills = 0;
     for (int k = 0; k < KILLS; k++) {
@@ -850,14 +859,10 @@ static void test_workers_killed_midstream(void **state)
         if (w > 0 && kill(w, SIGKILL) == 0)
             kills++;
     }
-    assert_true(TH_WAIT_UNTIL(120, ck_count_terminal(ids, N) == N));
-    ck_read_states(ids, N, st);
+    ck_state *st = all_succeed(ids, N, 120);
     long long extra = 0;
-    for (int i = 0; i < N; i++) {
-        if (strcmp(st[i].state, "SUCCESS") != 0)
-            fail_msg("task %s: %s (%s)", ids[i], st[i].state, st[i].error);
+    for (int i = 0; i < N; i++)
         extra += st[i].attempt - 1;
-    }
     fprintf(stderr, "  %d worker(s) killed; %lld attempt(s) added by retries\n", kills, extra);
     assert_true(kills >= KILLS / 2);
     assert_true(extra <= kills);
